@@ -1,0 +1,1 @@
+"""Implementations of the ports: memory (tests), SQLite (embedded), HTTP delivery."""

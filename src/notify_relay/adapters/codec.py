@@ -1,0 +1,91 @@
+"""Message <-> JSON-ready dict, shared by the stores that keep a message as a document."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from notify_relay.domain.message import Attempt, BodyKind, Content, Message, MessageKey
+from notify_relay.domain.retry import Outcome, RetryPolicy
+from notify_relay.domain.status import Status
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def from_iso(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value is not None else None
+
+
+def attempt_to_doc(a: Attempt) -> dict[str, Any]:
+    return {"n": a.number, "t": a.started_at.isoformat(), "ms": a.duration_ms,
+            "sc": a.status_code, "e": a.error, "o": a.outcome.value}
+
+
+def attempt_from_doc(d: dict[str, Any]) -> Attempt:
+    return Attempt(d["n"], datetime.fromisoformat(d["t"]), d["ms"], d["sc"], d["e"],
+                   Outcome(d["o"]))
+
+
+def message_to_doc(m: Message) -> dict[str, Any]:
+    """Everything but the body and the columns a store indexes on."""
+    return {
+        "url": m.content.target_url,
+        "method": m.content.method,
+        "headers": [list(h) for h in m.content.headers],
+        "bodyKind": m.content.body_kind.value,
+        "correlationId": m.correlation_id,
+        "policy": [m.policy.max_attempts, m.policy.initial_delay, m.policy.max_delay],
+        "timeout": m.timeout_seconds,
+        "eventTimestamp": iso(m.event_timestamp),
+        "nextAttemptAt": iso(m.next_attempt_at),
+        "deliveredAt": iso(m.delivered_at),
+        "attemptCount": m.attempt_count,
+        "roundStart": m.round_start,
+        "lastStatusCode": m.last_status_code,
+        "lastError": m.last_error,
+        "attempts": [attempt_to_doc(a) for a in m.attempts],
+    }
+
+
+def message_from_doc(
+    doc: dict[str, Any],
+    *,
+    key: MessageKey,
+    status: str,
+    fingerprint: str,
+    created_at: str,
+    updated_at: str,
+    queued: bool,
+    version: int,
+    body: bytes | None,
+) -> Message:
+    max_attempts, initial, max_delay = doc["policy"]
+    return Message(
+        key=key,
+        content=Content(
+            target_url=doc["url"],
+            method=doc["method"],
+            headers=tuple((k, v) for k, v in doc["headers"]),
+            body=body,
+            body_kind=BodyKind(doc["bodyKind"]),
+        ),
+        fingerprint=fingerprint,
+        correlation_id=doc["correlationId"],
+        policy=RetryPolicy(max_attempts, initial, max_delay),
+        timeout_seconds=doc["timeout"],
+        created_at=datetime.fromisoformat(created_at),
+        updated_at=datetime.fromisoformat(updated_at),
+        event_timestamp=from_iso(doc["eventTimestamp"]),
+        status=Status(status),
+        next_attempt_at=from_iso(doc["nextAttemptAt"]),
+        delivered_at=from_iso(doc["deliveredAt"]),
+        attempt_count=doc["attemptCount"],
+        round_start=doc["roundStart"],
+        last_status_code=doc["lastStatusCode"],
+        last_error=doc["lastError"],
+        attempts=tuple(attempt_from_doc(a) for a in doc["attempts"]),
+        queued=queued,
+        version=version,
+    )

@@ -1,0 +1,127 @@
+"""Deliverer on aiohttp, with the network policy enforced where the socket connects.
+
+aiohttp was measured against httpx on this machine (bench/clients.py); see the README.
+Names are resolved by a resolver that drops refused addresses, so the address that is
+checked is the address connected to: a DNS answer that changes between a check and the
+connection (rebinding) cannot reach a refused network.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import Any
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
+
+from notify_relay.domain.network import NetworkPolicy
+from notify_relay.domain.retry import AttemptResult, ErrorKind
+from notify_relay.ports import OutboundRequest
+
+RESPONSE_READ_LIMIT = 64 * 1024
+_SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
+
+
+class TargetRefused(Exception):
+    """Every address of the target is refused by the network policy."""
+
+
+class PolicyResolver(AbstractResolver):
+    def __init__(self, policy: NetworkPolicy, inner: AbstractResolver | None = None) -> None:
+        self._policy = policy
+        self._inner = inner or aiohttp.ThreadedResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        allowed = []
+        reasons = []
+        for result in results:
+            reason = self._policy.refusal(ipaddress.ip_address(result["host"]))
+            if reason is None:
+                allowed.append(result)
+            else:
+                reasons.append(reason)
+        if not allowed:
+            raise TargetRefused(f"{host} resolves to refused addresses: {'; '.join(reasons)}")
+        return allowed
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def _describe_connect_error(exc: aiohttp.ClientConnectorError) -> str:
+    os_error = exc.os_error
+    if isinstance(os_error, ConnectionRefusedError):
+        return f"connection refused by {exc.host}:{exc.port}"
+    return f"cannot connect to {exc.host}:{exc.port}: {os_error.strerror or os_error}"
+
+
+class AiohttpDeliverer:
+    """Owns one pooled session; open() and close() bracket its life."""
+
+    def __init__(self, policy: NetworkPolicy, max_connections: int = 200) -> None:
+        self._policy = policy
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    async def open(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections,
+            limit_per_host=0,
+            resolver=PolicyResolver(self._policy),
+            ttl_dns_cache=10,
+            enable_cleanup_closed=False,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            skip_auto_headers=_SKIP_AUTO_HEADERS,
+            auto_decompress=False,
+            trust_env=False,
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(self, request: OutboundRequest) -> AttemptResult:
+        if self._session is None:
+            raise RuntimeError("deliverer is not open")
+        try:
+            url = URL(request.url, encoded=True)
+        except (ValueError, TypeError) as exc:
+            return AttemptResult(error_kind=ErrorKind.INVALID_REQUEST, error=f"invalid URL: {exc}")
+        refusal = self._policy.literal_refusal(url.host or "")
+        if refusal is not None:
+            return AttemptResult(error_kind=ErrorKind.TARGET_NOT_ALLOWED,
+                                 error=f"target not allowed: {refusal}")
+        kwargs: dict[str, Any] = {
+            "headers": list(request.headers),
+            "allow_redirects": False,
+            "timeout": aiohttp.ClientTimeout(total=request.timeout_seconds),
+        }
+        if request.body is not None:
+            kwargs["data"] = request.body
+        try:
+            async with self._session.request(request.method, url, **kwargs) as response:
+                await response.content.read(RESPONSE_READ_LIMIT)
+                return AttemptResult(status_code=response.status,
+                                     retry_after=response.headers.get("Retry-After"))
+        except TargetRefused as exc:
+            return AttemptResult(error_kind=ErrorKind.TARGET_NOT_ALLOWED,
+                                 error=f"target not allowed: {exc}")
+        except TimeoutError:
+            return AttemptResult(error_kind=ErrorKind.TIMEOUT,
+                                 error=f"timeout after {request.timeout_seconds:g} s")
+        except aiohttp.InvalidURL as exc:
+            return AttemptResult(error_kind=ErrorKind.INVALID_REQUEST, error=f"invalid URL: {exc}")
+        except aiohttp.ClientConnectorError as exc:
+            return AttemptResult(error_kind=ErrorKind.CONNECTION,
+                                 error=_describe_connect_error(exc))
+        except (aiohttp.ClientError, OSError) as exc:
+            return AttemptResult(error_kind=ErrorKind.CONNECTION,
+                                 error=f"{type(exc).__name__}: {exc}"[:500])

@@ -1,0 +1,20 @@
+"""Opaque list cursors shared by the store adapters."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+
+def encode_cursor(position: object) -> str:
+    raw = json.dumps(position, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> object:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        return json.loads(raw)
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise ValueError("cursor is not one this server issued") from None

@@ -1,0 +1,50 @@
+"""Observer that feeds Prometheus metrics, on a registry of its own (no global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800,
+                    3600, 4 * 3600, 12 * 3600)
+
+
+class PrometheusObserver:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._submissions = Counter(
+            "notify_relay_submissions", "Submissions by result (accepted, duplicate, rejected)",
+            ["result", "code"], registry=self.registry)
+        self._attempts = Counter(
+            "notify_relay_attempts", "Delivery attempts by outcome", ["outcome"],
+            registry=self.registry)
+        self._attempt_seconds = Histogram(
+            "notify_relay_attempt_duration_seconds", "Duration of one delivery attempt",
+            registry=self.registry)
+        self._deliveries = Counter(
+            "notify_relay_deliveries", "Messages delivered (2xx)", registry=self.registry)
+        self._dead_letters = Counter(
+            "notify_relay_dead_letters", "Messages dead-lettered (FAILED)", registry=self.registry)
+        self._latency = Histogram(
+            "notify_relay_delivery_latency_seconds", "From acceptance to delivery",
+            buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self._depth = Gauge(
+            "notify_relay_queue_depth", "Entries in the work queue, leased ones included",
+            registry=self.registry)
+
+    def submission(self, result: str, code: str | None = None) -> None:
+        self._submissions.labels(result, code or "").inc()
+
+    def attempt(self, outcome: str, duration_seconds: float) -> None:
+        self._attempts.labels(outcome).inc()
+        self._attempt_seconds.observe(duration_seconds)
+
+    def delivered(self, latency_seconds: float) -> None:
+        self._deliveries.inc()
+        self._latency.observe(latency_seconds)
+
+    def dead_lettered(self) -> None:
+        self._dead_letters.inc()
+
+    def render(self, queue_depth: int) -> bytes:
+        self._depth.set(queue_depth)
+        return generate_latest(self.registry)

@@ -1,0 +1,66 @@
+"""Every SQL statement of the SQLite adapters, named, in one place."""
+# ruff: noqa: S608 - the f-strings splice constant column lists, never input
+
+MESSAGE_COLUMNS = (
+    "m.seq, m.sender_id, m.message_id, m.status, m.fingerprint, m.created_at, m.updated_at, "
+    "m.queued, m.version, m.doc"
+)
+
+INSERT_MESSAGE = """
+INSERT INTO messages (sender_id, message_id, status, fingerprint, created_at, updated_at,
+                      queued, version, doc)
+VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)
+ON CONFLICT (sender_id, message_id) DO NOTHING
+RETURNING seq
+"""
+
+INSERT_BODY = "INSERT INTO bodies (seq, body) VALUES (?, ?)"
+
+GET_MESSAGE = f"""
+SELECT {MESSAGE_COLUMNS}, b.body FROM messages m LEFT JOIN bodies b ON b.seq = m.seq
+WHERE m.sender_id = ? AND m.message_id = ?
+"""
+
+UPDATE_MESSAGE = """
+UPDATE messages SET status = ?, updated_at = ?, queued = ?, version = version + 1, doc = ?
+WHERE sender_id = ? AND message_id = ? AND version = ?
+"""
+
+LIST_MESSAGES = f"""
+SELECT {MESSAGE_COLUMNS}, NULL FROM messages m
+WHERE m.sender_id = :sender AND (:status IS NULL OR m.status = :status)
+  AND (:before IS NULL OR m.seq < :before)
+ORDER BY m.seq DESC LIMIT :limit
+"""
+
+UNQUEUED_MESSAGES = f"""
+SELECT {MESSAGE_COLUMNS}, b.body FROM messages m LEFT JOIN bodies b ON b.seq = m.seq
+WHERE m.queued = 0 AND m.status = 'QUEUED' AND m.created_at < ?
+ORDER BY m.created_at LIMIT ?
+"""
+
+ENQUEUE = """
+INSERT INTO queue (sender_id, message_id, visible_at, receipt) VALUES (?, ?, ?, NULL)
+ON CONFLICT (sender_id, message_id) DO NOTHING
+"""
+
+CLAIM = """
+UPDATE queue SET visible_at = :lease_until, receipt = lower(hex(randomblob(8)))
+WHERE rowid IN (
+    SELECT rowid FROM queue WHERE visible_at <= :now ORDER BY visible_at LIMIT :limit
+)
+RETURNING sender_id, message_id, receipt
+"""
+
+COMPLETE = "DELETE FROM queue WHERE sender_id = ? AND message_id = ? AND receipt = ?"
+
+RESCHEDULE = """
+UPDATE queue SET visible_at = ?, receipt = NULL
+WHERE sender_id = ? AND message_id = ? AND receipt = ?
+"""
+
+NEXT_DUE = "SELECT min(visible_at) FROM queue"
+
+RECOVER = "UPDATE queue SET visible_at = ?, receipt = NULL WHERE receipt IS NOT NULL"
+
+DEPTH = "SELECT count(*) FROM queue"

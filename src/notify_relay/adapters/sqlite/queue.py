@@ -1,0 +1,64 @@
+"""WorkQueue on SQLite: a visibility time per entry, as SQS has, with receipts for leases."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+from notify_relay.adapters.sqlite import queries
+from notify_relay.adapters.sqlite.database import SqliteDatabase
+from notify_relay.domain.message import MessageKey
+from notify_relay.ports import Claim
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _execute(sql: str, params: tuple[object, ...]) -> Callable[[sqlite3.Connection], int]:
+    return lambda conn: conn.execute(sql, params).rowcount
+
+
+class SqliteQueue:
+    def __init__(self, db: SqliteDatabase, clock: Callable[[], datetime] = _utcnow) -> None:
+        self._db = db
+        self._clock = clock
+
+    async def enqueue(self, key: MessageKey, due_at: datetime) -> None:
+        params = (key.sender_id, key.message_id, due_at.timestamp())
+        await self._db.write(_execute(queries.ENQUEUE, params))
+
+    async def claim(self, limit: int, lease_seconds: float) -> Sequence[Claim]:
+        now = self._clock()
+        lease_until = now + timedelta(seconds=lease_seconds)
+        params = {"now": now.timestamp(), "lease_until": lease_until.timestamp(), "limit": limit}
+
+        def claim(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
+            return conn.execute(queries.CLAIM, params).fetchall()
+
+        rows = await self._db.write(claim)
+        return [Claim(MessageKey(s, m), receipt, lease_until) for s, m, receipt in rows]
+
+    async def complete(self, claim: Claim) -> None:
+        params = (claim.key.sender_id, claim.key.message_id, claim.receipt)
+        await self._db.write(_execute(queries.COMPLETE, params))
+
+    async def reschedule(self, claim: Claim, due_at: datetime) -> None:
+        params = (due_at.timestamp(), claim.key.sender_id, claim.key.message_id, claim.receipt)
+        await self._db.write(_execute(queries.RESCHEDULE, params))
+
+    async def next_due(self) -> datetime | None:
+        row = await self._db.read(lambda conn: conn.execute(queries.NEXT_DUE).fetchone())
+        return datetime.fromtimestamp(row[0], UTC) if row and row[0] is not None else None
+
+    async def recover(self) -> int:
+        now = self._clock().timestamp()
+        return await self._db.write(_execute(queries.RECOVER, (now,)))
+
+    async def depth(self) -> int:
+        row = await self._db.read(lambda conn: conn.execute(queries.DEPTH).fetchone())
+        return int(row[0])
+
+    async def ping(self) -> None:
+        await self._db.read(lambda conn: conn.execute("SELECT 1").fetchone())

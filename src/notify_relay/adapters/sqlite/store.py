@@ -1,0 +1,107 @@
+"""MessageStore on SQLite."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from notify_relay.adapters.codec import message_from_doc, message_to_doc
+from notify_relay.adapters.paging import decode_cursor, encode_cursor
+from notify_relay.adapters.sqlite import queries
+from notify_relay.adapters.sqlite.database import SqliteDatabase
+from notify_relay.domain.errors import StaleWrite
+from notify_relay.domain.message import Message, MessageKey
+from notify_relay.domain.status import Status
+from notify_relay.ports import Page
+
+
+def _from_row(row: tuple[Any, ...]) -> Message:
+    _, sender_id, message_id, status, fingerprint, created, updated, queued, version, doc, body = (
+        row
+    )
+    return message_from_doc(
+        json.loads(doc),
+        key=MessageKey(sender_id, message_id),
+        status=status,
+        fingerprint=fingerprint,
+        created_at=created,
+        updated_at=updated,
+        queued=bool(queued),
+        version=version,
+        body=body,
+    )
+
+
+class SqliteStore:
+    def __init__(self, db: SqliteDatabase) -> None:
+        self._db = db
+
+    async def create(self, message: Message) -> tuple[Message, bool]:
+        doc = json.dumps(message_to_doc(message), separators=(",", ":"))
+
+        def insert(conn: sqlite3.Connection) -> tuple[Message, bool]:
+            row = conn.execute(
+                queries.INSERT_MESSAGE,
+                (message.key.sender_id, message.key.message_id, message.status.value,
+                 message.fingerprint, message.created_at.isoformat(),
+                 message.updated_at.isoformat(), int(message.queued), doc),
+            ).fetchone()
+            if row is None:
+                existing = conn.execute(
+                    queries.GET_MESSAGE, (message.key.sender_id, message.key.message_id)
+                ).fetchone()
+                return _from_row(existing), False
+            conn.execute(queries.INSERT_BODY, (row[0], message.content.body))
+            return message, True
+
+        stored, created = await self._db.write(insert)
+        return (stored.with_version(1) if created else stored), created
+
+    async def get(self, key: MessageKey) -> Message | None:
+        row = await self._db.read(
+            lambda conn: conn.execute(
+                queries.GET_MESSAGE, (key.sender_id, key.message_id)
+            ).fetchone()
+        )
+        return _from_row(row) if row is not None else None
+
+    async def update(self, message: Message) -> Message:
+        doc = json.dumps(message_to_doc(message), separators=(",", ":"))
+        params = (message.status.value, message.updated_at.isoformat(), int(message.queued), doc,
+                  message.key.sender_id, message.key.message_id, message.version)
+
+        def update(conn: sqlite3.Connection) -> int:
+            return conn.execute(queries.UPDATE_MESSAGE, params).rowcount
+
+        if await self._db.write(update) != 1:
+            raise StaleWrite()
+        return message.with_version(message.version + 1)
+
+    async def list(
+        self, sender_id: str, status: Status | None, limit: int, cursor: str | None
+    ) -> Page:
+        before = decode_cursor(cursor) if cursor else None
+        if before is not None and not isinstance(before, int):
+            raise ValueError("cursor is not one this server issued")
+        params = {"sender": sender_id, "status": status.value if status else None,
+                  "before": before, "limit": limit + 1}
+        rows = await self._db.read(
+            lambda conn: conn.execute(queries.LIST_MESSAGES, params).fetchall()
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page([_from_row(r) for r in rows], encode_cursor(rows[-1][0]) if more else None)
+
+    async def unqueued(self, created_before: datetime, limit: int) -> Sequence[Message]:
+        rows = await self._db.read(
+            lambda conn: conn.execute(
+                queries.UNQUEUED_MESSAGES, (created_before.isoformat(), limit)
+            ).fetchall()
+        )
+        return [_from_row(r) for r in rows]
+
+    async def ping(self) -> None:
+        await self._db.read(lambda conn: conn.execute("SELECT 1").fetchone())

@@ -1,0 +1,1 @@
+"""The HTTP API of the contract (../shared/contract/API.md), on FastAPI."""

@@ -1,0 +1,39 @@
+"""The application factory: one FastAPI app over a Runtime, for every entry point."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from notify_relay import __version__
+from notify_relay.api import problems
+from notify_relay.api.middleware import BodyGuardMiddleware, CorrelationIdMiddleware
+from notify_relay.api.routes import router
+from notify_relay.runtime import Runtime
+
+
+def create_app(rt: Runtime) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await rt.start()
+        try:
+            yield
+        finally:
+            await rt.stop()
+
+    app = FastAPI(
+        title="notify-relay",
+        version=__version__,
+        description="Reliable delivery of HTTP notifications to external partners.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.runtime = rt
+    problems.install(app)
+    app.include_router(router)
+    app.add_middleware(BodyGuardMiddleware)
+    app.add_middleware(CorrelationIdMiddleware)  # added last: outermost
+    return app

@@ -1,0 +1,89 @@
+"""RFC 9457 problem documents for every failure, with the contract's code and correlation id."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+
+from notify_relay.context import correlation_id
+from notify_relay.domain.errors import FieldError, NotifyRelayError, RateLimited, ValidationFailed
+
+log = logging.getLogger("notify_relay.api")
+PROBLEM_JSON = "application/problem+json"
+_CODES_BY_STATUS = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE",
+                    415: "UNSUPPORTED_MEDIA_TYPE"}
+
+
+def problem(
+    status: int,
+    code: str,
+    detail: str,
+    errors: list[FieldError] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "correlationId": correlation_id.get() or "",
+    }
+    if errors is not None:
+        body["errors"] = [{"field": e.field, "message": e.message} for e in errors]
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def problem_for(exc: NotifyRelayError) -> JSONResponse:
+    errors = exc.errors if isinstance(exc, ValidationFailed) else None
+    headers = ({"Retry-After": str(exc.retry_after_seconds)}
+               if isinstance(exc, RateLimited) else None)
+    return problem(exc.status, exc.code, exc.message, errors, headers)
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "[key]")]
+    return ".".join(parts)
+
+
+def _message(error: dict[str, Any]) -> str:
+    if error["type"] == "json_invalid":
+        return f"malformed JSON: {error.get('ctx', {}).get('error', 'invalid')}"
+    if error["type"] == "missing" and tuple(error["loc"]) == ("body",):
+        return "a JSON request body is required"
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def validation_problem(exc: RequestValidationError) -> JSONResponse:
+    errors = [FieldError(_field(tuple(e["loc"])), _message(e)) for e in exc.errors()]
+    return problem_for(ValidationFailed(errors))
+
+
+def install(app: FastAPI) -> None:
+    async def on_domain(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, NotifyRelayError)
+        if exc.status >= 500:
+            log.error("request failed", exc_info=exc)
+        return problem_for(exc)
+
+    async def on_validation(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return validation_problem(exc)
+
+    async def on_http(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        code = _CODES_BY_STATUS.get(exc.status_code, "HTTP_ERROR")
+        detail = "no such route" if exc.status_code == 404 else str(exc.detail)
+        return problem(exc.status_code, code, detail, headers=exc.headers)
+
+    app.add_exception_handler(NotifyRelayError, on_domain)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)

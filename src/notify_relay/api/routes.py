@@ -1,0 +1,138 @@
+"""The endpoints of the contract; each is a few lines over the Relay."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from notify_relay.api.problems import problem
+from notify_relay.api.schemas import Health, MessageOut, MessagePage, Problem, SubmitResponse
+from notify_relay.api.views import message_view, submit_view
+from notify_relay.context import correlation_id
+from notify_relay.domain.errors import FieldError, NotFound, RateLimited, ValidationFailed
+from notify_relay.domain.message import MessageKey
+from notify_relay.domain.status import Status
+from notify_relay.domain.submission import ID_ALPHABET, Submission
+from notify_relay.runtime import Runtime
+
+router = APIRouter()
+_ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": Problem, "content": {"application/problem+json": {}}}
+    for code in (400, 401, 403, 404, 409, 413, 415, 422, 429, 500, 503)
+}
+SenderQuery = Annotated[
+    str | None,
+    Query(alias="senderId", pattern=rf"^{ID_ALPHABET}{{1,64}}$",
+          description="The sender, when the server has no API keys"),
+]
+
+
+def runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+RuntimeDep = Annotated[Runtime, Depends(runtime)]
+
+
+def _cid() -> str:
+    return correlation_id.get() or ""
+
+
+def _key(rt: Runtime, request: Request, message_id: str, sender_id: str | None) -> MessageKey:
+    sender = rt.auth.sender_for(request.headers.get("authorization"), sender_id)
+    return MessageKey(sender, message_id)
+
+
+def _authenticate_submission(request: Request, rt: RuntimeDep) -> None:
+    """Reject an unauthenticated caller before its body is even validated."""
+    if rt.auth.enabled:
+        rt.auth.sender_for(request.headers.get("authorization"), None)
+
+
+@router.post(
+    "/v1/messages",
+    status_code=202,
+    response_model=SubmitResponse,
+    responses={200: {"model": SubmitResponse, "description": "Duplicate of an accepted message"},
+               **_ERRORS},
+    dependencies=[Depends(_authenticate_submission)],
+    summary="Submit a notification",
+)
+async def submit(submission: Submission, request: Request, rt: RuntimeDep) -> Response:
+    sender = rt.auth.sender_for(request.headers.get("authorization"), submission.senderId)
+    if rt.limiter is not None:
+        wait = rt.limiter.acquire(sender, time.monotonic())
+        if wait > 0:
+            raise RateLimited(rt.limiter.retry_after_header(wait))
+    accepted = await rt.relay.submit(submission, sender, _cid())
+    if rt.metrics is not None:
+        rt.metrics.submission("duplicate" if accepted.duplicate else "accepted")
+    return JSONResponse(
+        submit_view(accepted.message, duplicate=accepted.duplicate, correlation_id=_cid()),
+        status_code=200 if accepted.duplicate else 202,
+    )
+
+
+@router.get("/v1/messages", response_model=MessagePage, responses=_ERRORS,
+            summary="List the caller's messages, newest first")
+async def list_messages(
+    request: Request,
+    rt: RuntimeDep,
+    sender_id: SenderQuery = None,
+    status: Status | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> Response:
+    sender = rt.auth.sender_for(request.headers.get("authorization"), sender_id)
+    try:
+        page = await rt.relay.list(sender, status, limit, cursor)
+    except ValueError as exc:
+        raise ValidationFailed([FieldError("cursor", str(exc))]) from None
+    return JSONResponse({"items": [message_view(m) for m in page.items],
+                         "nextCursor": page.next_cursor})
+
+
+@router.get("/v1/messages/{message_id}", response_model=MessageOut, responses=_ERRORS,
+            summary="One message with its attempts")
+async def get_message(
+    message_id: str, request: Request, rt: RuntimeDep, sender_id: SenderQuery = None
+) -> Response:
+    key = _key(rt, request, message_id, sender_id)
+    return JSONResponse(message_view(await rt.relay.get(key)))
+
+
+@router.post("/v1/messages/{message_id}/retry", status_code=202, response_model=MessageOut,
+             responses=_ERRORS, summary="Send a FAILED message again with a fresh budget")
+async def retry_message(
+    message_id: str, request: Request, rt: RuntimeDep, sender_id: SenderQuery = None
+) -> Response:
+    key = _key(rt, request, message_id, sender_id)
+    return JSONResponse(message_view(await rt.relay.retry(key)), status_code=202)
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness")
+async def healthz() -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/readyz", response_model=Health, responses={503: {"model": Problem}},
+            summary="Readiness: the store and the queue answer")
+async def readyz(rt: RuntimeDep) -> Response:
+    try:
+        await rt.check_ready()
+    except Exception as exc:
+        return problem(503, "SYSTEM_ERROR", f"not ready: {type(exc).__name__}")
+    return JSONResponse({"status": "ready"})
+
+
+@router.get("/metrics", response_class=Response, summary="Prometheus metrics",
+            responses={200: {"content": {"text/plain": {}}}})
+async def metrics(rt: RuntimeDep) -> Response:
+    if rt.metrics is None:
+        raise NotFound("metrics are not served by this deployment")
+    body = rt.metrics.render(await rt.relay.queue.depth())
+    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")

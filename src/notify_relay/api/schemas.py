@@ -1,0 +1,75 @@
+"""Response models: they document the API in /openapi.json; tests hold responses to them."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from notify_relay.domain.retry import Outcome
+from notify_relay.domain.status import Status
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SubmitResponse(_Strict):
+    messageId: str
+    senderId: str
+    status: Status
+    stored: bool
+    queued: bool
+    duplicate: bool
+    correlationId: str
+
+
+class AttemptOut(_Strict):
+    number: int
+    startedAt: str
+    durationMs: int
+    statusCode: int | None
+    error: str | None
+    outcome: Outcome
+
+
+class MessageOut(_Strict):
+    messageId: str
+    senderId: str
+    status: Status
+    targetUrl: str
+    method: str
+    headers: dict[str, str]
+    correlationId: str
+    timestamp: str | None
+    createdAt: str
+    updatedAt: str
+    nextAttemptAt: str | None
+    deliveredAt: str | None
+    attemptCount: int
+    maxAttempts: int
+    lastStatusCode: int | None
+    lastError: str | None
+    attempts: list[AttemptOut]
+
+
+class MessagePage(_Strict):
+    items: list[MessageOut]
+    nextCursor: str | None
+
+
+class FieldErrorOut(_Strict):
+    field: str
+    message: str
+
+
+class Problem(_Strict):
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    correlationId: str
+    errors: list[FieldErrorOut] | None = None
+
+
+class Health(_Strict):
+    status: str

@@ -1,0 +1,54 @@
+"""Messages as the contract shows them (camelCase, RFC 3339 UTC, credentials redacted)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from notify_relay.domain.message import Attempt, Message
+from notify_relay.domain.redaction import redact_headers
+
+
+def rfc3339(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def attempt_view(a: Attempt) -> dict[str, Any]:
+    return {"number": a.number, "startedAt": rfc3339(a.started_at), "durationMs": a.duration_ms,
+            "statusCode": a.status_code, "error": a.error, "outcome": a.outcome.value}
+
+
+def message_view(m: Message) -> dict[str, Any]:
+    return {
+        "messageId": m.key.message_id,
+        "senderId": m.key.sender_id,
+        "status": m.status.value,
+        "targetUrl": m.content.target_url,
+        "method": m.content.method,
+        "headers": redact_headers(m.content.headers),
+        "correlationId": m.correlation_id,
+        "timestamp": rfc3339(m.event_timestamp),
+        "createdAt": rfc3339(m.created_at),
+        "updatedAt": rfc3339(m.updated_at),
+        "nextAttemptAt": rfc3339(m.next_attempt_at),
+        "deliveredAt": rfc3339(m.delivered_at),
+        "attemptCount": m.attempt_count,
+        "maxAttempts": m.attempt_budget,
+        "lastStatusCode": m.last_status_code,
+        "lastError": m.last_error,
+        "attempts": [attempt_view(a) for a in m.attempts],
+    }
+
+
+def submit_view(m: Message, *, duplicate: bool, correlation_id: str) -> dict[str, Any]:
+    return {
+        "messageId": m.key.message_id,
+        "senderId": m.key.sender_id,
+        "status": m.status.value,
+        "stored": True,
+        "queued": m.queued,
+        "duplicate": duplicate,
+        "correlationId": correlation_id,
+    }

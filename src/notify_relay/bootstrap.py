@@ -1,0 +1,69 @@
+"""The composition root: the only place that picks adapters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from standardwebhooks import Webhook
+
+from notify_relay.adapters.http import AiohttpDeliverer
+from notify_relay.adapters.prometheus import PrometheusObserver
+from notify_relay.adapters.sqlite import SqliteDatabase, SqliteQueue, SqliteStore
+from notify_relay.api.auth import Authenticator
+from notify_relay.config import Settings
+from notify_relay.domain.network import NetworkPolicy
+from notify_relay.domain.ratelimit import RateLimiter
+from notify_relay.runtime import Runtime
+from notify_relay.service import Relay
+from notify_relay.worker.loop import Worker, WorkerSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Embedded:
+    runtime: Runtime
+    worker: Worker
+    database: SqliteDatabase
+
+
+def build_embedded(settings: Settings) -> Embedded:
+    """SQLite store and queue, aiohttp delivery, the worker in-process.
+
+    Opens (and locks) the database file now, so that a second process fails before it
+    binds a port; raises DatabaseLocked.
+    """
+    database = SqliteDatabase(settings.db)
+    database.open()
+    queue = SqliteQueue(database)
+    network = NetworkPolicy(settings.allow_networks)
+    deliverer = AiohttpDeliverer(network, max_connections=settings.concurrency)
+    metrics = PrometheusObserver()
+    limits = settings.retry_limits
+    relay = Relay(
+        store=SqliteStore(database),
+        queue=queue,
+        deliverer=deliverer,
+        limits=limits,
+        network=network,
+        signers={sender: Webhook(secret) for sender, secret in settings.signing_secrets.items()},
+        observer=metrics,
+    )
+    worker = Worker(relay, queue, WorkerSettings(
+        concurrency=settings.concurrency,
+        lease_seconds=limits.max_timeout + 60.0,
+        shutdown_grace_seconds=settings.shutdown_grace,
+    ))
+    relay.on_enqueued = worker.wake
+
+    async def close_database() -> None:
+        database.close()
+
+    runtime = Runtime(
+        relay=relay,
+        auth=Authenticator.from_keys(settings.api_keys),
+        metrics=metrics,
+        limiter=(RateLimiter(settings.rate_limit, settings.rate_burst)
+                 if settings.rate_limit > 0 else None),
+        starts=[deliverer.open, worker.start],
+        stops=[close_database, deliverer.close, worker.stop],
+    )
+    return Embedded(runtime, worker, database)

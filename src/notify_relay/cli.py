@@ -1,0 +1,72 @@
+"""`notify-relay serve`: the embedded server, API and worker in one process."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sqlite3
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from notify_relay import __version__
+from notify_relay.adapters.sqlite import DatabaseLocked
+from notify_relay.api.app import create_app
+from notify_relay.bootstrap import build_embedded
+from notify_relay.config import ConfigError, add_arguments, load
+from notify_relay.logs import configure_logging
+
+log = logging.getLogger("notify_relay.cli")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="notify-relay", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"notify-relay {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the API and the delivery worker on SQLite")
+    add_arguments(serve)
+    return parser
+
+
+def serve(flags: dict[str, str | None]) -> int:
+    try:
+        settings = load(flags)
+    except ConfigError as exc:
+        print(f"notify-relay: error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    if not settings.api_keys and not settings.loopback_only:
+        log.warning("no API keys are configured and the server listens beyond loopback: "
+                    "anyone who can reach it can submit", extra={"host": settings.host})
+    try:
+        embedded = build_embedded(settings)
+    except (DatabaseLocked, sqlite3.Error, OSError, RuntimeError) as exc:
+        print(f"notify-relay: error: cannot open {settings.db}: {exc}", file=sys.stderr)
+        return 1
+    server = uvicorn.Server(uvicorn.Config(
+        create_app(embedded.runtime),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=settings.access_log,
+        lifespan="on",
+        server_header=False,
+        timeout_graceful_shutdown=max(round(settings.shutdown_grace), 1),
+    ))
+    log.info("starting", extra={"host": settings.host, "port": settings.port, "db": settings.db,
+                                "version": __version__})
+    server.run()
+    return 0 if server.started else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = vars(_parser().parse_args(argv))
+    command = args.pop("command")
+    if command == "serve":
+        return serve(args)
+    return 2  # argparse rejects unknown commands before this
+
+
+if __name__ == "__main__":
+    sys.exit(main())

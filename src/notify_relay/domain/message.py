@@ -1,0 +1,189 @@
+"""A message, its attempts, and the moves the status machine allows on it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+
+from notify_relay.domain.errors import InvalidState
+from notify_relay.domain.retry import AttemptResult, Decision, ErrorKind, Outcome, RetryPolicy
+from notify_relay.domain.status import Status, check_transition
+
+
+class BodyKind(StrEnum):
+    NONE = "NONE"
+    TEXT = "TEXT"
+    JSON = "JSON"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class MessageKey:
+    sender_id: str
+    message_id: str
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.sender_id}:{self.message_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    number: int
+    started_at: datetime
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+    outcome: Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    """What the partner receives; identical content makes a resubmission a duplicate."""
+
+    target_url: str
+    method: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes | None
+    body_kind: BodyKind
+
+    def fingerprint(self) -> str:
+        """Hash of the content, header names folded to lower case and sorted."""
+        digest = hashlib.sha256()
+        head = {
+            "url": self.target_url,
+            "method": self.method,
+            "headers": sorted((k.lower(), v) for k, v in self.headers),
+            "kind": self.body_kind.value,
+        }
+        digest.update(json.dumps(head, separators=(",", ":")).encode())
+        digest.update(b"\0")
+        digest.update(self.body or b"")
+        return "sha256:" + digest.hexdigest()
+
+    def header(self, name: str) -> str | None:
+        lowered = name.lower()
+        return next((v for k, v in self.headers if k.lower() == lowered), None)
+
+
+INTERRUPTED_ERROR = "attempt interrupted: the worker stopped before it recorded a result"
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    key: MessageKey
+    content: Content
+    fingerprint: str
+    correlation_id: str
+    policy: RetryPolicy
+    timeout_seconds: float
+    created_at: datetime
+    updated_at: datetime
+    event_timestamp: datetime | None = None
+    status: Status = Status.QUEUED
+    next_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+    attempt_count: int = 0
+    round_start: int = 0
+    last_status_code: int | None = None
+    last_error: str | None = None
+    attempts: tuple[Attempt, ...] = field(default=())
+    queued: bool = False
+    version: int = 0
+
+    @classmethod
+    def new(
+        cls,
+        key: MessageKey,
+        content: Content,
+        *,
+        correlation_id: str,
+        policy: RetryPolicy,
+        timeout_seconds: float,
+        now: datetime,
+        event_timestamp: datetime | None = None,
+    ) -> Message:
+        return cls(
+            key=key,
+            content=content,
+            fingerprint=content.fingerprint(),
+            correlation_id=correlation_id,
+            policy=policy,
+            timeout_seconds=timeout_seconds,
+            created_at=now,
+            updated_at=now,
+            event_timestamp=event_timestamp,
+            next_attempt_at=now,
+        )
+
+    @property
+    def attempt_budget(self) -> int:
+        """Total attempts allowed so far: each manual retry adds policy.max_attempts."""
+        return self.round_start + self.policy.max_attempts
+
+    @property
+    def attempt_in_round(self) -> int:
+        """Number of the next attempt since the message was (re)queued, 1-based."""
+        return self.attempt_count - self.round_start + 1
+
+    def _move(self, status: Status, now: datetime, **changes: object) -> Message:
+        check_transition(self.status, status)
+        return replace(self, status=status, updated_at=now, **changes)  # type: ignore[arg-type]
+
+    def with_version(self, version: int) -> Message:
+        return replace(self, version=version)
+
+    def mark_queued(self) -> Message:
+        return replace(self, queued=True)
+
+    def start_attempt(self, now: datetime) -> Message:
+        """Move to DELIVERING; a DELIVERING message was cut short, so record that first."""
+        message = self
+        if message.status is Status.DELIVERING:
+            interrupted = AttemptResult(error_kind=ErrorKind.INTERRUPTED, error=INTERRUPTED_ERROR)
+            give_up = message.attempt_in_round >= message.policy.max_attempts
+            decision = Decision(Outcome.GIVE_UP) if give_up else Decision(Outcome.RETRY, now)
+            message = message.finish_attempt(interrupted, decision, started_at=now, duration_ms=0,
+                                              now=now)
+            if message.status is Status.FAILED:
+                return message
+        return message._move(Status.DELIVERING, now, next_attempt_at=None, queued=True)
+
+    def finish_attempt(
+        self,
+        result: AttemptResult,
+        decision: Decision,
+        *,
+        started_at: datetime,
+        duration_ms: int,
+        now: datetime,
+    ) -> Message:
+        number = self.attempt_count + 1
+        attempt = Attempt(number, started_at, duration_ms, result.status_code,
+                          result.description, decision.outcome)
+        common: dict[str, object] = {
+            "attempt_count": number,
+            "attempts": (*self.attempts, attempt),
+            "last_status_code": result.status_code,
+            "last_error": result.description,
+        }
+        if decision.outcome is Outcome.SUCCESS:
+            return self._move(Status.DELIVERED, now, delivered_at=now, next_attempt_at=None,
+                              **common)
+        if decision.outcome is Outcome.RETRY:
+            return self._move(Status.RETRYING, now, next_attempt_at=decision.retry_at, **common)
+        return self._move(Status.FAILED, now, next_attempt_at=None, **common)
+
+    def retry_by_hand(self, now: datetime) -> Message:
+        """A fresh budget of policy.max_attempts for a FAILED message."""
+        if self.status is not Status.FAILED:
+            raise InvalidState(f"only a FAILED message can be retried; this one is {self.status}")
+        return self._move(
+            Status.QUEUED,
+            now,
+            next_attempt_at=now,
+            round_start=self.attempt_count,
+            queued=False,
+        )

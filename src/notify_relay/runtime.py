@@ -1,0 +1,42 @@
+"""What the entry points share: the relay, the API's helpers, and the parts to start and stop."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from notify_relay.adapters.prometheus import PrometheusObserver
+from notify_relay.api.auth import Authenticator
+from notify_relay.domain.ratelimit import RateLimiter
+from notify_relay.service import Relay
+
+Step = Callable[[], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Runtime:
+    relay: Relay
+    auth: Authenticator = field(default_factory=Authenticator)
+    metrics: PrometheusObserver | None = None
+    limiter: RateLimiter | None = None
+    starts: list[Step] = field(default_factory=list)
+    stops: list[Step] = field(default_factory=list)
+
+    async def start(self) -> None:
+        for step in self.starts:
+            await step()
+
+    async def stop(self) -> None:
+        """Stop in the reverse order of starting; every stop step runs."""
+        errors: list[BaseException] = []
+        for step in reversed(self.stops):
+            try:
+                await step()
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise ExceptionGroup("stopping the runtime failed", errors)  # type: ignore[type-var]
+
+    async def check_ready(self) -> None:
+        await self.relay.store.ping()
+        await self.relay.queue.ping()

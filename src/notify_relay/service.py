@@ -1,0 +1,221 @@
+"""The use cases: accept a submission, deliver one claimed message, retry by hand, reconcile.
+
+No framework here: the API, the embedded worker and the Lambdas all call this.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+from standardwebhooks import Webhook
+
+from notify_relay import __version__
+from notify_relay.domain.delivery import outbound_headers
+from notify_relay.domain.errors import (
+    IdempotencyConflict,
+    InvalidState,
+    NotFound,
+    StaleWrite,
+    TargetNotAllowed,
+)
+from notify_relay.domain.message import Message, MessageKey
+from notify_relay.domain.network import NetworkPolicy
+from notify_relay.domain.retry import Outcome, RetryLimits, decide
+from notify_relay.domain.status import Status
+from notify_relay.domain.submission import Submission
+from notify_relay.ports import (
+    Claim,
+    Deliverer,
+    MessageStore,
+    NullObserver,
+    Observer,
+    OutboundRequest,
+    Page,
+    WorkQueue,
+)
+
+log = logging.getLogger("notify_relay.service")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def message_context(message: Message) -> dict[str, object]:
+    """The fields every log line about a message carries."""
+    return {
+        "messageId": message.key.message_id,
+        "senderId": message.key.sender_id,
+        "correlationId": message.correlation_id,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    message: Message
+    duplicate: bool
+
+
+@dataclass(slots=True)
+class Relay:
+    store: MessageStore
+    queue: WorkQueue
+    deliverer: Deliverer
+    limits: RetryLimits = field(default_factory=RetryLimits)
+    network: NetworkPolicy = field(default_factory=NetworkPolicy)
+    signers: Mapping[str, Webhook] = field(default_factory=dict)
+    observer: Observer = field(default_factory=NullObserver)
+    on_enqueued: Callable[[], None] = lambda: None
+    clock: Callable[[], datetime] = utcnow
+    rand: Callable[[], float] = random.random
+    user_agent: str = f"notify-relay/{__version__}"
+
+    # -- submission side ---------------------------------------------------------------
+
+    async def submit(self, submission: Submission, sender_id: str, correlation_id: str) -> Accepted:
+        content = submission.content()
+        refusal = self.network.literal_refusal(urlsplit(content.target_url).hostname or "")
+        if refusal is not None:
+            raise TargetNotAllowed(f"targetUrl: {refusal}")
+        policy_in = submission.retryPolicy
+        policy = self.limits.effective_policy(
+            policy_in.maxAttempts if policy_in else None,
+            policy_in.initialDelaySeconds if policy_in else None,
+            policy_in.maxDelaySeconds if policy_in else None,
+        )
+        message = Message.new(
+            MessageKey(sender_id, submission.messageId),
+            content,
+            correlation_id=correlation_id,
+            policy=policy,
+            timeout_seconds=self.limits.effective_timeout(submission.timeoutSeconds),
+            now=self.clock(),
+            event_timestamp=submission.event_time(),
+        )
+        stored, created = await self.store.create(message)
+        if not created:
+            if stored.fingerprint != message.fingerprint:
+                raise IdempotencyConflict(
+                    f"messageId {submission.messageId} was accepted with different content"
+                )
+            if stored.status is Status.QUEUED and not stored.queued:
+                stored = await self._enqueue(stored)
+            log.info("duplicate submission", extra=message_context(stored))
+            return Accepted(stored, duplicate=True)
+        log.info("accepted", extra=message_context(stored))
+        return Accepted(await self._enqueue(stored), duplicate=False)
+
+    async def _enqueue(self, message: Message) -> Message:
+        """Queue, then record that it is queued: a crash between leaves it to reconcile()."""
+        await self.queue.enqueue(message.key, message.next_attempt_at or self.clock())
+        self.on_enqueued()
+        try:
+            return await self.store.update(message.mark_queued())
+        except StaleWrite:  # a worker (or a twin submission) moved it on: it was queued
+            current = await self.store.get(message.key)
+            return current if current is not None else message
+
+    async def get(self, key: MessageKey) -> Message:
+        message = await self.store.get(key)
+        if message is None:
+            raise NotFound(f"no message {key.message_id} for sender {key.sender_id}")
+        return message
+
+    async def list(
+        self, sender_id: str, status: Status | None, limit: int, cursor: str | None
+    ) -> Page:
+        return await self.store.list(sender_id, status, limit, cursor)
+
+    async def retry(self, key: MessageKey) -> Message:
+        """Queue a FAILED message again with a fresh attempt budget."""
+        message = (await self.get(key)).retry_by_hand(self.clock())
+        try:
+            message = await self.store.update(message)
+        except StaleWrite:
+            raise InvalidState("the message changed while it was being retried") from None
+        log.info("retried by hand", extra=message_context(message))
+        return await self._enqueue(message)
+
+    async def reconcile(self, older_than: timedelta, limit: int = 500) -> int:
+        """Queue messages that were stored but never queued; returns how many."""
+        stranded = await self.store.unqueued(self.clock() - older_than, limit)
+        for message in stranded:
+            log.warning("queueing a message stored but never queued",
+                        extra=message_context(message))
+            await self._enqueue(message)
+        return len(stranded)
+
+    # -- delivery side -----------------------------------------------------------------
+
+    def request_for(self, message: Message, now: datetime) -> OutboundRequest:
+        headers = outbound_headers(message, self.user_agent)
+        signer = self.signers.get(message.key.sender_id)
+        if signer is not None:
+            webhook_id = message.key.idempotency_key
+            payload = (message.content.body or b"").decode()
+            signature = signer.sign(webhook_id, now, payload)
+            headers += [
+                ("webhook-id", webhook_id),
+                ("webhook-timestamp", str(int(now.timestamp()))),
+                ("webhook-signature", signature),
+            ]
+        content = message.content
+        return OutboundRequest(content.target_url, content.method, headers, content.body,
+                               message.timeout_seconds)
+
+    async def deliver(self, claim: Claim) -> None:
+        """Make one attempt for a claimed entry and settle both the message and the entry."""
+        message = await self.store.get(claim.key)
+        if message is None or message.status.is_final:
+            await self.queue.complete(claim)
+            return
+        now = self.clock()
+        due = message.next_attempt_at
+        if message.status is Status.RETRYING and due is not None and due > now:
+            await self.queue.reschedule(claim, due)  # the entry woke early (a lost lease)
+            return
+        try:
+            message = await self.store.update(message.start_attempt(now))
+        except StaleWrite:
+            await self.queue.reschedule(claim, now)
+            return
+        if message.status is Status.FAILED:  # an interrupted last attempt used the budget
+            await self._settle(claim, message, Outcome.GIVE_UP)
+            return
+
+        started = self.clock()
+        t0 = time.perf_counter()
+        result = await self.deliverer.send(self.request_for(message, started))
+        elapsed = time.perf_counter() - t0
+        finished = self.clock()
+        decision = decide(result, attempt_in_round=message.attempt_in_round,
+                          policy=message.policy, limits=self.limits, now=finished, rand=self.rand)
+        message = message.finish_attempt(result, decision, started_at=started,
+                                         duration_ms=round(elapsed * 1000), now=finished)
+        message = await self.store.update(message)
+        self.observer.attempt(decision.outcome.value, elapsed)
+        log.info(
+            "attempt",
+            extra={**message_context(message), "attempt": message.attempt_count,
+                   "statusCode": result.status_code, "error": result.description,
+                   "outcome": decision.outcome.value, "durationMs": round(elapsed * 1000)},
+        )
+        await self._settle(claim, message, decision.outcome)
+
+    async def _settle(self, claim: Claim, message: Message, outcome: Outcome) -> None:
+        if outcome is Outcome.RETRY and message.next_attempt_at is not None:
+            await self.queue.reschedule(claim, message.next_attempt_at)
+            return
+        await self.queue.complete(claim)
+        if message.status is Status.DELIVERED:
+            self.observer.delivered((self.clock() - message.created_at).total_seconds())
+        else:
+            self.observer.dead_lettered()
+            log.warning("dead-lettered", extra={**message_context(message),
+                                                "error": message.last_error})

@@ -1,0 +1,135 @@
+"""An asyncio loop that claims due entries and delivers them with bounded concurrency.
+
+It sleeps until the earliest entry is due, and wakes at once when new work is queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from notify_relay.ports import Claim, WorkQueue
+from notify_relay.service import Relay
+
+log = logging.getLogger("notify_relay.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    concurrency: int = 128
+    claim_batch: int = 64
+    lease_seconds: float = 180.0
+    max_idle_seconds: float = 5.0
+    reconcile_every_seconds: float = 30.0
+    shutdown_grace_seconds: float = 10.0
+
+
+class Worker:
+    def __init__(self, relay: Relay, queue: WorkQueue, settings: WorkerSettings) -> None:
+        self._relay = relay
+        self._queue = queue
+        self._settings = settings
+        self._wake = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._main: asyncio.Task[None] | None = None
+        self._reconciler: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        """Called when work is queued, so that it starts without a polling delay."""
+        self._wake.set()
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    async def start(self) -> None:
+        recovered = await self._queue.recover()
+        if recovered:
+            log.warning("released leases left by an earlier process", extra={"count": recovered})
+        await self._relay.reconcile(older_than=timedelta(0))
+        self._main = asyncio.create_task(self._run(), name="worker")
+        self._reconciler = asyncio.create_task(self._reconcile_forever(), name="reconciler")
+
+    async def stop(self) -> None:
+        """Stop claiming, let attempts in flight finish within the grace, then abandon them.
+
+        An abandoned attempt keeps its lease and status DELIVERING: the next start
+        releases the lease and records the attempt as interrupted, so nothing is lost.
+        """
+        self._stopping.set()
+        self._wake.set()
+        for task in (self._main, self._reconciler):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._inflight:
+            _, pending = await asyncio.wait(self._inflight,
+                                            timeout=self._settings.shutdown_grace_seconds)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+                log.warning("abandoned attempts at shutdown", extra={"count": len(pending)})
+
+    async def _run(self) -> None:
+        settings = self._settings
+        while not self._stopping.is_set():
+            free = settings.concurrency - len(self._inflight)
+            if free <= 0:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            wanted = min(free, settings.claim_batch)
+            self._wake.clear()
+            try:
+                claims = await self._queue.claim(wanted, settings.lease_seconds)
+            except Exception:
+                log.exception("claiming work failed; trying again shortly")
+                await self._sleep(1.0)
+                continue
+            for claim in claims:
+                task = asyncio.create_task(self._deliver(claim))
+                self._inflight.add(task)
+                task.add_done_callback(self._done)
+            if len(claims) < wanted:
+                await self._sleep(await self._idle_time())
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._slot_free.set()
+
+    async def _deliver(self, claim: Claim) -> None:
+        try:
+            await self._relay.deliver(claim)
+        except Exception:
+            log.exception("delivery failed; the entry returns when its lease ends",
+                          extra={"messageId": claim.key.message_id,
+                                 "senderId": claim.key.sender_id})
+
+    async def _idle_time(self) -> float:
+        next_due = await self._queue.next_due()
+        if next_due is None:
+            return self._settings.max_idle_seconds
+        wait = (next_due - datetime.now(UTC)).total_seconds()
+        return min(max(wait, 0.0), self._settings.max_idle_seconds)
+
+    async def _sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def _reconcile_forever(self) -> None:
+        interval = self._settings.reconcile_every_seconds
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._relay.reconcile(older_than=timedelta(seconds=interval))
+            except Exception:
+                log.exception("reconciling stored but unqueued messages failed")
