@@ -14,6 +14,11 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# Special-purpose ranges that Python's ipaddress still counts as global.
+_ALSO_REFUSED = (
+    ipaddress.IPv4Network("192.88.99.0/24"),  # 6to4 relay anycast, deprecated (RFC 7526)
+    ipaddress.IPv6Network("fec0::/10"),  # site-local, deprecated (RFC 3879)
+)
 
 
 def parse_networks(spec: Iterable[str]) -> tuple[IPNetwork, ...]:
@@ -47,6 +52,8 @@ def refusal_reason(address: IPAddress) -> str | None:
         (address.is_private, "private"),
         (address.is_reserved, "reserved"),
         (not address.is_global, "not globally routable"),
+        (any(address in net for net in _ALSO_REFUSED if net.version == address.version),
+         "special-purpose"),
     )
     for hit, name in checks:
         if hit:

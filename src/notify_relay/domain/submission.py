@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     JsonValue,
     StringConstraints,
+    field_validator,
     model_validator,
 )
 
@@ -127,14 +128,15 @@ class Submission(BaseModel):
     retryPolicy: RetryPolicyIn | None = None
     timeoutSeconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
-    @model_validator(mode="after")
-    def _header_names_unique(self) -> Submission:
+    @field_validator("headers")
+    @classmethod
+    def _header_names_unique(cls, headers: dict[str, str]) -> dict[str, str]:
         seen: set[str] = set()
-        for name in self.headers:
+        for name in headers:
             if name.lower() in seen:
-                raise ValueError(f"headers: {name} is given twice (names are case-insensitive)")
+                raise ValueError(f"{name} is given twice (header names are case-insensitive)")
             seen.add(name.lower())
-        return self
+        return headers
 
     def content(self) -> Content:
         body = self.body

@@ -103,6 +103,7 @@ class Worker:
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
         self._slot_free.set()
+        self._wake.set()  # a retry may now be due before the loop's planned wake-up
 
     async def _deliver(self, claim: Claim) -> None:
         try:

@@ -44,13 +44,11 @@ INSERT INTO queue (sender_id, message_id, visible_at, receipt) VALUES (?, ?, ?, 
 ON CONFLICT (sender_id, message_id) DO NOTHING
 """
 
-CLAIM = """
-UPDATE queue SET visible_at = :lease_until, receipt = lower(hex(randomblob(8)))
-WHERE rowid IN (
-    SELECT rowid FROM queue WHERE visible_at <= :now ORDER BY visible_at LIMIT :limit
-)
-RETURNING sender_id, message_id, receipt
+DUE_ENTRIES = """
+SELECT rowid, sender_id, message_id FROM queue WHERE visible_at <= ? ORDER BY visible_at LIMIT ?
 """
+
+LEASE = "UPDATE queue SET visible_at = ?, receipt = ? WHERE rowid = ?"
 
 COMPLETE = "DELETE FROM queue WHERE sender_id = ? AND message_id = ? AND receipt = ?"
 

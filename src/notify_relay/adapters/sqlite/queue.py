@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -32,13 +33,16 @@ class SqliteQueue:
     async def claim(self, limit: int, lease_seconds: float) -> Sequence[Claim]:
         now = self._clock()
         lease_until = now + timedelta(seconds=lease_seconds)
-        params = {"now": now.timestamp(), "lease_until": lease_until.timestamp(), "limit": limit}
 
-        def claim(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
-            return conn.execute(queries.CLAIM, params).fetchall()
+        def claim(conn: sqlite3.Connection) -> list[Claim]:
+            due = conn.execute(queries.DUE_ENTRIES, (now.timestamp(), limit)).fetchall()
+            claims = [Claim(MessageKey(s, m), secrets.token_hex(8), lease_until)
+                      for _, s, m in due]
+            conn.executemany(queries.LEASE, [(lease_until.timestamp(), c.receipt, rowid)
+                                             for (rowid, _, _), c in zip(due, claims, strict=True)])
+            return claims
 
-        rows = await self._db.write(claim)
-        return [Claim(MessageKey(s, m), receipt, lease_until) for s, m, receipt in rows]
+        return await self._db.write(claim)
 
     async def complete(self, claim: Claim) -> None:
         params = (claim.key.sender_id, claim.key.message_id, claim.receipt)

@@ -1,0 +1,64 @@
+"""Every adapter of a port, for the contract suites to run against."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from notify_relay.adapters.memory import MemoryQueue, MemoryStore
+from notify_relay.adapters.sqlite import SqliteDatabase, SqliteQueue, SqliteStore
+from notify_relay.ports import MessageStore, WorkQueue
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Iterator[SqliteDatabase]:
+    db = SqliteDatabase(tmp_path / "relay.db")
+    db.open()
+    yield db
+    db.close()
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MessageStore]:
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    db = SqliteDatabase(tmp_path / "store.db")
+    db.open()
+    yield SqliteStore(db)
+    db.close()
+
+
+QueueFactory = Callable[[FakeClock], WorkQueue]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def queue(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> AsyncIterator[WorkQueue]:
+    if request.param == "memory":
+        yield MemoryQueue(clock)
+        return
+    db = SqliteDatabase(tmp_path / "queue.db")
+    db.open()
+    yield SqliteQueue(db, clock)
+    db.close()

@@ -1,0 +1,105 @@
+"""The WorkQueue contract, run against every adapter (memory, SQLite file, ...)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from notify_relay.domain.message import MessageKey
+from notify_relay.ports import WorkQueue
+from tests.contract.conftest import FakeClock
+
+pytestmark = pytest.mark.anyio
+
+A, B, C = MessageKey("s", "a"), MessageKey("s", "b"), MessageKey("s", "c")
+
+
+async def test_claims_due_entries_oldest_due_first(queue: WorkQueue, clock: FakeClock) -> None:
+    await queue.enqueue(B, clock.now - timedelta(seconds=1))
+    await queue.enqueue(A, clock.now - timedelta(seconds=2))
+    await queue.enqueue(C, clock.now + timedelta(seconds=10))
+    claims = await queue.claim(10, 30)
+    assert [c.key for c in claims] == [A, B]
+    assert len({c.receipt for c in claims}) == 2
+
+
+async def test_claim_respects_limit(queue: WorkQueue, clock: FakeClock) -> None:
+    for i in range(5):
+        await queue.enqueue(MessageKey("s", f"m{i}"), clock.now)
+    assert len(await queue.claim(3, 30)) == 3
+    assert len(await queue.claim(3, 30)) == 2
+    assert await queue.claim(3, 30) == []
+
+
+async def test_claimed_entry_invisible_until_lease_ends(queue: WorkQueue, clock: FakeClock) -> None:
+    await queue.enqueue(A, clock.now)
+    first = await queue.claim(1, 30)
+    assert await queue.claim(1, 30) == []
+    clock.advance(31)
+    second = await queue.claim(1, 30)
+    assert [c.key for c in second] == [A]
+    assert second[0].receipt != first[0].receipt
+
+
+async def test_complete_removes_and_stale_receipt_is_ignored(
+    queue: WorkQueue, clock: FakeClock
+) -> None:
+    await queue.enqueue(A, clock.now)
+    (old,) = await queue.claim(1, 30)
+    clock.advance(31)
+    (new,) = await queue.claim(1, 30)
+    await queue.complete(old)  # lost its lease: no effect
+    assert await queue.depth() == 1
+    await queue.complete(new)
+    assert await queue.depth() == 0
+
+
+async def test_reschedule_makes_due_later(queue: WorkQueue, clock: FakeClock) -> None:
+    await queue.enqueue(A, clock.now)
+    (claim,) = await queue.claim(1, 300)
+    await queue.reschedule(claim, clock.now + timedelta(seconds=5))
+    assert await queue.claim(1, 300) == []
+    assert await queue.next_due() == pytest.approx(clock.now + timedelta(seconds=5),
+                                                   abs=timedelta(milliseconds=1))
+    clock.advance(5)
+    assert [c.key for c in await queue.claim(1, 300)] == [A]
+
+
+async def test_enqueue_is_idempotent_while_queued(queue: WorkQueue, clock: FakeClock) -> None:
+    await queue.enqueue(A, clock.now)
+    await queue.enqueue(A, clock.now)
+    assert await queue.depth() == 1
+    assert len(await queue.claim(10, 30)) == 1
+
+
+async def test_enqueue_after_complete_queues_again(queue: WorkQueue, clock: FakeClock) -> None:
+    await queue.enqueue(A, clock.now)
+    (claim,) = await queue.claim(1, 30)
+    await queue.complete(claim)
+    await queue.enqueue(A, clock.now)
+    assert [c.key for c in await queue.claim(1, 30)] == [A]
+
+
+async def test_recover_releases_leases_of_a_dead_process(
+    queue: WorkQueue, clock: FakeClock
+) -> None:
+    await queue.enqueue(A, clock.now)
+    await queue.enqueue(B, clock.now + timedelta(hours=1))
+    await queue.claim(1, 3600)
+    assert await queue.recover() == 1
+    assert [c.key for c in await queue.claim(10, 30)] == [A]
+
+
+async def test_next_due_and_depth(queue: WorkQueue, clock: FakeClock) -> None:
+    assert await queue.next_due() is None
+    assert await queue.depth() == 0
+    await queue.enqueue(A, clock.now + timedelta(seconds=9))
+    await queue.enqueue(B, clock.now + timedelta(seconds=3))
+    assert await queue.depth() == 2
+    assert await queue.next_due() == pytest.approx(clock.now + timedelta(seconds=3),
+                                                   abs=timedelta(milliseconds=1))
+
+
+async def test_ping(queue: WorkQueue) -> None:
+    await queue.ping()

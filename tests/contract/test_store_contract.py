@@ -1,0 +1,149 @@
+"""The MessageStore contract, run against every adapter (memory, SQLite file, ...)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from notify_relay.domain.errors import StaleWrite
+from notify_relay.domain.message import MessageKey
+from notify_relay.domain.retry import AttemptResult, Decision, Outcome
+from notify_relay.domain.status import Status
+from notify_relay.ports import MessageStore
+from tests.factories import NOW, make_message
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_create_then_get_round_trips_every_field(store: MessageStore) -> None:
+    message = make_message(body=bytes(range(256)) * 10)
+    stored, created = await store.create(message)
+    assert created
+    fetched = await store.get(message.key)
+    assert fetched is not None
+    assert fetched == stored
+    assert replace(fetched, version=0) == message
+
+
+async def test_create_existing_returns_the_stored_one(store: MessageStore) -> None:
+    first, _ = await store.create(make_message(body=b"first"))
+    again, created = await store.create(make_message(body=b"second"))
+    assert not created
+    assert again == first
+    assert again.content.body == b"first"
+
+
+async def test_same_message_id_for_two_senders_is_two_messages(store: MessageStore) -> None:
+    _, a = await store.create(make_message(sender_id="a"))
+    _, b = await store.create(make_message(sender_id="b"))
+    assert a
+    assert b
+
+
+async def test_get_unknown_is_none(store: MessageStore) -> None:
+    assert await store.get(MessageKey("nobody", "nothing")) is None
+
+
+async def test_concurrent_creates_store_once(store: MessageStore) -> None:
+    results = await asyncio.gather(*(store.create(make_message(body=str(i).encode()))
+                                     for i in range(20)))
+    assert sum(created for _, created in results) == 1
+    bodies = {m.content.body for m, _ in results}
+    assert len(bodies) == 1
+
+
+async def test_update_bumps_version_and_persists(store: MessageStore) -> None:
+    stored, _ = await store.create(make_message())
+    moved = stored.start_attempt(NOW)
+    updated = await store.update(moved)
+    assert updated.version == stored.version + 1
+    finished = updated.finish_attempt(AttemptResult(status_code=503),
+                                      Decision(Outcome.RETRY, NOW + timedelta(seconds=5)),
+                                      started_at=NOW, duration_ms=12, now=NOW)
+    await store.update(finished)
+    fetched = await store.get(stored.key)
+    assert fetched is not None
+    assert fetched.status is Status.RETRYING
+    assert fetched.attempts == finished.attempts
+    assert fetched.next_attempt_at == NOW + timedelta(seconds=5)
+    assert fetched.content.body == stored.content.body
+
+
+async def test_update_with_stale_version_is_refused(store: MessageStore) -> None:
+    stored, _ = await store.create(make_message())
+    await store.update(stored.start_attempt(NOW))
+    with pytest.raises(StaleWrite):
+        await store.update(stored.mark_queued())
+    fetched = await store.get(stored.key)
+    assert fetched is not None
+    assert fetched.status is Status.DELIVERING
+
+
+async def test_only_one_of_two_concurrent_updates_wins(store: MessageStore) -> None:
+    stored, _ = await store.create(make_message())
+    results = await asyncio.gather(store.update(stored.start_attempt(NOW)),
+                                   store.update(stored.mark_queued()), return_exceptions=True)
+    assert sum(isinstance(r, StaleWrite) for r in results) == 1
+
+
+async def test_update_of_missing_message_is_stale(store: MessageStore) -> None:
+    with pytest.raises(StaleWrite):
+        await store.update(make_message().with_version(1))
+
+
+async def test_list_newest_first_with_cursor_paging(store: MessageStore) -> None:
+    for i in range(7):
+        await store.create(make_message(f"m-{i}", now=NOW + timedelta(seconds=i)))
+    await store.create(make_message("other", sender_id="someone-else"))
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        page = await store.list("sender-a", None, 3, cursor)
+        pages += 1
+        seen += [m.key.message_id for m in page.items]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == [f"m-{i}" for i in reversed(range(7))]
+    assert pages == 3
+
+
+async def test_list_exact_page_has_no_next_cursor(store: MessageStore) -> None:
+    for i in range(3):
+        await store.create(make_message(f"m-{i}"))
+    page = await store.list("sender-a", None, 3, None)
+    assert len(page.items) == 3
+    assert page.next_cursor is None
+
+
+async def test_list_filters_by_status(store: MessageStore) -> None:
+    a, _ = await store.create(make_message("a"))
+    await store.create(make_message("b"))
+    await store.update(a.start_attempt(NOW))
+    page = await store.list("sender-a", Status.DELIVERING, 10, None)
+    assert [m.key.message_id for m in page.items] == ["a"]
+    page = await store.list("sender-a", Status.QUEUED, 10, None)
+    assert [m.key.message_id for m in page.items] == ["b"]
+
+
+async def test_list_rejects_a_forged_cursor(store: MessageStore) -> None:
+    with pytest.raises(ValueError, match="cursor"):
+        await store.list("sender-a", None, 3, "not-a-cursor!!")
+
+
+async def test_unqueued_finds_the_dual_write_gap(store: MessageStore) -> None:
+    gap, _ = await store.create(make_message("gap", now=NOW))
+    queued, _ = await store.create(make_message("queued", now=NOW))
+    await store.update(queued.mark_queued())
+    await store.create(make_message("fresh", now=NOW + timedelta(seconds=60)))
+    found = await store.unqueued(NOW + timedelta(seconds=30), 10)
+    assert [m.key.message_id for m in found] == ["gap"]
+    assert found[0].content.body == gap.content.body
+
+
+async def test_ping(store: MessageStore) -> None:
+    await store.ping()

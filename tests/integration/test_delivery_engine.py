@@ -1,0 +1,249 @@
+"""The delivery engine on a real SQLite file against a real HTTP partner on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from standardwebhooks import Webhook
+
+from notify_relay.bootstrap import Embedded, build_embedded
+from notify_relay.config import Settings, load
+from notify_relay.domain.errors import TargetNotAllowed
+from notify_relay.domain.message import INTERRUPTED_ERROR, Message, MessageKey
+from notify_relay.domain.retry import Outcome
+from notify_relay.domain.status import Status
+from notify_relay.domain.submission import Submission
+from tests.partner import Partner
+
+pytestmark = pytest.mark.anyio
+FAST = {"initialDelaySeconds": 0.05, "maxDelaySeconds": 0.1}
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def settings(db: Path, **flags: str) -> Settings:
+    return load({"db": str(db), "allow_networks": "127.0.0.0/8", **flags}, environ={})
+
+
+@asynccontextmanager
+async def engine(config: Settings) -> AsyncIterator[Embedded]:
+    embedded = build_embedded(config)
+    await embedded.runtime.start()
+    try:
+        yield embedded
+    finally:
+        await embedded.runtime.stop()
+
+
+async def submit(embedded: Embedded, message_id: str, url: str, **fields: Any) -> Message:
+    submission = Submission.model_validate({"messageId": message_id, "targetUrl": url, **fields})
+    accepted = await embedded.runtime.relay.submit(submission, "sender-a", f"corr-{message_id}")
+    return accepted.message
+
+
+async def settled(embedded: Embedded, message_id: str, timeout: float = 10.0,
+                  until: Callable[[Message], bool] = lambda m: m.status.is_final) -> Message:
+    deadline = time.monotonic() + timeout
+    while True:
+        message = await embedded.runtime.relay.get(MessageKey("sender-a", message_id))
+        if until(message):
+            return message
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{message_id} still {message.status} after {timeout} s")
+        await asyncio.sleep(0.02)
+
+
+def outcomes(message: Message) -> list[Outcome]:
+    return [a.outcome for a in message.attempts]
+
+
+async def test_success_sends_stored_request_and_contract_headers(
+    tmp_path: Path, partner: Partner
+) -> None:
+    async with engine(settings(tmp_path / "r.db")) as e:
+        await submit(e, "ok-1", partner.url("/ok?x=1"), method="put",
+                     headers={"X-Custom": "yes"}, body={"order": 7})
+        message = await settled(e, "ok-1")
+    assert message.status is Status.DELIVERED
+    assert outcomes(message) == [Outcome.SUCCESS]
+    (got,) = partner.received("/ok")
+    assert (got.method, got.path, got.body) == ("PUT", "/ok?x=1", b'{"order":7}')
+    assert got.header("X-Custom") == "yes"
+    assert got.header("Content-Type") == "application/json"
+    assert got.header("User-Agent", ) == "notify-relay/0.1.0"
+    assert got.header("X-Correlation-Id") == "corr-ok-1"
+    assert got.header("Idempotency-Key") == "sender-a:ok-1"
+
+
+async def test_sender_headers_win_over_defaults(tmp_path: Path, partner: Partner) -> None:
+    async with engine(settings(tmp_path / "r.db")) as e:
+        await submit(e, "h-1", partner.url("/ok"), body="plain",
+                     headers={"User-Agent": "mine", "Idempotency-Key": "k"})
+        await settled(e, "h-1")
+    (got,) = partner.received("/ok")
+    assert got.header("User-Agent") == "mine"
+    assert got.header("Idempotency-Key") == "k"
+    assert got.header("Content-Type") == "text/plain; charset=utf-8"
+    assert got.body == b"plain"
+
+
+async def test_null_body_sends_no_body(tmp_path: Path, partner: Partner) -> None:
+    async with engine(settings(tmp_path / "r.db")) as e:
+        await submit(e, "n-1", partner.url("/ok"), method="DELETE")
+        await settled(e, "n-1")
+    (got,) = partner.received("/ok")
+    assert got.body == b""
+    assert got.header("Content-Type") is None
+
+
+async def test_5xx_then_success(tmp_path: Path, partner: Partner) -> None:
+    async with engine(settings(tmp_path / "r.db")) as e:
+        await submit(e, "f-1", partner.url("/flaky/2"), retryPolicy=FAST)
+        message = await settled(e, "f-1")
+    assert message.status is Status.DELIVERED
+    assert outcomes(message) == [Outcome.RETRY, Outcome.RETRY, Outcome.SUCCESS]
+    assert [a.status_code for a in message.attempts] == [503, 503, 200]
+    keys = {r.header("Idempotency-Key") for r in partner.received("/flaky")}
+    assert keys == {"sender-a:f-1"}
+
+
+async def test_permanent_4xx_fails_at_once(tmp_path: Path, partner: Partner) -> None:
+    async with engine(settings(tmp_path / "r.db")) as e:
+        await submit(e, "p-1", partner.url("/status/404"), retryPolicy=FAST)
+        message = await settled(e, "p-1")
+    assert message.status is Status.FAILED
+    assert outcomes(message) == [Outcome.GIVE_UP]
+    assert (message.last_status_code, message.last_error) == (404, "HTTP 404")
+
+
+async def test_exhausted_retries_dead_letter(tmp_path: Path, partner: Partner) -> None:
+    async with engine(settings(tmp_path / "r.db")) as e:
+        await submit(e, "x-1", partner.url("/status/503"),
+                     retryPolicy={**FAST, "maxAttempts": 3})
+        message = await settled(e, "x-1")
+    assert message.status is Status.FAILED
+    assert outcomes(message) == [Outcome.RETRY, Outcome.RETRY, Outcome.GIVE_UP]
+    assert len(partner.received("/status/503")) == 3
+
+
+async def test_429_retry_after_sets_the_delay(tmp_path: Path, partner: Partner) -> None:
+    async with engine(settings(tmp_path / "r.db")) as e:
+        await submit(e, "r-1", partner.url("/retry-after/1"), retryPolicy=FAST)
+        message = await settled(e, "r-1")
+    assert message.status is Status.DELIVERED
+    assert [a.status_code for a in message.attempts] == [429, 200]
+    first, second = partner.received("/retry-after")
+    # maxDelaySeconds is 0.1, but the partner asked for 1 s
+    assert second.at - first.at >= 0.9
+
+
+async def test_timeout_is_retried_then_fails(tmp_path: Path, partner: Partner) -> None:
+    async with engine(settings(tmp_path / "r.db")) as e:
+        await submit(e, "t-1", partner.url("/slow/1.5"), timeoutSeconds=0.2,
+                     retryPolicy={**FAST, "maxAttempts": 2})
+        message = await settled(e, "t-1")
+    assert message.status is Status.FAILED
+    assert outcomes(message) == [Outcome.RETRY, Outcome.GIVE_UP]
+    assert message.attempts[0].error == "timeout after 0.2 s"
+    assert message.attempts[0].status_code is None
+
+
+async def test_connection_refused_is_retried(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again when the block ends: nothing listens
+    async with engine(settings(tmp_path / "r.db")) as e:
+        await submit(e, "c-1", f"http://127.0.0.1:{port}/x", retryPolicy={**FAST, "maxAttempts": 2})
+        message = await settled(e, "c-1")
+    assert message.status is Status.FAILED
+    assert outcomes(message) == [Outcome.RETRY, Outcome.GIVE_UP]
+    assert message.last_error is not None
+    assert message.last_error.startswith("connection refused")
+
+
+async def test_redirect_is_not_followed(tmp_path: Path, partner: Partner) -> None:
+    async with engine(settings(tmp_path / "r.db")) as e:
+        await submit(e, "d-1", partner.url("/redirect"), retryPolicy=FAST)
+        message = await settled(e, "d-1")
+    assert message.status is Status.FAILED
+    assert message.last_status_code == 302
+    assert partner.received("/ok") == []
+
+
+async def test_ip_literal_refused_at_submission(tmp_path: Path, partner: Partner) -> None:
+    async with engine(load({"db": str(tmp_path / "r.db")}, environ={})) as e:
+        with pytest.raises(TargetNotAllowed):
+            await submit(e, "s-1", partner.url("/ok"))
+        with pytest.raises(TargetNotAllowed):
+            await submit(e, "s-2", "http://[::ffff:169.254.169.254]/latest/meta-data")
+    assert partner.received() == []
+
+
+async def test_name_resolving_to_loopback_refused_at_connect(
+    tmp_path: Path, partner: Partner
+) -> None:
+    async with engine(load({"db": str(tmp_path / "r.db")}, environ={})) as e:
+        await submit(e, "s-3", f"http://localhost:{partner.port}/ok", retryPolicy=FAST)
+        message = await settled(e, "s-3")
+    assert message.status is Status.FAILED
+    assert outcomes(message) == [Outcome.GIVE_UP]
+    assert message.last_error is not None
+    assert "target not allowed" in message.last_error
+    assert partner.received() == []
+
+
+async def test_signature_verifies_with_standardwebhooks(tmp_path: Path, partner: Partner) -> None:
+    config = settings(tmp_path / "r.db", signing_secrets=f"sender-a={SECRET}")
+    async with engine(config) as e:
+        await submit(e, "w-1", partner.url("/ok"), body={"signed": True})
+        await settled(e, "w-1")
+    (got,) = partner.received("/ok")
+    payload = Webhook(SECRET).verify(got.body, got.headers)
+    assert payload == {"signed": True}
+    assert got.header("webhook-id") == "sender-a:w-1"
+
+
+async def test_new_work_starts_without_polling_delay(tmp_path: Path, partner: Partner) -> None:
+    async with engine(settings(tmp_path / "r.db")) as e:
+        await asyncio.sleep(0.3)  # the worker is idle, asleep for up to 5 s
+        start = time.monotonic()
+        await submit(e, "q-1", partner.url("/ok"))
+        await settled(e, "q-1", timeout=4.0)
+        assert time.monotonic() - start < 2.0
+
+
+async def test_graceful_stop_lets_attempts_finish(tmp_path: Path, partner: Partner) -> None:
+    config = settings(tmp_path / "r.db", shutdown_grace="5")
+    async with engine(config) as e:
+        await submit(e, "g-1", partner.url("/slow/0.5"))
+        await settled(e, "g-1", until=lambda m: m.status is Status.DELIVERING)
+    async with engine(config) as e:
+        message = await e.runtime.relay.get(MessageKey("sender-a", "g-1"))
+    assert message.status is Status.DELIVERED
+    assert outcomes(message) == [Outcome.SUCCESS]
+
+
+async def test_abandoned_attempt_resumes_after_restart(tmp_path: Path, partner: Partner) -> None:
+    config = settings(tmp_path / "r.db", shutdown_grace="0.1")
+    async with engine(config) as e:
+        await submit(e, "a-1", partner.url("/slow/1"))
+        await settled(e, "a-1", until=lambda m: m.status is Status.DELIVERING)
+    async with engine(config) as e:
+        message = await settled(e, "a-1")
+    assert message.status is Status.DELIVERED
+    assert outcomes(message) == [Outcome.RETRY, Outcome.SUCCESS]
+    assert message.attempts[0].error == INTERRUPTED_ERROR
+
+
+async def test_second_process_on_the_same_file_is_refused(tmp_path: Path) -> None:
+    from notify_relay.adapters.sqlite import DatabaseLocked
+
+    async with engine(settings(tmp_path / "r.db")):
+        with pytest.raises(DatabaseLocked):
+            build_embedded(settings(tmp_path / "r.db"))

@@ -1,0 +1,99 @@
+"""A real HTTP partner on 127.0.0.1, in a thread, scripted by path.
+
+Paths: /ok, /status/<code>, /flaky/<n> (n times 503, then 200), /retry-after/<value>
+(one 429 with that Retry-After, then 200), /slow/<seconds>, /redirect. Every request is
+recorded, body and headers included.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.parse
+from collections import Counter
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+
+
+@dataclass(frozen=True)
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers.items() if k.lower() == name.lower()), None)
+
+
+class Partner:
+    def __init__(self) -> None:
+        self.requests: list[Received] = []
+        self._hits: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        partner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                return None
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                status, headers = partner._respond(self.command, self.path,
+                                                   dict(self.headers.items()), body)
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def _respond(self, method: str, path: str, headers: dict[str, str],
+                 body: bytes) -> tuple[int, dict[str, str]]:
+        with self._lock:
+            self.requests.append(Received(method, path, headers, body, time.monotonic()))
+            key = urllib.parse.urlsplit(path).path
+            self._hits[key] += 1
+            hits = self._hits[key]
+        parts = key.strip("/").split("/")
+        kind, arg = parts[0], (parts[1] if len(parts) > 1 else "")
+        if kind == "status":
+            return int(arg), {}
+        if kind == "flaky":
+            return (503, {}) if hits <= int(arg) else (200, {})
+        if kind == "retry-after":
+            value = urllib.parse.unquote(arg)
+            return (429, {"Retry-After": value}) if hits == 1 else (200, {})
+        if kind == "slow":
+            time.sleep(float(arg))
+            return 200, {}
+        if kind == "redirect":
+            return 302, {"Location": self.url("/ok")}
+        return 200, {}
+
+    def received(self, path_prefix: str = "") -> list[Received]:
+        with self._lock:
+            return [r for r in self.requests if r.path.startswith(path_prefix)]
+
+    def __enter__(self) -> Partner:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,119 @@
+"""The status machine and the message moves built on it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from notify_relay.domain.errors import InvalidState, InvalidTransition
+from notify_relay.domain.message import INTERRUPTED_ERROR, BodyKind, Content, Message, MessageKey
+from notify_relay.domain.retry import AttemptResult, Decision, Outcome, RetryPolicy
+from notify_relay.domain.status import TRANSITIONS, Status, check_transition
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+LEGAL = {
+    (Status.QUEUED, Status.DELIVERING),
+    (Status.DELIVERING, Status.DELIVERED),
+    (Status.DELIVERING, Status.RETRYING),
+    (Status.DELIVERING, Status.FAILED),
+    (Status.RETRYING, Status.DELIVERING),
+    (Status.FAILED, Status.QUEUED),
+}
+
+
+@pytest.mark.parametrize("current", list(Status))
+@pytest.mark.parametrize("new", list(Status))
+def test_transition_table(current: Status, new: Status) -> None:
+    if (current, new) in LEGAL:
+        check_transition(current, new)
+    else:
+        with pytest.raises(InvalidTransition):
+            check_transition(current, new)
+
+
+def test_table_matches_legal_set() -> None:
+    assert {(a, b) for a, targets in TRANSITIONS.items() for b in targets} == LEGAL
+
+
+def test_final_statuses() -> None:
+    assert {s for s in Status if s.is_final} == {Status.DELIVERED, Status.FAILED}
+
+
+def new_message(max_attempts: int = 3) -> Message:
+    content = Content("https://p.example/h", "POST", (), None, BodyKind.NONE)
+    return Message.new(MessageKey("s", "m"), content, correlation_id="c",
+                       policy=RetryPolicy(max_attempts, 1.0, 10.0), timeout_seconds=5.0, now=NOW)
+
+
+def finish(message: Message, outcome: Outcome, code: int = 503) -> Message:
+    retry_at = NOW + timedelta(seconds=1) if outcome is Outcome.RETRY else None
+    return message.finish_attempt(AttemptResult(status_code=code), Decision(outcome, retry_at),
+                                  started_at=NOW, duration_ms=3, now=NOW)
+
+
+def test_new_message_is_queued_and_due_now() -> None:
+    m = new_message()
+    assert (m.status, m.next_attempt_at, m.attempt_count, m.attempt_budget) == (
+        Status.QUEUED, NOW, 0, 3)
+
+
+def test_retry_then_success_records_every_attempt() -> None:
+    m = finish(new_message().start_attempt(NOW), Outcome.RETRY)
+    assert m.status is Status.RETRYING
+    assert m.next_attempt_at == NOW + timedelta(seconds=1)
+    assert m.last_error == "HTTP 503"
+    m = finish(m.start_attempt(NOW), Outcome.SUCCESS, 200)
+    assert m.status is Status.DELIVERED
+    assert m.delivered_at == NOW
+    assert m.next_attempt_at is None
+    assert [(a.number, a.status_code, a.outcome) for a in m.attempts] == [
+        (1, 503, Outcome.RETRY), (2, 200, Outcome.SUCCESS)]
+    assert m.last_error is None
+
+
+def test_give_up_fails_the_message() -> None:
+    m = finish(new_message().start_attempt(NOW), Outcome.GIVE_UP, 404)
+    assert m.status is Status.FAILED
+    assert m.attempts[-1].outcome is Outcome.GIVE_UP
+
+
+def test_cannot_finish_an_attempt_not_started() -> None:
+    with pytest.raises(InvalidTransition):
+        finish(new_message(), Outcome.SUCCESS, 200)
+
+
+def test_interrupted_attempt_recorded_on_restart() -> None:
+    m = new_message().start_attempt(NOW)  # the process dies here
+    m = m.start_attempt(NOW + timedelta(seconds=5))
+    assert m.status is Status.DELIVERING
+    assert m.attempt_count == 1
+    assert m.attempts[0].error == INTERRUPTED_ERROR
+    assert m.attempts[0].outcome is Outcome.RETRY
+
+
+def test_interrupted_last_attempt_fails() -> None:
+    m = new_message(max_attempts=1).start_attempt(NOW).start_attempt(NOW)
+    assert m.status is Status.FAILED
+    assert m.attempts[0].outcome is Outcome.GIVE_UP
+
+
+def test_manual_retry_gives_a_fresh_budget() -> None:
+    m = new_message(max_attempts=2)
+    m = finish(m.start_attempt(NOW), Outcome.RETRY)
+    m = finish(m.start_attempt(NOW), Outcome.GIVE_UP)
+    assert (m.status, m.attempt_count, m.attempt_budget) == (Status.FAILED, 2, 2)
+    m = m.retry_by_hand(NOW)
+    assert (m.status, m.attempt_count, m.attempt_budget, m.attempt_in_round) == (
+        Status.QUEUED, 2, 4, 1)
+    assert not m.queued
+
+
+@pytest.mark.parametrize("moves", [0, 1])
+def test_manual_retry_only_from_failed(moves: int) -> None:
+    m = new_message()
+    if moves:
+        m = finish(m.start_attempt(NOW), Outcome.SUCCESS, 200)
+    with pytest.raises(InvalidState):
+        m.retry_by_hand(NOW)
