@@ -1,0 +1,109 @@
+"""A thin client of the contract, and a running `notify-relay serve` process to point it at."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class ServerProcess:
+    """`notify-relay serve` in a child process on a free loopback port."""
+
+    def __init__(self, db: Path, *flags: str, log: Path | None = None) -> None:
+        self.db = db
+        self.flags = flags
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log or db.with_suffix(".log")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> ServerProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFY_RELAY_")}
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "notify_relay.cli", "serve", "--port", str(self.port),
+                 "--db", str(self.db), *self.flags],
+                stdout=log, stderr=subprocess.STDOUT, env=env,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                if httpx.get(self.base_url + "/healthz", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError("server did not start")
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up at all, as a crash or an OOM kill."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def logs(self) -> str:
+        return self.log_path.read_text()
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.terminate()
+
+
+class Api:
+    def __init__(self, base_url: str, key: str | None = None) -> None:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.http = httpx.Client(base_url=base_url, headers=headers, timeout=30.0)
+
+    def submit(self, message: dict[str, Any], **kwargs: Any) -> httpx.Response:
+        return self.http.post("/v1/messages", json=message, **kwargs)
+
+    def get(self, message_id: str, **params: str) -> httpx.Response:
+        return self.http.get(f"/v1/messages/{message_id}", params=params)
+
+    def list(self, **params: Any) -> httpx.Response:
+        return self.http.get("/v1/messages", params=params)
+
+    def retry(self, message_id: str, **params: str) -> httpx.Response:
+        return self.http.post(f"/v1/messages/{message_id}/retry", params=params)
+
+    def wait_for(self, message_id: str, statuses: set[str], timeout: float = 15.0,
+                 **params: str) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            response = self.get(message_id, **params)
+            body: dict[str, Any] = response.json()
+            if response.status_code == 200 and body["status"] in statuses:
+                return body
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{message_id}: {body} after {timeout} s")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.http.close()

@@ -1,0 +1,275 @@
+"""The contract over real sockets: the server process, a real partner, httpx as the sender."""
+
+from __future__ import annotations
+
+import json
+import signal
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from notify_relay.api.schemas import MessageOut, MessagePage, Problem, SubmitResponse
+from tests.e2e.api_client import Api, ServerProcess
+from tests.partner import Partner
+
+FAST = {"initialDelaySeconds": 0.05, "maxDelaySeconds": 0.1}
+MIB = 1024 * 1024
+
+
+def new_id(prefix: str = "m") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    Problem.model_validate(body)
+    assert body["code"] == code
+    assert body["status"] == status
+    assert body["correlationId"] == response.headers["x-correlation-id"]
+    return body
+
+
+def test_submit_deliver_and_read_back(api: Api, partner: Partner) -> None:
+    mid = new_id()
+    response = api.submit({"messageId": mid, "targetUrl": partner.url("/ok"),
+                           "body": {"hello": "world"}, "headers": {"Authorization": "Bearer s3"},
+                           "timestamp": "2026-11-28T23:59:59.123Z"},
+                          headers={"X-Correlation-Id": "trace-123"})
+    assert response.status_code == 202
+    assert response.headers["x-correlation-id"] == "trace-123"
+    accepted = SubmitResponse.model_validate(response.json()).model_dump()
+    assert accepted == {"messageId": mid, "senderId": "default", "status": "QUEUED",
+                        "stored": True, "queued": True, "duplicate": False,
+                        "correlationId": "trace-123"}
+    message = api.wait_for(mid, {"DELIVERED"})
+    MessageOut.model_validate(message)
+    assert message["attemptCount"] == 1
+    assert message["attempts"][0]["outcome"] == "SUCCESS"
+    assert message["headers"] == {"Authorization": "[REDACTED]"}
+    assert message["timestamp"] == "2026-11-28T23:59:59.123Z"
+    assert message["createdAt"].endswith("Z")
+    (got,) = partner.received("/ok")
+    assert json.loads(got.body) == {"hello": "world"}
+    assert got.header("Authorization") == "Bearer s3"
+    assert got.header("X-Correlation-Id") == "trace-123"
+
+
+def test_duplicate_returns_200_and_sends_once(api: Api, partner: Partner) -> None:
+    message = {"messageId": new_id(), "targetUrl": partner.url("/ok"), "body": "x"}
+    assert api.submit(message).status_code == 202
+    api.wait_for(message["messageId"], {"DELIVERED"})
+    again = api.submit(message)
+    assert again.status_code == 200
+    assert again.json()["duplicate"] is True
+    assert again.json()["status"] == "DELIVERED"
+    assert len(partner.received("/ok")) == 1
+
+
+def test_conflict_on_different_content(api: Api, partner: Partner) -> None:
+    mid = new_id()
+    assert api.submit({"messageId": mid, "targetUrl": partner.url("/ok"), "body": "a"}
+                      ).status_code == 202
+    conflict = api.submit({"messageId": mid, "targetUrl": partner.url("/ok"), "body": "b"})
+    problem(conflict, 409, "IDEMPOTENCY_CONFLICT")
+
+
+def test_dead_letter_then_manual_retry(api: Api, partner: Partner) -> None:
+    mid = new_id()
+    api.submit({"messageId": mid, "targetUrl": partner.url(f"/flaky/2?{mid}"),
+                "retryPolicy": {**FAST, "maxAttempts": 2}})
+    failed = api.wait_for(mid, {"FAILED"})
+    assert [a["outcome"] for a in failed["attempts"]] == ["RETRY", "GIVE_UP"]
+    assert (failed["attemptCount"], failed["maxAttempts"]) == (2, 2)
+    assert failed["lastError"] == "HTTP 503"
+    assert api.list(status="FAILED").json()["items"][0]["messageId"] == mid
+
+    retried = api.retry(mid)
+    assert retried.status_code == 202
+    assert retried.json()["status"] == "QUEUED"
+    delivered = api.wait_for(mid, {"DELIVERED"})
+    assert (delivered["attemptCount"], delivered["maxAttempts"]) == (3, 4)
+    assert [a["number"] for a in delivered["attempts"]] == [1, 2, 3]
+    problem(api.retry(mid), 409, "INVALID_STATE")
+
+
+def test_retry_unknown_message_is_404(api: Api) -> None:
+    problem(api.retry("does-not-exist"), 404, "NOT_FOUND")
+
+
+def test_get_unknown_message_is_404(api: Api) -> None:
+    problem(api.get("does-not-exist"), 404, "NOT_FOUND")
+
+
+def test_list_with_cursor_paging_newest_first(api: Api, partner: Partner) -> None:
+    sender = new_id("pager")
+    ids = [new_id() for _ in range(5)]
+    for mid in ids:
+        assert api.submit({"messageId": mid, "senderId": sender,
+                           "targetUrl": partner.url("/ok")}).status_code == 202
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"senderId": sender, "limit": 2}
+        if cursor:
+            params["cursor"] = cursor
+        page = api.list(**params)
+        assert page.status_code == 200
+        body = MessagePage.model_validate(page.json())
+        seen += [item.messageId for item in body.items]
+        cursor = body.nextCursor
+        if cursor is None:
+            break
+    assert seen == list(reversed(ids))
+    problem(api.list(senderId=sender, limit=0), 400, "VALIDATION_ERROR")
+    problem(api.list(senderId=sender, limit=501), 400, "VALIDATION_ERROR")
+    problem(api.list(senderId=sender, status="LOST"), 400, "VALIDATION_ERROR")
+    problem(api.list(senderId=sender, cursor="garbage!"), 400, "VALIDATION_ERROR")
+
+
+def test_sender_scoping_without_keys(api: Api, partner: Partner) -> None:
+    mid = new_id()
+    api.submit({"messageId": mid, "senderId": "team-a", "targetUrl": partner.url("/ok")})
+    assert api.get(mid, senderId="team-a").status_code == 200
+    problem(api.get(mid), 404, "NOT_FOUND")
+    problem(api.get(mid, senderId="team-b"), 404, "NOT_FOUND")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"targetUrl": "https://p.example/x"}, "messageId"),
+        ({"messageId": "bad id", "targetUrl": "https://p.example/x"}, "messageId"),
+        ({"messageId": "m", "targetUrl": "ftp://p.example/x"}, "targetUrl"),
+        ({"messageId": "m", "targetUrl": "https://p.example/x",
+          "retryPolicy": {"maxAttempts": 101}}, "retryPolicy.maxAttempts"),
+        ({"messageId": "m", "targetUrl": "https://p.example/x",
+          "headers": {"X-Foo": "a\nb"}}, "headers.X-Foo"),
+        ({"messageId": "m", "targetUrl": "https://p.example/x",
+          "headers": {"Host": "evil"}}, "headers.Host"),
+        ({"messageId": "m", "targetUrl": "https://p.example/x", "method": "TRACE"}, "method"),
+    ],
+)
+def test_validation_errors_name_the_field(api: Api, body: dict[str, Any], field: str) -> None:
+    response = problem(api.submit(body), 400, "VALIDATION_ERROR")
+    assert [e["field"] for e in response["errors"]] == [field]
+    assert response["detail"].startswith(f"{field}: ")
+
+
+def test_malformed_json_is_400(api: Api) -> None:
+    response = api.http.post("/v1/messages", content=b'{"messageId": ',
+                             headers={"Content-Type": "application/json"})
+    body = problem(response, 400, "VALIDATION_ERROR")
+    assert "malformed JSON" in body["detail"]
+
+
+def test_json_that_is_not_an_object_is_400(api: Api) -> None:
+    problem(api.http.post("/v1/messages", json=[1, 2]), 400, "VALIDATION_ERROR")
+
+
+def test_empty_body_is_400(api: Api) -> None:
+    response = api.http.post("/v1/messages", headers={"Content-Type": "application/json"})
+    problem(response, 400, "VALIDATION_ERROR")
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/xml", "multipart/form-data"])
+def test_non_json_content_type_is_415(api: Api, content_type: str) -> None:
+    response = api.http.post("/v1/messages", content=b'{"messageId":"x"}',
+                             headers={"Content-Type": content_type})
+    problem(response, 415, "UNSUPPORTED_MEDIA_TYPE")
+
+
+def test_form_encoded_non_json_is_415(api: Api) -> None:
+    problem(api.http.post("/v1/messages", data={"messageId": "x"}), 415, "UNSUPPORTED_MEDIA_TYPE")
+
+
+def test_curl_default_content_type_with_json_is_accepted(api: Api, partner: Partner) -> None:
+    payload = json.dumps({"messageId": new_id(), "targetUrl": partner.url("/ok")})
+    response = api.http.post("/v1/messages", content=payload.encode(),
+                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 202
+
+
+def test_ip_literal_target_refused(api: Api) -> None:
+    response = api.submit({"messageId": new_id(), "targetUrl": "http://169.254.169.254/latest"})
+    problem(response, 422, "TARGET_NOT_ALLOWED")
+
+
+def test_six_mib_body_delivered_byte_identical(api: Api, partner: Partner) -> None:
+    envelope = {"messageId": new_id("big"), "targetUrl": partner.url("/ok"), "body": ""}
+    overhead = len(json.dumps(envelope, separators=(",", ":")).encode())
+    target = 6 * MIB - overhead  # bytes the body's characters take, no escapes needed
+    text = "€" * 1000 + "0123456789abcdef" * ((target - 3000) // 16)
+    text += "z" * (target - len(text.encode()))
+    envelope["body"] = text
+    raw = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
+    assert len(raw) == 6 * MIB
+    response = api.http.post("/v1/messages", content=raw,
+                             headers={"Content-Type": "application/json"})
+    assert response.status_code == 202, response.text
+    api.wait_for(envelope["messageId"], {"DELIVERED"})
+    (got,) = partner.received("/ok")
+    assert got.body == text.encode()
+
+    too_big = raw[:-1] + b" }"
+    assert len(too_big) == 6 * MIB + 1
+    problem(api.http.post("/v1/messages", content=too_big,
+                          headers={"Content-Type": "application/json"}),
+            413, "PAYLOAD_TOO_LARGE")
+
+
+def test_oversized_chunked_body_is_413(api: Api) -> None:
+    def chunks() -> Any:
+        for _ in range(7):
+            yield b" " * MIB
+
+    response = api.http.post("/v1/messages", content=chunks(),
+                             headers={"Content-Type": "application/json"})
+    problem(response, 413, "PAYLOAD_TOO_LARGE")
+
+
+def test_unknown_route_is_problem_404(api: Api) -> None:
+    problem(api.http.get("/v2/nothing"), 404, "NOT_FOUND")
+
+
+def test_health_ready_metrics(api: Api, partner: Partner) -> None:
+    assert api.http.get("/healthz").json() == {"status": "ok"}
+    assert api.http.get("/readyz").status_code == 200
+    mid = new_id()
+    api.submit({"messageId": mid, "targetUrl": partner.url("/ok")})
+    api.wait_for(mid, {"DELIVERED"})
+    metrics = api.http.get("/metrics")
+    assert metrics.status_code == 200
+    text = metrics.text
+    for name in ("notify_relay_submissions_total", "notify_relay_attempts_total",
+                 "notify_relay_deliveries_total", "notify_relay_dead_letters_total",
+                 "notify_relay_queue_depth", "notify_relay_delivery_latency_seconds_bucket"):
+        assert name in text
+    assert 'notify_relay_attempts_total{outcome="SUCCESS"}' in text
+
+
+def test_openapi_describes_every_endpoint(api: Api) -> None:
+    spec = api.http.get("/openapi.json").json()
+    assert spec["openapi"].startswith("3.")
+    paths = {(path, method) for path, ops in spec["paths"].items() for method in ops}
+    assert {("/v1/messages", "post"), ("/v1/messages", "get"),
+            ("/v1/messages/{message_id}", "get"), ("/v1/messages/{message_id}/retry", "post"),
+            ("/healthz", "get"), ("/readyz", "get"), ("/metrics", "get")} <= paths
+    submit = spec["paths"]["/v1/messages"]["post"]
+    assert {"200", "202", "400", "409", "413", "415", "422"} <= set(submit["responses"])
+    schema = spec["components"]["schemas"]["Submission"]
+    assert set(schema["required"]) == {"messageId", "targetUrl"}
+
+
+def test_sigterm_stops_cleanly(tmp_path: Any) -> None:
+    server = ServerProcess(tmp_path / "stop.db").start()
+    # uvicorn re-raises the signal once it has shut down, as the default action would
+    assert server.terminate() in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in server.logs()
+
+
+def test_server_listens_on_loopback_by_default(server: ServerProcess) -> None:
+    assert server.base_url.startswith("http://127.0.0.1:")
