@@ -52,7 +52,7 @@ def build_embedded(settings: Settings) -> Embedded:
         lease_seconds=limits.max_timeout + 60.0,
         shutdown_grace_seconds=settings.shutdown_grace,
     ))
-    relay.on_enqueued = worker.wake
+    relay.on_scheduled = worker.scheduled
 
     async def close_database() -> None:
         database.close()

@@ -52,6 +52,7 @@ def serve(flags: dict[str, str | None]) -> int:
         access_log=settings.access_log,
         lifespan="on",
         server_header=False,
+        proxy_headers=False,
         timeout_graceful_shutdown=max(round(settings.shutdown_grace), 1),
     ))
     log.info("starting", extra={"host": settings.host, "port": settings.port, "db": settings.db,

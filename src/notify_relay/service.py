@@ -71,7 +71,7 @@ class Relay:
     network: NetworkPolicy = field(default_factory=NetworkPolicy)
     signers: Mapping[str, Webhook] = field(default_factory=dict)
     observer: Observer = field(default_factory=NullObserver)
-    on_enqueued: Callable[[], None] = lambda: None
+    on_scheduled: Callable[[datetime], None] = lambda due_at: None
     clock: Callable[[], datetime] = utcnow
     rand: Callable[[], float] = random.random
     user_agent: str = f"notify-relay/{__version__}"
@@ -106,15 +106,18 @@ class Relay:
                 )
             if stored.status is Status.QUEUED and not stored.queued:
                 stored = await self._enqueue(stored)
-            log.info("duplicate submission", extra=message_context(stored))
+            if log.isEnabledFor(logging.INFO):
+                log.info("duplicate submission", extra=message_context(stored))
             return Accepted(stored, duplicate=True)
-        log.info("accepted", extra=message_context(stored))
+        if log.isEnabledFor(logging.INFO):
+            log.info("accepted", extra=message_context(stored))
         return Accepted(await self._enqueue(stored), duplicate=False)
 
     async def _enqueue(self, message: Message) -> Message:
         """Queue, then record that it is queued: a crash between leaves it to reconcile()."""
-        await self.queue.enqueue(message.key, message.next_attempt_at or self.clock())
-        self.on_enqueued()
+        due_at = message.next_attempt_at or self.clock()
+        await self.queue.enqueue(message.key, due_at)
+        self.on_scheduled(due_at)
         try:
             return await self.store.update(message.mark_queued())
         except StaleWrite:  # a worker (or a twin submission) moved it on: it was queued
@@ -179,11 +182,13 @@ class Relay:
         due = message.next_attempt_at
         if message.status is Status.RETRYING and due is not None and due > now:
             await self.queue.reschedule(claim, due)  # the entry woke early (a lost lease)
+            self.on_scheduled(due)
             return
         try:
             message = await self.store.update(message.start_attempt(now))
         except StaleWrite:
             await self.queue.reschedule(claim, now)
+            self.on_scheduled(now)
             return
         if message.status is Status.FAILED:  # an interrupted last attempt used the budget
             await self._settle(claim, message, Outcome.GIVE_UP)
@@ -200,17 +205,17 @@ class Relay:
                                          duration_ms=round(elapsed * 1000), now=finished)
         message = await self.store.update(message)
         self.observer.attempt(decision.outcome.value, elapsed)
-        log.info(
-            "attempt",
-            extra={**message_context(message), "attempt": message.attempt_count,
-                   "statusCode": result.status_code, "error": result.description,
-                   "outcome": decision.outcome.value, "durationMs": round(elapsed * 1000)},
-        )
+        if log.isEnabledFor(logging.INFO):
+            log.info("attempt", extra={
+                **message_context(message), "attempt": message.attempt_count,
+                "statusCode": result.status_code, "error": result.description,
+                "outcome": decision.outcome.value, "durationMs": round(elapsed * 1000)})
         await self._settle(claim, message, decision.outcome)
 
     async def _settle(self, claim: Claim, message: Message, outcome: Outcome) -> None:
         if outcome is Outcome.RETRY and message.next_attempt_at is not None:
             await self.queue.reschedule(claim, message.next_attempt_at)
+            self.on_scheduled(message.next_attempt_at)
             return
         await self.queue.complete(claim)
         if message.status is Status.DELIVERED:

@@ -30,6 +30,8 @@ def create_app(rt: Runtime) -> FastAPI:
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,
+        # no OpenTelemetry here: its per-request checks cost more than our own handler
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.runtime = rt
     problems.install(app)

@@ -7,16 +7,26 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse as _StarletteJSON
+from starlette.responses import Response
 
 from notify_relay.context import correlation_id
 from notify_relay.domain.errors import FieldError, NotifyRelayError, RateLimited, ValidationFailed
 
 log = logging.getLogger("notify_relay.api")
 PROBLEM_JSON = "application/problem+json"
+
+
+class JSONResponse(_StarletteJSON):
+    """JSON rendered by orjson: several times faster than json.dumps on our documents."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
 _CODES_BY_STATUS = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE",
                     415: "UNSUPPORTED_MEDIA_TYPE"}
 

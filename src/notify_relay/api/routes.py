@@ -6,9 +6,9 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
-from notify_relay.api.problems import problem
+from notify_relay.api.problems import JSONResponse, problem
 from notify_relay.api.schemas import Health, MessageOut, MessagePage, Problem, SubmitResponse
 from notify_relay.api.views import message_view, submit_view
 from notify_relay.context import correlation_id
@@ -35,9 +35,6 @@ def runtime(request: Request) -> Runtime:
     return rt
 
 
-RuntimeDep = Annotated[Runtime, Depends(runtime)]
-
-
 def _cid() -> str:
     return correlation_id.get() or ""
 
@@ -47,10 +44,11 @@ def _key(rt: Runtime, request: Request, message_id: str, sender_id: str | None) 
     return MessageKey(sender, message_id)
 
 
-def _authenticate_submission(request: Request, rt: RuntimeDep) -> None:
+async def _authenticate_submission(request: Request) -> None:
     """Reject an unauthenticated caller before its body is even validated."""
-    if rt.auth.enabled:
-        rt.auth.sender_for(request.headers.get("authorization"), None)
+    auth = runtime(request).auth
+    if auth.enabled:
+        auth.sender_for(request.headers.get("authorization"), None)
 
 
 @router.post(
@@ -62,7 +60,8 @@ def _authenticate_submission(request: Request, rt: RuntimeDep) -> None:
     dependencies=[Depends(_authenticate_submission)],
     summary="Submit a notification",
 )
-async def submit(submission: Submission, request: Request, rt: RuntimeDep) -> Response:
+async def submit(submission: Submission, request: Request) -> Response:
+    rt = runtime(request)
     sender = rt.auth.sender_for(request.headers.get("authorization"), submission.senderId)
     if rt.limiter is not None:
         wait = rt.limiter.acquire(sender, time.monotonic())
@@ -81,12 +80,12 @@ async def submit(submission: Submission, request: Request, rt: RuntimeDep) -> Re
             summary="List the caller's messages, newest first")
 async def list_messages(
     request: Request,
-    rt: RuntimeDep,
     sender_id: SenderQuery = None,
     status: Status | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response:
+    rt = runtime(request)
     sender = rt.auth.sender_for(request.headers.get("authorization"), sender_id)
     try:
         page = await rt.relay.list(sender, status, limit, cursor)
@@ -99,8 +98,9 @@ async def list_messages(
 @router.get("/v1/messages/{message_id}", response_model=MessageOut, responses=_ERRORS,
             summary="One message with its attempts")
 async def get_message(
-    message_id: str, request: Request, rt: RuntimeDep, sender_id: SenderQuery = None
+    message_id: str, request: Request, sender_id: SenderQuery = None
 ) -> Response:
+    rt = runtime(request)
     key = _key(rt, request, message_id, sender_id)
     return JSONResponse(message_view(await rt.relay.get(key)))
 
@@ -108,8 +108,9 @@ async def get_message(
 @router.post("/v1/messages/{message_id}/retry", status_code=202, response_model=MessageOut,
              responses=_ERRORS, summary="Send a FAILED message again with a fresh budget")
 async def retry_message(
-    message_id: str, request: Request, rt: RuntimeDep, sender_id: SenderQuery = None
+    message_id: str, request: Request, sender_id: SenderQuery = None
 ) -> Response:
+    rt = runtime(request)
     key = _key(rt, request, message_id, sender_id)
     return JSONResponse(message_view(await rt.relay.retry(key)), status_code=202)
 
@@ -121,9 +122,9 @@ async def healthz() -> Response:
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": Problem}},
             summary="Readiness: the store and the queue answer")
-async def readyz(rt: RuntimeDep) -> Response:
+async def readyz(request: Request) -> Response:
     try:
-        await rt.check_ready()
+        await runtime(request).check_ready()
     except Exception as exc:
         return problem(503, "SYSTEM_ERROR", f"not ready: {type(exc).__name__}")
     return JSONResponse({"status": "ready"})
@@ -131,7 +132,8 @@ async def readyz(rt: RuntimeDep) -> Response:
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics",
             responses={200: {"content": {"text/plain": {}}}})
-async def metrics(rt: RuntimeDep) -> Response:
+async def metrics(request: Request) -> Response:
+    rt = runtime(request)
     if rt.metrics is None:
         raise NotFound("metrics are not served by this deployment")
     body = rt.metrics.render(await rt.relay.queue.depth())

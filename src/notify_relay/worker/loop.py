@@ -25,6 +25,7 @@ class WorkerSettings:
     max_idle_seconds: float = 5.0
     reconcile_every_seconds: float = 30.0
     shutdown_grace_seconds: float = 10.0
+    claim_linger_seconds: float = 0.002
 
 
 class Worker:
@@ -38,10 +39,14 @@ class Worker:
         self._inflight: set[asyncio.Task[None]] = set()
         self._main: asyncio.Task[None] | None = None
         self._reconciler: asyncio.Task[None] | None = None
+        self._sleep_until = datetime.max.replace(tzinfo=UTC)
+        self._refill = max(1, min(settings.claim_batch, settings.concurrency // 4))
 
-    def wake(self) -> None:
-        """Called when work is queued, so that it starts without a polling delay."""
-        self._wake.set()
+    def scheduled(self, due_at: datetime) -> None:
+        """Called when an entry is queued or rescheduled: wake up if it is due before
+        the loop's planned wake-up, so that nothing waits for the idle poll."""
+        if due_at <= self._sleep_until:
+            self._wake.set()
 
     @property
     def inflight(self) -> int:
@@ -63,6 +68,7 @@ class Worker:
         """
         self._stopping.set()
         self._wake.set()
+        self._slot_free.set()
         for task in (self._main, self._reconciler):
             if task is not None:
                 task.cancel()
@@ -81,7 +87,8 @@ class Worker:
         settings = self._settings
         while not self._stopping.is_set():
             free = settings.concurrency - len(self._inflight)
-            if free <= 0:
+            if free < self._refill and self._inflight:
+                # claim in batches: one claim per freed slot would be one write per attempt
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
@@ -97,13 +104,14 @@ class Worker:
                 task = asyncio.create_task(self._deliver(claim))
                 self._inflight.add(task)
                 task.add_done_callback(self._done)
-            if len(claims) < wanted:
-                await self._sleep(await self._idle_time())
+            if len(claims) < wanted and await self._sleep(await self._idle_time()):
+                # woken by new work: let a burst gather so that one claim takes it all
+                await asyncio.sleep(settings.claim_linger_seconds)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
-        self._slot_free.set()
-        self._wake.set()  # a retry may now be due before the loop's planned wake-up
+        if self._settings.concurrency - len(self._inflight) >= self._refill:
+            self._slot_free.set()
 
     async def _deliver(self, claim: Claim) -> None:
         try:
@@ -120,11 +128,18 @@ class Worker:
         wait = (next_due - datetime.now(UTC)).total_seconds()
         return min(max(wait, 0.0), self._settings.max_idle_seconds)
 
-    async def _sleep(self, seconds: float) -> None:
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep up to `seconds`; True when woken early by new work."""
         if seconds <= 0:
-            return
-        with contextlib.suppress(TimeoutError):
+            return False
+        self._sleep_until = datetime.now(UTC) + timedelta(seconds=seconds)
+        try:
             await asyncio.wait_for(self._wake.wait(), seconds)
+        except TimeoutError:
+            return False
+        finally:
+            self._sleep_until = datetime.max.replace(tzinfo=UTC)
+        return True
 
     async def _reconcile_forever(self) -> None:
         interval = self._settings.reconcile_every_seconds

@@ -16,7 +16,7 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at TEXT NOT NULL,
         queued INTEGER NOT NULL,
         version INTEGER NOT NULL,
-        doc TEXT NOT NULL,
+        doc BLOB NOT NULL,  -- the rest of the message, JSON in UTF-8
         UNIQUE (sender_id, message_id)
     );
     CREATE INDEX messages_by_sender_status ON messages (sender_id, status, seq);

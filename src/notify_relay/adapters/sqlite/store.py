@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from notify_relay.adapters.codec import message_from_doc, message_to_doc
 from notify_relay.adapters.paging import decode_cursor, encode_cursor
@@ -23,7 +24,7 @@ def _from_row(row: tuple[Any, ...]) -> Message:
         row
     )
     return message_from_doc(
-        json.loads(doc),
+        orjson.loads(doc),
         key=MessageKey(sender_id, message_id),
         status=status,
         fingerprint=fingerprint,
@@ -40,7 +41,7 @@ class SqliteStore:
         self._db = db
 
     async def create(self, message: Message) -> tuple[Message, bool]:
-        doc = json.dumps(message_to_doc(message), separators=(",", ":"))
+        doc = orjson.dumps(message_to_doc(message))
 
         def insert(conn: sqlite3.Connection) -> tuple[Message, bool]:
             row = conn.execute(
@@ -69,7 +70,7 @@ class SqliteStore:
         return _from_row(row) if row is not None else None
 
     async def update(self, message: Message) -> Message:
-        doc = json.dumps(message_to_doc(message), separators=(",", ":"))
+        doc = orjson.dumps(message_to_doc(message))
         params = (message.status.value, message.updated_at.isoformat(), int(message.queued), doc,
                   message.key.sender_id, message.key.message_id, message.version)
 
