@@ -113,7 +113,7 @@ async def end_to_end(server_port: int, partner_port: int, n: int, concurrency: i
         start = time.perf_counter()
         await asyncio.gather(*(submit(i) for i in range(n)))
         accepted_at = time.perf_counter()
-        while await partner_count(session, partner_port) - before < n:
+        while await partner_count(session, partner_port) - before < n:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         delivered_at = time.perf_counter()
 

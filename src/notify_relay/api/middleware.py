@@ -81,13 +81,11 @@ class BodyGuardMiddleware:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        too_large = problem(413, "PAYLOAD_TOO_LARGE",
-                            f"the request body is over the limit of {self.limit} bytes")
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             if int(declared) <= DRAIN_LIMIT_BYTES:
                 await _drain(receive, DRAIN_LIMIT_BYTES)
-            await too_large(scope, receive, send)
+            await self._too_large(scope, receive, send)
             return
         chunks: list[bytes] = []
         size = 0
@@ -102,7 +100,7 @@ class BodyGuardMiddleware:
             if size > self.limit:
                 if more:
                     await _drain(receive, DRAIN_LIMIT_BYTES - size)
-                await too_large(scope, receive, send)
+                await self._too_large(scope, receive, send)
                 return
             chunks.append(chunk)
         body = b"".join(chunks)
@@ -131,6 +129,11 @@ class BodyGuardMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem(413, "PAYLOAD_TOO_LARGE",
+                           f"the request body is over the limit of {self.limit} bytes")
+        await response(scope, receive, send)
 
 
 async def _drain(receive: Receive, budget: int) -> None:

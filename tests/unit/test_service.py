@@ -1,0 +1,181 @@
+"""The Relay's use cases on the in-memory adapters, with a scripted deliverer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from notify_relay.adapters.memory import MemoryQueue, MemoryStore
+from notify_relay.domain.errors import IdempotencyConflict, InvalidState, NotFound, TargetNotAllowed
+from notify_relay.domain.message import MessageKey
+from notify_relay.domain.retry import AttemptResult, ErrorKind, Outcome
+from notify_relay.domain.status import Status
+from notify_relay.domain.submission import Submission
+from notify_relay.ports import OutboundRequest
+from notify_relay.service import Relay
+
+pytestmark = pytest.mark.anyio
+KEY = MessageKey("s", "m-1")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class ScriptedDeliverer:
+    def __init__(self, *results: AttemptResult) -> None:
+        self.results = list(results)
+        self.sent: list[OutboundRequest] = []
+
+    async def send(self, request: OutboundRequest) -> AttemptResult:
+        self.sent.append(request)
+        return self.results.pop(0)
+
+
+class FlakyQueue(MemoryQueue):
+    """A queue whose next `failures` enqueues fail, as SQS can."""
+
+    def __init__(self, clock: Clock, failures: int) -> None:
+        super().__init__(clock)
+        self.failures = failures
+
+    async def enqueue(self, key: MessageKey, due_at: datetime) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("queue unavailable")
+        await super().enqueue(key, due_at)
+
+
+def relay(deliverer: ScriptedDeliverer | None = None, failures: int = 0) -> tuple[Relay, Clock]:
+    clock = Clock()
+    return Relay(MemoryStore(), FlakyQueue(clock, failures), deliverer or ScriptedDeliverer(),
+                 clock=clock, rand=lambda: 0.0), clock
+
+
+def submission(**changes: object) -> Submission:
+    return Submission.model_validate({"messageId": "m-1", "targetUrl": "https://p.example/h",
+                                      "body": {"a": 1}, **changes})
+
+
+async def deliver_due(r: Relay) -> int:
+    claims: Sequence = await r.queue.claim(10, 60)
+    for claim in claims:
+        await r.deliver(claim)
+    return len(claims)
+
+
+async def test_submit_stores_and_queues() -> None:
+    r, _ = relay()
+    accepted = await r.submit(submission(), "s", "c")
+    assert not accepted.duplicate
+    assert accepted.message.queued
+    assert await r.queue.depth() == 1
+
+
+async def test_duplicate_and_conflict() -> None:
+    r, _ = relay()
+    await r.submit(submission(), "s", "c")
+    again = await r.submit(submission(), "s", "c2")
+    assert again.duplicate
+    assert await r.queue.depth() == 1
+    with pytest.raises(IdempotencyConflict):
+        await r.submit(submission(body={"a": 2}), "s", "c")
+
+
+async def test_failed_enqueue_then_resubmission_queues_exactly_once() -> None:
+    # Given the queue fails once after the message is stored
+    r, _ = relay(failures=1)
+    with pytest.raises(ConnectionError):
+        await r.submit(submission(), "s", "c")
+    stored = await r.store.get(KEY)
+    assert stored is not None
+    assert not stored.queued
+    # When the sender retries with the same messageId
+    again = await r.submit(submission(), "s", "c")
+    # Then it is queued, once
+    assert again.duplicate
+    assert again.message.queued
+    assert await r.queue.depth() == 1
+    await r.submit(submission(), "s", "c")
+    assert await r.queue.depth() == 1
+
+
+async def test_reconcile_queues_what_the_sender_never_retried() -> None:
+    r, clock = relay(ScriptedDeliverer(AttemptResult(status_code=200)), failures=1)
+    with pytest.raises(ConnectionError):
+        await r.submit(submission(), "s", "c")
+    assert await r.reconcile(older_than=timedelta(seconds=30)) == 0  # too fresh to judge
+    clock.now += timedelta(seconds=31)
+    assert await r.reconcile(older_than=timedelta(seconds=30)) == 1
+    assert await r.reconcile(older_than=timedelta(seconds=30)) == 0
+    assert await deliver_due(r) == 1
+    assert (await r.get(KEY)).status is Status.DELIVERED
+
+
+async def test_ip_literal_target_refused() -> None:
+    r, _ = relay()
+    with pytest.raises(TargetNotAllowed):
+        await r.submit(submission(targetUrl="http://10.0.0.1/x"), "s", "c")
+    assert await r.store.get(KEY) is None
+
+
+async def test_deliver_retry_then_success_reschedules() -> None:
+    d = ScriptedDeliverer(AttemptResult(status_code=503), AttemptResult(status_code=200))
+    r, clock = relay(d)
+    await r.submit(submission(retryPolicy={"initialDelaySeconds": 10}), "s", "c")
+    assert await deliver_due(r) == 1
+    message = await r.get(KEY)
+    assert message.status is Status.RETRYING
+    assert message.next_attempt_at == clock.now + timedelta(seconds=10)
+    assert await deliver_due(r) == 0  # not due yet
+    clock.now += timedelta(seconds=10)
+    assert await deliver_due(r) == 1
+    message = await r.get(KEY)
+    assert message.status is Status.DELIVERED
+    assert await r.queue.depth() == 0
+    assert d.sent[0].headers == [
+        ("User-Agent", "notify-relay/0.1.0"), ("X-Correlation-Id", "c"),
+        ("Idempotency-Key", "s:m-1"), ("Content-Type", "application/json")]
+
+
+async def test_give_up_and_manual_retry() -> None:
+    d = ScriptedDeliverer(AttemptResult(error_kind=ErrorKind.TARGET_NOT_ALLOWED, error="no"),
+                          AttemptResult(status_code=204))
+    r, _ = relay(d)
+    await r.submit(submission(), "s", "c")
+    await deliver_due(r)
+    failed = await r.get(KEY)
+    assert failed.status is Status.FAILED
+    assert failed.attempts[-1].outcome is Outcome.GIVE_UP
+    assert await r.queue.depth() == 0
+    retried = await r.retry(KEY)
+    assert retried.status is Status.QUEUED
+    assert retried.queued
+    await deliver_due(r)
+    assert (await r.get(KEY)).status is Status.DELIVERED
+    with pytest.raises(InvalidState):
+        await r.retry(KEY)
+
+
+async def test_unknown_message() -> None:
+    r, _ = relay()
+    with pytest.raises(NotFound):
+        await r.get(KEY)
+    with pytest.raises(NotFound):
+        await r.retry(KEY)
+
+
+async def test_stale_queue_entry_of_a_final_message_is_dropped() -> None:
+    r, _ = relay(ScriptedDeliverer(AttemptResult(status_code=200)))
+    await r.submit(submission(), "s", "c")
+    await deliver_due(r)
+    await r.queue.enqueue(KEY, r.clock())  # a duplicate entry, as SQS may deliver
+    assert await deliver_due(r) == 1
+    assert await r.queue.depth() == 0
+    assert (await r.get(KEY)).attempt_count == 1
