@@ -10,7 +10,7 @@ from notify_relay.adapters.http import AiohttpDeliverer
 from notify_relay.adapters.prometheus import PrometheusObserver
 from notify_relay.adapters.sqlite import SqliteDatabase, SqliteQueue, SqliteStore
 from notify_relay.api.auth import Authenticator
-from notify_relay.config import Settings
+from notify_relay.config import AwsSettings, Settings
 from notify_relay.domain.network import NetworkPolicy
 from notify_relay.domain.ratelimit import RateLimiter
 from notify_relay.runtime import Runtime
@@ -67,3 +67,33 @@ def build_embedded(settings: Settings) -> Embedded:
         stops=[close_database, deliverer.close, worker.stop],
     )
     return Embedded(runtime, worker, database)
+
+
+def build_aws(settings: AwsSettings, *, worker: bool) -> Runtime:
+    """DynamoDB + S3 store, SQS queue, aiohttp delivery (opened only for the worker).
+
+    Imports boto3 here, not at module level: the embedded server never pays for it.
+    """
+    import boto3
+
+    from notify_relay.adapters.aws.dynamodb import DynamoStore
+    from notify_relay.adapters.aws.sqs import SqsQueue
+
+    session = boto3.session.Session()
+    network = NetworkPolicy(settings.allow_networks)
+    deliverer = AiohttpDeliverer(network)
+    relay = Relay(
+        store=DynamoStore(session.client("dynamodb"), settings.table, session.client("s3"),
+                          settings.bucket),
+        queue=SqsQueue(session.client("sqs"), settings.queue_url, settings.dead_letter_url,
+                       deletes_by_caller=worker),
+        deliverer=deliverer,
+        limits=settings.retry_limits,
+        network=network,
+        signers={sender: Webhook(secret) for sender, secret in settings.signing_secrets.items()},
+    )
+    runtime = Runtime(relay=relay, auth=Authenticator.from_principals(settings.iam_senders))
+    if worker:
+        runtime.starts.append(deliverer.open)
+        runtime.stops.append(deliverer.close)
+    return runtime

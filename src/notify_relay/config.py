@@ -189,3 +189,58 @@ def load(flags: Mapping[str, str | None], environ: Mapping[str, str] | None = No
         except ValueError as exc:
             raise ConfigError(f"{_flag(f.name)}: {raw!r}: {exc}") from None
     return Settings(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class AwsSettings:
+    """The Lambdas' settings, from the environment the CDK stack gives them.
+
+    boto3 reads the region, credentials and (for tests against moto) AWS_ENDPOINT_URL
+    itself.
+    """
+
+    table: str
+    queue_url: str
+    dead_letter_url: str
+    bucket: str
+    iam_senders: Mapping[str, str]
+    signing_secrets: Mapping[str, str]
+    allow_networks: tuple[IPNetwork, ...]
+    visibility_timeout: float
+    retry_limits: RetryLimits
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AwsSettings:
+        env = os.environ if environ is None else environ
+
+        def required(name: str) -> str:
+            value = env.get(ENV_PREFIX + name)
+            if not value:
+                raise ConfigError(f"{ENV_PREFIX}{name} is required")
+            return value
+
+        base = load({}, {k: v for k, v in env.items()
+                         if k.removeprefix(ENV_PREFIX).lower() in _LIMIT_FIELDS})
+        senders = dict(_pairs(env.get(ENV_PREFIX + "IAM_SENDERS", ""), "iam-senders"))
+        for sender in senders.values():
+            if not _SENDER.fullmatch(sender):
+                raise ConfigError(f"iam-senders: {sender!r} is not a valid senderId")
+        try:
+            visibility = float(env.get(ENV_PREFIX + "VISIBILITY_TIMEOUT", "900"))
+        except ValueError:
+            raise ConfigError(f"{ENV_PREFIX}VISIBILITY_TIMEOUT must be a number") from None
+        return cls(
+            table=required("TABLE"),
+            queue_url=required("QUEUE_URL"),
+            dead_letter_url=required("DEAD_LETTER_URL"),
+            bucket=required("BUCKET"),
+            iam_senders=senders,
+            signing_secrets=parse_signing_secrets(env.get(ENV_PREFIX + "SIGNING_SECRETS", "")),
+            allow_networks=parse_allow_networks(env.get(ENV_PREFIX + "ALLOW_NETWORKS", "")),
+            visibility_timeout=visibility,
+            retry_limits=base.retry_limits,
+        )
+
+
+_LIMIT_FIELDS = frozenset({"max_attempts", "initial_delay", "max_delay", "max_delay_cap",
+                           "timeout", "max_timeout", "retry_after_cap"})

@@ -62,8 +62,14 @@ class Claim:
 class WorkQueue(Protocol):
     """At-least-once queue of message keys, with leases and delayed visibility."""
 
-    async def enqueue(self, key: MessageKey, due_at: datetime) -> None:
-        """Make `key` due at `due_at`; idempotent while the key is still queued."""
+    async def enqueue(
+        self, key: MessageKey, due_at: datetime, correlation_id: str | None = None
+    ) -> None:
+        """Make `key` due at `due_at`.
+
+        Idempotent while the key is queued where the queue can be (SQLite, memory); SQS
+        cannot, and the Relay's `queued` flag and conditional updates cover that.
+        """
         ...
 
     async def claim(self, limit: int, lease_seconds: float) -> Sequence[Claim]:
@@ -76,6 +82,10 @@ class WorkQueue(Protocol):
 
     async def reschedule(self, claim: Claim, due_at: datetime) -> None:
         """Release the entry to become due again at `due_at`."""
+        ...
+
+    async def dead_letter(self, claim: Claim) -> None:
+        """Drop an undeliverable entry; a queue with a dead-letter queue moves it there."""
         ...
 
     async def next_due(self) -> datetime | None:

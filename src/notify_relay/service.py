@@ -116,7 +116,7 @@ class Relay:
     async def _enqueue(self, message: Message) -> Message:
         """Queue, then record that it is queued: a crash between leaves it to reconcile()."""
         due_at = message.next_attempt_at or self.clock()
-        await self.queue.enqueue(message.key, due_at)
+        await self.queue.enqueue(message.key, due_at, message.correlation_id)
         self.on_scheduled(due_at)
         try:
             return await self.store.update(message.mark_queued())
@@ -217,10 +217,11 @@ class Relay:
             await self.queue.reschedule(claim, message.next_attempt_at)
             self.on_scheduled(message.next_attempt_at)
             return
-        await self.queue.complete(claim)
         if message.status is Status.DELIVERED:
+            await self.queue.complete(claim)
             self.observer.delivered((self.clock() - message.created_at).total_seconds())
         else:
+            await self.queue.dead_letter(claim)
             self.observer.dead_lettered()
             log.warning("dead-lettered", extra={**message_context(message),
                                                 "error": message.last_error})

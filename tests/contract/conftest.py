@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from notify_relay.adapters.aws.dynamodb import DynamoStore
+from notify_relay.adapters.aws.sqs import SqsQueue
 from notify_relay.adapters.memory import MemoryQueue, MemoryStore
 from notify_relay.adapters.sqlite import SqliteDatabase, SqliteQueue, SqliteStore
 from notify_relay.ports import MessageStore, WorkQueue
+from tests.aws.moto import AwsResources, client
 
 
 class FakeClock:
@@ -37,10 +40,15 @@ def sqlite_db(tmp_path: Path) -> Iterator[SqliteDatabase]:
     db.close()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "dynamodb"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MessageStore]:
     if request.param == "memory":
         yield MemoryStore()
+        return
+    if request.param == "dynamodb":
+        aws: AwsResources = request.getfixturevalue("aws")
+        yield DynamoStore(client("dynamodb", aws.endpoint), aws.table,
+                          client("s3", aws.endpoint), aws.bucket)
         return
     db = SqliteDatabase(tmp_path / "store.db")
     db.open()
@@ -51,12 +59,17 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 QueueFactory = Callable[[FakeClock], WorkQueue]
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "sqs"])
 async def queue(
     request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
 ) -> AsyncIterator[WorkQueue]:
     if request.param == "memory":
         yield MemoryQueue(clock)
+        return
+    if request.param == "sqs":
+        aws: AwsResources = request.getfixturevalue("aws")
+        yield SqsQueue(client("sqs", aws.endpoint), aws.queue_url, aws.dead_letter_url,
+                       clock=clock)
         return
     db = SqliteDatabase(tmp_path / "queue.db")
     db.open()

@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+import asyncio
+
+from notify_relay.adapters.aws.sqs import SqsQueue
 from notify_relay.domain.message import MessageKey
 from notify_relay.ports import WorkQueue
 from tests.contract.conftest import FakeClock
 
 pytestmark = pytest.mark.anyio
 
+# What a queue promises beyond at-least-once delivery with leases. SQS standard queues
+# promise none of these; the Relay does not rely on them (see the SQS module's docstring).
+EXTRA_TRAITS = {
+    "ordered": "entries come out oldest due first",
+    "controllable_time": "visibility follows the injected clock",
+    "idempotent_enqueue": "a key is queued at most once",
+    "introspection": "next_due() and recover() are meaningful",
+}
+
+
+def require(queue: WorkQueue, trait: str) -> None:
+    if isinstance(queue, SqsQueue):
+        pytest.skip(f"SQS does not promise that {EXTRA_TRAITS[trait]}")
+
 A, B, C = MessageKey("s", "a"), MessageKey("s", "b"), MessageKey("s", "c")
 
 
 async def test_claims_due_entries_oldest_due_first(queue: WorkQueue, clock: FakeClock) -> None:
+    require(queue, "ordered")
     await queue.enqueue(B, clock.now - timedelta(seconds=1))
     await queue.enqueue(A, clock.now - timedelta(seconds=2))
     await queue.enqueue(C, clock.now + timedelta(seconds=10))
@@ -33,6 +51,7 @@ async def test_claim_respects_limit(queue: WorkQueue, clock: FakeClock) -> None:
 
 
 async def test_claimed_entry_invisible_until_lease_ends(queue: WorkQueue, clock: FakeClock) -> None:
+    require(queue, "controllable_time")
     await queue.enqueue(A, clock.now)
     first = await queue.claim(1, 30)
     assert await queue.claim(1, 30) == []
@@ -45,6 +64,7 @@ async def test_claimed_entry_invisible_until_lease_ends(queue: WorkQueue, clock:
 async def test_complete_removes_and_stale_receipt_is_ignored(
     queue: WorkQueue, clock: FakeClock
 ) -> None:
+    require(queue, "controllable_time")
     await queue.enqueue(A, clock.now)
     (old,) = await queue.claim(1, 30)
     clock.advance(31)
@@ -56,6 +76,7 @@ async def test_complete_removes_and_stale_receipt_is_ignored(
 
 
 async def test_reschedule_makes_due_later(queue: WorkQueue, clock: FakeClock) -> None:
+    require(queue, "controllable_time")
     await queue.enqueue(A, clock.now)
     (claim,) = await queue.claim(1, 300)
     await queue.reschedule(claim, clock.now + timedelta(seconds=5))
@@ -67,6 +88,7 @@ async def test_reschedule_makes_due_later(queue: WorkQueue, clock: FakeClock) ->
 
 
 async def test_enqueue_is_idempotent_while_queued(queue: WorkQueue, clock: FakeClock) -> None:
+    require(queue, "idempotent_enqueue")
     await queue.enqueue(A, clock.now)
     await queue.enqueue(A, clock.now)
     assert await queue.depth() == 1
@@ -84,6 +106,7 @@ async def test_enqueue_after_complete_queues_again(queue: WorkQueue, clock: Fake
 async def test_recover_releases_leases_of_a_dead_process(
     queue: WorkQueue, clock: FakeClock
 ) -> None:
+    require(queue, "introspection")
     await queue.enqueue(A, clock.now)
     await queue.enqueue(B, clock.now + timedelta(hours=1))
     await queue.claim(1, 3600)
@@ -92,6 +115,7 @@ async def test_recover_releases_leases_of_a_dead_process(
 
 
 async def test_next_due_and_depth(queue: WorkQueue, clock: FakeClock) -> None:
+    require(queue, "introspection")
     assert await queue.next_due() is None
     assert await queue.depth() == 0
     await queue.enqueue(A, clock.now + timedelta(seconds=9))
@@ -103,3 +127,48 @@ async def test_next_due_and_depth(queue: WorkQueue, clock: FakeClock) -> None:
 
 async def test_ping(queue: WorkQueue) -> None:
     await queue.ping()
+
+
+async def test_claims_only_due_entries(queue: WorkQueue, clock: FakeClock) -> None:
+    await queue.enqueue(A, clock.now)
+    await queue.enqueue(B, clock.now + timedelta(seconds=30))
+    assert [c.key for c in await queue.claim(10, 30)] == [A]
+
+
+async def test_lease_hides_then_returns_an_entry_in_real_time(queue: WorkQueue) -> None:
+    """The same promise as the clock-driven test above, with a real one-second lease."""
+    if not isinstance(queue, SqsQueue):
+        pytest.skip("covered with a controlled clock above")
+    await queue.enqueue(A, datetime.now(UTC))
+    (first,) = await queue.claim(1, 1)
+    assert await queue.claim(1, 1) == []
+    await asyncio.sleep(1.2)
+    (second,) = await queue.claim(1, 30)
+    assert second.key == A
+    assert second.receipt != first.receipt
+    await queue.complete(second)
+    await asyncio.sleep(1.2)
+    assert await queue.claim(1, 30) == []
+
+
+async def test_reschedule_in_real_time(queue: WorkQueue) -> None:
+    if not isinstance(queue, SqsQueue):
+        pytest.skip("covered with a controlled clock above")
+    await queue.enqueue(A, datetime.now(UTC))
+    (claim,) = await queue.claim(1, 30)
+    await queue.reschedule(claim, datetime.now(UTC) + timedelta(seconds=1))
+    assert await queue.claim(1, 30) == []
+    await asyncio.sleep(1.3)
+    assert [c.key for c in await queue.claim(1, 30)] == [A]
+
+
+async def test_dead_letter_removes_the_entry(queue: WorkQueue, clock: FakeClock) -> None:
+    await queue.enqueue(A, clock.now)
+    (claim,) = await queue.claim(1, 30)
+    await queue.dead_letter(claim)
+    assert await queue.claim(10, 30) == []
+    if isinstance(queue, SqsQueue):
+        # SQS keeps it in the dead-letter queue, for the DLQ alarm and inspection
+        received = queue._sqs.receive_message(QueueUrl=queue._dlq_url, MaxNumberOfMessages=10)
+        assert [SqsQueue.claim_of(m["Body"], "", clock.now).key
+                for m in received["Messages"]] == [A]

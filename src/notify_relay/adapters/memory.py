@@ -81,7 +81,9 @@ class MemoryQueue:
         self._clock = clock
         self._entries: dict[MessageKey, tuple[datetime, str | None]] = {}
 
-    async def enqueue(self, key: MessageKey, due_at: datetime) -> None:
+    async def enqueue(
+        self, key: MessageKey, due_at: datetime, correlation_id: str | None = None
+    ) -> None:
         self._entries.setdefault(key, (due_at, None))
 
     async def claim(self, limit: int, lease_seconds: float) -> Sequence[Claim]:
@@ -104,6 +106,9 @@ class MemoryQueue:
         entry = self._entries.get(claim.key)
         if entry is not None and entry[1] == claim.receipt:
             self._entries[claim.key] = (due_at, None)
+
+    async def dead_letter(self, claim: Claim) -> None:
+        await self.complete(claim)
 
     async def next_due(self) -> datetime | None:
         return min((when for when, _ in self._entries.values()), default=None)

@@ -40,15 +40,18 @@ def _cid() -> str:
 
 
 def _key(rt: Runtime, request: Request, message_id: str, sender_id: str | None) -> MessageKey:
-    sender = rt.auth.sender_for(request.headers.get("authorization"), sender_id)
-    return MessageKey(sender, message_id)
+    return MessageKey(_sender(rt, request, sender_id), message_id)
+
+
+def _sender(rt: Runtime, request: Request, claimed: str | None) -> str:
+    return rt.auth.sender_of(request.scope, request.headers.get("authorization"), claimed)
 
 
 async def _authenticate_submission(request: Request) -> None:
     """Reject an unauthenticated caller before its body is even validated."""
-    auth = runtime(request).auth
-    if auth.enabled:
-        auth.sender_for(request.headers.get("authorization"), None)
+    rt = runtime(request)
+    if rt.auth.enabled:
+        _sender(rt, request, None)
 
 
 @router.post(
@@ -62,7 +65,7 @@ async def _authenticate_submission(request: Request) -> None:
 )
 async def submit(submission: Submission, request: Request) -> Response:
     rt = runtime(request)
-    sender = rt.auth.sender_for(request.headers.get("authorization"), submission.senderId)
+    sender = _sender(rt, request, submission.senderId)
     if rt.limiter is not None:
         wait = rt.limiter.acquire(sender, time.monotonic())
         if wait > 0:
@@ -86,7 +89,7 @@ async def list_messages(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response:
     rt = runtime(request)
-    sender = rt.auth.sender_for(request.headers.get("authorization"), sender_id)
+    sender = _sender(rt, request, sender_id)
     try:
         page = await rt.relay.list(sender, status, limit, cursor)
     except ValueError as exc:

@@ -26,7 +26,9 @@ class SqliteQueue:
         self._db = db
         self._clock = clock
 
-    async def enqueue(self, key: MessageKey, due_at: datetime) -> None:
+    async def enqueue(
+        self, key: MessageKey, due_at: datetime, correlation_id: str | None = None
+    ) -> None:
         params = (key.sender_id, key.message_id, due_at.timestamp())
         await self._db.write(_execute(queries.ENQUEUE, params))
 
@@ -51,6 +53,9 @@ class SqliteQueue:
     async def reschedule(self, claim: Claim, due_at: datetime) -> None:
         params = (due_at.timestamp(), claim.key.sender_id, claim.key.message_id, claim.receipt)
         await self._db.write(_execute(queries.RESCHEDULE, params))
+
+    async def dead_letter(self, claim: Claim) -> None:
+        await self.complete(claim)
 
     async def next_due(self) -> datetime | None:
         row = await self._db.read(lambda conn: conn.execute(queries.NEXT_DUE).fetchone())

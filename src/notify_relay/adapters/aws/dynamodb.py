@@ -1,0 +1,249 @@
+"""MessageStore on DynamoDB, with bodies above INLINE_BODY_LIMIT kept in S3 (claim check).
+
+Item layout (one item per message, key `pk = <senderId>#<messageId>`):
+- idempotency: `put_item` with `attribute_not_exists(pk)`; the fingerprint is compared after.
+- concurrency: every update is conditional on `version`, so of two workers racing to record
+  an outcome, exactly one wins; the other gets StaleWrite.
+- listing: GSI `bySender` (sender, sortKey) and `bySenderStatus` (sender#status, sortKey),
+  where sortKey = createdAt#messageId, queried newest first with the cursor as the
+  LastEvaluatedKey.
+- the dual-write gap: a sparse GSI `unqueued` holds only items stored but not yet queued,
+  spread over UNQUEUED_SHARDS partition keys so that no partition runs hot.
+- retention: `expiresAt` (epoch seconds) is the table's TTL attribute.
+- size: attempts beyond ATTEMPTS_KEPT are dropped from the item (attemptCount keeps
+  counting) so that an item stays far below DynamoDB's 400 KB limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from botocore.exceptions import ClientError
+
+from notify_relay.adapters.codec import message_from_doc, message_to_doc
+from notify_relay.adapters.paging import decode_cursor, encode_cursor
+from notify_relay.domain.errors import StaleWrite
+from notify_relay.domain.message import Message, MessageKey
+from notify_relay.domain.status import Status
+from notify_relay.ports import Page
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_s3 import S3Client
+
+INLINE_BODY_LIMIT = 256 * 1024
+ATTEMPTS_KEPT = 50
+UNQUEUED_SHARDS = 8
+DEFAULT_RETENTION = timedelta(days=30)
+
+
+def _pk(key: MessageKey) -> str:
+    return f"{key.sender_id}#{key.message_id}"
+
+
+def _sort_key(message: Message) -> str:
+    return f"{message.created_at.isoformat()}#{message.key.message_id}"
+
+
+def _shard(key: MessageKey) -> str:
+    digest = hashlib.sha256(_pk(key).encode()).digest()
+    return f"U{digest[0] % UNQUEUED_SHARDS}"
+
+
+def _is_conditional_failure(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+class DynamoStore:
+    def __init__(
+        self,
+        dynamodb: DynamoDBClient,
+        table: str,
+        s3: S3Client,
+        bucket: str,
+        retention: timedelta = DEFAULT_RETENTION,
+    ) -> None:
+        self._db = dynamodb
+        self._table = table
+        self._s3 = s3
+        self._bucket = bucket
+        self._retention = retention
+
+    # -- item <-> message ---------------------------------------------------------------
+
+    def _mutable(self, message: Message) -> dict[str, Any]:
+        """Attributes an update rewrites (everything but key, body and creation)."""
+        kept = message.attempts[-ATTEMPTS_KEPT:]
+        doc = message_to_doc(replace(message, attempts=kept))
+        return {
+            "status": {"S": message.status.value},
+            "updatedAt": {"S": message.updated_at.isoformat()},
+            "queued": {"BOOL": message.queued},
+            "doc": {"B": orjson.dumps(doc)},
+            "senderStatus": {"S": f"{message.key.sender_id}#{message.status.value}"},
+            "expiresAt": {"N": str(int((message.updated_at + self._retention).timestamp()))},
+        }
+
+    def _item(self, message: Message, body_ref: str | None) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "pk": {"S": _pk(message.key)},
+            "sender": {"S": message.key.sender_id},
+            "messageId": {"S": message.key.message_id},
+            "fingerprint": {"S": message.fingerprint},
+            "createdAt": {"S": message.created_at.isoformat()},
+            "sortKey": {"S": _sort_key(message)},
+            "version": {"N": "1"},
+            **self._mutable(message),
+        }
+        if not message.queued and message.status is Status.QUEUED:
+            item["unqueuedShard"] = {"S": _shard(message.key)}
+        if body_ref is not None:
+            item["bodyRef"] = {"S": body_ref}
+        elif message.content.body is not None:
+            item["body"] = {"B": message.content.body}
+        return item
+
+    def _message(self, item: dict[str, Any], body: bytes | None) -> Message:
+        return message_from_doc(
+            orjson.loads(item["doc"]["B"]),
+            key=MessageKey(item["sender"]["S"], item["messageId"]["S"]),
+            status=item["status"]["S"],
+            fingerprint=item["fingerprint"]["S"],
+            created_at=item["createdAt"]["S"],
+            updated_at=item["updatedAt"]["S"],
+            queued=item["queued"]["BOOL"],
+            version=int(item["version"]["N"]),
+            body=body,
+        )
+
+    def _body_of(self, item: dict[str, Any]) -> bytes | None:
+        if "bodyRef" in item:
+            response = self._s3.get_object(Bucket=self._bucket, Key=item["bodyRef"]["S"])
+            body: bytes = response["Body"].read()
+            return body
+        if "body" in item:
+            inline: bytes = item["body"]["B"]
+            return inline
+        return None
+
+    # -- the port --------------------------------------------------------------------------
+
+    async def create(self, message: Message) -> tuple[Message, bool]:
+        return await asyncio.to_thread(self._create, message)
+
+    def _create(self, message: Message) -> tuple[Message, bool]:
+        body_ref = None
+        body = message.content.body
+        if body is not None and len(body) > INLINE_BODY_LIMIT:
+            # content-addressed: a retried submission rewrites the same object
+            body_ref = f"bodies/{_pk(message.key)}/{hashlib.sha256(body).hexdigest()}"
+            self._s3.put_object(Bucket=self._bucket, Key=body_ref, Body=body)
+        try:
+            self._db.put_item(TableName=self._table, Item=self._item(message, body_ref),
+                              ConditionExpression="attribute_not_exists(pk)")
+        except ClientError as exc:
+            if not _is_conditional_failure(exc):
+                raise
+            existing = self._get(message.key)
+            if existing is None:  # deleted in between (TTL): let the caller retry
+                raise StaleWrite() from None
+            return existing, False
+        return message.with_version(1), True
+
+    async def get(self, key: MessageKey) -> Message | None:
+        return await asyncio.to_thread(self._get, key)
+
+    def _get(self, key: MessageKey) -> Message | None:
+        response = self._db.get_item(TableName=self._table, Key={"pk": {"S": _pk(key)}},
+                                     ConsistentRead=True)
+        item = response.get("Item")
+        return self._message(item, self._body_of(item)) if item else None
+
+    async def update(self, message: Message) -> Message:
+        return await asyncio.to_thread(self._update, message)
+
+    def _update(self, message: Message) -> Message:
+        values = self._mutable(message)
+        names = {f"#{k}": k for k in values}
+        sets = [f"#{k} = :{k}" for k in values] + ["#version = :next"]
+        names["#version"] = "version"
+        expression_values = {f":{k}": v for k, v in values.items()}
+        expression_values[":expected"] = {"N": str(message.version)}
+        expression_values[":next"] = {"N": str(message.version + 1)}
+        update = "SET " + ", ".join(sets)
+        if message.queued or message.status is not Status.QUEUED:
+            update += " REMOVE unqueuedShard"
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": _pk(message.key)}},
+                UpdateExpression=update,
+                ConditionExpression="attribute_exists(pk) AND #version = :expected",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=expression_values,
+            )
+        except ClientError as exc:
+            if _is_conditional_failure(exc):
+                raise StaleWrite() from None
+            raise
+        return message.with_version(message.version + 1)
+
+    async def list(
+        self, sender_id: str, status: Status | None, limit: int, cursor: str | None
+    ) -> Page:
+        return await asyncio.to_thread(self._list, sender_id, status, limit, cursor)
+
+    def _list(self, sender_id: str, status: Status | None, limit: int,
+              cursor: str | None) -> Page:
+        query: dict[str, Any] = {
+            "TableName": self._table,
+            "ScanIndexForward": False,
+            "Limit": limit,
+        }
+        if status is None:
+            query |= {"IndexName": "bySender", "KeyConditionExpression": "sender = :p",
+                      "ExpressionAttributeValues": {":p": {"S": sender_id}}}
+        else:
+            query |= {"IndexName": "bySenderStatus",
+                      "KeyConditionExpression": "senderStatus = :p",
+                      "ExpressionAttributeValues": {
+                          ":p": {"S": f"{sender_id}#{status.value}"}}}
+        if cursor:
+            start = decode_cursor(cursor)
+            if not isinstance(start, dict) or start.get("sender", {}).get("S") != sender_id:
+                raise ValueError("cursor is not one this server issued")
+            query["ExclusiveStartKey"] = start
+        response = self._db.query(**query)
+        # list items carry no body: a listing never needs it, and it may live in S3
+        items = [self._message(item, None) for item in response.get("Items", [])]
+        last = response.get("LastEvaluatedKey")
+        return Page(items, encode_cursor(last) if last else None)
+
+    async def unqueued(self, created_before: datetime, limit: int) -> Sequence[Message]:
+        return await asyncio.to_thread(self._unqueued, created_before, limit)
+
+    def _unqueued(self, created_before: datetime, limit: int) -> Sequence[Message]:
+        found: list[Message] = []
+        for shard in range(UNQUEUED_SHARDS):
+            response = self._db.query(
+                TableName=self._table,
+                IndexName="unqueued",
+                KeyConditionExpression="unqueuedShard = :s AND createdAt < :t",
+                ExpressionAttributeValues={":s": {"S": f"U{shard}"},
+                                           ":t": {"S": created_before.isoformat()}},
+                Limit=limit,
+            )
+            for item in response.get("Items", []):
+                message = self._get(MessageKey(item["sender"]["S"], item["messageId"]["S"]))
+                if message is not None and message.status is Status.QUEUED and not message.queued:
+                    found.append(message)
+        return found[:limit]
+
+    async def ping(self) -> None:
+        await asyncio.to_thread(self._db.describe_table, TableName=self._table)

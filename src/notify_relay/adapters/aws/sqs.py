@@ -1,0 +1,130 @@
+"""WorkQueue on SQS, with delays beyond SQS's 15-minute limit by re-sending.
+
+SQS delays a message by at most 900 s. A retry due later is sent with the longest delay
+and carries its due time; a worker that receives it early re-sends it with the rest of the
+delay (at most one hop per 15 minutes: four for an hour, 24 for the longest 6 h backoff).
+Chosen over stretching the visibility timeout (its 12-hour cap counts from the first
+receive, and every early receive counts toward maxReceiveCount, so a message retried for
+hours would be redriven to the dead-letter queue) and over a scheduler (EventBridge
+Scheduler: one schedule per retry, a second service and its quotas on the hot path). The
+cost is one extra send and receive per 15 minutes of delay, paid only by slow retries.
+
+In Lambda, the event source deletes the records a batch reports as processed; this adapter
+then only sends (enqueue, reschedule, dead-letter). Standard queues deliver at least once
+and can duplicate: the Relay's conditional updates make a duplicate harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from notify_relay.domain.message import MessageKey
+from notify_relay.ports import Claim
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
+MAX_DELAY_SECONDS = 900
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def encode_entry(key: MessageKey, due_at: datetime) -> str:
+    return orjson.dumps({"senderId": key.sender_id, "messageId": key.message_id,
+                         "dueAt": due_at.isoformat()}).decode()
+
+
+def decode_entry(body: str) -> tuple[MessageKey, datetime]:
+    data = orjson.loads(body)
+    return MessageKey(data["senderId"], data["messageId"]), datetime.fromisoformat(data["dueAt"])
+
+
+class SqsQueue:
+    def __init__(
+        self,
+        sqs: SQSClient,
+        queue_url: str,
+        dead_letter_url: str,
+        *,
+        deletes_by_caller: bool = False,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        """`deletes_by_caller`: Lambda's event source deletes processed records itself."""
+        self._sqs = sqs
+        self._url = queue_url
+        self._dlq_url = dead_letter_url
+        self._deletes_by_caller = deletes_by_caller
+        self._clock = clock
+
+    def _send(self, url: str, key: MessageKey, due_at: datetime, correlation: str = "") -> None:
+        delay = (due_at - self._clock()).total_seconds()
+        attributes: dict[str, Any] = {
+            "messageId": {"DataType": "String", "StringValue": key.message_id},
+            "senderId": {"DataType": "String", "StringValue": key.sender_id},
+        }
+        if correlation:
+            attributes["correlationId"] = {"DataType": "String", "StringValue": correlation}
+        self._sqs.send_message(
+            QueueUrl=url,
+            MessageBody=encode_entry(key, due_at),
+            DelaySeconds=max(0, min(MAX_DELAY_SECONDS, int(delay))),
+            MessageAttributes=attributes,
+        )
+
+    async def enqueue(
+        self, key: MessageKey, due_at: datetime, correlation_id: str | None = None
+    ) -> None:
+        await asyncio.to_thread(self._send, self._url, key, due_at, correlation_id or "")
+
+    async def claim(self, limit: int, lease_seconds: float) -> Sequence[Claim]:
+        """A poll, for running without Lambda's event source (tests, a plain worker)."""
+        response = await asyncio.to_thread(
+            self._sqs.receive_message, QueueUrl=self._url, MaxNumberOfMessages=min(limit, 10),
+            VisibilityTimeout=int(lease_seconds), WaitTimeSeconds=0)
+        lease_until = self._clock() + timedelta(seconds=lease_seconds)
+        return [self.claim_of(m["Body"], m["ReceiptHandle"], lease_until)
+                for m in response.get("Messages", [])]
+
+    @staticmethod
+    def claim_of(body: str, receipt: str, lease_until: datetime) -> Claim:
+        key, _ = decode_entry(body)
+        return Claim(key, receipt, lease_until)
+
+    async def complete(self, claim: Claim) -> None:
+        if not self._deletes_by_caller:
+            await asyncio.to_thread(self._sqs.delete_message, QueueUrl=self._url,
+                                    ReceiptHandle=claim.receipt)
+
+    async def reschedule(self, claim: Claim, due_at: datetime) -> None:
+        await asyncio.to_thread(self._send, self._url, claim.key, due_at)
+        await self.complete(claim)
+
+    async def dead_letter(self, claim: Claim) -> None:
+        await asyncio.to_thread(self._send, self._dlq_url, claim.key, self._clock())
+        await self.complete(claim)
+
+    async def next_due(self) -> datetime | None:
+        return None  # SQS wakes its consumers itself
+
+    async def recover(self) -> int:
+        return 0  # leases end by themselves: the visibility timeout
+
+    async def depth(self) -> int:
+        response = await asyncio.to_thread(
+            self._sqs.get_queue_attributes, QueueUrl=self._url,
+            AttributeNames=["ApproximateNumberOfMessages",
+                            "ApproximateNumberOfMessagesNotVisible",
+                            "ApproximateNumberOfMessagesDelayed"])
+        attributes = response.get("Attributes", {})
+        return sum(int(v) for v in attributes.values())
+
+    async def ping(self) -> None:
+        await asyncio.to_thread(self._sqs.get_queue_attributes, QueueUrl=self._url,
+                                AttributeNames=["QueueArn"])

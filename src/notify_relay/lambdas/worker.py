@@ -1,0 +1,85 @@
+"""The worker Lambda: one SQS batch, delivered concurrently, partial failures reported.
+
+Powertools does the batch bookkeeping (a record whose handler raises is reported in
+batchItemFailures and only it is redelivered), the JSON logs with the message's ids, and
+EMF metrics. The runtime (its aiohttp pool above all) lives as long as the execution
+environment, on one event loop kept across invocations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import (
+    AsyncBatchProcessor,
+    EventType,
+    async_process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from notify_relay.adapters.aws.sqs import SqsQueue
+from notify_relay.bootstrap import build_aws
+from notify_relay.config import AwsSettings
+from notify_relay.runtime import Runtime
+
+logger = Logger(service="notify-relay-worker")
+metrics = Metrics(namespace="NotifyRelay", service="worker")
+processor = AsyncBatchProcessor(event_type=EventType.SQS)
+_loop = asyncio.new_event_loop()
+_runtime: Runtime | None = None
+_settings: AwsSettings | None = None
+
+
+class EmfObserver:
+    """Observer that records the Relay's events as CloudWatch EMF metrics."""
+
+    def submission(self, result: str, code: str | None = None) -> None:
+        return None
+
+    def attempt(self, outcome: str, duration_seconds: float) -> None:
+        metrics.add_metric(name=f"Attempts{outcome.title().replace('_', '')}",
+                           unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name="AttemptDuration", unit=MetricUnit.Milliseconds,
+                           value=duration_seconds * 1000)
+
+    def delivered(self, latency_seconds: float) -> None:
+        metrics.add_metric(name="Delivered", unit=MetricUnit.Count, value=1)
+        metrics.add_metric(name="DeliveryLatency", unit=MetricUnit.Seconds, value=latency_seconds)
+
+    def dead_lettered(self) -> None:
+        metrics.add_metric(name="DeadLettered", unit=MetricUnit.Count, value=1)
+
+
+async def _started() -> tuple[Runtime, AwsSettings]:
+    global _runtime, _settings
+    if _runtime is None or _settings is None:
+        _settings = AwsSettings.from_env()
+        runtime = build_aws(_settings, worker=True)
+        runtime.relay.observer = EmfObserver()
+        await runtime.start()
+        _runtime = runtime
+    return _runtime, _settings
+
+
+async def record_handler(record: SQSRecord) -> None:
+    runtime, settings = await _started()
+    lease_until = datetime.now(UTC) + timedelta(seconds=settings.visibility_timeout)
+    claim = SqsQueue.claim_of(record.body, record.receipt_handle, lease_until)
+    attributes = record.message_attributes
+    correlation = attributes["correlationId"]
+    logger.append_keys(messageId=claim.key.message_id, senderId=claim.key.sender_id,
+                       correlationId=correlation.string_value if correlation else None)
+    await runtime.relay.deliver(claim)  # raises: this record is reported failed, and retried
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    asyncio.set_event_loop(_loop)  # Powertools runs the batch on the current loop
+    response: dict[str, Any] = async_process_partial_response(  # type: ignore[assignment]
+        event=event, record_handler=record_handler, processor=processor, context=context)
+    return response

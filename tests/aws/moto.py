@@ -1,0 +1,94 @@
+"""moto's server over HTTP on 127.0.0.1, and the resources the CDK stack defines, made with boto3.
+
+The table definition mirrors infra/notify_relay_infra/stack.py; tests/infra checks the
+stack's side of it.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import orjson
+from moto.server import ThreadedMotoServer
+
+REGION = "eu-west-1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_moto() -> tuple[ThreadedMotoServer, str]:
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    return server, f"http://127.0.0.1:{port}"
+
+
+def client(service: str, endpoint: str) -> Any:
+    return boto3.session.Session().client(
+        service, region_name=REGION, endpoint_url=endpoint,
+        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def _gsi(name: str, partition: str, sort: str) -> dict[str, Any]:
+    return {"IndexName": name,
+            "KeySchema": [{"AttributeName": partition, "KeyType": "HASH"},
+                          {"AttributeName": sort, "KeyType": "RANGE"}],
+            "Projection": {"ProjectionType": "ALL"}}
+
+
+@dataclass
+class AwsResources:
+    endpoint: str
+    table: str
+    queue_url: str
+    dead_letter_url: str
+    bucket: str
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {
+            "NOTIFY_RELAY_TABLE": self.table,
+            "NOTIFY_RELAY_QUEUE_URL": self.queue_url,
+            "NOTIFY_RELAY_DEAD_LETTER_URL": self.dead_letter_url,
+            "NOTIFY_RELAY_BUCKET": self.bucket,
+            "NOTIFY_RELAY_VISIBILITY_TIMEOUT": "2",
+            **extra,
+        }
+
+
+def create_resources(endpoint: str, max_receive_count: int = 3) -> AwsResources:
+    suffix = uuid.uuid4().hex[:10]
+    dynamodb = client("dynamodb", endpoint)
+    table = f"messages-{suffix}"
+    attributes = ["pk", "sender", "sortKey", "senderStatus", "unqueuedShard", "createdAt"]
+    dynamodb.create_table(
+        TableName=table,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in attributes],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        GlobalSecondaryIndexes=[
+            _gsi("bySender", "sender", "sortKey"),
+            _gsi("bySenderStatus", "senderStatus", "sortKey"),
+            _gsi("unqueued", "unqueuedShard", "createdAt"),
+        ],
+    )
+    sqs = client("sqs", endpoint)
+    dlq = sqs.create_queue(QueueName=f"dlq-{suffix}")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+    queue = sqs.create_queue(QueueName=f"work-{suffix}", Attributes={
+        "VisibilityTimeout": "2",
+        "RedrivePolicy": orjson.dumps({"deadLetterTargetArn": dlq_arn,
+                                       "maxReceiveCount": str(max_receive_count)}).decode(),
+    })["QueueUrl"]
+    bucket = f"bodies-{suffix}"
+    client("s3", endpoint).create_bucket(
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    return AwsResources(endpoint, table, queue, dlq, bucket)
