@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
-import asyncio
 
 from notify_relay.adapters.aws.sqs import SqsQueue
 from notify_relay.domain.message import MessageKey

@@ -6,13 +6,18 @@ start pays only for what a request needs (see docs/aws.md for the measured impor
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 _handler: Any = None
+_loop: asyncio.AbstractEventLoop | None = None
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    global _handler
+    global _handler, _loop
+    if _loop is None:
+        _loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(_loop)  # Mangum runs on the current loop: keep one for our life
     if _handler is None:
         from mangum import Mangum
 

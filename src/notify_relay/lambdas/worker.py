@@ -29,7 +29,7 @@ from notify_relay.runtime import Runtime
 logger = Logger(service="notify-relay-worker")
 metrics = Metrics(namespace="NotifyRelay", service="worker")
 processor = AsyncBatchProcessor(event_type=EventType.SQS)
-_loop = asyncio.new_event_loop()
+_loop: asyncio.AbstractEventLoop | None = None
 _runtime: Runtime | None = None
 _settings: AwsSettings | None = None
 
@@ -79,6 +79,9 @@ async def record_handler(record: SQSRecord) -> None:
 @metrics.log_metrics
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    global _loop
+    if _loop is None:
+        _loop = asyncio.new_event_loop()
     asyncio.set_event_loop(_loop)  # Powertools runs the batch on the current loop
     response: dict[str, Any] = async_process_partial_response(  # type: ignore[assignment]
         event=event, record_handler=record_handler, processor=processor, context=context)

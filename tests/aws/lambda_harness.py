@@ -1,0 +1,117 @@
+"""What Lambda would do around our handlers: API Gateway events, and an SQS event source."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+
+ACCOUNT = "123456789012"
+ROLE = f"arn:aws:iam::{ACCOUNT}:role/orders-service"
+
+
+@dataclass
+class FakeContext:
+    function_name: str = "notify-relay-test"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:notify-relay-test"
+    aws_request_id: str = "req-1"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+def api_event(method: str, path: str, body: Any = None, *, query: dict[str, str] | None = None,
+              principal: str = ROLE, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """A REST API (v1) proxy event as API Gateway sends it after IAM authorization."""
+    raw = orjson.dumps(body).decode() if body is not None else None
+    all_headers = {"Content-Type": "application/json", "Host": "api.example",
+                   **(headers or {})}
+    session = principal.replace(":iam::", ":sts::").replace(":role/", ":assumed-role/")
+    return {
+        "resource": "/{proxy+}",
+        "path": path,
+        "httpMethod": method,
+        "headers": all_headers,
+        "multiValueHeaders": {k: [v] for k, v in all_headers.items()},
+        "queryStringParameters": query,
+        "multiValueQueryStringParameters": {k: [v] for k, v in query.items()} if query else None,
+        "pathParameters": {"proxy": path.lstrip("/")},
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": "/{proxy+}", "httpMethod": method, "path": f"/prod{path}",
+            "stage": "prod", "requestId": str(uuid.uuid4()), "accountId": ACCOUNT,
+            "identity": {"userArn": f"{session}/session-1", "sourceIp": "127.0.0.1",
+                         "accountId": ACCOUNT},
+        },
+        "body": raw,
+        "isBase64Encoded": False,
+    }
+
+
+def query_string(params: dict[str, str]) -> str:
+    return urlencode(params)
+
+
+class SqsEventSource:
+    """Polls like Lambda's SQS event source mapping: batches, visibility timeout, partial
+    batch failures (only reported records stay), redrive by the queue's maxReceiveCount."""
+
+    def __init__(self, sqs: Any, queue_url: str, handler: Callable[[dict[str, Any], Any], Any],
+                 batch_size: int = 10, visibility_timeout: int = 2) -> None:
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.handler = handler
+        self.batch_size = batch_size
+        self.visibility_timeout = visibility_timeout
+        self.arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+            "Attributes"]["QueueArn"]
+        self.failures = 0
+
+    def poll_once(self) -> int:
+        response = self.sqs.receive_message(
+            QueueUrl=self.queue_url, MaxNumberOfMessages=self.batch_size,
+            VisibilityTimeout=self.visibility_timeout, WaitTimeSeconds=0,
+            AttributeNames=["All"], MessageAttributeNames=["All"])
+        messages = response.get("Messages", [])
+        if not messages:
+            return 0
+        records = [{
+            "messageId": m["MessageId"],
+            "receiptHandle": m["ReceiptHandle"],
+            "body": m["Body"],
+            "attributes": m.get("Attributes", {}),
+            "messageAttributes": {
+                k: {"stringValue": v.get("StringValue"), "dataType": v["DataType"],
+                    "stringListValues": [], "binaryListValues": []}
+                for k, v in m.get("MessageAttributes", {}).items()},
+            "md5OfBody": m["MD5OfBody"],
+            "eventSource": "aws:sqs",
+            "eventSourceARN": self.arn,
+            "awsRegion": "eu-west-1",
+        } for m in messages]
+        try:
+            result = self.handler({"Records": records}, FakeContext())
+            failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
+        except Exception:  # an invocation error: Lambda deletes nothing of the batch
+            failed = {r["messageId"] for r in records}
+        self.failures += len(failed)
+        done = [{"Id": str(i), "ReceiptHandle": r["receiptHandle"]}
+                for i, r in enumerate(records) if r["messageId"] not in failed]
+        if done:
+            self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=done)
+        return len(messages)
+
+    def run_until(self, done: Callable[[], bool], timeout: float = 15.0) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > deadline:
+                raise AssertionError("the condition did not hold in time")
+            if self.poll_once() == 0:
+                time.sleep(0.1)
