@@ -85,6 +85,7 @@ def test_exhausted_goes_to_dlq_and_failed(lambdas: AwsResources, partner: Partne
     dlq = client("sqs", lambdas.endpoint).receive_message(QueueUrl=lambdas.dead_letter_url)
     assert [orjson.loads(m["Body"])["messageId"] for m in dlq["Messages"]] == ["x-1"]
     code, body, _ = call_api("GET", "/v1/messages", query={"status": "FAILED"})
+    assert code == 200
     assert [m["messageId"] for m in body["items"]] == ["x-1"]
 
 
