@@ -1,21 +1,35 @@
-"""The composition root: the only place that picks adapters."""
+"""The composition root: the only place that picks adapters.
+
+Adapters are imported inside the builder that uses them: a Lambda's cold start pays
+only for its own (the API Lambda never loads aiohttp, SQLite or the worker).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from standardwebhooks import Webhook
 
-from notify_relay.adapters.http import AiohttpDeliverer
-from notify_relay.adapters.prometheus import PrometheusObserver
-from notify_relay.adapters.sqlite import SqliteDatabase, SqliteQueue, SqliteStore
 from notify_relay.api.auth import Authenticator
 from notify_relay.config import AwsSettings, Settings
 from notify_relay.domain.network import NetworkPolicy
 from notify_relay.domain.ratelimit import RateLimiter
+from notify_relay.domain.retry import AttemptResult
+from notify_relay.ports import OutboundRequest
 from notify_relay.runtime import Runtime
 from notify_relay.service import Relay
-from notify_relay.worker.loop import Worker, WorkerSettings
+
+if TYPE_CHECKING:
+    from notify_relay.adapters.sqlite import SqliteDatabase
+    from notify_relay.worker.loop import Worker
+
+
+class NoDelivery:
+    """The Deliverer of a runtime that only accepts and reads (the API Lambda)."""
+
+    async def send(self, request: OutboundRequest) -> AttemptResult:
+        raise RuntimeError("this runtime does not deliver")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +45,11 @@ def build_embedded(settings: Settings) -> Embedded:
     Opens (and locks) the database file now, so that a second process fails before it
     binds a port; raises DatabaseLocked.
     """
+    from notify_relay.adapters.http import AiohttpDeliverer
+    from notify_relay.adapters.prometheus import PrometheusObserver
+    from notify_relay.adapters.sqlite import SqliteDatabase, SqliteQueue, SqliteStore
+    from notify_relay.worker.loop import Worker, WorkerSettings
+
     database = SqliteDatabase(settings.db)
     database.open()
     queue = SqliteQueue(database)
@@ -81,19 +100,23 @@ def build_aws(settings: AwsSettings, *, worker: bool) -> Runtime:
 
     session = boto3.session.Session()
     network = NetworkPolicy(settings.allow_networks)
-    deliverer = AiohttpDeliverer(network)
+    aiohttp_deliverer = None
+    if worker:
+        from notify_relay.adapters.http import AiohttpDeliverer
+
+        aiohttp_deliverer = AiohttpDeliverer(network)
     relay = Relay(
         store=DynamoStore(session.client("dynamodb"), settings.table, session.client("s3"),
                           settings.bucket),
         queue=SqsQueue(session.client("sqs"), settings.queue_url, settings.dead_letter_url,
                        deletes_by_caller=worker),
-        deliverer=deliverer,
+        deliverer=aiohttp_deliverer or NoDelivery(),
         limits=settings.retry_limits,
         network=network,
         signers={sender: Webhook(secret) for sender, secret in settings.signing_secrets.items()},
     )
     runtime = Runtime(relay=relay, auth=Authenticator.from_principals(settings.iam_senders))
-    if worker:
-        runtime.starts.append(deliverer.open)
-        runtime.stops.append(deliverer.close)
+    if aiohttp_deliverer is not None:
+        runtime.starts.append(aiohttp_deliverer.open)
+        runtime.stops.append(aiohttp_deliverer.close)
     return runtime

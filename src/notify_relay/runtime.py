@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from notify_relay.adapters.prometheus import PrometheusObserver
 from notify_relay.api.auth import Authenticator
 from notify_relay.domain.ratelimit import RateLimiter
 from notify_relay.service import Relay
+
+if TYPE_CHECKING:
+    from notify_relay.adapters.prometheus import PrometheusObserver
 
 Step = Callable[[], Awaitable[None]]
 

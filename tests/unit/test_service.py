@@ -45,11 +45,13 @@ class FlakyQueue(MemoryQueue):
         super().__init__(clock)
         self.failures = failures
 
-    async def enqueue(self, key: MessageKey, due_at: datetime) -> None:
+    async def enqueue(
+        self, key: MessageKey, due_at: datetime, correlation_id: str | None = None
+    ) -> None:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("queue unavailable")
-        await super().enqueue(key, due_at)
+        await super().enqueue(key, due_at, correlation_id)
 
 
 def relay(deliverer: ScriptedDeliverer | None = None, failures: int = 0) -> tuple[Relay, Clock]:

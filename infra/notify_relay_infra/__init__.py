@@ -1,0 +1,1 @@
+"""The AWS deployment of notify-relay, one small construct per resource group."""

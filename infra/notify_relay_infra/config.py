@@ -1,0 +1,43 @@
+"""Per-stage settings: what differs between a developer's stack and production."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk.aws_logs import RetentionDays
+
+# Lambda's worker timeout: the longest attempt (max-timeout 120 s) plus the store writes.
+WORKER_TIMEOUT = Duration.seconds(150)
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    name: str
+    retention_days: int
+    worker_reserved_concurrency: int
+    worker_max_concurrency: int
+    api_memory_mb: int
+    worker_memory_mb: int
+    api_rate_limit: int
+    api_burst_limit: int
+    max_receive_count: int
+    oldest_message_alarm: Duration
+    removal_policy: RemovalPolicy
+    log_retention: RetentionDays
+
+
+STAGES = {
+    "dev": StageConfig(
+        name="dev", retention_days=7, worker_reserved_concurrency=20,
+        worker_max_concurrency=10, api_memory_mb=512, worker_memory_mb=512,
+        api_rate_limit=100, api_burst_limit=200, max_receive_count=5,
+        oldest_message_alarm=Duration.minutes(20), removal_policy=RemovalPolicy.DESTROY,
+        log_retention=RetentionDays.ONE_WEEK),
+    "prod": StageConfig(
+        name="prod", retention_days=30, worker_reserved_concurrency=3000,
+        worker_max_concurrency=1000, api_memory_mb=1024, worker_memory_mb=1024,
+        api_rate_limit=100_000, api_burst_limit=50_000, max_receive_count=5,
+        oldest_message_alarm=Duration.minutes(20), removal_policy=RemovalPolicy.RETAIN,
+        log_retention=RetentionDays.THREE_MONTHS),
+}

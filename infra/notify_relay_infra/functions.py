@@ -1,0 +1,71 @@
+"""The three Lambdas (API, worker, reconciler), their grants and the worker's event source."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from notify_relay_infra.config import WORKER_TIMEOUT, StageConfig
+from notify_relay_infra.queues import Queues
+from notify_relay_infra.storage import Storage
+
+RUNTIME = lambda_.Runtime.PYTHON_3_13
+
+
+class Functions(Construct):
+    def __init__(self, scope: Construct, id: str, *, stage: StageConfig, storage: Storage,
+                 queues: Queues, code: lambda_.Code, iam_senders: str) -> None:
+        super().__init__(scope, id)
+        environment = {
+            "NOTIFY_RELAY_TABLE": storage.table.table_name,
+            "NOTIFY_RELAY_BUCKET": storage.bucket.bucket_name,
+            "NOTIFY_RELAY_QUEUE_URL": queues.work.queue_url,
+            "NOTIFY_RELAY_DEAD_LETTER_URL": queues.dead_letter.queue_url,
+            "NOTIFY_RELAY_VISIBILITY_TIMEOUT": str(int(WORKER_TIMEOUT.to_seconds() * 6)),
+            "NOTIFY_RELAY_IAM_SENDERS": iam_senders,
+            "POWERTOOLS_SERVICE_NAME": "notify-relay",
+        }
+
+        def function(name: str, handler: str, memory: int, timeout: Duration,
+                     **extra: object) -> lambda_.Function:
+            log_group = logs.LogGroup(self, f"{name}Logs",
+                                      retention=stage.log_retention,
+                                      removal_policy=stage.removal_policy)
+            return lambda_.Function(
+                self, name, runtime=RUNTIME, architecture=lambda_.Architecture.ARM_64,
+                handler=handler, code=code, memory_size=memory, timeout=timeout,
+                environment=environment, log_group=log_group,
+                tracing=lambda_.Tracing.ACTIVE, **extra)  # type: ignore[arg-type]
+
+        self.api = function("Api", "notify_relay.lambdas.api.handler", stage.api_memory_mb,
+                            Duration.seconds(29))
+        self.worker = function("Worker", "notify_relay.lambdas.worker.handler",
+                               stage.worker_memory_mb, WORKER_TIMEOUT,
+                               reserved_concurrent_executions=stage.worker_reserved_concurrency)
+        self.reconciler = function("Reconciler", "notify_relay.lambdas.reconciler.handler",
+                                   256, Duration.seconds(60), reserved_concurrent_executions=1)
+
+        self.worker.add_event_source(sources.SqsEventSource(
+            queues.work, batch_size=10, max_batching_window=Duration.seconds(1),
+            report_batch_item_failures=True, max_concurrency=stage.worker_max_concurrency))
+        events.Rule(self, "ReconcileEveryMinute",
+                    schedule=events.Schedule.rate(Duration.minutes(1)),
+                    targets=[targets.LambdaFunction(self.reconciler)])
+
+        # least privilege: each function gets what its code calls, through grant*
+        storage.table.grant_read_write_data(self.api)
+        storage.table.grant_read_write_data(self.worker)
+        storage.table.grant_read_write_data(self.reconciler)
+        storage.bucket.grant_put(self.api)
+        storage.bucket.grant_read(self.api)
+        storage.bucket.grant_read(self.worker)
+        storage.bucket.grant_read(self.reconciler)
+        queues.work.grant_send_messages(self.api)
+        queues.work.grant_send_messages(self.worker)
+        queues.work.grant_send_messages(self.reconciler)
+        queues.dead_letter.grant_send_messages(self.worker)

@@ -1,0 +1,94 @@
+"""Alarms (to an SNS topic) and one dashboard: is work flowing, and is anything stuck."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_cloudwatch as cw
+from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from notify_relay_infra.config import StageConfig
+from notify_relay_infra.queues import Queues
+
+NAMESPACE = "NotifyRelay"
+
+
+def _error_rate(function: lambda_.Function, label: str) -> cw.MathExpression:
+    return cw.MathExpression(
+        expression="100 * errors / MAX([invocations, 1])",
+        using_metrics={"errors": function.metric_errors(statistic="Sum"),
+                       "invocations": function.metric_invocations(statistic="Sum")},
+        label=f"{label} error rate (%)", period=Duration.minutes(5))
+
+
+class Monitoring(Construct):
+    def __init__(self, scope: Construct, id: str, *, stage: StageConfig, queues: Queues,
+                 api_function: lambda_.Function, worker: lambda_.Function,
+                 rest_api: apigw.RestApi) -> None:
+        super().__init__(scope, id)
+        self.topic = sns.Topic(self, "Alarms", enforce_ssl=True)
+        alarm_action = actions.SnsAction(self.topic)
+
+        def alarm(name: str, metric: cw.IMetric, threshold: float, periods: int = 1,
+                  description: str = "") -> cw.Alarm:
+            created = cw.Alarm(
+                self, name, metric=metric, threshold=threshold, evaluation_periods=periods,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+                alarm_description=description)
+            created.add_alarm_action(alarm_action)
+            return created
+
+        self.alarms = [
+            alarm("DeadLettersWaiting",
+                  queues.dead_letter.metric_approximate_number_of_messages_visible(
+                      period=Duration.minutes(1), statistic="Maximum"), 0,
+                  description="A message was dead-lettered: see GET /v1/messages?status=FAILED"),
+            alarm("OldestMessageAge",
+                  queues.work.metric_approximate_age_of_oldest_message(
+                      period=Duration.minutes(1), statistic="Maximum"),
+                  stage.oldest_message_alarm.to_seconds(), periods=3,
+                  description="Work waits longer than a retry hop (15 min): consumers are stuck"),
+            alarm("WorkerErrorRate", _error_rate(worker, "worker"), 5, periods=3,
+                  description="More than 5 % of worker invocations fail"),
+            alarm("ApiErrorRate", _error_rate(api_function, "api"), 1, periods=3,
+                  description="More than 1 % of API invocations fail"),
+            alarm("WorkerThrottles", worker.metric_throttles(period=Duration.minutes(1),
+                                                             statistic="Sum"), 0, periods=5,
+                  description="The worker hits its reserved concurrency"),
+            alarm("ApiThrottles", api_function.metric_throttles(period=Duration.minutes(1),
+                                                                statistic="Sum"), 0, periods=3,
+                  description="The API Lambda is throttled: submissions get 5xx"),
+            alarm("Api5xx", rest_api.metric_server_error(period=Duration.minutes(1),
+                                                         statistic="Sum"), 10, periods=3,
+                  description="API Gateway answers 5xx"),
+        ]
+
+        def emf(name: str) -> cw.Metric:
+            return cw.Metric(namespace=NAMESPACE, metric_name=name,
+                             dimensions_map={"service": "worker"}, statistic="Sum",
+                             period=Duration.minutes(1))
+
+        self.dashboard = cw.Dashboard(self, "Dashboard",
+                                      dashboard_name=f"notify-relay-{stage.name}")
+        self.dashboard.add_widgets(
+            cw.GraphWidget(title="Submissions (API Gateway)",
+                           left=[rest_api.metric_count(), rest_api.metric_client_error(),
+                                 rest_api.metric_server_error()],
+                           right=[rest_api.metric_latency(statistic="p99")]),
+            cw.GraphWidget(title="Deliveries",
+                           left=[emf("Delivered"), emf("DeadLettered"), emf("AttemptsRetry"),
+                                 emf("AttemptsGiveUp")]),
+            cw.GraphWidget(title="Queue",
+                           left=[queues.work.metric_approximate_number_of_messages_visible(),
+                                 queues.dead_letter.metric_approximate_number_of_messages_visible()],
+                           right=[queues.work.metric_approximate_age_of_oldest_message()]),
+            cw.GraphWidget(title="Worker Lambda",
+                           left=[worker.metric_invocations(), worker.metric_errors(),
+                                 worker.metric_throttles()],
+                           right=[worker.metric_duration(statistic="p99")]),
+            cw.AlarmStatusWidget(title="Alarms", alarms=self.alarms, width=24),
+        )

@@ -1,0 +1,31 @@
+"""The work queue and its dead-letter queue (SQS standard)."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from notify_relay_infra.config import WORKER_TIMEOUT, StageConfig
+
+
+class Queues(Construct):
+    def __init__(self, scope: Construct, id: str, stage: StageConfig) -> None:
+        super().__init__(scope, id)
+        self.dead_letter = sqs.Queue(
+            self, "DeadLetter",
+            retention_period=Duration.days(14),
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+        )
+        self.work = sqs.Queue(
+            self, "Work",
+            # six times the worker's timeout, as AWS advises for Lambda event sources
+            visibility_timeout=Duration.seconds(WORKER_TIMEOUT.to_seconds() * 6),
+            retention_period=Duration.days(14),
+            max_message_size_bytes=256 * 1024,
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            dead_letter_queue=sqs.DeadLetterQueue(queue=self.dead_letter,
+                                                  max_receive_count=stage.max_receive_count),
+        )

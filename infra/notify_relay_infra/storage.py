@@ -1,0 +1,56 @@
+"""The message table (DynamoDB) and the bucket for bodies above the inline limit (S3)."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from notify_relay_infra.config import StageConfig
+
+S = dynamodb.AttributeType.STRING
+
+
+class Storage(Construct):
+    def __init__(self, scope: Construct, id: str, stage: StageConfig) -> None:
+        super().__init__(scope, id)
+        self.table = dynamodb.Table(
+            self, "Messages",
+            partition_key=dynamodb.Attribute(name="pk", type=S),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            time_to_live_attribute="expiresAt",
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True),
+            encryption=dynamodb.TableEncryption.AWS_MANAGED,
+            deletion_protection=stage.removal_policy is RemovalPolicy.RETAIN,
+            removal_policy=stage.removal_policy,
+        )
+        for name, partition, sort in (("bySender", "sender", "sortKey"),
+                                      ("bySenderStatus", "senderStatus", "sortKey")):
+            self.table.add_global_secondary_index(
+                index_name=name, partition_key=dynamodb.Attribute(name=partition, type=S),
+                sort_key=dynamodb.Attribute(name=sort, type=S),
+                projection_type=dynamodb.ProjectionType.ALL)
+        # sparse: only items stored but not yet queued carry unqueuedShard
+        self.table.add_global_secondary_index(
+            index_name="unqueued", partition_key=dynamodb.Attribute(name="unqueuedShard", type=S),
+            sort_key=dynamodb.Attribute(name="createdAt", type=S),
+            projection_type=dynamodb.ProjectionType.INCLUDE,
+            non_key_attributes=["sender", "messageId"])
+
+        self.bucket = s3.Bucket(
+            self, "Bodies",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            versioned=False,
+            lifecycle_rules=[
+                s3.LifecycleRule(id="expire-with-the-message",
+                                 expiration=Duration.days(stage.retention_days + 1)),
+                s3.LifecycleRule(id="abort-incomplete-uploads",
+                                 abort_incomplete_multipart_upload_after=Duration.days(1)),
+            ],
+            removal_policy=stage.removal_policy,
+            auto_delete_objects=stage.removal_policy is RemovalPolicy.DESTROY,
+        )
