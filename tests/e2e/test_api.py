@@ -249,6 +249,9 @@ def test_health_ready_metrics(api: Api, partner: Partner) -> None:
                  "notify_relay_queue_depth", "notify_relay_delivery_latency_seconds_bucket"):
         assert name in text
     assert 'notify_relay_attempts_total{outcome="SUCCESS"}' in text
+    api.submit({"messageId": "bad id", "targetUrl": partner.url("/ok")})
+    text = api.http.get("/metrics").text
+    assert 'notify_relay_submissions_total{code="400",result="rejected"}' in text
 
 
 def test_openapi_describes_every_endpoint(api: Api) -> None:

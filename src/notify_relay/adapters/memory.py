@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
-from notify_relay.adapters.paging import decode_cursor, encode_cursor
+from notify_relay.adapters.paging import decode_position, encode_cursor
 from notify_relay.domain.errors import StaleWrite
 from notify_relay.domain.message import Message, MessageKey
 from notify_relay.domain.status import Status
@@ -46,9 +46,7 @@ class MemoryStore:
     async def list(
         self, sender_id: str, status: Status | None, limit: int, cursor: str | None
     ) -> Page:
-        before = decode_cursor(cursor) if cursor else None
-        if before is not None and not isinstance(before, int):
-            raise ValueError("cursor is not one this server issued")
+        before = decode_position(cursor)
         rows = sorted(
             (
                 (seq, m)

@@ -18,3 +18,13 @@ def decode_cursor(cursor: str) -> object:
         return json.loads(raw)
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise ValueError("cursor is not one this server issued") from None
+
+
+def decode_position(cursor: str | None) -> int | None:
+    """The integer position a store's cursor carries (None: from the start)."""
+    if not cursor:
+        return None
+    position = decode_cursor(cursor)
+    if not isinstance(position, int) or isinstance(position, bool):
+        raise ValueError("cursor is not one this server issued")
+    return position

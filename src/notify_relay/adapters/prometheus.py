@@ -12,7 +12,8 @@ class PrometheusObserver:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self._submissions = Counter(
-            "notify_relay_submissions", "Submissions by result (accepted, duplicate, rejected)",
+            "notify_relay_submissions",
+            "Submissions by result (accepted, duplicate, rejected) and, if rejected, HTTP status",
             ["result", "code"], registry=self.registry)
         self._attempts = Counter(
             "notify_relay_attempts", "Delivery attempts by outcome", ["outcome"],

@@ -9,7 +9,11 @@ from fastapi import FastAPI
 
 from notify_relay import __version__
 from notify_relay.api import problems
-from notify_relay.api.middleware import BodyGuardMiddleware, CorrelationIdMiddleware
+from notify_relay.api.middleware import (
+    BodyGuardMiddleware,
+    CorrelationIdMiddleware,
+    RejectedSubmissionsMiddleware,
+)
 from notify_relay.api.routes import router
 from notify_relay.runtime import Runtime
 
@@ -37,5 +41,9 @@ def create_app(rt: Runtime) -> FastAPI:
     problems.install(app)
     app.include_router(router)
     app.add_middleware(BodyGuardMiddleware)
+    metrics = rt.metrics
+    if metrics is not None:
+        app.add_middleware(RejectedSubmissionsMiddleware,
+                           count=lambda status: metrics.submission("rejected", str(status)))
     app.add_middleware(CorrelationIdMiddleware)  # added last: outermost
     return app

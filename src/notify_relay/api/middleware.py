@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Callable
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -57,6 +58,26 @@ class CorrelationIdMiddleware:
                           )(scope, receive, send_with_id)
         finally:
             correlation_id.reset(token)
+
+
+class RejectedSubmissionsMiddleware:
+    """Counts submissions answered with an error, whichever layer refused them."""
+
+    def __init__(self, app: ASGIApp, count: Callable[[int], None]) -> None:
+        self.app = app
+        self.count = count
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/v1/messages":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_counting(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                self.count(message["status"])
+            await send(message)
+
+        await self.app(scope, receive, send_counting)
 
 
 def _is_json(content_type: str) -> bool:

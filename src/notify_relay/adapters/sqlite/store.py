@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from notify_relay.adapters.codec import message_from_doc, message_to_doc
-from notify_relay.adapters.paging import decode_cursor, encode_cursor
+from notify_relay.adapters.paging import decode_position, encode_cursor
 from notify_relay.adapters.sqlite import queries
 from notify_relay.adapters.sqlite.database import SqliteDatabase
 from notify_relay.domain.errors import StaleWrite
@@ -84,9 +84,7 @@ class SqliteStore:
     async def list(
         self, sender_id: str, status: Status | None, limit: int, cursor: str | None
     ) -> Page:
-        before = decode_cursor(cursor) if cursor else None
-        if before is not None and not isinstance(before, int):
-            raise ValueError("cursor is not one this server issued")
+        before = decode_position(cursor)
         params = {"sender": sender_id, "status": status.value if status else None,
                   "before": before, "limit": limit + 1}
         rows = await self._db.read(
