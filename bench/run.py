@@ -96,7 +96,7 @@ def start_server(db: Path, port: int) -> subprocess.Popen[bytes]:
 
 
 async def end_to_end(server_port: int, partner_port: int, n: int, concurrency: int,
-                     sample: int) -> dict[str, float]:
+                     sample: int, rate: float | None) -> dict[str, float]:
     base = f"http://127.0.0.1:{server_port}"
     target = f"http://127.0.0.1:{partner_port}/hook"
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -104,13 +104,16 @@ async def end_to_end(server_port: int, partner_port: int, n: int, concurrency: i
         before = await partner_count(session, partner_port)
         sem = asyncio.Semaphore(concurrency)
 
+        start = time.perf_counter()
+
         async def submit(i: int) -> None:
+            if rate:  # paced: message i leaves at i / rate seconds
+                await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
             body = {"messageId": f"bench-{i}", "targetUrl": target, "body": {"n": i}}
             async with sem, session.post(base + "/v1/messages", json=body) as response:
                 if response.status != 202:
                     raise RuntimeError(f"submit {i}: {response.status} {await response.text()}")
 
-        start = time.perf_counter()
         await asyncio.gather(*(submit(i) for i in range(n)))
         accepted_at = time.perf_counter()
         while await partner_count(session, partner_port) - before < n:  # noqa: ASYNC110
@@ -139,6 +142,8 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--sample", type=int, default=2000, help="messages read for latency")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="submit at this many per second instead of as fast as possible")
     args = parser.parse_args()
     partner, partner_port = start_partner()
     server = None
@@ -149,7 +154,7 @@ def main() -> None:
             server_port = free_port()
             server = start_server(Path(tmp) / "bench.db", server_port)
             figures = asyncio.run(end_to_end(server_port, partner_port, args.messages,
-                                             args.concurrency, args.sample))
+                                             args.concurrency, args.sample, args.rate))
             rss = peak_rss_mib(server.pid)
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=60)
@@ -159,7 +164,8 @@ def main() -> None:
             server.kill()
         partner.terminate()
         partner.wait(timeout=10)
-    print(f"machine: {os.cpu_count()} cores; N={args.messages} C={args.concurrency}")
+    paced = f" paced at {args.rate:g}/s" if args.rate else ""
+    print(f"machine: {os.cpu_count()} cores; N={args.messages} C={args.concurrency}{paced}")
     print(f"accepted          {figures['accepted_per_s']:8.0f} /s")
     print(f"delivered e2e     {figures['delivered_per_s']:8.0f} /s")
     print(f"accept->attempt   p50 {figures['p50_ms']:.1f} ms  p99 {figures['p99_ms']:.1f} ms")
