@@ -114,6 +114,7 @@ def build_aws(settings: AwsSettings, *, worker: bool) -> Runtime:
         limits=settings.retry_limits,
         network=network,
         signers={sender: Webhook(secret) for sender, secret in settings.signing_secrets.items()},
+        exclusive_claims=False,  # a standard queue may hand the same entry to two workers
     )
     runtime = Runtime(relay=relay, auth=Authenticator.from_principals(settings.iam_senders))
     if aiohttp_deliverer is not None:

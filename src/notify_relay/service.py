@@ -41,6 +41,8 @@ from notify_relay.ports import (
 )
 
 log = logging.getLogger("notify_relay.service")
+# beyond an attempt's timeout, the time its worker may still need to record the result
+IN_FLIGHT_MARGIN_SECONDS = 30.0
 
 
 def utcnow() -> datetime:
@@ -75,6 +77,7 @@ class Relay:
     clock: Callable[[], datetime] = utcnow
     rand: Callable[[], float] = random.random
     user_agent: str = f"notify-relay/{__version__}"
+    exclusive_claims: bool = True
 
     # -- submission side ---------------------------------------------------------------
 
@@ -179,10 +182,10 @@ class Relay:
             await self.queue.complete(claim)
             return
         now = self.clock()
-        due = message.next_attempt_at
-        if message.status is Status.RETRYING and due is not None and due > now:
-            await self.queue.reschedule(claim, due)  # the entry woke early (a lost lease)
-            self.on_scheduled(due)
+        wait_until = self._not_before(message)
+        if wait_until is not None and wait_until > now:
+            await self.queue.reschedule(claim, wait_until)
+            self.on_scheduled(wait_until)
             return
         try:
             message = await self.store.update(message.start_attempt(now))
@@ -211,6 +214,22 @@ class Relay:
                 "statusCode": result.status_code, "error": result.description,
                 "outcome": decision.outcome.value, "durationMs": round(elapsed * 1000)})
         await self._settle(claim, message, decision.outcome)
+
+    def _not_before(self, message: Message) -> datetime | None:
+        """When a claimed entry may be worked on, if it came early.
+
+        A RETRYING message woke before its time (a lost lease, an SQS re-send hop). A
+        DELIVERING one is interrupted for sure only where claims are exclusive (the embedded
+        queue, whose leases the next start releases); with SQS a duplicate of the entry
+        may arrive while another worker's attempt is still running, so wait until that
+        attempt would have timed out.
+        """
+        if message.status is Status.RETRYING:
+            return message.next_attempt_at
+        if message.status is Status.DELIVERING and not self.exclusive_claims:
+            return message.updated_at + timedelta(
+                seconds=message.timeout_seconds + IN_FLIGHT_MARGIN_SECONDS)
+        return None
 
     async def _settle(self, claim: Claim, message: Message, outcome: Outcome) -> None:
         if outcome is Outcome.RETRY and message.next_attempt_at is not None:

@@ -181,3 +181,33 @@ async def test_stale_queue_entry_of_a_final_message_is_dropped() -> None:
     assert await deliver_due(r) == 1
     assert await r.queue.depth() == 0
     assert (await r.get(KEY)).attempt_count == 1
+
+
+async def test_duplicate_entry_does_not_interrupt_an_attempt_in_flight() -> None:
+    # Given a queue that can hand the same entry to two workers (SQS standard)
+    r, clock = relay(ScriptedDeliverer(AttemptResult(status_code=200)))
+    r.exclusive_claims = False
+    await r.submit(submission(timeoutSeconds=10), "s", "c")
+    # worker 1 received one copy of the entry and is mid-attempt
+    started = (await r.store.get(KEY)).start_attempt(clock.now)
+    await r.store.update(started)
+    clock.now += timedelta(seconds=5)
+    # When worker 2 receives the other copy
+    (duplicate,) = await r.queue.claim(1, 60)
+    await r.deliver(duplicate)
+    # Then it leaves the message alone until worker 1's attempt must have ended
+    message = await r.get(KEY)
+    assert message.status is Status.DELIVERING
+    assert message.attempt_count == 0
+    assert await r.queue.next_due() == started.updated_at + timedelta(seconds=10 + 30)
+
+
+async def test_exclusive_claims_resume_an_interrupted_attempt_at_once() -> None:
+    r, clock = relay(ScriptedDeliverer(AttemptResult(status_code=200)))
+    await r.submit(submission(), "s", "c")
+    await r.store.update((await r.store.get(KEY)).start_attempt(clock.now))  # then a crash
+    await r.queue.recover()
+    assert await deliver_due(r) == 1
+    message = await r.get(KEY)
+    assert message.status is Status.DELIVERED
+    assert [a.outcome for a in message.attempts] == [Outcome.RETRY, Outcome.SUCCESS]
