@@ -69,3 +69,4 @@ class Functions(Construct):
         queues.work.grant_send_messages(self.worker)
         queues.work.grant_send_messages(self.reconciler)
         queues.dead_letter.grant_send_messages(self.worker)
+        queues.dead_letter.grant_consume_messages(self.reconciler)  # it sweeps, see reconciler.py

@@ -44,8 +44,15 @@ class Monitoring(Construct):
 
         self.alarms = [
             alarm("DeadLettersWaiting",
-                  queues.dead_letter.metric_approximate_number_of_messages_visible(
-                      period=Duration.minutes(1), statistic="Maximum"), 0,
+                  # visible + in flight: the reconciler's sweep hides entries for a moment
+                  cw.MathExpression(
+                      expression="visible + hidden", label="dead letters",
+                      period=Duration.minutes(1), using_metrics={
+                          "visible": queues.dead_letter
+                          .metric_approximate_number_of_messages_visible(statistic="Maximum"),
+                          "hidden": queues.dead_letter
+                          .metric_approximate_number_of_messages_not_visible(
+                              statistic="Maximum")}), 0,
                   description="A message was dead-lettered: see GET /v1/messages?status=FAILED"),
             alarm("OldestMessageAge",
                   queues.work.metric_approximate_age_of_oldest_message(

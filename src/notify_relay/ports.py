@@ -28,7 +28,10 @@ class MessageStore(Protocol):
         """Store `message` unless its key exists; returns (stored message, created)."""
         ...
 
-    async def get(self, key: MessageKey) -> Message | None: ...
+    async def get(self, key: MessageKey, *, with_body: bool = True) -> Message | None:
+        """The message; `with_body=False` may leave `content.body` None, to spare fetching a
+        large body (S3) for a read or a status change, which never write the body."""
+        ...
 
     async def update(self, message: Message) -> Message:
         """Write `message` if the stored version is `message.version`; raises StaleWrite.

@@ -26,7 +26,14 @@ from notify_relay.domain.errors import (
 )
 from notify_relay.domain.message import Message, MessageKey
 from notify_relay.domain.network import NetworkPolicy
-from notify_relay.domain.retry import Outcome, RetryLimits, decide
+from notify_relay.domain.retry import (
+    AttemptResult,
+    Decision,
+    ErrorKind,
+    Outcome,
+    RetryLimits,
+    decide,
+)
 from notify_relay.domain.status import Status
 from notify_relay.domain.submission import Submission
 from notify_relay.ports import (
@@ -43,6 +50,7 @@ from notify_relay.ports import (
 log = logging.getLogger("notify_relay.service")
 # beyond an attempt's timeout, the time its worker may still need to record the result
 IN_FLIGHT_MARGIN_SECONDS = 30.0
+REDRIVEN_ERROR = "the queue dead-lettered this message after its processing failed repeatedly"
 
 
 def utcnow() -> datetime:
@@ -124,11 +132,12 @@ class Relay:
         try:
             return await self.store.update(message.mark_queued())
         except StaleWrite:  # a worker (or a twin submission) moved it on: it was queued
-            current = await self.store.get(message.key)
+            current = await self.store.get(message.key, with_body=False)
             return current if current is not None else message
 
     async def get(self, key: MessageKey) -> Message:
-        message = await self.store.get(key)
+        """The message as a reader sees it; its body is not fetched."""
+        message = await self.store.get(key, with_body=False)
         if message is None:
             raise NotFound(f"no message {key.message_id} for sender {key.sender_id}")
         return message
@@ -156,6 +165,32 @@ class Relay:
                         extra=message_context(message))
             await self._enqueue(message)
         return len(stranded)
+
+    async def reconcile_dead_letter(self, key: MessageKey, by_worker: bool) -> bool:
+        """Keep FAILED and the dead-letter queue in step; True when the entry should go.
+
+        A worker dead-letters only what it has marked FAILED; if the message is no longer
+        FAILED it was retried by hand since, and its old entry goes. An entry the queue's
+        redrive policy moved there (its processing kept crashing) is a dead letter whose
+        message never got an outcome: it is marked FAILED and kept.
+        """
+        message = await self.store.get(key, with_body=False)
+        if message is None or message.status is Status.DELIVERED:
+            return True
+        if message.status is Status.FAILED:
+            return False
+        if by_worker:
+            return True
+        now = self.clock()
+        failed = message.start_attempt(now)
+        if failed.status is not Status.FAILED:
+            failed = failed.finish_attempt(
+                AttemptResult(error_kind=ErrorKind.INVALID_REQUEST, error=REDRIVEN_ERROR),
+                Decision(Outcome.GIVE_UP), started_at=now, duration_ms=0, now=now)
+        await self.store.update(failed)
+        self.observer.dead_lettered()
+        log.warning("dead-lettered by the queue", extra=message_context(failed))
+        return False
 
     # -- delivery side -----------------------------------------------------------------
 

@@ -128,8 +128,8 @@ def test_failed_send_is_reconciled(lambdas: AwsResources, partner: Partner,
     assert source(lambdas).poll_once() == 0
     # When the scheduled reconciler runs, without the sender's help
     monkeypatch.setenv("NOTIFY_RELAY_RECONCILE_GRACE", "0")
-    assert reconciler_lambda.handler({}, FakeContext()) == {"queued": 1}
-    assert reconciler_lambda.handler({}, FakeContext()) == {"queued": 0}
+    assert reconciler_lambda.handler({}, FakeContext())["queued"] == 1
+    assert reconciler_lambda.handler({}, FakeContext())["queued"] == 0
     # Then it is delivered, once
     source(lambdas).run_until(lambda: status_of("g-1") == "DELIVERED")
     assert len(partner.received("/ok")) == 1
@@ -156,3 +156,52 @@ def test_unmapped_principal_is_forbidden(lambdas: AwsResources) -> None:
     code, body, _ = call_api("GET", "/v1/messages",
                              principal="arn:aws:iam::123456789012:role/stranger")
     assert (code, body["code"]) == (403, "FORBIDDEN")
+
+
+def test_redriven_poison_is_marked_failed(lambdas: AwsResources, partner: Partner,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a message whose processing always crashes: its body is gone from S3
+    text = "x" * (300 * 1024)
+    call_api("POST", "/v1/messages", message("poison-1", partner.url("/ok"), body=text))
+    s3 = client("s3", lambdas.endpoint)
+    (obj,) = s3.list_objects_v2(Bucket=lambdas.bucket)["Contents"]
+    s3.delete_object(Bucket=lambdas.bucket, Key=obj["Key"])
+    sqs = client("sqs", lambdas.endpoint)
+    events = source(lambdas)
+
+    def dead_letters() -> int:
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=lambdas.dead_letter_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
+        return sum(int(v) for v in attributes["Attributes"].values())
+
+    # When the queue's redrive policy moves it to the DLQ after maxReceiveCount receives
+    events.run_until(lambda: dead_letters() == 1, timeout=20)
+    assert status_of("poison-1") == "QUEUED"
+    # Then the reconciler marks it FAILED and leaves the dead letter for the alarm
+    monkeypatch.setenv("NOTIFY_RELAY_RECONCILE_GRACE", "60")
+    result = reconciler_lambda.handler({}, FakeContext())
+    assert result == {"queued": 0, "deadLettersKept": 1, "deadLettersDropped": 0}
+    _, body, _ = call_api("GET", "/v1/messages/poison-1")
+    assert body["status"] == "FAILED"
+    assert body["attempts"][-1]["outcome"] == "GIVE_UP"
+    assert "dead-lettered" in body["lastError"]
+    assert dead_letters() == 1
+
+
+def test_manual_retry_clears_the_old_dead_letter(lambdas: AwsResources, partner: Partner,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    call_api("POST", "/v1/messages", message("m-1", partner.url("/flaky/1"),
+                                             retryPolicy={**FAST, "maxAttempts": 1}))
+    events = source(lambdas)
+    events.run_until(lambda: status_of("m-1") == "FAILED")
+    code, body, _ = call_api("POST", "/v1/messages/m-1/retry")
+    assert (code, body["status"]) == (202, "QUEUED")
+    monkeypatch.setenv("NOTIFY_RELAY_RECONCILE_GRACE", "60")
+    result = reconciler_lambda.handler({}, FakeContext())
+    assert result == {"queued": 0, "deadLettersKept": 0, "deadLettersDropped": 1}
+    events.run_until(lambda: status_of("m-1") == "DELIVERED")
+    attributes = client("sqs", lambdas.endpoint).get_queue_attributes(
+        QueueUrl=lambdas.dead_letter_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
+    assert sum(int(v) for v in attributes["Attributes"].values()) == 0

@@ -147,3 +147,10 @@ async def test_unqueued_finds_the_dual_write_gap(store: MessageStore) -> None:
 
 async def test_ping(store: MessageStore) -> None:
     await store.ping()
+
+
+async def test_get_without_body_has_the_same_state(store: MessageStore) -> None:
+    stored, _ = await store.create(make_message(body=b"b" * 300_000))
+    light = await store.get(stored.key, with_body=False)
+    assert light is not None
+    assert replace(light, content=stored.content) == stored

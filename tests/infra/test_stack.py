@@ -162,10 +162,15 @@ def test_api_gateway_iam_and_throttling(prod: Synth) -> None:
 def test_alarms_and_dashboard(prod: Synth) -> None:
     alarms = prod.resources("AWS::CloudWatch::Alarm")
     names = {a["Properties"].get("MetricName") for a in alarms.values()}
-    assert {"ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage",
-            "Throttles", "5XXError"} <= names
-    error_rates = [a for a in alarms.values() if "Metrics" in a["Properties"]]
-    assert len(error_rates) == 2
+    assert {"ApproximateAgeOfOldestMessage", "Throttles", "5XXError"} <= names
+    expressions = {a["Properties"]["AlarmDescription"]: a for a in alarms.values()
+                   if "Metrics" in a["Properties"]}
+    assert len(expressions) == 3  # the two error rates and the dead letters
+    dead = next(a for d, a in expressions.items() if d.startswith("A message was dead"))
+    dead_metrics = {m["MetricStat"]["Metric"]["MetricName"]
+                    for m in dead["Properties"]["Metrics"] if "MetricStat" in m}
+    assert dead_metrics == {"ApproximateNumberOfMessagesVisible",
+                            "ApproximateNumberOfMessagesNotVisible"}
     for alarm in alarms.values():
         assert alarm["Properties"]["AlarmActions"], "every alarm notifies the topic"
     assert len(prod.resources("AWS::CloudWatch::Dashboard")) == 1

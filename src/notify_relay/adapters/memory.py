@@ -31,7 +31,7 @@ class MemoryStore:
         self._rows[message.key] = (self._seq, stored)
         return stored, True
 
-    async def get(self, key: MessageKey) -> Message | None:
+    async def get(self, key: MessageKey, *, with_body: bool = True) -> Message | None:
         row = self._rows.get(key)
         return row[1] if row else None
 

@@ -1,4 +1,10 @@
-"""Scheduled every minute: queue messages stored but never queued (the dual-write gap)."""
+"""Scheduled every minute: close the dual-write gap, and keep FAILED and the DLQ in step.
+
+1. Messages stored but never queued (the SQS send failed) are queued.
+2. The dead-letter queue is swept (entries are looked at, not consumed, so the DLQ alarm
+   keeps firing while dead letters wait): an entry the redrive policy moved there marks its
+   message FAILED; an entry whose message was retried by hand since is removed.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +13,32 @@ import os
 from datetime import timedelta
 from typing import Any
 
+from notify_relay.adapters.aws.sqs import SqsQueue
 from notify_relay.bootstrap import build_aws
 from notify_relay.config import AwsSettings
+from notify_relay.runtime import Runtime
+
+DEAD_LETTERS_PER_RUN = 500
+
+
+async def _run(runtime: Runtime, grace: timedelta) -> dict[str, int]:
+    queued = await runtime.relay.reconcile(older_than=grace)
+    queue = runtime.relay.queue
+    dropped = kept = 0
+    if isinstance(queue, SqsQueue):
+        for letter in await queue.peek_dead_letters(DEAD_LETTERS_PER_RUN):
+            if letter.key is None:
+                kept += 1  # not an entry of ours: left for a person to look at
+            elif await runtime.relay.reconcile_dead_letter(letter.key, letter.by_worker):
+                await queue.drop_dead_letter(letter)
+                dropped += 1
+            else:
+                kept += 1
+    return {"queued": queued, "deadLettersKept": kept, "deadLettersDropped": dropped}
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
     """Messages younger than the grace may still be in their API Lambda's hands."""
     grace = timedelta(seconds=float(os.environ.get("NOTIFY_RELAY_RECONCILE_GRACE", "60")))
     runtime = build_aws(AwsSettings.from_env(), worker=False)
-    return {"queued": asyncio.run(runtime.relay.reconcile(older_than=grace))}
+    return asyncio.run(_run(runtime, grace))

@@ -156,14 +156,16 @@ class DynamoStore:
             return existing, False
         return message.with_version(1), True
 
-    async def get(self, key: MessageKey) -> Message | None:
-        return await asyncio.to_thread(self._get, key)
+    async def get(self, key: MessageKey, *, with_body: bool = True) -> Message | None:
+        return await asyncio.to_thread(self._get, key, with_body)
 
-    def _get(self, key: MessageKey) -> Message | None:
+    def _get(self, key: MessageKey, with_body: bool = True) -> Message | None:
         response = self._db.get_item(TableName=self._table, Key={"pk": {"S": _pk(key)}},
                                      ConsistentRead=True)
         item = response.get("Item")
-        return self._message(item, self._body_of(item)) if item else None
+        if not item:
+            return None
+        return self._message(item, self._body_of(item) if with_body else None)
 
     async def update(self, message: Message) -> Message:
         return await asyncio.to_thread(self._update, message)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -36,14 +37,26 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def encode_entry(key: MessageKey, due_at: datetime) -> str:
-    return orjson.dumps({"senderId": key.sender_id, "messageId": key.message_id,
-                         "dueAt": due_at.isoformat()}).decode()
+def encode_entry(key: MessageKey, due_at: datetime, dead_lettered: bool = False) -> str:
+    entry: dict[str, object] = {"senderId": key.sender_id, "messageId": key.message_id,
+             "dueAt": due_at.isoformat()}
+    if dead_lettered:  # sent there by a worker, not moved there by the redrive policy
+        entry["deadLettered"] = True
+    return orjson.dumps(entry).decode()
 
 
 def decode_entry(body: str) -> tuple[MessageKey, datetime]:
     data = orjson.loads(body)
     return MessageKey(data["senderId"], data["messageId"]), datetime.fromisoformat(data["dueAt"])
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An entry of the dead-letter queue; `key` is None for a body that is not an entry."""
+
+    key: MessageKey | None
+    by_worker: bool
+    receipt: str
 
 
 class SqsQueue:
@@ -63,7 +76,8 @@ class SqsQueue:
         self._deletes_by_caller = deletes_by_caller
         self._clock = clock
 
-    def _send(self, url: str, key: MessageKey, due_at: datetime, correlation: str = "") -> None:
+    def _send(self, url: str, key: MessageKey, due_at: datetime, correlation: str = "",
+              dead_lettered: bool = False) -> None:
         delay = (due_at - self._clock()).total_seconds()
         attributes: dict[str, Any] = {
             "messageId": {"DataType": "String", "StringValue": key.message_id},
@@ -73,7 +87,7 @@ class SqsQueue:
             attributes["correlationId"] = {"DataType": "String", "StringValue": correlation}
         self._sqs.send_message(
             QueueUrl=url,
-            MessageBody=encode_entry(key, due_at),
+            MessageBody=encode_entry(key, due_at, dead_lettered),
             DelaySeconds=max(0, min(MAX_DELAY_SECONDS, int(delay))),
             MessageAttributes=attributes,
         )
@@ -107,8 +121,33 @@ class SqsQueue:
         await self.complete(claim)
 
     async def dead_letter(self, claim: Claim) -> None:
-        await asyncio.to_thread(self._send, self._dlq_url, claim.key, self._clock())
+        await asyncio.to_thread(self._send, self._dlq_url, claim.key, self._clock(), "", True)
         await self.complete(claim)
+
+    async def peek_dead_letters(self, limit: int, hide_seconds: int = 30) -> list[DeadLetter]:
+        """Up to `limit` dead-letter entries, hidden for `hide_seconds` but not removed."""
+        found: list[DeadLetter] = []
+        while len(found) < limit:
+            response = await asyncio.to_thread(
+                self._sqs.receive_message, QueueUrl=self._dlq_url,
+                MaxNumberOfMessages=min(10, limit - len(found)),
+                VisibilityTimeout=hide_seconds, WaitTimeSeconds=0)
+            messages = response.get("Messages", [])
+            if not messages:
+                break
+            for m in messages:
+                try:
+                    data = orjson.loads(m["Body"])
+                    key: MessageKey | None = MessageKey(data["senderId"], data["messageId"])
+                    by_worker = bool(data.get("deadLettered"))
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    key, by_worker = None, False
+                found.append(DeadLetter(key, by_worker, m["ReceiptHandle"]))
+        return found
+
+    async def drop_dead_letter(self, letter: DeadLetter) -> None:
+        await asyncio.to_thread(self._sqs.delete_message, QueueUrl=self._dlq_url,
+                                ReceiptHandle=letter.receipt)
 
     async def next_due(self) -> datetime | None:
         return None  # SQS wakes its consumers itself

@@ -61,7 +61,7 @@ class SqliteStore:
         stored, created = await self._db.write(insert)
         return (stored.with_version(1) if created else stored), created
 
-    async def get(self, key: MessageKey) -> Message | None:
+    async def get(self, key: MessageKey, *, with_body: bool = True) -> Message | None:
         row = await self._db.read(
             lambda conn: conn.execute(
                 queries.GET_MESSAGE, (key.sender_id, key.message_id)
