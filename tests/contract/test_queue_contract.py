@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -134,30 +134,32 @@ async def test_claims_only_due_entries(queue: WorkQueue, clock: FakeClock) -> No
     assert [c.key for c in await queue.claim(10, 30)] == [A]
 
 
-async def test_lease_hides_then_returns_an_entry_in_real_time(queue: WorkQueue) -> None:
+async def test_lease_hides_then_returns_an_entry_in_real_time(
+    queue: WorkQueue, clock: FakeClock
+) -> None:
     """The same promise as the clock-driven test above, with a real one-second lease."""
     if not isinstance(queue, SqsQueue):
         pytest.skip("covered with a controlled clock above")
-    await queue.enqueue(A, datetime.now(UTC))
+    await queue.enqueue(A, clock.now)
     (first,) = await queue.claim(1, 1)
     assert await queue.claim(1, 1) == []
-    await asyncio.sleep(1.2)
+    await asyncio.sleep(2.1)  # moto counts visibility in whole seconds
     (second,) = await queue.claim(1, 30)
     assert second.key == A
     assert second.receipt != first.receipt
     await queue.complete(second)
-    await asyncio.sleep(1.2)
+    await asyncio.sleep(2.1)
     assert await queue.claim(1, 30) == []
 
 
-async def test_reschedule_in_real_time(queue: WorkQueue) -> None:
+async def test_reschedule_in_real_time(queue: WorkQueue, clock: FakeClock) -> None:
     if not isinstance(queue, SqsQueue):
         pytest.skip("covered with a controlled clock above")
-    await queue.enqueue(A, datetime.now(UTC))
+    await queue.enqueue(A, clock.now)
     (claim,) = await queue.claim(1, 30)
-    await queue.reschedule(claim, datetime.now(UTC) + timedelta(seconds=1))
+    await queue.reschedule(claim, clock.now + timedelta(seconds=1))
     assert await queue.claim(1, 30) == []
-    await asyncio.sleep(1.3)
+    await asyncio.sleep(2.1)
     assert [c.key for c in await queue.claim(1, 30)] == [A]
 
 

@@ -17,6 +17,7 @@ and can duplicate: the Relay's conditional updates make a duplicate harmless.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -88,7 +89,8 @@ class SqsQueue:
         self._sqs.send_message(
             QueueUrl=url,
             MessageBody=encode_entry(key, due_at, dead_lettered),
-            DelaySeconds=max(0, min(MAX_DELAY_SECONDS, int(delay))),
+            # rounded up: an entry that arrives early only comes back for the remainder
+            DelaySeconds=max(0, min(MAX_DELAY_SECONDS, math.ceil(delay))),
             MessageAttributes=attributes,
         )
 
