@@ -35,10 +35,11 @@ REFUSED_HEADERS = frozenset(
 )
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE_CHARS = re.compile(r"[\r\n\x00]")
+_URL_FORBIDDEN = re.compile(r"[\s\x00-\x1f\x7f]")
 
 
 def check_target_url(url: str) -> str:
-    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+    if _URL_FORBIDDEN.search(url):
         raise ValueError("must not contain spaces or control characters")
     try:
         parts = urlsplit(url)
