@@ -6,9 +6,6 @@ only for its own (the API Lambda never loads aiohttp, SQLite or the worker).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 from standardwebhooks import Webhook
 
 from notify_relay.api.auth import Authenticator
@@ -20,10 +17,6 @@ from notify_relay.ports import OutboundRequest
 from notify_relay.runtime import Runtime
 from notify_relay.service import Relay
 
-if TYPE_CHECKING:
-    from notify_relay.adapters.sqlite import SqliteDatabase
-    from notify_relay.worker.loop import Worker
-
 
 class NoDelivery:
     """The Deliverer of a runtime that only accepts and reads (the API Lambda)."""
@@ -32,14 +25,7 @@ class NoDelivery:
         raise RuntimeError("this runtime does not deliver")
 
 
-@dataclass(frozen=True, slots=True)
-class Embedded:
-    runtime: Runtime
-    worker: Worker
-    database: SqliteDatabase
-
-
-def build_embedded(settings: Settings) -> Embedded:
+def build_embedded(settings: Settings) -> Runtime:
     """SQLite store and queue, aiohttp delivery, the worker in-process.
 
     Opens (and locks) the database file now, so that a second process fails before it
@@ -76,7 +62,7 @@ def build_embedded(settings: Settings) -> Embedded:
     async def close_database() -> None:
         database.close()
 
-    runtime = Runtime(
+    return Runtime(
         relay=relay,
         auth=Authenticator.from_keys(settings.api_keys),
         metrics=metrics,
@@ -85,7 +71,6 @@ def build_embedded(settings: Settings) -> Embedded:
         starts=[deliverer.open, worker.start],
         stops=[close_database, deliverer.close, worker.stop],
     )
-    return Embedded(runtime, worker, database)
 
 
 def build_aws(settings: AwsSettings, *, worker: bool) -> Runtime:

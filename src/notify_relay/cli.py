@@ -40,12 +40,12 @@ def serve(flags: dict[str, str | None]) -> int:
         log.warning("no API keys are configured and the server listens beyond loopback: "
                     "anyone who can reach it can submit", extra={"host": settings.host})
     try:
-        embedded = build_embedded(settings)
+        runtime = build_embedded(settings)
     except (DatabaseLocked, sqlite3.Error, OSError, RuntimeError) as exc:
         print(f"notify-relay: error: cannot open {settings.db}: {exc}", file=sys.stderr)
         return 1
     server = uvicorn.Server(uvicorn.Config(
-        create_app(embedded.runtime),
+        create_app(runtime),
         host=settings.host,
         port=settings.port,
         log_config=None,

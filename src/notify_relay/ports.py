@@ -119,12 +119,6 @@ class Deliverer(Protocol):
     async def send(self, request: OutboundRequest) -> AttemptResult: ...
 
 
-class Clock(Protocol):
-    def now(self) -> datetime: ...
-
-
-
-
 class Observer(Protocol):
     """Hooks for metrics; every adapter may ignore what it does not count."""
 

@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook
 
-from notify_relay.bootstrap import Embedded, build_embedded
+from notify_relay.bootstrap import build_embedded
 from notify_relay.config import Settings, load
 from notify_relay.domain.errors import TargetNotAllowed
 from notify_relay.domain.message import INTERRUPTED_ERROR, Message, MessageKey
 from notify_relay.domain.retry import Outcome
 from notify_relay.domain.status import Status
 from notify_relay.domain.submission import Submission
+from notify_relay.runtime import Runtime
 from tests.partner import Partner
 
 pytestmark = pytest.mark.anyio
@@ -32,26 +33,26 @@ def settings(db: Path, **flags: str) -> Settings:
 
 
 @asynccontextmanager
-async def engine(config: Settings) -> AsyncIterator[Embedded]:
-    embedded = build_embedded(config)
-    await embedded.runtime.start()
+async def engine(config: Settings) -> AsyncIterator[Runtime]:
+    runtime = build_embedded(config)
+    await runtime.start()
     try:
-        yield embedded
+        yield runtime
     finally:
-        await embedded.runtime.stop()
+        await runtime.stop()
 
 
-async def submit(embedded: Embedded, message_id: str, url: str, **fields: Any) -> Message:
+async def submit(runtime: Runtime, message_id: str, url: str, **fields: Any) -> Message:
     submission = Submission.model_validate({"messageId": message_id, "targetUrl": url, **fields})
-    accepted = await embedded.runtime.relay.submit(submission, "sender-a", f"corr-{message_id}")
+    accepted = await runtime.relay.submit(submission, "sender-a", f"corr-{message_id}")
     return accepted.message
 
 
-async def settled(embedded: Embedded, message_id: str, timeout: float = 10.0,
+async def settled(runtime: Runtime, message_id: str, timeout: float = 10.0,
                   until: Callable[[Message], bool] = lambda m: m.status.is_final) -> Message:
     deadline = time.monotonic() + timeout
     while True:
-        message = await embedded.runtime.relay.get(MessageKey("sender-a", message_id))
+        message = await runtime.relay.get(MessageKey("sender-a", message_id))
         if until(message):
             return message
         if time.monotonic() > deadline:
@@ -224,7 +225,7 @@ async def test_graceful_stop_lets_attempts_finish(tmp_path: Path, partner: Partn
         await submit(e, "g-1", partner.url("/slow/0.5"))
         await settled(e, "g-1", until=lambda m: m.status is Status.DELIVERING)
     async with engine(config) as e:
-        message = await e.runtime.relay.get(MessageKey("sender-a", "g-1"))
+        message = await e.relay.get(MessageKey("sender-a", "g-1"))
     assert message.status is Status.DELIVERED
     assert outcomes(message) == [Outcome.SUCCESS]
 

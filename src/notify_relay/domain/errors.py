@@ -108,12 +108,5 @@ class RateLimited(NotifyRelayError):
         super().__init__()
 
 
-class StoreUnavailable(NotifyRelayError):
-    """The store or the queue failed; retrying with the same messageId is safe."""
-
-    code = "SYSTEM_ERROR"
-    status = 503
-
-
 class StaleWrite(NotifyRelayError):
     """The message changed since it was read; the write was refused."""

@@ -48,10 +48,6 @@ class Worker:
         if due_at <= self._sleep_until:
             self._wake.set()
 
-    @property
-    def inflight(self) -> int:
-        return len(self._inflight)
-
     async def start(self) -> None:
         recovered = await self._queue.recover()
         if recovered:
