@@ -10,12 +10,13 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from standardwebhooks import Webhook
 
 from notify_relay import __version__
+from notify_relay.clock import utcnow
 from notify_relay.domain.delivery import outbound_headers
 from notify_relay.domain.errors import (
     IdempotencyConflict,
@@ -51,10 +52,6 @@ log = logging.getLogger("notify_relay.service")
 # beyond an attempt's timeout, the time its worker may still need to record the result
 IN_FLIGHT_MARGIN_SECONDS = 30.0
 REDRIVEN_ERROR = "the queue dead-lettered this message after its processing failed repeatedly"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def message_context(message: Message) -> dict[str, object]:

@@ -6,7 +6,6 @@ stack's side of it.
 
 from __future__ import annotations
 
-import socket
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -15,13 +14,9 @@ import boto3
 import orjson
 from moto.server import ThreadedMotoServer
 
+from tests.sockets import free_port
+
 REGION = "eu-west-1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_moto() -> tuple[ThreadedMotoServer, str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -22,6 +21,7 @@ from notify_relay.domain.status import Status
 from notify_relay.domain.submission import Submission
 from notify_relay.runtime import Runtime
 from tests.partner import Partner
+from tests.sockets import free_port
 
 pytestmark = pytest.mark.anyio
 FAST = {"initialDelaySeconds": 0.05, "maxDelaySeconds": 0.1}
@@ -156,9 +156,7 @@ async def test_timeout_is_retried_then_fails(tmp_path: Path, partner: Partner) -
 
 
 async def test_connection_refused_is_retried(tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again when the block ends: nothing listens
+    port = free_port()  # bound, then closed again: nothing listens there
     async with engine(settings(tmp_path / "r.db")) as e:
         await submit(e, "c-1", f"http://127.0.0.1:{port}/x", retryPolicy={**FAST, "maxAttempts": 2})
         message = await settled(e, "c-1")

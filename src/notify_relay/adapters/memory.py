@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from notify_relay.adapters.paging import decode_position, encode_cursor
+from notify_relay.clock import utcnow
 from notify_relay.domain.errors import StaleWrite
 from notify_relay.domain.message import Message, MessageKey
 from notify_relay.domain.status import Status
 from notify_relay.ports import Claim, Page
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class MemoryStore:

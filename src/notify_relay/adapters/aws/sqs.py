@@ -20,11 +20,12 @@ import asyncio
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from notify_relay.clock import utcnow
 from notify_relay.domain.message import MessageKey
 from notify_relay.ports import Claim
 
@@ -32,10 +33,6 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
 MAX_DELAY_SECONDS = 900
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def encode_entry(key: MessageKey, due_at: datetime, dead_lettered: bool = False) -> str:
@@ -68,7 +65,7 @@ class SqsQueue:
         dead_letter_url: str,
         *,
         deletes_by_caller: bool = False,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         """`deletes_by_caller`: Lambda's event source deletes processed records itself."""
         self._sqs = sqs

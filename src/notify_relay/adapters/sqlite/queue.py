@@ -9,12 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 from notify_relay.adapters.sqlite import queries
 from notify_relay.adapters.sqlite.database import SqliteDatabase
+from notify_relay.clock import utcnow
 from notify_relay.domain.message import MessageKey
 from notify_relay.ports import Claim
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def _execute(sql: str, params: tuple[object, ...]) -> Callable[[sqlite3.Connection], int]:
@@ -22,7 +19,7 @@ def _execute(sql: str, params: tuple[object, ...]) -> Callable[[sqlite3.Connecti
 
 
 class SqliteQueue:
-    def __init__(self, db: SqliteDatabase, clock: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(self, db: SqliteDatabase, clock: Callable[[], datetime] = utcnow) -> None:
         self._db = db
         self._clock = clock
 
