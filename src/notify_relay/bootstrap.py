@@ -13,6 +13,7 @@ from notify_relay.config import AwsSettings, Settings
 from notify_relay.domain.network import NetworkPolicy
 from notify_relay.domain.ratelimit import RateLimiter
 from notify_relay.domain.retry import AttemptResult
+from notify_relay.gate import Gate
 from notify_relay.ports import OutboundRequest
 from notify_relay.runtime import Runtime
 from notify_relay.service import Relay
@@ -33,7 +34,12 @@ def build_embedded(settings: Settings) -> Runtime:
     """
     from notify_relay.adapters.http import AiohttpDeliverer
     from notify_relay.adapters.prometheus import PrometheusObserver
-    from notify_relay.adapters.sqlite import SqliteDatabase, SqliteQueue, SqliteStore
+    from notify_relay.adapters.sqlite import (
+        SqliteDatabase,
+        SqliteDestinationStore,
+        SqliteQueue,
+        SqliteStore,
+    )
     from notify_relay.worker.loop import Worker, WorkerSettings
 
     database = SqliteDatabase(settings.db)
@@ -43,10 +49,14 @@ def build_embedded(settings: Settings) -> Runtime:
     deliverer = AiohttpDeliverer(network, max_connections=settings.concurrency)
     metrics = PrometheusObserver()
     limits = settings.retry_limits
+    gate = Gate(SqliteDestinationStore(database), settings.destination_rules, observer=metrics,
+                probe_seconds=limits.max_timeout + 60.0)
+    metrics.watch_destinations(gate)
     relay = Relay(
         store=SqliteStore(database),
         queue=queue,
         deliverer=deliverer,
+        gate=gate,
         limits=limits,
         network=network,
         signers={sender: Webhook(secret) for sender, secret in settings.signing_secrets.items()},
@@ -58,6 +68,7 @@ def build_embedded(settings: Settings) -> Runtime:
         shutdown_grace_seconds=settings.shutdown_grace,
     ))
     relay.on_scheduled = worker.scheduled
+    gate.on_ready = worker.destination_ready
 
     async def close_database() -> None:
         database.close()
@@ -82,6 +93,7 @@ def build_aws(settings: AwsSettings, *, worker: bool) -> Runtime:
 
     from notify_relay.adapters.aws.dynamodb import DynamoStore
     from notify_relay.adapters.aws.sqs import SqsQueue
+    from notify_relay.adapters.memory import MemoryDestinationStore
 
     session = boto3.session.Session()
     network = NetworkPolicy(settings.allow_networks)
@@ -96,6 +108,7 @@ def build_aws(settings: AwsSettings, *, worker: bool) -> Runtime:
         queue=SqsQueue(session.client("sqs"), settings.queue_url, settings.dead_letter_url,
                        deletes_by_caller=worker),
         deliverer=aiohttp_deliverer or NoDelivery(),
+        gate=Gate(MemoryDestinationStore(), settings.destination_rules),
         limits=settings.retry_limits,
         network=network,
         signers={sender: Webhook(secret) for sender, secret in settings.signing_secrets.items()},

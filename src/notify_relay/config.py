@@ -15,6 +15,7 @@ from typing import Any
 
 from standardwebhooks import Webhook
 
+from notify_relay.domain.destination import MAX_CONCURRENCY_LIMIT, BreakerConfig, Rules
 from notify_relay.domain.network import IPNetwork, parse_networks
 from notify_relay.domain.retry import RetryLimits, RetryPolicy
 from notify_relay.domain.submission import ID_ALPHABET
@@ -88,6 +89,26 @@ def _bool(text: str) -> bool:
     raise ValueError("must be true or false")
 
 
+def _bounded_int(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise ValueError(f"must be {low}-{high}")
+        return value
+
+    return parse
+
+
+def destination_rules(concurrency: int, failures: int, cooldown: float,
+                      retry_after_cap: float) -> Rules:
+    return Rules(
+        default_concurrency=concurrency,
+        breaker=BreakerConfig(failures=failures, cooldown=cooldown,
+                              max_cooldown=max(cooldown, 600.0)),
+        retry_after_cap=retry_after_cap,
+    )
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -128,6 +149,14 @@ class Settings:
     timeout: float = _opt(_positive(float), "default per-attempt timeout (s)", 30.0)
     max_timeout: float = _opt(_positive(float), "cap on a request's timeoutSeconds (s)", 120.0)
     retry_after_cap: float = _opt(_positive(float), "cap on a partner's Retry-After (s)", 3600.0)
+    destination_concurrency: int = _opt(
+        _bounded_int(1, MAX_CONCURRENCY_LIMIT),
+        "attempts in flight per destination unless set on it", 32)
+    breaker_failures: int = _opt(_positive(int),
+                                 "failures in a row that open a destination's breaker", 5)
+    breaker_cooldown: float = _opt(_positive(float),
+                                   "first cool-down of an open breaker (s); doubles, to 10 min",
+                                   30.0)
     rate_limit: float = _opt(float, "submissions per second per sender; 0: unlimited", 0.0)
     rate_burst: float = _opt(_positive(float), "burst above --rate-limit", 100.0)
     shutdown_grace: float = _opt(float, "seconds in-flight attempts get to finish on stop", 10.0)
@@ -151,6 +180,11 @@ class Settings:
             default_timeout=min(self.timeout, self.max_timeout),
             max_timeout=self.max_timeout,
         )
+
+    @property
+    def destination_rules(self) -> Rules:
+        return destination_rules(self.destination_concurrency, self.breaker_failures,
+                                 self.breaker_cooldown, self.retry_after_cap)
 
     @property
     def loopback_only(self) -> bool:
@@ -208,6 +242,7 @@ class AwsSettings:
     allow_networks: tuple[IPNetwork, ...]
     visibility_timeout: float
     retry_limits: RetryLimits
+    destination_rules: Rules
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AwsSettings:
@@ -239,8 +274,10 @@ class AwsSettings:
             allow_networks=parse_allow_networks(env.get(ENV_PREFIX + "ALLOW_NETWORKS", "")),
             visibility_timeout=visibility,
             retry_limits=base.retry_limits,
+            destination_rules=base.destination_rules,
         )
 
 
 _LIMIT_FIELDS = frozenset({"max_attempts", "initial_delay", "max_delay", "max_delay_cap",
-                           "timeout", "max_timeout", "retry_after_cap"})
+                           "timeout", "max_timeout", "retry_after_cap",
+                           "destination_concurrency", "breaker_failures", "breaker_cooldown"})

@@ -5,11 +5,12 @@ Every adapter of a port passes the same contract test suite (tests/contract/).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from notify_relay.domain.destination import BreakerState, Destination, DestinationKey
 from notify_relay.domain.message import Message, MessageKey
 from notify_relay.domain.retry import AttemptResult
 from notify_relay.domain.status import Status
@@ -25,7 +26,10 @@ class MessageStore(Protocol):
     """Durable record of every message: returns only once the write is durable."""
 
     async def create(self, message: Message) -> tuple[Message, bool]:
-        """Store `message` unless its key exists; returns (stored message, created)."""
+        """Store `message` unless its key exists; returns (stored message, created).
+
+        The message's destination is on record afterwards (DestinationStore lists it).
+        """
         ...
 
     async def get(self, key: MessageKey, *, with_body: bool = True) -> Message | None:
@@ -54,29 +58,99 @@ class MessageStore(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class DestinationPage:
+    items: Sequence[Destination]
+    next_cursor: str | None
+
+
+class DestinationStore(Protocol):
+    """Durable settings and breaker state of each destination, one record per destination."""
+
+    async def get(self, key: DestinationKey) -> Destination | None: ...
+
+    async def save(self, destination: Destination) -> Destination:
+        """Write if the stored version is `destination.version` (0: none stored yet);
+        raises StaleWrite. Returns it with its new version."""
+        ...
+
+    async def list(
+        self, sender_id: str, state: BreakerState | None, limit: int, cursor: str | None
+    ) -> DestinationPage:
+        """The sender's destinations that have had messages or settings, by name."""
+        ...
+
+    async def pending(self, key: DestinationKey) -> int:
+        """How many of its messages are not final."""
+        ...
+
+    async def active(self) -> Sequence[Destination]:
+        """Every record with settings or a breaker that is not closed: what an embedded
+        gate loads at start (a scan on stores shared at scale: not for the hot path)."""
+        ...
+
+
+class SlotLimiter(Protocol):
+    """Attempts in flight per destination across processes that share no memory (Lambdas).
+
+    Each slot is a lease: a holder that dies frees its slot when the lease ends.
+    """
+
+    async def acquire(self, key: DestinationKey, limit: int, lease_seconds: float) -> str | None:
+        """A token for one of the first `limit` slots, or None when all are taken."""
+        ...
+
+    async def release(self, key: DestinationKey, token: str) -> None: ...
+
+    async def in_use(self, key: DestinationKey, limit: int) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
 class Claim:
-    """A lease on one queue entry: invisible to other claims until `lease_until`."""
+    """A lease on one queue entry: invisible to other claims until `lease_until`.
+
+    `destination` is the destination's name where the queue knows it.
+    """
 
     key: MessageKey
     receipt: str
     lease_until: datetime
+    destination: str | None = None
+
+    @property
+    def destination_key(self) -> DestinationKey | None:
+        if self.destination is None:
+            return None
+        return DestinationKey(self.key.sender_id, self.destination)
+
+
+# How many attempts a destination may start now: a queue that can choose skips
+# destinations with none, so their backlog never occupies delivery slots.
+Slots = Callable[[DestinationKey], int]
 
 
 class WorkQueue(Protocol):
     """At-least-once queue of message keys, with leases and delayed visibility."""
 
     async def enqueue(
-        self, key: MessageKey, due_at: datetime, correlation_id: str | None = None
+        self, key: MessageKey, due_at: datetime, correlation_id: str | None = None,
+        destination: str = "",
     ) -> None:
-        """Make `key` due at `due_at`.
+        """Make `key` due at `due_at`, as work for `destination`.
 
         Idempotent while the key is queued where the queue can be (SQLite, memory); SQS
         cannot, and the Relay's `queued` flag and conditional updates cover that.
         """
         ...
 
-    async def claim(self, limit: int, lease_seconds: float) -> Sequence[Claim]:
-        """Lease up to `limit` due entries, oldest due first."""
+    async def claim(
+        self, limit: int, lease_seconds: float, slots: Slots | None = None
+    ) -> Sequence[Claim]:
+        """Lease up to `limit` due entries, oldest due first.
+
+        With `slots`, at most `slots(d)` entries of each destination d, destinations taken
+        in turn (least recently served first). A queue that cannot select by destination
+        (SQS) ignores it; the Relay then holds what the destination cannot take.
+        """
         ...
 
     async def complete(self, claim: Claim) -> None:
@@ -91,8 +165,9 @@ class WorkQueue(Protocol):
         """Drop an undeliverable entry; a queue with a dead-letter queue moves it there."""
         ...
 
-    async def next_due(self) -> datetime | None:
-        """When the earliest entry becomes claimable, for the worker's sleep."""
+    async def next_due(self, slots: Slots | None = None) -> datetime | None:
+        """When the earliest entry becomes claimable, for the worker's sleep; with
+        `slots`, among destinations that may start an attempt."""
         ...
 
     async def recover(self) -> int:
@@ -130,6 +205,10 @@ class Observer(Protocol):
 
     def dead_lettered(self) -> None: ...
 
+    def breaker_transition(self, old: str, new: str) -> None: ...
+
+    def held(self, reason: str) -> None: ...
+
 
 class NullObserver:
     def submission(self, result: str, code: str | None = None) -> None:
@@ -142,4 +221,10 @@ class NullObserver:
         return None
 
     def dead_lettered(self) -> None:
+        return None
+
+    def breaker_transition(self, old: str, new: str) -> None:
+        return None
+
+    def held(self, reason: str) -> None:
         return None

@@ -9,7 +9,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -18,6 +18,7 @@ from standardwebhooks import Webhook
 from notify_relay import __version__
 from notify_relay.clock import utcnow
 from notify_relay.domain.delivery import outbound_headers
+from notify_relay.domain.destination import DestinationKey
 from notify_relay.domain.errors import (
     IdempotencyConflict,
     InvalidState,
@@ -37,6 +38,7 @@ from notify_relay.domain.retry import (
 )
 from notify_relay.domain.status import Status
 from notify_relay.domain.submission import Submission
+from notify_relay.gate import Gate, Ticket
 from notify_relay.ports import (
     Claim,
     Deliverer,
@@ -63,6 +65,13 @@ def message_context(message: Message) -> dict[str, object]:
     }
 
 
+@dataclass(slots=True)
+class _Held:
+    """The ticket an attempt holds until it is spent or given back."""
+
+    ticket: Ticket | None
+
+
 @dataclass(frozen=True, slots=True)
 class Accepted:
     message: Message
@@ -74,6 +83,7 @@ class Relay:
     store: MessageStore
     queue: WorkQueue
     deliverer: Deliverer
+    gate: Gate
     limits: RetryLimits = field(default_factory=RetryLimits)
     network: NetworkPolicy = field(default_factory=NetworkPolicy)
     signers: Mapping[str, Webhook] = field(default_factory=dict)
@@ -105,6 +115,7 @@ class Relay:
             timeout_seconds=self.limits.effective_timeout(submission.timeoutSeconds),
             now=self.clock(),
             event_timestamp=submission.event_time(),
+            destination=submission.destination,
         )
         stored, created = await self.store.create(message)
         if not created:
@@ -124,7 +135,7 @@ class Relay:
     async def _enqueue(self, message: Message) -> Message:
         """Queue, then record that it is queued: a crash between leaves it to reconcile()."""
         due_at = message.next_attempt_at or self.clock()
-        await self.queue.enqueue(message.key, due_at, message.correlation_id)
+        await self.queue.enqueue(message.key, due_at, message.correlation_id, message.destination)
         self.on_scheduled(due_at)
         try:
             return await self.store.update(message.mark_queued())
@@ -137,12 +148,23 @@ class Relay:
         message = await self.store.get(key, with_body=False)
         if message is None:
             raise NotFound(f"no message {key.message_id} for sender {key.sender_id}")
-        return message
+        return await self._as_expected(message)
 
     async def list(
         self, sender_id: str, status: Status | None, limit: int, cursor: str | None
     ) -> Page:
-        return await self.store.list(sender_id, status, limit, cursor)
+        page = await self.store.list(sender_id, status, limit, cursor)
+        return Page([await self._as_expected(m) for m in page.items], page.next_cursor)
+
+    async def _as_expected(self, message: Message) -> Message:
+        """A waiting message shows when it is expected to go: later than its own time
+        while its destination holds it back (no write: the destination knows)."""
+        if message.status not in (Status.QUEUED, Status.RETRYING):
+            return message
+        expected = await self.gate.expected_at(message.destination_key, message.next_attempt_at)
+        if expected == message.next_attempt_at:
+            return message
+        return replace(message, next_attempt_at=expected)
 
     async def retry(self, key: MessageKey) -> Message:
         """Queue a FAILED message again with a fresh attempt budget."""
@@ -207,8 +229,31 @@ class Relay:
         return OutboundRequest(content.target_url, content.method, headers, content.body,
                                message.timeout_seconds)
 
-    async def deliver(self, claim: Claim) -> None:
-        """Make one attempt for a claimed entry and settle both the message and the entry."""
+    async def admit(self, claim: Claim, destination: DestinationKey) -> Ticket | None:
+        """Leave from the destination for one attempt; None when it holds the entry back,
+        which then returns when the destination expects to take it. No attempt is spent."""
+        verdict = await self.gate.admit(destination)
+        if isinstance(verdict, Ticket):
+            return verdict
+        await self.queue.reschedule(claim, verdict.until)
+        self.on_scheduled(verdict.until)
+        return None
+
+    async def deliver(self, claim: Claim, ticket: Ticket | None = None) -> None:
+        """Make one attempt for a claimed entry and settle both the message and the entry.
+
+        `ticket`: leave its destination already gave (the embedded worker asks before it
+        claims more); without one, the destination is asked here. A ticket not spent on
+        an attempt is given back, whatever happens.
+        """
+        held = _Held(ticket)
+        try:
+            await self._deliver(claim, held)
+        finally:
+            if held.ticket is not None:
+                await self.gate.cancel(held.ticket)
+
+    async def _deliver(self, claim: Claim, held: _Held) -> None:
         message = await self.store.get(claim.key)
         if message is None or message.status.is_final:
             await self.queue.complete(claim)
@@ -219,6 +264,10 @@ class Relay:
             await self.queue.reschedule(claim, wait_until)
             self.on_scheduled(wait_until)
             return
+        if held.ticket is None:
+            held.ticket = await self.admit(claim, message.destination_key)
+            if held.ticket is None:
+                return
         try:
             message = await self.store.update(message.start_attempt(now))
         except StaleWrite:
@@ -234,6 +283,12 @@ class Relay:
         result = await self.deliverer.send(self.request_for(message, started))
         elapsed = time.perf_counter() - t0
         finished = self.clock()
+        ticket, held.ticket = held.ticket, None
+        try:
+            await self.gate.finish(ticket, result)
+        except Exception:  # the attempt's own outcome must be recorded all the same
+            log.exception("recording the attempt at its destination failed",
+                          extra={**message_context(message), "destination": message.destination})
         decision = decide(result, attempt_in_round=message.attempt_in_round,
                           policy=message.policy, limits=self.limits, now=finished, rand=self.rand)
         message = message.finish_attempt(result, decision, started_at=started,
@@ -244,7 +299,8 @@ class Relay:
             log.info("attempt", extra={
                 **message_context(message), "attempt": message.attempt_count,
                 "statusCode": result.status_code, "error": result.description,
-                "outcome": decision.outcome.value, "durationMs": round(elapsed * 1000)})
+                "outcome": decision.outcome.value, "durationMs": round(elapsed * 1000),
+                "destination": message.destination})
         await self._settle(claim, message, decision.outcome)
 
     def _not_before(self, message: Message) -> datetime | None:

@@ -14,6 +14,7 @@ from notify_relay.api.app import create_app
 from notify_relay.api.auth import Authenticator
 from notify_relay.bootstrap import NoDelivery
 from notify_relay.domain.ratelimit import RateLimiter
+from notify_relay.gate import Gate
 from notify_relay.runtime import Runtime
 from notify_relay.service import Relay
 
@@ -21,7 +22,9 @@ pytestmark = pytest.mark.anyio
 
 
 def runtime(**changes: object) -> Runtime:
-    rt = Runtime(Relay(MemoryStore(), MemoryQueue(), NoDelivery()), metrics=PrometheusObserver())
+    store = MemoryStore()
+    rt = Runtime(Relay(store, MemoryQueue(), NoDelivery(), Gate(store.destinations)),
+                 metrics=PrometheusObserver())
     for name, value in changes.items():
         setattr(rt, name, value)
     return rt

@@ -13,6 +13,7 @@ from notify_relay.domain.message import MessageKey
 from notify_relay.domain.retry import AttemptResult, ErrorKind, Outcome
 from notify_relay.domain.status import Status
 from notify_relay.domain.submission import Submission
+from notify_relay.gate import Gate
 from notify_relay.ports import OutboundRequest
 from notify_relay.service import Relay
 
@@ -46,17 +47,20 @@ class FlakyQueue(MemoryQueue):
         self.failures = failures
 
     async def enqueue(
-        self, key: MessageKey, due_at: datetime, correlation_id: str | None = None
+        self, key: MessageKey, due_at: datetime, correlation_id: str | None = None,
+        destination: str = "",
     ) -> None:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("queue unavailable")
-        await super().enqueue(key, due_at, correlation_id)
+        await super().enqueue(key, due_at, correlation_id, destination)
 
 
 def relay(deliverer: ScriptedDeliverer | None = None, failures: int = 0) -> tuple[Relay, Clock]:
     clock = Clock()
-    return Relay(MemoryStore(), FlakyQueue(clock, failures), deliverer or ScriptedDeliverer(),
+    store = MemoryStore()
+    gate = Gate(store.destinations, clock=clock, rand=lambda: 0.0)
+    return Relay(store, FlakyQueue(clock, failures), deliverer or ScriptedDeliverer(), gate,
                  clock=clock, rand=lambda: 0.0), clock
 
 

@@ -5,6 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from notify_relay.domain.destination import (
+    Breaker,
+    BreakerState,
+    Destination,
+    DestinationKey,
+    DestinationSettings,
+    default_destination,
+)
 from notify_relay.domain.message import Attempt, BodyKind, Content, Message, MessageKey
 from notify_relay.domain.retry import Outcome, RetryPolicy
 from notify_relay.domain.status import Status
@@ -39,6 +47,7 @@ def message_to_doc(m: Message) -> dict[str, Any]:
         "policy": [m.policy.max_attempts, m.policy.initial_delay, m.policy.max_delay],
         "timeout": m.timeout_seconds,
         "eventTimestamp": iso(m.event_timestamp),
+        "destination": m.destination,
         "nextAttemptAt": iso(m.next_attempt_at),
         "deliveredAt": iso(m.delivered_at),
         "attemptCount": m.attempt_count,
@@ -78,6 +87,8 @@ def message_from_doc(
         created_at=datetime.fromisoformat(created_at),
         updated_at=datetime.fromisoformat(updated_at),
         event_timestamp=from_iso(doc["eventTimestamp"]),
+        # stored before destinations existed: the default destination of its target
+        destination=doc.get("destination") or default_destination(doc["url"]),
         status=Status(status),
         next_attempt_at=from_iso(doc["nextAttemptAt"]),
         delivered_at=from_iso(doc["deliveredAt"]),
@@ -87,5 +98,51 @@ def message_from_doc(
         last_error=doc["lastError"],
         attempts=tuple(attempt_from_doc(a) for a in doc["attempts"]),
         queued=queued,
+        version=version,
+    )
+
+
+def destination_to_doc(d: Destination) -> dict[str, Any]:
+    """Everything but the key and the version."""
+    b = d.breaker
+    return {
+        "paused": d.settings.paused,
+        "maxConcurrency": d.settings.max_concurrency,
+        "ratePerSecond": d.settings.rate_per_second,
+        "state": b.state.value,
+        "failures": b.consecutive_failures,
+        "openings": b.openings,
+        "openedAt": iso(b.opened_at),
+        "nextProbeAt": iso(b.next_probe_at),
+        "probeUntil": iso(b.probe_until),
+        "concurrency": d.concurrency,
+        "lastDecreaseAt": iso(d.last_decrease_at),
+        "heldUntil": iso(d.held_until),
+        "rateNextAt": iso(d.rate_next_at),
+        "lastAttemptAt": iso(d.last_attempt_at),
+        "lastSuccessAt": iso(d.last_success_at),
+        "lastError": d.last_error,
+    }
+
+
+def destination_from_doc(doc: dict[str, Any] | None, key: DestinationKey,
+                         version: int) -> Destination:
+    """A record with no document yet (listed because it had messages) is all defaults."""
+    if doc is None:
+        return Destination(key, version=version)
+    return Destination(
+        key=key,
+        settings=DestinationSettings(doc["paused"], doc["maxConcurrency"],
+                                     doc["ratePerSecond"]),
+        breaker=Breaker(BreakerState(doc["state"]), doc["failures"], doc["openings"],
+                        from_iso(doc["openedAt"]), from_iso(doc["nextProbeAt"]),
+                        from_iso(doc["probeUntil"])),
+        concurrency=doc["concurrency"],
+        last_decrease_at=from_iso(doc["lastDecreaseAt"]),
+        held_until=from_iso(doc["heldUntil"]),
+        rate_next_at=from_iso(doc["rateNextAt"]),
+        last_attempt_at=from_iso(doc["lastAttemptAt"]),
+        last_success_at=from_iso(doc["lastSuccessAt"]),
+        last_error=doc["lastError"],
         version=version,
     )

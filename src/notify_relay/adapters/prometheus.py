@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800,
                     3600, 4 * 3600, 12 * 3600)
+
+
+class DestinationCounts(Protocol):
+    def count_by_state(self) -> Mapping[str, int]: ...
 
 
 class PrometheusObserver:
@@ -31,6 +38,18 @@ class PrometheusObserver:
         self._depth = Gauge(
             "notify_relay_queue_depth", "Entries in the work queue, leased ones included",
             registry=self.registry)
+        self._transitions = Counter(
+            "notify_relay_breaker_transitions", "Circuit breaker transitions of destinations",
+            ["from_state", "to_state"], registry=self.registry)
+        self._held = Counter(
+            "notify_relay_attempts_held",
+            "Attempts a destination held back (paused, open, held by Retry-After, at its "
+            "cap, rate limited), without spending an attempt", ["reason"],
+            registry=self.registry)
+        self._by_state = Gauge(
+            "notify_relay_destinations", "Destinations known to the worker, by breaker state",
+            ["state"], registry=self.registry)
+        self._states: Callable[[], Mapping[str, int]] = dict
 
     def submission(self, result: str, code: str | None = None) -> None:
         self._submissions.labels(result, code or "").inc()
@@ -46,6 +65,18 @@ class PrometheusObserver:
     def dead_lettered(self) -> None:
         self._dead_letters.inc()
 
+    def breaker_transition(self, old: str, new: str) -> None:
+        self._transitions.labels(old, new).inc()
+
+    def held(self, reason: str) -> None:
+        self._held.labels(reason).inc()
+
+    def watch_destinations(self, source: DestinationCounts) -> None:
+        self._states = source.count_by_state
+
     def render(self, queue_depth: int) -> bytes:
         self._depth.set(queue_depth)
+        counts = self._states()
+        for state in ("CLOSED", "OPEN", "HALF_OPEN"):
+            self._by_state.labels(state).set(counts.get(state, 0))
         return generate_latest(self.registry)

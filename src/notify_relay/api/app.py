@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from notify_relay import __version__
 from notify_relay.api import problems
+from notify_relay.api.destinations import router as destinations_router
 from notify_relay.api.middleware import (
     BodyGuardMiddleware,
     CorrelationIdMiddleware,
@@ -40,6 +41,7 @@ def create_app(rt: Runtime) -> FastAPI:
     app.state.runtime = rt
     problems.install(app)
     app.include_router(router)
+    app.include_router(destinations_router)
     app.add_middleware(BodyGuardMiddleware)
     metrics = rt.metrics
     if metrics is not None:

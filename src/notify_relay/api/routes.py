@@ -19,7 +19,7 @@ from notify_relay.domain.submission import ID_ALPHABET, Submission
 from notify_relay.runtime import Runtime
 
 router = APIRouter()
-_ERRORS: dict[int | str, dict[str, object]] = {
+ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": Problem, "content": {"application/problem+json": {}}}
     for code in (400, 401, 403, 404, 409, 413, 415, 422, 429, 500, 503)
 }
@@ -40,10 +40,10 @@ def _cid() -> str:
 
 
 def _key(rt: Runtime, request: Request, message_id: str, sender_id: str | None) -> MessageKey:
-    return MessageKey(_sender(rt, request, sender_id), message_id)
+    return MessageKey(sender_of(rt, request, sender_id), message_id)
 
 
-def _sender(rt: Runtime, request: Request, claimed: str | None) -> str:
+def sender_of(rt: Runtime, request: Request, claimed: str | None) -> str:
     return rt.auth.sender_of(request.scope, request.headers.get("authorization"), claimed)
 
 
@@ -51,7 +51,7 @@ async def _authenticate_submission(request: Request) -> None:
     """Reject an unauthenticated caller before its body is even validated."""
     rt = runtime(request)
     if rt.auth.enabled:
-        _sender(rt, request, None)
+        sender_of(rt, request, None)
 
 
 @router.post(
@@ -59,13 +59,13 @@ async def _authenticate_submission(request: Request) -> None:
     status_code=202,
     response_model=SubmitResponse,
     responses={200: {"model": SubmitResponse, "description": "Duplicate of an accepted message"},
-               **_ERRORS},
+               **ERRORS},
     dependencies=[Depends(_authenticate_submission)],
     summary="Submit a notification",
 )
 async def submit(submission: Submission, request: Request) -> Response:
     rt = runtime(request)
-    sender = _sender(rt, request, submission.senderId)
+    sender = sender_of(rt, request, submission.senderId)
     if rt.limiter is not None:
         wait = rt.limiter.acquire(sender, time.monotonic())
         if wait > 0:
@@ -79,7 +79,7 @@ async def submit(submission: Submission, request: Request) -> Response:
     )
 
 
-@router.get("/v1/messages", response_model=MessagePage, responses=_ERRORS,
+@router.get("/v1/messages", response_model=MessagePage, responses=ERRORS,
             summary="List the caller's messages, newest first")
 async def list_messages(
     request: Request,
@@ -89,7 +89,7 @@ async def list_messages(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response:
     rt = runtime(request)
-    sender = _sender(rt, request, sender_id)
+    sender = sender_of(rt, request, sender_id)
     try:
         page = await rt.relay.list(sender, status, limit, cursor)
     except ValueError as exc:
@@ -98,7 +98,7 @@ async def list_messages(
                          "nextCursor": page.next_cursor})
 
 
-@router.get("/v1/messages/{message_id}", response_model=MessageOut, responses=_ERRORS,
+@router.get("/v1/messages/{message_id}", response_model=MessageOut, responses=ERRORS,
             summary="One message with its attempts")
 async def get_message(
     message_id: str, request: Request, sender_id: SenderQuery = None
@@ -109,7 +109,7 @@ async def get_message(
 
 
 @router.post("/v1/messages/{message_id}/retry", status_code=202, response_model=MessageOut,
-             responses=_ERRORS, summary="Send a FAILED message again with a fresh budget")
+             responses=ERRORS, summary="Send a FAILED message again with a fresh budget")
 async def retry_message(
     message_id: str, request: Request, sender_id: SenderQuery = None
 ) -> Response:

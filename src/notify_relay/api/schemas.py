@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from notify_relay.domain.destination import BreakerState
 from notify_relay.domain.retry import Outcome
 from notify_relay.domain.status import Status
 
@@ -40,6 +41,7 @@ class MessageOut(_Strict):
     headers: dict[str, str]
     correlationId: str
     timestamp: str | None
+    destination: str
     createdAt: str
     updatedAt: str
     nextAttemptAt: str | None
@@ -53,6 +55,29 @@ class MessageOut(_Strict):
 
 class MessagePage(_Strict):
     items: list[MessageOut]
+    nextCursor: str | None
+
+
+class DestinationOut(_Strict):
+    destination: str
+    state: BreakerState
+    paused: bool
+    maxConcurrency: int
+    currentConcurrency: int
+    ratePerSecond: float | None
+    inFlight: int
+    pending: int
+    consecutiveFailures: int
+    openedAt: str | None
+    nextProbeAt: str | None
+    heldUntil: str | None
+    lastAttemptAt: str | None
+    lastSuccessAt: str | None
+    lastError: str | None
+
+
+class DestinationPageOut(_Strict):
+    items: list[DestinationOut]
     nextCursor: str | None
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from notify_relay.domain.destination import BreakerState
 from notify_relay.domain.message import Attempt, Message
 from notify_relay.domain.redaction import redact_headers
+from notify_relay.gate import DestinationView
 
 
 def rfc3339(value: datetime | None) -> str | None:
@@ -30,6 +32,7 @@ def message_view(m: Message) -> dict[str, Any]:
         "headers": redact_headers(m.content.headers),
         "correlationId": m.correlation_id,
         "timestamp": rfc3339(m.event_timestamp),
+        "destination": m.destination,
         "createdAt": rfc3339(m.created_at),
         "updatedAt": rfc3339(m.updated_at),
         "nextAttemptAt": rfc3339(m.next_attempt_at),
@@ -51,4 +54,27 @@ def submit_view(m: Message, *, duplicate: bool, correlation_id: str) -> dict[str
         "queued": m.queued,
         "duplicate": duplicate,
         "correlationId": correlation_id,
+    }
+
+
+def destination_view(v: DestinationView) -> dict[str, Any]:
+    d = v.destination
+    breaker = d.breaker
+    closed = breaker.state is BreakerState.CLOSED
+    return {
+        "destination": d.key.name,
+        "state": breaker.state.value,
+        "paused": d.settings.paused,
+        "maxConcurrency": d.cap(v.default_concurrency),
+        "currentConcurrency": d.current_concurrency(v.default_concurrency),
+        "ratePerSecond": d.settings.rate_per_second,
+        "inFlight": v.in_flight,
+        "pending": v.pending,
+        "consecutiveFailures": breaker.consecutive_failures,
+        "openedAt": None if closed else rfc3339(breaker.opened_at),
+        "nextProbeAt": None if closed else rfc3339(breaker.next_probe_at),
+        "heldUntil": rfc3339(d.held_until) if d.held_until and d.held_until > v.now else None,
+        "lastAttemptAt": rfc3339(d.last_attempt_at),
+        "lastSuccessAt": rfc3339(d.last_success_at),
+        "lastError": d.last_error,
     }

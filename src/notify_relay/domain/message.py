@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
+from notify_relay.domain.destination import DestinationKey, default_destination
 from notify_relay.domain.errors import InvalidState
 from notify_relay.domain.retry import AttemptResult, Decision, ErrorKind, Outcome, RetryPolicy
 from notify_relay.domain.status import Status, check_transition
@@ -82,6 +83,7 @@ class Message:
     created_at: datetime
     updated_at: datetime
     event_timestamp: datetime | None = None
+    destination: str = ""
     status: Status = Status.QUEUED
     next_attempt_at: datetime | None = None
     delivered_at: datetime | None = None
@@ -104,6 +106,7 @@ class Message:
         timeout_seconds: float,
         now: datetime,
         event_timestamp: datetime | None = None,
+        destination: str | None = None,
     ) -> Message:
         return cls(
             key=key,
@@ -115,8 +118,13 @@ class Message:
             created_at=now,
             updated_at=now,
             event_timestamp=event_timestamp,
+            destination=destination or default_destination(content.target_url),
             next_attempt_at=now,
         )
+
+    @property
+    def destination_key(self) -> DestinationKey:
+        return DestinationKey(self.key.sender_id, self.destination)
 
     @property
     def attempt_budget(self) -> int:

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from notify_relay.domain.destination import NAME_PATTERN
 from notify_relay.domain.message import BodyKind, Content
 
 ID_ALPHABET = r"[A-Za-z0-9._:@-]"
@@ -128,6 +129,7 @@ class Submission(BaseModel):
     timestamp: Annotated[str, AfterValidator(check_timestamp)] | None = None
     retryPolicy: RetryPolicyIn | None = None
     timeoutSeconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    destination: Annotated[str, StringConstraints(pattern=NAME_PATTERN)] | None = None
 
     @field_validator("headers")
     @classmethod

@@ -53,6 +53,13 @@ class EmfObserver:
     def dead_lettered(self) -> None:
         metrics.add_metric(name="DeadLettered", unit=MetricUnit.Count, value=1)
 
+    def breaker_transition(self, old: str, new: str) -> None:
+        metrics.add_metric(name=f"Breaker{new.title().replace('_', '')}", unit=MetricUnit.Count,
+                           value=1)
+
+    def held(self, reason: str) -> None:
+        metrics.add_metric(name="AttemptsHeld", unit=MetricUnit.Count, value=1)
+
 
 async def _started() -> tuple[Runtime, AwsSettings]:
     global _runtime, _settings

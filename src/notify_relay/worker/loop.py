@@ -1,6 +1,12 @@
 """An asyncio loop that claims due entries and delivers them with bounded concurrency.
 
-It sleeps until the earliest entry is due, and wakes at once when new work is queued.
+Claims are destination-aware: a destination that is paused, open, held, rate limited or at
+its cap is skipped, so its backlog never takes a delivery slot, and destinations with work
+are served in turn. Each claimed entry gets its destination's leave (a Ticket) before the
+next claim, so that the next one sees the slots taken.
+
+It sleeps until the earliest entry that may start is due (or a blocked destination opens),
+and wakes at once when new work is queued or a destination can take more.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from notify_relay.gate import Ticket
 from notify_relay.ports import Claim, WorkQueue
 from notify_relay.service import Relay
 
@@ -24,6 +31,7 @@ class WorkerSettings:
     lease_seconds: float = 180.0
     max_idle_seconds: float = 5.0
     reconcile_every_seconds: float = 30.0
+    flush_every_seconds: float = 1.0
     shutdown_grace_seconds: float = 10.0
     claim_linger_seconds: float = 0.002
 
@@ -31,6 +39,7 @@ class WorkerSettings:
 class Worker:
     def __init__(self, relay: Relay, queue: WorkQueue, settings: WorkerSettings) -> None:
         self._relay = relay
+        self._gate = relay.gate
         self._queue = queue
         self._settings = settings
         self._wake = asyncio.Event()
@@ -39,6 +48,7 @@ class Worker:
         self._inflight: set[asyncio.Task[None]] = set()
         self._main: asyncio.Task[None] | None = None
         self._reconciler: asyncio.Task[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
         self._sleep_until = datetime.max.replace(tzinfo=UTC)
         self._refill = max(1, min(settings.claim_batch, settings.concurrency // 4))
 
@@ -48,13 +58,20 @@ class Worker:
         if due_at <= self._sleep_until:
             self._wake.set()
 
+    def destination_ready(self) -> None:
+        """Called when a destination may take more: a slot freed, a breaker closed, a
+        setting changed."""
+        self._wake.set()
+
     async def start(self) -> None:
+        await self._gate.start()
         recovered = await self._queue.recover()
         if recovered:
             log.warning("released leases left by an earlier process", extra={"count": recovered})
         await self._relay.reconcile(older_than=timedelta(0))
         self._main = asyncio.create_task(self._run(), name="worker")
         self._reconciler = asyncio.create_task(self._reconcile_forever(), name="reconciler")
+        self._flusher = asyncio.create_task(self._flush_forever(), name="destination-flush")
 
     async def stop(self) -> None:
         """Stop claiming, let attempts in flight finish within the grace, then abandon them.
@@ -65,7 +82,7 @@ class Worker:
         self._stopping.set()
         self._wake.set()
         self._slot_free.set()
-        for task in (self._main, self._reconciler):
+        for task in (self._main, self._reconciler, self._flusher):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -78,6 +95,10 @@ class Worker:
             if pending:
                 await asyncio.wait(pending)
                 log.warning("abandoned attempts at shutdown", extra={"count": len(pending)})
+        try:
+            await self._gate.flush()
+        except Exception:
+            log.exception("writing destination statistics at shutdown failed")
 
     async def _run(self) -> None:
         settings = self._settings
@@ -91,13 +112,26 @@ class Worker:
             wanted = min(free, settings.claim_batch)
             self._wake.clear()
             try:
-                claims = await self._queue.claim(wanted, settings.lease_seconds)
+                claims = await self._queue.claim(wanted, settings.lease_seconds,
+                                                 self._gate.slots)
             except Exception:
                 log.exception("claiming work failed; trying again shortly")
                 await self._sleep(1.0)
                 continue
             for claim in claims:
-                task = asyncio.create_task(self._deliver(claim))
+                ticket = None
+                destination = claim.destination_key
+                if destination is not None:
+                    try:
+                        ticket = await self._relay.admit(claim, destination)
+                    except Exception:
+                        log.exception("asking the destination failed; the entry returns "
+                                      "when its lease ends",
+                                      extra={"destination": destination.name})
+                        continue
+                    if ticket is None:  # held back: rescheduled without an attempt
+                        continue
+                task = asyncio.create_task(self._deliver(claim, ticket))
                 self._inflight.add(task)
                 task.add_done_callback(self._done)
             if len(claims) < wanted and await self._sleep(await self._idle_time()):
@@ -109,16 +143,18 @@ class Worker:
         if self._settings.concurrency - len(self._inflight) >= self._refill:
             self._slot_free.set()
 
-    async def _deliver(self, claim: Claim) -> None:
+    async def _deliver(self, claim: Claim, ticket: Ticket | None) -> None:
         try:
-            await self._relay.deliver(claim)
+            await self._relay.deliver(claim, ticket)
         except Exception:
             log.exception("delivery failed; the entry returns when its lease ends",
                           extra={"messageId": claim.key.message_id,
                                  "senderId": claim.key.sender_id})
 
     async def _idle_time(self) -> float:
-        next_due = await self._queue.next_due()
+        times = [t for t in (await self._queue.next_due(self._gate.slots),
+                             self._gate.next_ready_at()) if t is not None]
+        next_due = min(times, default=None)
         if next_due is None:
             return self._settings.max_idle_seconds
         wait = (next_due - datetime.now(UTC)).total_seconds()
@@ -136,6 +172,14 @@ class Worker:
         finally:
             self._sleep_until = datetime.max.replace(tzinfo=UTC)
         return True
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.flush_every_seconds)
+            try:
+                await self._gate.flush()
+            except Exception:
+                log.exception("writing destination statistics failed")
 
     async def _reconcile_forever(self) -> None:
         interval = self._settings.reconcile_every_seconds

@@ -27,7 +27,7 @@ import orjson
 
 from notify_relay.clock import utcnow
 from notify_relay.domain.message import MessageKey
-from notify_relay.ports import Claim
+from notify_relay.ports import Claim, Slots
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -35,17 +35,21 @@ if TYPE_CHECKING:
 MAX_DELAY_SECONDS = 900
 
 
-def encode_entry(key: MessageKey, due_at: datetime, dead_lettered: bool = False) -> str:
+def encode_entry(key: MessageKey, due_at: datetime, dead_lettered: bool = False,
+                 destination: str | None = None) -> str:
     entry: dict[str, object] = {"senderId": key.sender_id, "messageId": key.message_id,
              "dueAt": due_at.isoformat()}
+    if destination:
+        entry["destination"] = destination
     if dead_lettered:  # sent there by a worker, not moved there by the redrive policy
         entry["deadLettered"] = True
     return orjson.dumps(entry).decode()
 
 
-def decode_entry(body: str) -> tuple[MessageKey, datetime]:
+def decode_entry(body: str) -> tuple[MessageKey, datetime, str | None]:
     data = orjson.loads(body)
-    return MessageKey(data["senderId"], data["messageId"]), datetime.fromisoformat(data["dueAt"])
+    return (MessageKey(data["senderId"], data["messageId"]), datetime.fromisoformat(data["dueAt"]),
+            data.get("destination"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +79,7 @@ class SqsQueue:
         self._clock = clock
 
     def _send(self, url: str, key: MessageKey, due_at: datetime, correlation: str = "",
-              dead_lettered: bool = False) -> None:
+              dead_lettered: bool = False, destination: str | None = None) -> None:
         delay = (due_at - self._clock()).total_seconds()
         attributes: dict[str, Any] = {
             "messageId": {"DataType": "String", "StringValue": key.message_id},
@@ -85,19 +89,26 @@ class SqsQueue:
             attributes["correlationId"] = {"DataType": "String", "StringValue": correlation}
         self._sqs.send_message(
             QueueUrl=url,
-            MessageBody=encode_entry(key, due_at, dead_lettered),
+            MessageBody=encode_entry(key, due_at, dead_lettered, destination),
             # rounded up: an entry that arrives early only comes back for the remainder
             DelaySeconds=max(0, min(MAX_DELAY_SECONDS, math.ceil(delay))),
             MessageAttributes=attributes,
         )
 
     async def enqueue(
-        self, key: MessageKey, due_at: datetime, correlation_id: str | None = None
+        self, key: MessageKey, due_at: datetime, correlation_id: str | None = None,
+        destination: str = "",
     ) -> None:
-        await asyncio.to_thread(self._send, self._url, key, due_at, correlation_id or "")
+        await asyncio.to_thread(self._send, self._url, key, due_at, correlation_id or "",
+                                False, destination)
 
-    async def claim(self, limit: int, lease_seconds: float) -> Sequence[Claim]:
-        """A poll, for running without Lambda's event source (tests, a plain worker)."""
+    async def claim(
+        self, limit: int, lease_seconds: float, slots: Slots | None = None
+    ) -> Sequence[Claim]:
+        """A poll, for running without Lambda's event source (tests, a plain worker).
+
+        SQS cannot select by destination: `slots` is ignored, and the Relay sends back, with
+        a delay, what a destination cannot take."""
         response = await asyncio.to_thread(
             self._sqs.receive_message, QueueUrl=self._url, MaxNumberOfMessages=min(limit, 10),
             VisibilityTimeout=int(lease_seconds), WaitTimeSeconds=0)
@@ -107,8 +118,8 @@ class SqsQueue:
 
     @staticmethod
     def claim_of(body: str, receipt: str, lease_until: datetime) -> Claim:
-        key, _ = decode_entry(body)
-        return Claim(key, receipt, lease_until)
+        key, _, destination = decode_entry(body)
+        return Claim(key, receipt, lease_until, destination)
 
     async def complete(self, claim: Claim) -> None:
         if not self._deletes_by_caller:
@@ -116,7 +127,8 @@ class SqsQueue:
                                     ReceiptHandle=claim.receipt)
 
     async def reschedule(self, claim: Claim, due_at: datetime) -> None:
-        await asyncio.to_thread(self._send, self._url, claim.key, due_at)
+        await asyncio.to_thread(self._send, self._url, claim.key, due_at, "", False,
+                                claim.destination)
         await self.complete(claim)
 
     async def dead_letter(self, claim: Claim) -> None:
@@ -148,7 +160,7 @@ class SqsQueue:
         await asyncio.to_thread(self._sqs.delete_message, QueueUrl=self._dlq_url,
                                 ReceiptHandle=letter.receipt)
 
-    async def next_due(self) -> datetime | None:
+    async def next_due(self, slots: Slots | None = None) -> datetime | None:
         return None  # SQS wakes its consumers itself
 
     async def recover(self) -> int:

@@ -40,12 +40,27 @@ ORDER BY m.created_at LIMIT ?
 """
 
 ENQUEUE = """
-INSERT INTO queue (sender_id, message_id, visible_at, receipt) VALUES (?, ?, ?, NULL)
+INSERT INTO queue (sender_id, message_id, visible_at, receipt, destination)
+VALUES (?, ?, ?, NULL, ?)
 ON CONFLICT (sender_id, message_id) DO NOTHING
 """
 
 DUE_ENTRIES = """
-SELECT rowid, sender_id, message_id FROM queue WHERE visible_at <= ? ORDER BY visible_at LIMIT ?
+SELECT rowid, sender_id, message_id, destination FROM queue WHERE visible_at <= ?
+ORDER BY visible_at LIMIT ?
+"""
+
+DUE_DESTINATIONS = """
+SELECT sender_id, destination FROM queue_destinations WHERE next_visible <= ?
+"""
+
+DUE_ENTRIES_OF_DESTINATION = """
+SELECT rowid, sender_id, message_id, destination FROM queue
+WHERE sender_id = ? AND destination = ? AND visible_at <= ? ORDER BY visible_at LIMIT ?
+"""
+
+DESTINATIONS_BY_NEXT_VISIBLE = """
+SELECT sender_id, destination, next_visible FROM queue_destinations ORDER BY next_visible
 """
 
 LEASE = "UPDATE queue SET visible_at = ?, receipt = ? WHERE rowid = ?"
@@ -62,3 +77,31 @@ NEXT_DUE = "SELECT min(visible_at) FROM queue"
 RECOVER = "UPDATE queue SET visible_at = ?, receipt = NULL WHERE receipt IS NOT NULL"
 
 DEPTH = "SELECT count(*) FROM queue"
+
+ENSURE_DESTINATION = "INSERT OR IGNORE INTO destinations (sender_id, name) VALUES (?, ?)"
+
+GET_DESTINATION = """
+SELECT sender_id, name, version, doc FROM destinations WHERE sender_id = ? AND name = ?
+"""
+
+SAVE_DESTINATION = """
+INSERT INTO destinations (sender_id, name, state, version, doc) VALUES (:sender, :name, :state,
+    :expected + 1, :doc)
+ON CONFLICT (sender_id, name) DO UPDATE SET
+    state = excluded.state, version = excluded.version, doc = excluded.doc
+WHERE destinations.version = :expected
+"""
+
+LIST_DESTINATIONS = """
+SELECT sender_id, name, version, doc FROM destinations
+WHERE sender_id = :sender AND name > :after ORDER BY name LIMIT :limit
+"""
+
+LIST_DESTINATIONS_IN_STATE = """
+SELECT sender_id, name, version, doc FROM destinations
+WHERE sender_id = :sender AND state = :state AND name > :after ORDER BY name LIMIT :limit
+"""
+
+ACTIVE_DESTINATIONS = "SELECT sender_id, name, version, doc FROM destinations WHERE doc IS NOT NULL"
+
+PENDING = "SELECT entries FROM queue_destinations WHERE sender_id = ? AND destination = ?"

@@ -6,12 +6,15 @@ import secrets
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from notify_relay.adapters.sqlite import queries
 from notify_relay.adapters.sqlite.database import SqliteDatabase
+from notify_relay.adapters.turns import RoundRobin
 from notify_relay.clock import utcnow
+from notify_relay.domain.destination import DestinationKey, fair_shares
 from notify_relay.domain.message import MessageKey
-from notify_relay.ports import Claim
+from notify_relay.ports import Claim, Slots
 
 
 def _execute(sql: str, params: tuple[object, ...]) -> Callable[[sqlite3.Connection], int]:
@@ -22,23 +25,40 @@ class SqliteQueue:
     def __init__(self, db: SqliteDatabase, clock: Callable[[], datetime] = utcnow) -> None:
         self._db = db
         self._clock = clock
+        self._turns = RoundRobin()
 
     async def enqueue(
-        self, key: MessageKey, due_at: datetime, correlation_id: str | None = None
+        self, key: MessageKey, due_at: datetime, correlation_id: str | None = None,
+        destination: str = "",
     ) -> None:
-        params = (key.sender_id, key.message_id, due_at.timestamp())
+        params = (key.sender_id, key.message_id, due_at.timestamp(), destination)
         await self._db.write(_execute(queries.ENQUEUE, params))
 
-    async def claim(self, limit: int, lease_seconds: float) -> Sequence[Claim]:
-        now = self._clock()
-        lease_until = now + timedelta(seconds=lease_seconds)
+    async def claim(
+        self, limit: int, lease_seconds: float, slots: Slots | None = None
+    ) -> Sequence[Claim]:
+        now = self._clock().timestamp()
+        lease_until = self._clock() + timedelta(seconds=lease_seconds)
+
+        def due_entries(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            if slots is None:
+                return conn.execute(queries.DUE_ENTRIES, (now, limit)).fetchall()
+            ready = [(key, n) for s, d in conn.execute(queries.DUE_DESTINATIONS, (now,))
+                     if (n := slots(key := DestinationKey(s, d))) > 0]
+            shares = fair_shares(self._turns.order(ready), limit)
+            self._turns.served(shares)
+            rows: list[tuple[Any, ...]] = []
+            for key, share in shares.items():
+                rows += conn.execute(queries.DUE_ENTRIES_OF_DESTINATION,
+                                     (key.sender_id, key.name, now, share)).fetchall()
+            return rows
 
         def claim(conn: sqlite3.Connection) -> list[Claim]:
-            due = conn.execute(queries.DUE_ENTRIES, (now.timestamp(), limit)).fetchall()
-            claims = [Claim(MessageKey(s, m), secrets.token_hex(8), lease_until)
-                      for _, s, m in due]
-            conn.executemany(queries.LEASE, [(lease_until.timestamp(), c.receipt, rowid)
-                                             for (rowid, _, _), c in zip(due, claims, strict=True)])
+            due = due_entries(conn)
+            claims = [Claim(MessageKey(s, m), secrets.token_hex(8), lease_until, d)
+                      for _, s, m, d in due]
+            conn.executemany(queries.LEASE, [(lease_until.timestamp(), c.receipt, row[0])
+                                             for row, c in zip(due, claims, strict=True)])
             return claims
 
         return await self._db.write(claim)
@@ -54,9 +74,19 @@ class SqliteQueue:
     async def dead_letter(self, claim: Claim) -> None:
         await self.complete(claim)
 
-    async def next_due(self) -> datetime | None:
-        row = await self._db.read(lambda conn: conn.execute(queries.NEXT_DUE).fetchone())
-        return datetime.fromtimestamp(row[0], UTC) if row and row[0] is not None else None
+    async def next_due(self, slots: Slots | None = None) -> datetime | None:
+        if slots is None:
+            row = await self._db.read(lambda conn: conn.execute(queries.NEXT_DUE).fetchone())
+            when = row[0] if row else None
+        else:
+            def first_ready(conn: sqlite3.Connection) -> float | None:
+                for s, d, visible in conn.execute(queries.DESTINATIONS_BY_NEXT_VISIBLE):
+                    if slots(DestinationKey(s, d)) > 0:
+                        return float(visible)
+                return None
+
+            when = await self._db.read(first_ready)
+        return datetime.fromtimestamp(when, UTC) if when is not None else None
 
     async def recover(self) -> int:
         now = self._clock().timestamp()

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 
+import orjson
+
+from notify_relay.domain.destination import default_destination
+
 MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE messages (
@@ -36,7 +40,63 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX queue_by_visible_at ON queue (visible_at);
     """,
+    # 2: destinations. Each queue entry names its destination; queue_destinations, kept by
+    # triggers, holds each destination's earliest visible entry and its entry count, so a
+    # claim finds the destinations with due work without reading their backlogs.
+    """
+    ALTER TABLE queue ADD COLUMN destination TEXT NOT NULL DEFAULT '';
+    UPDATE queue SET destination = coalesce((
+        SELECT destination_of(m.doc) FROM messages m
+        WHERE m.sender_id = queue.sender_id AND m.message_id = queue.message_id), '');
+    CREATE INDEX queue_by_destination ON queue (sender_id, destination, visible_at);
+    CREATE TABLE queue_destinations (
+        sender_id TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        next_visible REAL NOT NULL,
+        entries INTEGER NOT NULL,
+        PRIMARY KEY (sender_id, destination)
+    ) WITHOUT ROWID;
+    CREATE INDEX queue_destinations_by_next ON queue_destinations (next_visible);
+    INSERT INTO queue_destinations
+        SELECT sender_id, destination, min(visible_at), count(*) FROM queue GROUP BY 1, 2;
+    CREATE TRIGGER queue_insert AFTER INSERT ON queue BEGIN
+        INSERT INTO queue_destinations VALUES (NEW.sender_id, NEW.destination, NEW.visible_at, 1)
+        ON CONFLICT (sender_id, destination) DO UPDATE SET
+            next_visible = min(next_visible, excluded.next_visible), entries = entries + 1;
+    END;
+    CREATE TRIGGER queue_update AFTER UPDATE OF visible_at ON queue BEGIN
+        UPDATE queue_destinations SET next_visible = (
+            SELECT min(visible_at) FROM queue
+            WHERE sender_id = NEW.sender_id AND destination = NEW.destination)
+        WHERE sender_id = NEW.sender_id AND destination = NEW.destination;
+    END;
+    CREATE TRIGGER queue_delete AFTER DELETE ON queue BEGIN
+        DELETE FROM queue_destinations
+        WHERE sender_id = OLD.sender_id AND destination = OLD.destination AND entries <= 1;
+        UPDATE queue_destinations SET entries = entries - 1, next_visible = (
+            SELECT min(visible_at) FROM queue
+            WHERE sender_id = OLD.sender_id AND destination = OLD.destination)
+        WHERE sender_id = OLD.sender_id AND destination = OLD.destination;
+    END;
+    -- one row per destination that has had messages or settings; doc: its state, JSON
+    CREATE TABLE destinations (
+        sender_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'CLOSED',
+        version INTEGER NOT NULL DEFAULT 0,
+        doc BLOB,
+        PRIMARY KEY (sender_id, name)
+    ) WITHOUT ROWID;
+    CREATE INDEX destinations_by_state ON destinations (sender_id, state, name);
+    INSERT OR IGNORE INTO destinations (sender_id, name)
+        SELECT sender_id, destination_of(doc) FROM messages;
+    """,
 )
+
+
+def _destination_of(doc: bytes) -> str:
+    """The destination of a message stored before destinations existed."""
+    return default_destination(orjson.loads(doc)["url"])
 
 
 def migrate(conn: sqlite3.Connection) -> int:
@@ -47,6 +107,7 @@ def migrate(conn: sqlite3.Connection) -> int:
             f"database schema version {current} is newer than this notify-relay "
             f"({len(MIGRATIONS)}); upgrade notify-relay"
         )
+    conn.create_function("destination_of", 1, _destination_of, deterministic=True)
     for version in range(current + 1, len(MIGRATIONS) + 1):
         conn.executescript(
             f"BEGIN IMMEDIATE; {MIGRATIONS[version - 1]}; PRAGMA user_version = {version}; COMMIT;"

@@ -56,6 +56,7 @@ class SqliteStore:
                 ).fetchone()
                 return _from_row(existing), False
             conn.execute(queries.INSERT_BODY, (row[0], message.content.body))
+            conn.execute(queries.ENSURE_DESTINATION, (message.key.sender_id, message.destination))
             return message, True
 
         stored, created = await self._db.write(insert)

@@ -1,0 +1,93 @@
+"""The destinations endpoints (contract v1.1): list, read and change, per sender."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from notify_relay.api.problems import JSONResponse
+from notify_relay.api.routes import ERRORS, SenderQuery, runtime, sender_of
+from notify_relay.api.schemas import DestinationOut, DestinationPageOut
+from notify_relay.api.views import destination_view
+from notify_relay.domain.destination import (
+    MAX_CONCURRENCY_LIMIT,
+    BreakerState,
+    DestinationKey,
+    is_valid_name,
+)
+from notify_relay.domain.errors import FieldError, NotFound, ValidationFailed
+from notify_relay.gate import UNSET
+
+router = APIRouter()
+
+
+class DestinationPatch(BaseModel):
+    """Body of PATCH /v1/destinations/{destination}; a field left out stays as it is,
+    `null` restores the server default."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    paused: bool | None = None
+    maxConcurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY_LIMIT)
+    ratePerSecond: float | None = Field(default=None, gt=0, le=1_000_000, allow_inf_nan=False)
+
+
+def _key(request: Request, name: str, sender_id: str | None) -> DestinationKey:
+    sender = sender_of(runtime(request), request, sender_id)
+    if not is_valid_name(name):
+        raise ValidationFailed([FieldError(
+            "destination", "must be 1-128 characters of A-Z a-z 0-9 . _ : @ - [ ]")])
+    return DestinationKey(sender, name)
+
+
+@router.get("/v1/destinations", response_model=DestinationPageOut, responses=ERRORS,
+            summary="List the caller's destinations, by name")
+async def list_destinations(
+    request: Request,
+    sender_id: SenderQuery = None,
+    state: BreakerState | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> Response:
+    rt = runtime(request)
+    sender = sender_of(rt, request, sender_id)
+    try:
+        page = await rt.relay.gate.list(sender, state, limit, cursor)
+    except ValueError as exc:
+        raise ValidationFailed([FieldError("cursor", str(exc))]) from None
+    return JSONResponse({"items": [destination_view(v) for v in page.items],
+                         "nextCursor": page.next_cursor})
+
+
+@router.get("/v1/destinations/{destination}", response_model=DestinationOut, responses=ERRORS,
+            summary="One destination: breaker, limits and backlog")
+async def get_destination(
+    destination: str, request: Request, sender_id: SenderQuery = None
+) -> Response:
+    gate = runtime(request).relay.gate
+    key = _key(request, destination, sender_id)
+    found = await gate.get(key)
+    if found is None:
+        raise NotFound(f"no destination {destination} for sender {key.sender_id}")
+    return JSONResponse(destination_view(await gate.view(found)))
+
+
+@router.patch("/v1/destinations/{destination}", response_model=DestinationOut, responses=ERRORS,
+              summary="Pause, resume, cap or rate-limit a destination")
+async def patch_destination(
+    destination: str, changes: DestinationPatch, request: Request,
+    sender_id: SenderQuery = None,
+) -> Response:
+    gate = runtime(request).relay.gate
+    key = _key(request, destination, sender_id)
+    named = changes.model_fields_set
+    dest = await gate.configure(
+        key,
+        paused=(bool(changes.paused) if "paused" in named else None),
+        max_concurrency=changes.maxConcurrency if "maxConcurrency" in named else UNSET,
+        rate_per_second=changes.ratePerSecond if "ratePerSecond" in named else UNSET,
+    )
+    return JSONResponse(destination_view(await gate.view(dest)))

@@ -1,0 +1,378 @@
+"""The gate in front of every attempt: per-destination admission, and what each result does
+to its destination (breaker, Retry-After holds, adaptive concurrency, rate).
+
+The rules are the domain's pure functions (domain/destination.py); this holds their state.
+Two ways to hold it:
+- embedded (`shared=False`): this process is the only one delivering from its database, so
+  the state here is the truth. In-flight counts live in memory; a breaker's transitions
+  and holds are written at once, its statistics every `flush()`.
+- shared (`shared=True`, AWS): many workers, one record per destination in the store.
+  Records are read through a cache of `cache_seconds`; every change that others must see
+  (a failure, a transition, a probe, a rate step, a cut in concurrency) is a conditional
+  write, re-applied on a fresh copy when another worker wrote first; in-flight slots are
+  leases in a SlotLimiter.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from notify_relay.clock import utcnow
+from notify_relay.domain.destination import (
+    Admission,
+    Blocked,
+    BreakerState,
+    Destination,
+    DestinationKey,
+    Rules,
+    admission,
+    finished,
+    started,
+)
+from notify_relay.domain.errors import StaleWrite
+from notify_relay.domain.retry import AttemptResult
+from notify_relay.ports import DestinationStore, NullObserver, Observer, SlotLimiter
+
+log = logging.getLogger("notify_relay.destinations")
+SAVE_TRIES = 5
+
+
+class _Unset:
+    """A setting the caller did not name."""
+
+
+UNSET = _Unset()
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """Leave to make one attempt at a destination; `finish` or `cancel` gives it back."""
+
+    key: DestinationKey
+    probe: bool
+    started_at: datetime
+    token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """The destination cannot take the attempt now; try again at `until`."""
+
+    reason: Blocked
+    until: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationView:
+    destination: Destination
+    in_flight: int
+    pending: int
+    default_concurrency: int
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ViewPage:
+    items: Sequence[DestinationView]
+    next_cursor: str | None
+
+
+def _durable(old: Destination, new: Destination, shared: bool) -> bool:
+    """Whether the change must be written now rather than with the next flush."""
+    if old.breaker != new.breaker or old.held_until != new.held_until:
+        return True
+    if old.settings != new.settings:
+        return True
+    if shared:  # the others apply the same limits
+        return (_whole(old.concurrency) != _whole(new.concurrency)
+                or old.rate_next_at != new.rate_next_at)
+    return False
+
+
+def _whole(concurrency: float | None) -> int | None:
+    return None if concurrency is None else int(concurrency)
+
+
+class Gate:
+    def __init__(
+        self,
+        store: DestinationStore,
+        rules: Rules | None = None,
+        *,
+        shared: bool = False,
+        limiter: SlotLimiter | None = None,
+        cache_seconds: float = 1.0,
+        flush_seconds: float = 0.0,
+        probe_seconds: float = 180.0,
+        observer: Observer | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.store = store
+        self.rules = rules or Rules()
+        self.observer: Observer = observer or NullObserver()
+        self.on_ready: Callable[[], None] = lambda: None
+        self._shared = shared
+        self._limiter = limiter
+        self._cache_seconds = cache_seconds
+        self._flush_seconds = flush_seconds
+        self._flushed_at: dict[DestinationKey, float] = {}
+        self._probe_seconds = probe_seconds
+        self._clock = clock
+        self._rand = rand
+        self._cache: dict[DestinationKey, tuple[Destination, float]] = {}
+        self._in_flight: Counter[DestinationKey] = Counter()
+        self._dirty: set[DestinationKey] = set()
+
+    @property
+    def default_concurrency(self) -> int:
+        return self.rules.default_concurrency
+
+    # -- state ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Embedded: load what is not default, so that the cache is the whole truth."""
+        if not self._shared:
+            for dest in await self.store.active():
+                self._remember(dest)
+
+    def _remember(self, dest: Destination) -> Destination:
+        self._cache[dest.key] = (dest, time.monotonic())
+        return dest
+
+    def cached(self, key: DestinationKey) -> Destination:
+        entry = self._cache.get(key)
+        return entry[0] if entry is not None else Destination(key)
+
+    async def current(self, key: DestinationKey) -> Destination:
+        entry = self._cache.get(key)
+        if entry is not None and (
+            not self._shared or time.monotonic() - entry[1] < self._cache_seconds
+        ):
+            return entry[0]
+        if entry is None and not self._shared:
+            return Destination(key)
+        return self._remember(await self.store.get(key) or Destination(key))
+
+    async def _change(
+        self, key: DestinationKey, change: Callable[[Destination], Destination],
+        *, force: bool = False,
+    ) -> tuple[Destination, Destination]:
+        """Apply `change`; write it when others must see it, on a fresh copy if stale."""
+        old = await self.current(key)
+        for _ in range(SAVE_TRIES):
+            new = change(old)
+            if not force and not _durable(old, new, self._shared):
+                self._dirty.add(key)
+                self._remember(new)
+                return old, new
+            try:
+                saved = self._remember(await self.store.save(new))
+                self._dirty.discard(key)
+                return old, saved
+            except StaleWrite:
+                old = self._remember(await self.store.get(key) or Destination(key))
+        raise StaleWrite(f"destination {key.name} kept changing under this write")
+
+    async def flush(self) -> None:
+        """Write the statistics (last attempt, success, error) changed since the last flush,
+        each destination at most once per `flush_seconds`."""
+        now = time.monotonic()
+        for key in list(self._dirty):
+            if now - self._flushed_at.get(key, -1e9) < self._flush_seconds:
+                continue
+            self._dirty.discard(key)
+            self._flushed_at[key] = now
+            dest = self.cached(key)
+            try:
+                self._remember(await self.store.save(dest))
+            except StaleWrite:
+                self._cache.pop(key, None)  # another worker wrote: read it afresh next time
+
+    # -- before and after an attempt ------------------------------------------------------
+
+    def _admission(self, dest: Destination, now: datetime) -> Admission:
+        return admission(dest, now, self._in_flight[dest.key], self.rules.default_concurrency)
+
+    def count_by_state(self) -> Counter[str]:
+        """Destinations this process knows, by breaker state (for the metrics)."""
+        return Counter(dest.breaker.state.value for dest, _ in self._cache.values())
+
+    def slots(self, key: DestinationKey) -> int:
+        """Attempts the destination may start now, from what this process knows."""
+        return self._admission(self.cached(key), self._clock()).slots
+
+    def next_ready_at(self) -> datetime | None:
+        """The earliest time a destination blocked until a known time opens again."""
+        now = self._clock()
+        times = [a.ready_at for dest, _ in self._cache.values()
+                 if (a := self._admission(dest, now)).slots == 0 and a.ready_at is not None]
+        return min(times, default=None)
+
+    def _hold(self, reason: Blocked, until: datetime | None, now: datetime) -> Hold:
+        self.observer.held(reason.value)
+        if until is None:  # at its cap: a slot frees when an attempt ends; look again soon
+            until = now + timedelta(seconds=1.0 + 4.0 * self._rand()) if self._shared else now
+        return Hold(reason, until)
+
+    async def admit(self, key: DestinationKey) -> Ticket | Hold:
+        now = self._clock()
+        verdict = self._admission(await self.current(key), now)
+        if verdict.slots <= 0:
+            return self._hold(verdict.blocked or Blocked.AT_CAP, verdict.ready_at, now)
+        try:
+            _, dest = await self._change(key, lambda d: self._started(d, now, verdict.probe))
+        except StaleWrite:
+            return self._hold(Blocked.AT_CAP, None, now)
+        if verdict.probe and dest.breaker.state is not BreakerState.HALF_OPEN:
+            return self._hold(Blocked.OPEN, dest.breaker.next_probe_at, now)  # lost the race
+        if verdict.probe:
+            self._transition(key, BreakerState.OPEN, BreakerState.HALF_OPEN, dest)
+        token = None
+        if self._limiter is not None:
+            token = await self._limiter.acquire(
+                key, dest.current_concurrency(self.rules.default_concurrency),
+                self._probe_seconds)
+            if token is None:
+                return self._hold(Blocked.AT_CAP, None, now)
+        self._in_flight[key] += 1
+        return Ticket(key, verdict.probe, now, token)
+
+    def _started(self, dest: Destination, now: datetime, probe: bool) -> Destination:
+        verdict = self._admission(dest, now)
+        if verdict.slots <= 0 or verdict.probe != probe:
+            return dest  # another worker got there first: nothing starts
+        return started(dest, now, probe=probe, probe_seconds=self._probe_seconds)
+
+    async def _release(self, ticket: Ticket) -> bool:
+        """Free the ticket's slot; True when the destination was at its cap before."""
+        dest = self.cached(ticket.key)
+        was_full = self._in_flight[ticket.key] >= dest.current_concurrency(
+            self.rules.default_concurrency)
+        self._in_flight[ticket.key] -= 1
+        if self._in_flight[ticket.key] <= 0:
+            del self._in_flight[ticket.key]
+        if self._limiter is not None and ticket.token is not None:
+            try:
+                await self._limiter.release(ticket.key, ticket.token)
+            except Exception:  # the lease ends by itself
+                log.warning("releasing a destination slot failed",
+                            extra={"destination": ticket.key.name}, exc_info=True)
+        return was_full
+
+    async def cancel(self, ticket: Ticket) -> None:
+        """The attempt did not happen: give the slot (and a probe's turn) back."""
+        was_full = await self._release(ticket)
+        if ticket.probe:
+            await self._change(ticket.key, lambda d: replace(
+                d, breaker=replace(d.breaker, probe_until=None))
+                if d.breaker.state is BreakerState.HALF_OPEN else d)
+        if was_full or ticket.probe:
+            self.on_ready()
+
+    async def finish(self, ticket: Ticket, result: AttemptResult) -> None:
+        """Record what the attempt's result means for its destination."""
+        was_full = await self._release(ticket)
+        now = self._clock()
+        old, new = await self._change(ticket.key, lambda d: finished(
+            d, result, started_at=ticket.started_at, now=now, probe=ticket.probe,
+            rules=self.rules, rand=self._rand))
+        if old.breaker.state is not new.breaker.state:
+            self._transition(ticket.key, old.breaker.state, new.breaker.state, new)
+        if was_full or new.breaker.state is not old.breaker.state:
+            self.on_ready()
+
+    def _transition(self, key: DestinationKey, old: BreakerState, new: BreakerState,
+                    dest: Destination) -> None:
+        self.observer.breaker_transition(old.value, new.value)
+        message = {BreakerState.OPEN: "breaker opened", BreakerState.HALF_OPEN: "breaker probing",
+                   BreakerState.CLOSED: "breaker closed"}[new]
+        extra: dict[str, object] = {
+            "senderId": key.sender_id, "destination": key.name, "from": old.value,
+            "consecutiveFailures": dest.breaker.consecutive_failures,
+            "lastError": dest.last_error}
+        if new is BreakerState.OPEN:
+            extra["nextProbeAt"] = dest.breaker.next_probe_at.isoformat() \
+                if dest.breaker.next_probe_at else None
+            log.warning(message, extra=extra)
+        else:
+            log.info(message, extra=extra)
+
+    # -- what readers see -----------------------------------------------------------------
+
+    async def expected_at(self, key: DestinationKey, due: datetime | None) -> datetime | None:
+        """When a waiting message is expected to go: its own time, or later if its
+        destination holds it; None while the destination is paused."""
+        dest = await self.current(key)
+        verdict = self._admission(dest, self._clock())
+        if verdict.blocked is Blocked.PAUSED:
+            return None
+        if verdict.ready_at is not None and (due is None or verdict.ready_at > due):
+            return verdict.ready_at
+        return due
+
+    async def view(self, dest: Destination) -> DestinationView:
+        key = dest.key
+        if self._limiter is not None:
+            in_flight = await self._limiter.in_use(
+                key, dest.cap(self.rules.default_concurrency))
+        else:
+            in_flight = self._in_flight[key]
+        return DestinationView(dest, in_flight, await self.store.pending(key),
+                               self.rules.default_concurrency, self._clock())
+
+    async def list(
+        self, sender_id: str, state: BreakerState | None, limit: int, cursor: str | None
+    ) -> ViewPage:
+        """The sender's destinations as the store lists them, with what only this process
+        knows (embedded: statistics not yet flushed, in-flight counts)."""
+        page = await self.store.list(sender_id, state, limit, cursor)
+        items = [await self.view(self._fresher(dest)) for dest in page.items]
+        return ViewPage(items, page.next_cursor)
+
+    def _fresher(self, stored: Destination) -> Destination:
+        if self._shared or stored.key not in self._cache:
+            return stored
+        return self.cached(stored.key)
+
+    async def get(self, key: DestinationKey) -> Destination | None:
+        stored = await self.store.get(key)
+        if stored is None:
+            return None
+        if self._shared:
+            return self._remember(stored)
+        return self.cached(key) if key in self._cache else self._remember(stored)
+
+    async def configure(
+        self, key: DestinationKey, *, paused: bool | None = None,
+        max_concurrency: int | _Unset | None = UNSET,
+        rate_per_second: float | _Unset | None = UNSET,
+    ) -> Destination:
+        """Change a destination's settings (UNSET: leave as is) and return it. Always
+        written: a PATCH of a name not used yet makes it listed."""
+
+        def change(dest: Destination) -> Destination:
+            settings = dest.settings
+            if paused is not None:
+                settings = replace(settings, paused=paused)
+            if not isinstance(max_concurrency, _Unset):
+                settings = replace(settings, max_concurrency=max_concurrency)
+            if not isinstance(rate_per_second, _Unset):
+                settings = replace(settings, rate_per_second=rate_per_second)
+            return dest.with_settings(settings)
+
+        if key not in self._cache or self._shared:
+            self._remember(await self.store.get(key) or Destination(key))
+        _, dest = await self._change(key, change, force=True)
+        log.info("destination settings changed", extra={
+            "senderId": key.sender_id, "destination": key.name,
+            "paused": dest.settings.paused, "maxConcurrency": dest.settings.max_concurrency,
+            "ratePerSecond": dest.settings.rate_per_second})
+        self.on_ready()
+        return dest
