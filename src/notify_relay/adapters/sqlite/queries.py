@@ -8,8 +8,8 @@ MESSAGE_COLUMNS = (
 
 INSERT_MESSAGE = """
 INSERT INTO messages (sender_id, message_id, status, fingerprint, created_at, updated_at,
-                      queued, version, doc)
-VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)
+                      queued, version, doc, destination)
+VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?)
 ON CONFLICT (sender_id, message_id) DO NOTHING
 RETURNING seq
 """
@@ -104,4 +104,7 @@ WHERE sender_id = :sender AND state = :state AND name > :after ORDER BY name LIM
 
 ACTIVE_DESTINATIONS = "SELECT sender_id, name, version, doc FROM destinations WHERE doc IS NOT NULL"
 
-PENDING = "SELECT entries FROM queue_destinations WHERE sender_id = ? AND destination = ?"
+PENDING = """
+SELECT count(*) FROM messages WHERE sender_id = ? AND destination = ?
+  AND status IN ('QUEUED', 'DELIVERING', 'RETRYING')
+"""

@@ -44,6 +44,11 @@ MIGRATIONS: tuple[str, ...] = (
     # triggers, holds each destination's earliest visible entry and its entry count, so a
     # claim finds the destinations with due work without reading their backlogs.
     """
+    ALTER TABLE messages ADD COLUMN destination TEXT NOT NULL DEFAULT '';
+    UPDATE messages SET destination = destination_of(doc);
+    -- a destination's pending messages, counted without reading its history
+    CREATE INDEX messages_pending_by_destination ON messages (sender_id, destination)
+        WHERE status IN ('QUEUED', 'DELIVERING', 'RETRYING');
     ALTER TABLE queue ADD COLUMN destination TEXT NOT NULL DEFAULT '';
     UPDATE queue SET destination = coalesce((
         SELECT destination_of(m.doc) FROM messages m
@@ -89,7 +94,7 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX destinations_by_state ON destinations (sender_id, state, name);
     INSERT OR IGNORE INTO destinations (sender_id, name)
-        SELECT sender_id, destination_of(doc) FROM messages;
+        SELECT sender_id, destination FROM messages;
     """,
 )
 

@@ -48,7 +48,8 @@ class SqliteStore:
                 queries.INSERT_MESSAGE,
                 (message.key.sender_id, message.key.message_id, message.status.value,
                  message.fingerprint, message.created_at.isoformat(),
-                 message.updated_at.isoformat(), int(message.queued), doc),
+                 message.updated_at.isoformat(), int(message.queued), doc,
+                 message.destination),
             ).fetchone()
             if row is None:
                 existing = conn.execute(
