@@ -1,8 +1,9 @@
 """A real HTTP partner on 127.0.0.1, in a thread, scripted by path.
 
 Paths: /ok, /status/<code>, /flaky/<n> (n times 503, then 200), /retry-after/<value>
-(one 429 with that Retry-After, then 200), /slow/<seconds>, /redirect. Every request is
-recorded, body and headers included.
+(one 429 with that Retry-After, then 200), /slow/<seconds>, /redirect, /switch/<name>
+(503 while `failing` holds <name>, else 200). Every request is recorded, body and headers
+included, and the most requests in progress at once is kept per first path segment.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ class Received:
 class Partner:
     def __init__(self) -> None:
         self.requests: list[Received] = []
+        self.failing: set[str] = set()
+        self.max_in_progress: Counter[str] = Counter()
+        self._in_progress: Counter[str] = Counter()
         self._hits: Counter[str] = Counter()
         self._lock = threading.Lock()
         partner = self
@@ -44,8 +48,17 @@ class Partner:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                status, headers = partner._respond(self.command, self.path,
-                                                   dict(self.headers.items()), body)
+                segment = self.path.strip("/").split("/")[0]
+                with partner._lock:
+                    partner._in_progress[segment] += 1
+                    partner.max_in_progress[segment] = max(partner.max_in_progress[segment],
+                                                           partner._in_progress[segment])
+                try:
+                    status, headers = partner._respond(self.command, self.path,
+                                                       dict(self.headers.items()), body)
+                finally:
+                    with partner._lock:
+                        partner._in_progress[segment] -= 1
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
@@ -82,6 +95,8 @@ class Partner:
         if kind == "slow":
             time.sleep(float(arg))
             return 200, {}
+        if kind == "switch":
+            return (503, {}) if arg in self.failing else (200, {})
         if kind == "redirect":
             return 302, {"Location": self.url("/ok")}
         return 200, {}

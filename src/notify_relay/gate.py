@@ -204,6 +204,12 @@ class Gate:
         """Destinations this process knows, by breaker state (for the metrics)."""
         return Counter(dest.breaker.state.value for dest, _ in self._cache.values())
 
+    def count_blocked(self) -> Counter[str]:
+        """Destinations that cannot start an attempt now, by reason (for the metrics)."""
+        now = self._clock()
+        return Counter(a.blocked.value for dest, _ in self._cache.values()
+                       if (a := self._admission(dest, now)).blocked is not None)
+
     def slots(self, key: DestinationKey) -> int:
         """Attempts the destination may start now, from what this process knows."""
         return self._admission(self.cached(key), self._clock()).slots

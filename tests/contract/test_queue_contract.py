@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 
 from notify_relay.adapters.aws.sqs import SqsQueue
+from notify_relay.domain.destination import DestinationKey
 from notify_relay.domain.message import MessageKey
 from notify_relay.ports import WorkQueue
 from tests.contract.conftest import FakeClock
@@ -173,3 +175,85 @@ async def test_dead_letter_removes_the_entry(queue: WorkQueue, clock: FakeClock)
         received = queue._sqs.receive_message(QueueUrl=queue._dlq_url, MaxNumberOfMessages=10)
         assert [SqsQueue.claim_of(m["Body"], "", clock.now).key
                 for m in received["Messages"]] == [A]
+
+
+# -- destinations: which entries a claim may take --------------------------------------------
+
+P, Q, R = "p.example:443", "q.example:443", "r.example:443"
+
+
+def require_selection(queue: WorkQueue) -> None:
+    if isinstance(queue, SqsQueue):
+        pytest.skip("SQS cannot select by destination: the Relay holds what a destination "
+                    "cannot take (see test_lambdas_e2e)")
+
+
+def slots_of(allowed: dict[str, int]) -> Callable[[DestinationKey], int]:
+    return lambda key: allowed.get(key.name, 0)
+
+
+async def test_claim_carries_the_destination(queue: WorkQueue, clock: FakeClock) -> None:
+    await queue.enqueue(A, clock.now, None, P)
+    (claim,) = await queue.claim(1, 30)
+    assert claim.destination == P
+    assert claim.destination_key == DestinationKey("s", P)
+
+
+async def test_claim_skips_destinations_without_slots(queue: WorkQueue, clock: FakeClock) -> None:
+    require_selection(queue)
+    for i in range(5):
+        await queue.enqueue(MessageKey("s", f"p{i}"), clock.now - timedelta(seconds=10), None, P)
+    await queue.enqueue(MessageKey("s", "q0"), clock.now, None, Q)
+    claims = await queue.claim(10, 30, slots_of({P: 0, Q: 3}))
+    assert [c.key.message_id for c in claims] == ["q0"]
+    # the skipped backlog was not leased: it is there for when P may start again
+    claims = await queue.claim(10, 30, slots_of({P: 2}))
+    assert [c.key.message_id for c in claims] == ["p0", "p1"]
+
+
+async def test_small_destinations_are_not_stuck_behind_a_backlog(
+    queue: WorkQueue, clock: FakeClock
+) -> None:
+    require_selection(queue)
+    for i in range(20):  # older than the others: in due order they would all come first
+        await queue.enqueue(MessageKey("s", f"p{i:02}"), clock.now - timedelta(seconds=60),
+                            None, P)
+    await queue.enqueue(MessageKey("s", "q0"), clock.now, None, Q)
+    await queue.enqueue(MessageKey("s", "r0"), clock.now, None, R)
+    claims = await queue.claim(6, 30, slots_of({P: 32, Q: 32, R: 32}))
+    names = [c.destination for c in claims]
+    assert names.count(Q) == 1
+    assert names.count(R) == 1
+    assert names.count(P) == 4
+
+
+async def test_destinations_take_turns_across_claims(queue: WorkQueue, clock: FakeClock) -> None:
+    require_selection(queue)
+    for name in (P, Q, R):
+        for i in range(3):
+            await queue.enqueue(MessageKey("s", f"{name}-{i}"), clock.now, None, name)
+    served = [(await queue.claim(1, 30, slots_of({P: 9, Q: 9, R: 9})))[0].destination
+              for _ in range(6)]
+    assert sorted(served[:3]) == sorted([P, Q, R])
+    assert served[3:] == served[:3]
+
+
+async def test_next_due_looks_only_at_destinations_that_may_start(
+    queue: WorkQueue, clock: FakeClock
+) -> None:
+    require(queue, "introspection")
+    await queue.enqueue(A, clock.now - timedelta(seconds=5), None, P)
+    await queue.enqueue(B, clock.now + timedelta(seconds=7), None, Q)
+    assert await queue.next_due(slots_of({P: 1, Q: 1})) == clock.now - timedelta(seconds=5)
+    assert await queue.next_due(slots_of({Q: 1})) == clock.now + timedelta(seconds=7)
+    assert await queue.next_due(slots_of({})) is None
+
+
+async def test_rescheduled_entry_keeps_its_destination(queue: WorkQueue, clock: FakeClock) -> None:
+    require(queue, "controllable_time")
+    await queue.enqueue(A, clock.now, None, P)
+    (claim,) = await queue.claim(1, 30)
+    await queue.reschedule(claim, clock.now + timedelta(seconds=5))
+    clock.advance(6)
+    (again,) = await queue.claim(1, 30, slots_of({P: 1}))
+    assert again.destination == P

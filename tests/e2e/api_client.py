@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -86,6 +87,23 @@ class Api:
 
     def retry(self, message_id: str, **params: str) -> httpx.Response:
         return self.http.post(f"/v1/messages/{message_id}/retry", params=params)
+
+    def destinations(self, **params: Any) -> httpx.Response:
+        return self.http.get("/v1/destinations", params=params)
+
+    def destination(self, name: str, **params: str) -> httpx.Response:
+        return self.http.get(f"/v1/destinations/{name}", params=params)
+
+    def patch_destination(self, name: str, changes: dict[str, Any],
+                          **params: str) -> httpx.Response:
+        return self.http.patch(f"/v1/destinations/{name}", json=changes, params=params)
+
+    def wait_until(self, check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not within {timeout} s: {what}")
+            time.sleep(0.05)
 
     def wait_for(self, message_id: str, statuses: set[str], timeout: float = 15.0,
                  **params: str) -> dict[str, Any]:

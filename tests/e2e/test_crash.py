@@ -13,13 +13,24 @@ from tests.e2e.api_client import Api, ServerProcess
 from tests.partner import Partner
 
 MESSAGES = 300
+# three destinations, so the crash also cuts short attempts held by per-destination caps
+DESTINATIONS = ("alpha", "beta", None)
+
+
+def submission(mid: str, url: str) -> dict[str, object]:
+    body: dict[str, object] = {"messageId": mid, "targetUrl": url, "body": {"id": mid}}
+    destination = DESTINATIONS[int(mid.rsplit("-", 1)[1]) % len(DESTINATIONS)]
+    if destination is not None:
+        body["destination"] = destination
+    return body
 
 
 def test_sigkill_mid_delivery_then_restart_delivers_everything(
     tmp_path: Path, partner: Partner
 ) -> None:
     db = tmp_path / "crash.db"
-    flags = ("--allow-networks", "127.0.0.0/8", "--concurrency", "16")
+    flags = ("--allow-networks", "127.0.0.0/8", "--concurrency", "16",
+             "--destination-concurrency", "6")
     ids = [f"crash-{i:04d}" for i in range(MESSAGES)]
     accepted: set[str] = set()
     first = ServerProcess(db, *flags, log=tmp_path / "first.log").start()
@@ -27,8 +38,7 @@ def test_sigkill_mid_delivery_then_restart_delivers_everything(
 
     def submit(mid: str) -> str | None:
         try:
-            response = api.submit({"messageId": mid, "targetUrl": partner.url(f"/slow/0.05?{mid}"),
-                                   "body": {"id": mid}})
+            response = api.submit(submission(mid, partner.url(f"/slow/0.05?{mid}")))
         except httpx.TransportError:
             return None  # the server died under this request: the sender will retry it
         return mid if response.status_code in (200, 202) else None
@@ -51,8 +61,8 @@ def test_sigkill_mid_delivery_then_restart_delivers_everything(
         # a sender retries what it had no answer for; the rest must carry on by itself
         for mid in ids:
             if mid not in accepted:
-                assert api.submit({"messageId": mid, "targetUrl": partner.url(
-                    f"/slow/0.05?{mid}"), "body": {"id": mid}}).status_code in (200, 202)
+                assert api.submit(submission(mid, partner.url(f"/slow/0.05?{mid}"))
+                                  ).status_code in (200, 202)
         deadline = time.monotonic() + 60
         while True:
             pending = [mid for mid in ids if api.get(mid).json()["status"] != "DELIVERED"]
@@ -60,6 +70,11 @@ def test_sigkill_mid_delivery_then_restart_delivers_everything(
                 break
             time.sleep(0.2)
         assert pending == [], f"not delivered: {pending[:10]}"
+        # no slot is left taken by an attempt the kill cut short
+        listed = api.destinations().json()["items"]
+        assert {d["destination"] for d in listed} == {"alpha", "beta",
+                                                      f"127.0.0.1:{partner.port}"}
+        assert all(d["inFlight"] == 0 and d["pending"] == 0 for d in listed), listed
     finally:
         api.close()
         second.terminate()
@@ -72,3 +87,5 @@ def test_sigkill_mid_delivery_then_restart_delivers_everything(
     assert set(counts) == {f"default:{mid}" for mid in ids}
     # at-least-once: only attempts cut short by the kill may repeat
     assert len(duplicates) <= 16
+    # no destination ever had more than its cap in flight (plus what the kill cut short)
+    assert partner.max_in_progress["slow"] <= 16

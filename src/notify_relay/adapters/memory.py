@@ -160,7 +160,8 @@ class MemoryQueue:
         for _, key in due:
             dest = DestinationKey(key.sender_id, self._entries[key].destination)
             by_destination.setdefault(dest, []).append(key)
-        ready = [(d, n) for d in by_destination if (n := slots(d)) > 0]
+        ready = [(d, min(n, len(keys))) for d, keys in by_destination.items()
+                 if (n := slots(d)) > 0]
         shares = fair_shares(self._turns.order(ready), limit)
         self._turns.served(shares)
         return [self._lease(key, now, lease_seconds)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -13,6 +13,8 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 
 class DestinationCounts(Protocol):
     def count_by_state(self) -> Mapping[str, int]: ...
+
+    def count_blocked(self) -> Mapping[str, int]: ...
 
 
 class PrometheusObserver:
@@ -49,7 +51,11 @@ class PrometheusObserver:
         self._by_state = Gauge(
             "notify_relay_destinations", "Destinations known to the worker, by breaker state",
             ["state"], registry=self.registry)
-        self._states: Callable[[], Mapping[str, int]] = dict
+        self._blocked = Gauge(
+            "notify_relay_destinations_blocked",
+            "Destinations that cannot start an attempt now, by reason", ["reason"],
+            registry=self.registry)
+        self._source: DestinationCounts | None = None
 
     def submission(self, result: str, code: str | None = None) -> None:
         self._submissions.labels(result, code or "").inc()
@@ -72,11 +78,15 @@ class PrometheusObserver:
         self._held.labels(reason).inc()
 
     def watch_destinations(self, source: DestinationCounts) -> None:
-        self._states = source.count_by_state
+        self._source = source
 
     def render(self, queue_depth: int) -> bytes:
         self._depth.set(queue_depth)
-        counts = self._states()
-        for state in ("CLOSED", "OPEN", "HALF_OPEN"):
-            self._by_state.labels(state).set(counts.get(state, 0))
+        if self._source is not None:
+            states = self._source.count_by_state()
+            for state in ("CLOSED", "OPEN", "HALF_OPEN"):
+                self._by_state.labels(state).set(states.get(state, 0))
+            blocked = self._source.count_blocked()
+            for reason in ("PAUSED", "OPEN", "HELD", "AT_CAP", "RATE"):
+                self._blocked.labels(reason).set(blocked.get(reason, 0))
         return generate_latest(self.registry)

@@ -51,7 +51,7 @@ ORDER BY visible_at LIMIT ?
 """
 
 DUE_DESTINATIONS = """
-SELECT sender_id, destination FROM queue_destinations WHERE next_visible <= ?
+SELECT sender_id, destination, entries FROM queue_destinations WHERE next_visible <= ?
 """
 
 DUE_ENTRIES_OF_DESTINATION = """

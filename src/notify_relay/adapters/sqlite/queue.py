@@ -43,7 +43,10 @@ class SqliteQueue:
         def due_entries(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             if slots is None:
                 return conn.execute(queries.DUE_ENTRIES, (now, limit)).fetchall()
-            ready = [(key, n) for s, d in conn.execute(queries.DUE_DESTINATIONS, (now,))
+            # a destination's share is bounded by its entries too, so that what a small one
+            # cannot use goes to the others
+            ready = [(key, min(n, entries))
+                     for s, d, entries in conn.execute(queries.DUE_DESTINATIONS, (now,))
                      if (n := slots(key := DestinationKey(s, d))) > 0]
             shares = fair_shares(self._turns.order(ready), limit)
             self._turns.served(shares)

@@ -1,0 +1,263 @@
+"""The Gate and the Relay together on the in-memory adapters: what a destination's state
+does to attempts, with a controlled clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from notify_relay.adapters.memory import MemoryDestinationStore, MemoryQueue, MemoryStore
+from notify_relay.domain.destination import (
+    Blocked,
+    BreakerConfig,
+    BreakerState,
+    DestinationKey,
+    Rules,
+)
+from notify_relay.domain.message import MessageKey
+from notify_relay.domain.retry import AttemptResult, ErrorKind
+from notify_relay.domain.status import Status
+from notify_relay.domain.submission import Submission
+from notify_relay.gate import Gate, Hold, Ticket
+from notify_relay.ports import OutboundRequest
+from notify_relay.service import Relay
+
+pytestmark = pytest.mark.anyio
+RULES = Rules(default_concurrency=4, breaker=BreakerConfig(failures=3, cooldown=30.0))
+DEST = DestinationKey("s", "p.example:443")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+class Partner:
+    """A deliverer that answers with whatever `answer` is set to, and counts."""
+
+    def __init__(self) -> None:
+        self.answer = AttemptResult(status_code=200)
+        self.sent: list[OutboundRequest] = []
+
+    async def send(self, request: OutboundRequest) -> AttemptResult:
+        self.sent.append(request)
+        return self.answer
+
+
+class World:
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.store = MemoryStore()
+        self.queue = MemoryQueue(self.clock)
+        self.partner = Partner()
+        self.ready_calls = 0
+        self.gate = Gate(self.store.destinations, RULES, clock=self.clock, rand=lambda: 0.0)
+        self.gate.on_ready = self._ready
+        self.relay = Relay(self.store, self.queue, self.partner, self.gate, clock=self.clock,
+                           rand=lambda: 0.0)
+
+    def _ready(self) -> None:
+        self.ready_calls += 1
+
+    async def submit(self, message_id: str, **fields: object) -> None:
+        submission = Submission.model_validate(
+            {"messageId": message_id, "targetUrl": "https://p.example/hook", **fields})
+        await self.relay.submit(submission, "s", "corr")
+
+    async def run_due(self) -> int:
+        """One worker pass: claim what may start, take tickets, deliver."""
+        claims = await self.queue.claim(100, 60, self.gate.slots)
+        tickets = [(c, await self.relay.admit(c, DEST)) for c in claims]
+        for claim, ticket in tickets:
+            if ticket is not None:
+                await self.relay.deliver(claim, ticket)
+        return sum(1 for _, t in tickets if t is not None)
+
+    async def message(self, message_id: str) -> object:
+        return await self.relay.get(MessageKey("s", message_id))
+
+
+async def test_failures_open_the_breaker_and_waiting_spends_no_attempt() -> None:
+    w = World()
+    w.partner.answer = AttemptResult(status_code=503)
+    for i in range(6):
+        await w.submit(f"m{i}")
+    assert await w.run_due() == 4  # the cap: four attempts, the breaker opens at the third
+    dest = w.gate.cached(DEST)
+    assert dest.breaker.state is BreakerState.OPEN
+    assert dest.breaker.next_probe_at == w.clock.now + timedelta(seconds=30)
+    sent = len(w.partner.sent)
+
+    # during the cool-down nothing is sent, and the waiting messages keep their budget
+    for _ in range(3):
+        w.clock.advance(9)
+        assert await w.run_due() == 0
+    assert len(w.partner.sent) == sent
+    waiting = await w.relay.get(MessageKey("s", "m5"))
+    assert waiting.attempt_count == 0
+    assert waiting.status is Status.QUEUED
+    assert waiting.next_attempt_at == dest.breaker.next_probe_at  # when it is expected to go
+
+
+async def test_one_probe_then_close_and_everything_goes() -> None:
+    w = World()
+    w.partner.answer = AttemptResult(status_code=503)
+    for i in range(8):
+        await w.submit(f"m{i}")
+    await w.run_due()
+    w.clock.advance(31)
+    w.partner.answer = AttemptResult(status_code=200)
+    sent = len(w.partner.sent)
+
+    claims = await w.queue.claim(100, 60, w.gate.slots)
+    assert len(claims) == 1  # half-open: one probe only
+    probe = await w.gate.admit(DEST)
+    assert isinstance(probe, Ticket)
+    assert probe.probe
+    assert isinstance(await w.gate.admit(DEST), Hold)  # the probe is in flight
+    await w.gate.finish(probe, AttemptResult(status_code=200))
+    assert w.gate.cached(DEST).breaker.state is BreakerState.CLOSED
+    assert w.ready_calls >= 1  # the worker is woken: the destination takes work again
+    await w.queue.reschedule(claims[0], w.clock.now)
+
+    for _ in range(4):
+        await w.run_due()
+        w.clock.advance(10)  # past the failed messages' retry delays
+    assert len(w.partner.sent) > sent
+    for i in range(8):
+        assert (await w.relay.get(MessageKey("s", f"m{i}"))).status is Status.DELIVERED
+
+
+async def test_a_failed_probe_reopens_for_twice_as_long() -> None:
+    w = World()
+    w.partner.answer = AttemptResult(error_kind=ErrorKind.TIMEOUT, error="timeout after 5 s")
+    for i in range(5):
+        await w.submit(f"m{i}")
+    await w.run_due()
+    w.clock.advance(31)
+    assert await w.run_due() == 1
+    dest = w.gate.cached(DEST)
+    assert dest.breaker.state is BreakerState.OPEN
+    assert dest.breaker.openings == 2
+    assert dest.breaker.next_probe_at == w.clock.now + timedelta(seconds=60)
+    assert dest.last_error == "timeout after 5 s"
+
+
+async def test_permanent_4xx_do_not_open_the_breaker() -> None:
+    w = World()
+    w.partner.answer = AttemptResult(status_code=400)
+    for i in range(10):
+        await w.submit(f"m{i}")
+    for _ in range(3):
+        await w.run_due()
+    assert w.gate.cached(DEST).breaker.state is BreakerState.CLOSED
+    assert len(w.partner.sent) == 10
+
+
+async def test_cap_holds_and_a_freed_slot_wakes_the_worker() -> None:
+    w = World()
+    tickets = [await w.gate.admit(DEST) for _ in range(4)]
+    assert all(isinstance(t, Ticket) for t in tickets)
+    assert w.gate.slots(DEST) == 0
+    held = await w.gate.admit(DEST)
+    assert isinstance(held, Hold)
+    assert held.reason is Blocked.AT_CAP
+    first = tickets[0]
+    assert isinstance(first, Ticket)
+    await w.gate.finish(first, AttemptResult(status_code=200))
+    assert w.gate.slots(DEST) == 1
+    assert w.ready_calls == 1
+
+
+async def test_pause_and_resume() -> None:
+    w = World()
+    await w.gate.configure(DEST, paused=True)
+    await w.submit("m0")
+    assert await w.run_due() == 0
+    assert (await w.relay.get(MessageKey("s", "m0"))).next_attempt_at is None  # unknown
+    stored = await w.store.destinations.get(DEST)
+    assert stored is not None
+    assert stored.settings.paused
+    await w.gate.configure(DEST, paused=False)
+    assert await w.run_due() == 1
+    assert w.partner.sent
+
+
+async def test_retry_after_holds_the_whole_destination() -> None:
+    w = World()
+    w.partner.answer = AttemptResult(status_code=429, retry_after="20")
+    await w.submit("first")
+    assert await w.run_due() == 1
+    w.partner.answer = AttemptResult(status_code=200)
+    await w.submit("second")
+    assert await w.run_due() == 0  # held, though it is new and due
+    assert (await w.relay.get(MessageKey("s", "second"))).next_attempt_at == \
+        w.clock.now + timedelta(seconds=20)
+    w.clock.advance(21)
+    assert await w.run_due() == 2
+
+
+async def test_rate_limits_attempt_starts() -> None:
+    w = World()
+    await w.gate.configure(DEST, rate_per_second=2.0)
+    for i in range(5):
+        await w.submit(f"m{i}")
+    assert await w.run_due() == 1
+    assert await w.run_due() == 0
+    w.clock.advance(0.5)
+    assert await w.run_due() == 1
+
+
+async def test_a_cancelled_probe_gives_its_turn_back() -> None:
+    w = World()
+    w.partner.answer = AttemptResult(status_code=503)
+    for i in range(3):
+        await w.submit(f"m{i}")
+    await w.run_due()
+    w.clock.advance(31)
+    probe = await w.gate.admit(DEST)
+    assert isinstance(probe, Ticket)
+    assert probe.probe
+    await w.gate.cancel(probe)
+    again = await w.gate.admit(DEST)
+    assert isinstance(again, Ticket)
+    assert again.probe
+
+
+async def test_embedded_state_survives_a_restart() -> None:
+    w = World()
+    w.partner.answer = AttemptResult(status_code=503)
+    for i in range(3):
+        await w.submit(f"m{i}")
+    await w.run_due()
+    restarted = Gate(w.store.destinations, RULES, clock=w.clock)
+    await restarted.start()
+    assert restarted.cached(DEST).breaker.state is BreakerState.OPEN
+    assert restarted.slots(DEST) == 0
+
+
+async def test_shared_gates_count_failures_together() -> None:
+    """Two workers (AWS): each failure is written, so three failures in a row across both
+    open the breaker for both."""
+    store = MemoryDestinationStore()
+    clock = Clock()
+    one, two = (Gate(store, RULES, shared=True, cache_seconds=0.0, clock=clock,
+                     rand=lambda: 0.0) for _ in range(2))
+    failure = AttemptResult(status_code=500)
+    for gate in (one, two, one):
+        ticket = await gate.admit(DEST)
+        assert isinstance(ticket, Ticket)
+        await gate.finish(ticket, failure)
+    held = await two.admit(DEST)
+    assert isinstance(held, Hold)
+    assert held.reason is Blocked.OPEN
+    clock.advance(31)
+    probes = [await one.admit(DEST), await two.admit(DEST)]
+    assert sum(isinstance(p, Ticket) and p.probe for p in probes) == 1  # one probe in all
