@@ -83,6 +83,13 @@ class ViewPage:
     next_cursor: str | None
 
 
+def _probe_returned(dest: Destination) -> Destination:
+    """A half-open breaker whose probe did not happen: another probe may go."""
+    if dest.breaker.state is not BreakerState.HALF_OPEN:
+        return dest
+    return replace(dest, breaker=replace(dest.breaker, probe_until=None))
+
+
 def _durable(old: Destination, new: Destination, shared: bool) -> bool:
     """Whether the change must be written now rather than with the next flush."""
     if old.breaker != new.breaker or old.held_until != new.held_until:
@@ -137,10 +144,17 @@ class Gate:
     # -- state ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Embedded: load what is not default, so that the cache is the whole truth."""
-        if not self._shared:
-            for dest in await self.store.active():
-                self._remember(dest)
+        """Embedded: load what is not default, so that the cache is the whole truth.
+
+        A half-open breaker's probe died with the process that sent it (its entry is
+        released and retried like any interrupted attempt): the next probe may go at once.
+        """
+        if self._shared:
+            return
+        for dest in await self.store.active():
+            if dest.breaker.state is BreakerState.HALF_OPEN:
+                dest = replace(dest, breaker=replace(dest.breaker, probe_until=None))
+            self._remember(dest)
 
     def _remember(self, dest: Destination) -> Destination:
         self._cache[dest.key] = (dest, time.monotonic())
@@ -232,12 +246,24 @@ class Gate:
         verdict = self._admission(await self.current(key), now)
         if verdict.slots <= 0:
             return self._hold(verdict.blocked or Blocked.AT_CAP, verdict.ready_at, now)
+        took = False
+
+        def start(dest: Destination) -> Destination:
+            """Start on the freshest copy; another worker may have taken the turn."""
+            nonlocal took
+            fresh = self._admission(dest, now)
+            took = fresh.slots > 0 and fresh.probe == verdict.probe
+            return started(dest, now, probe=verdict.probe,
+                           probe_seconds=self._probe_seconds) if took else dest
+
         try:
-            _, dest = await self._change(key, lambda d: self._started(d, now, verdict.probe))
+            _, dest = await self._change(key, start)
         except StaleWrite:
-            return self._hold(Blocked.AT_CAP, None, now)
-        if verdict.probe and dest.breaker.state is not BreakerState.HALF_OPEN:
-            return self._hold(Blocked.OPEN, dest.breaker.next_probe_at, now)  # lost the race
+            took = False
+            dest = self.cached(key)
+        if not took:
+            again = self._admission(dest, now)
+            return self._hold(again.blocked or Blocked.AT_CAP, again.ready_at, now)
         if verdict.probe:
             self._transition(key, BreakerState.OPEN, BreakerState.HALF_OPEN, dest)
         token = None
@@ -246,15 +272,11 @@ class Gate:
                 key, dest.current_concurrency(self.rules.default_concurrency),
                 self._probe_seconds)
             if token is None:
+                if verdict.probe:
+                    await self._change(key, _probe_returned)
                 return self._hold(Blocked.AT_CAP, None, now)
         self._in_flight[key] += 1
         return Ticket(key, verdict.probe, now, token)
-
-    def _started(self, dest: Destination, now: datetime, probe: bool) -> Destination:
-        verdict = self._admission(dest, now)
-        if verdict.slots <= 0 or verdict.probe != probe:
-            return dest  # another worker got there first: nothing starts
-        return started(dest, now, probe=probe, probe_seconds=self._probe_seconds)
 
     async def _release(self, ticket: Ticket) -> bool:
         """Free the ticket's slot; True when the destination was at its cap before."""
@@ -276,9 +298,7 @@ class Gate:
         """The attempt did not happen: give the slot (and a probe's turn) back."""
         was_full = await self._release(ticket)
         if ticket.probe:
-            await self._change(ticket.key, lambda d: replace(
-                d, breaker=replace(d.breaker, probe_until=None))
-                if d.breaker.state is BreakerState.HALF_OPEN else d)
+            await self._change(ticket.key, _probe_returned)
         if was_full or ticket.probe:
             self.on_ready()
 

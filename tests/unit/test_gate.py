@@ -243,6 +243,23 @@ async def test_embedded_state_survives_a_restart() -> None:
     assert restarted.slots(DEST) == 0
 
 
+async def test_a_probe_cut_short_by_a_restart_does_not_block_the_next() -> None:
+    w = World()
+    w.partner.answer = AttemptResult(status_code=503)
+    for i in range(4):
+        await w.submit(f"m{i}")
+    await w.run_due()
+    w.clock.advance(31)
+    probe = await w.gate.admit(DEST)
+    assert isinstance(probe, Ticket)
+    assert probe.probe  # ... and the process dies with it in flight
+    restarted = Gate(w.store.destinations, RULES, clock=w.clock)
+    await restarted.start()
+    again = await restarted.admit(DEST)
+    assert isinstance(again, Ticket)
+    assert again.probe
+
+
 async def test_shared_gates_count_failures_together() -> None:
     """Two workers (AWS): each failure is written, so three failures in a row across both
     open the breaker for both."""
@@ -261,3 +278,23 @@ async def test_shared_gates_count_failures_together() -> None:
     clock.advance(31)
     probes = [await one.admit(DEST), await two.admit(DEST)]
     assert sum(isinstance(p, Ticket) and p.probe for p in probes) == 1  # one probe in all
+
+
+async def test_two_workers_with_stale_caches_send_one_probe() -> None:
+    """Both read the breaker OPEN with its probe due; the conditional write lets one win."""
+    store = MemoryDestinationStore()
+    clock = Clock()
+    one, two = (Gate(store, RULES, shared=True, cache_seconds=3600.0, clock=clock,
+                     rand=lambda: 0.0) for _ in range(2))
+    for _ in range(3):
+        ticket = await one.admit(DEST)
+        assert isinstance(ticket, Ticket)
+        await one.finish(ticket, AttemptResult(status_code=500))
+    await two.current(DEST)  # two caches the open breaker, and keeps it for an hour
+    clock.advance(31)
+    first = await one.admit(DEST)
+    assert isinstance(first, Ticket)
+    assert first.probe
+    second = await two.admit(DEST)
+    assert isinstance(second, Hold)
+    assert second.reason is Blocked.OPEN
