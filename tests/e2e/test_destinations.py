@@ -56,8 +56,8 @@ def submit_many(api: Api, bodies: list[dict[str, Any]]) -> None:
 def test_a_hanging_partner_does_not_hold_back_a_healthy_one(
     api: Api, partner: Partner, other_partner: Partner
 ) -> None:
-    hanging = [{"messageId": new_id("hang"), "targetUrl": other_partner.url("/slow/8"),
-                "timeoutSeconds": 6} for _ in range(20)]
+    hanging = [{"messageId": new_id("hang"), "targetUrl": other_partner.url("/slow/12"),
+                "timeoutSeconds": 10} for _ in range(20)]
     submit_many(api, hanging)
     api.wait_until(lambda: len(other_partner.received("/slow")) >= 4, "the hanging partner's "
                    "first attempts")
@@ -93,17 +93,19 @@ def test_breaker_opens_sends_nothing_while_cooling_then_a_probe_closes_it(
     submit_many(api, [{"messageId": mid, "targetUrl": partner.url(f"/switch/{switch}"),
                        "destination": name, "retryPolicy": FAST} for mid in ids])
     api.wait_until(lambda: api.destination(name).json()["state"] == "OPEN", "breaker open")
+    time.sleep(0.3)  # what was in flight when it opened has arrived by now
     sent_when_open = len(partner.received(f"/switch/{switch}"))
-    assert 3 <= sent_when_open <= 4  # the failures in a row, and what was already in flight
+    # three failures in a row, and at most cap - 1 = 3 attempts already in flight then
+    assert 3 <= sent_when_open <= 6
     view = api.destination(name).json()
     assert view["consecutiveFailures"] >= 3
     assert view["lastError"] == "HTTP 503"
     assert view["nextProbeAt"] is not None
 
-    time.sleep(1.2)  # within the cool-down (2 s, less up to 20 % jitter): nothing is sent
+    time.sleep(1.0)  # still within the cool-down (2 s, less up to 20 % jitter): nothing sent
     assert len(partner.received(f"/switch/{switch}")) == sent_when_open
     untouched = [m for mid in ids if (m := api.get(mid).json())["attemptCount"] == 0]
-    assert len(untouched) >= 8  # they wait without spending an attempt
+    assert len(untouched) >= 6  # they wait without spending an attempt
     assert all(m["nextAttemptAt"] == view["nextProbeAt"] for m in untouched)
 
     partner.failing.discard(switch)  # the partner is back: the next probe closes it
