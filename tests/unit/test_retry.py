@@ -138,6 +138,9 @@ def test_success_on_last_attempt_is_success() -> None:
         ("1.5", None),
         ("", None),
         (None, None),
+        ("\u00b2", None),  # "²".isdigit() is true, and float() refuses it
+        ("\u0661\u0662", None),  # Arabic-Indic digits: not delta-seconds
+        ("99999999999999999999999999", 99999999999999999999999999.0),
     ],
 )
 def test_parse_retry_after(header: str | None, seconds: float | None) -> None:
@@ -159,6 +162,15 @@ def test_retry_after_sets_next_delay(code: int, header: str, delay: float) -> No
                       now=NOW, rand=full_jitter if header == "garbage" else no_jitter)
     expected = delay * (1 - LIMITS.jitter) if header == "garbage" else delay
     assert decision.retry_at == NOW + timedelta(seconds=expected)
+
+
+@pytest.mark.parametrize("header", ["0", "1", "Sat, 28 Nov 2026 11:00:00 GMT", "\u00b2"])
+def test_retry_after_never_shortens_the_backoff(header: str) -> None:
+    """`Retry-After: 0` (or a past date) once spent a whole budget in milliseconds."""
+    for attempt, backoff in ((1, 10.0), (3, 90.0)):
+        decision = decide(status(429, header), attempt_in_round=attempt, policy=POLICY,
+                          limits=LIMITS, now=NOW, rand=no_jitter)
+        assert decision.retry_at == NOW + timedelta(seconds=backoff)
 
 
 def test_retry_after_ignored_on_permanent_failure() -> None:

@@ -124,7 +124,7 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # "²" and other Unicode digits are not
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -150,9 +150,8 @@ def decide(
         return Decision(Outcome.SUCCESS)
     if not is_retryable(result) or attempt_in_round >= policy.max_attempts:
         return Decision(Outcome.GIVE_UP)
-    delay = parse_retry_after(result.retry_after, now)
-    if delay is None:
-        delay = backoff_delay(attempt_in_round, policy, limits, rand)
-    else:
-        delay = min(delay, limits.retry_after_cap)
+    delay = backoff_delay(attempt_in_round, policy, limits, rand)
+    asked = parse_retry_after(result.retry_after, now)
+    if asked is not None:  # later when the partner asks, never sooner than the backoff
+        delay = max(delay, min(asked, limits.retry_after_cap))
     return Decision(Outcome.RETRY, now + timedelta(seconds=delay))
