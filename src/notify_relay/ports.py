@@ -47,7 +47,7 @@ class MessageStore(Protocol):
     async def list(
         self, sender_id: str, status: Status | None, limit: int, cursor: str | None
     ) -> Page:
-        """Newest first; `cursor` is opaque, from a previous page; ValueError on a bad one."""
+        """Newest first; `cursor` is opaque, from a previous page; InvalidCursor on a bad one."""
         ...
 
     async def unqueued(self, created_before: datetime, limit: int) -> Sequence[Message]:

@@ -16,7 +16,7 @@ from notify_relay.domain.destination import (
     DestinationKey,
     fair_shares,
 )
-from notify_relay.domain.errors import StaleWrite
+from notify_relay.domain.errors import InvalidCursor, StaleWrite
 from notify_relay.domain.message import Message, MessageKey
 from notify_relay.domain.status import Status
 from notify_relay.ports import Claim, DestinationPage, Page, Slots
@@ -105,7 +105,7 @@ class MemoryDestinationStore:
     ) -> DestinationPage:
         after = decode_cursor(cursor) if cursor else None
         if after is not None and not isinstance(after, str):
-            raise ValueError("cursor is not one this server issued")
+            raise InvalidCursor()
         keys = sorted(k for k in self.seen | self._records.keys()
                       if k.sender_id == sender_id and (after is None or k.name > after))
         found = [d for k in keys if (d := self._records.get(k, Destination(k)))

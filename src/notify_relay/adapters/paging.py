@@ -6,6 +6,8 @@ import base64
 import binascii
 import json
 
+from notify_relay.domain.errors import InvalidCursor
+
 
 def encode_cursor(position: object) -> str:
     raw = json.dumps(position, separators=(",", ":")).encode()
@@ -16,8 +18,8 @@ def decode_cursor(cursor: str) -> object:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         return json.loads(raw)
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise ValueError("cursor is not one this server issued") from None
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
+        raise InvalidCursor() from None
 
 
 def decode_position(cursor: str | None) -> int | None:
@@ -25,6 +27,7 @@ def decode_position(cursor: str | None) -> int | None:
     if not cursor:
         return None
     position = decode_cursor(cursor)
-    if not isinstance(position, int) or isinstance(position, bool):
-        raise ValueError("cursor is not one this server issued")
+    if (not isinstance(position, int) or isinstance(position, bool)
+            or not 0 <= position < 2**63):  # SQLite's integers are 64-bit
+        raise InvalidCursor()
     return position

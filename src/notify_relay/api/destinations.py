@@ -18,7 +18,7 @@ from notify_relay.domain.destination import (
     DestinationKey,
     is_valid_name,
 )
-from notify_relay.domain.errors import FieldError, NotFound, ValidationFailed
+from notify_relay.domain.errors import FieldError, InvalidCursor, NotFound, ValidationFailed
 from notify_relay.gate import UNSET
 
 router = APIRouter()
@@ -56,7 +56,7 @@ async def list_destinations(
     sender = sender_of(rt, request, sender_id)
     try:
         page = await rt.relay.gate.list(sender, state, limit, cursor)
-    except ValueError as exc:
+    except InvalidCursor as exc:
         raise ValidationFailed([FieldError("cursor", str(exc))]) from None
     return JSONResponse({"items": [destination_view(v) for v in page.items],
                          "nextCursor": page.next_cursor})

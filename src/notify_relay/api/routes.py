@@ -12,7 +12,13 @@ from notify_relay.api.problems import JSONResponse, problem
 from notify_relay.api.schemas import Health, MessageOut, MessagePage, Problem, SubmitResponse
 from notify_relay.api.views import message_view, submit_view
 from notify_relay.context import correlation_id
-from notify_relay.domain.errors import FieldError, NotFound, RateLimited, ValidationFailed
+from notify_relay.domain.errors import (
+    FieldError,
+    InvalidCursor,
+    NotFound,
+    RateLimited,
+    ValidationFailed,
+)
 from notify_relay.domain.message import MessageKey
 from notify_relay.domain.status import Status
 from notify_relay.domain.submission import ID_ALPHABET, Submission
@@ -92,7 +98,7 @@ async def list_messages(
     sender = sender_of(rt, request, sender_id)
     try:
         page = await rt.relay.list(sender, status, limit, cursor)
-    except ValueError as exc:
+    except InvalidCursor as exc:
         raise ValidationFailed([FieldError("cursor", str(exc))]) from None
     return JSONResponse({"items": [message_view(m) for m in page.items],
                          "nextCursor": page.next_cursor})

@@ -110,3 +110,10 @@ class RateLimited(NotifyRelayError):
 
 class StaleWrite(NotifyRelayError):
     """The message changed since it was read; the write was refused."""
+
+
+class InvalidCursor(ValueError):
+    """cursor is not one this server issued"""
+
+    def __init__(self) -> None:
+        super().__init__((self.__doc__ or "").strip())

@@ -13,7 +13,7 @@ from notify_relay.adapters.paging import decode_cursor, encode_cursor
 from notify_relay.adapters.sqlite import queries
 from notify_relay.adapters.sqlite.database import SqliteDatabase
 from notify_relay.domain.destination import BreakerState, Destination, DestinationKey
-from notify_relay.domain.errors import StaleWrite
+from notify_relay.domain.errors import InvalidCursor, StaleWrite
 from notify_relay.ports import DestinationPage
 
 
@@ -49,7 +49,7 @@ class SqliteDestinationStore:
     ) -> DestinationPage:
         after = decode_cursor(cursor) if cursor else ""
         if not isinstance(after, str):
-            raise ValueError("cursor is not one this server issued")
+            raise InvalidCursor()
         params = {"sender": sender_id, "after": after, "limit": limit + 1,
                   "state": state.value if state else None}
         sql = queries.LIST_DESTINATIONS_IN_STATE if state else queries.LIST_DESTINATIONS
