@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from notify_relay.domain.errors import ValidationFailed
 from notify_relay.domain.message import BodyKind
 from notify_relay.domain.submission import Submission
 
@@ -55,6 +56,11 @@ def test_sender_id_up_to_64() -> None:
         "http://203.0.113.9/x",
         "http://[2001:db8::1]:8080/x",
         "https://example.com/" + "a" * (2048 - len("https://example.com/")),
+        "https://example.com./x",  # fully qualified
+        "https://xn--bcher-kva.example/",  # an internationalized name, IDNA-encoded
+        "http://0.0.0.0/", "http://255.255.255.255/", "http://10.1.2.3:81/",
+        "https://api2.example/", "https://1.2.3.4.example/",
+        "https://example.com/caf\u00e9",  # non-ASCII in the path is sent as given
     ],
 )
 def test_valid_urls(url: str) -> None:
@@ -77,6 +83,15 @@ def test_valid_urls(url: str) -> None:
         "https://example.com/" + "a" * 2048,
         "",
         42,
+        # a non-ASCII host, accepted before, then failed in the worker outside its handling
+        "http://b\u00fccher.example/",
+        # numbers that URL parsers read as IPv4 in other forms: refused at submission
+        "http://127.1/", "http://0x7f.0.0.1/", "http://2130706433/", "http://0177.0.0.1/",
+        "http://127.0.0.1./", "http://0/", "http://017700000001/", "http://0x7f.1/",
+        "http://1.2.3.256/", "http://01.2.3.4/", "http://example.123/",
+        "http://\uff11\uff12\uff17.0.0.1/",  # full-width digits
+        "http://[::1x]/",
+        "https://example.com/\udc80",  # a lone surrogate
     ],
 )
 def test_invalid_urls(url: Any) -> None:
@@ -117,8 +132,9 @@ def test_header_names_must_be_tokens(name: str) -> None:
     assert error_fields(headers={name: "x"}) == [f"headers.{name}"]
 
 
-@pytest.mark.parametrize("value", ["a\rb", "a\nb", "a\x00b"])
-def test_header_values_without_cr_lf_nul(value: str) -> None:
+@pytest.mark.parametrize("value", ["a\rb", "a\nb", "a\x00b", "a\x0bb", "\x01", "del\x7f",
+                                   "caf\u00e9", "lone\udc80"])
+def test_header_values_are_rfc_9110_field_values(value: str) -> None:
     assert error_fields(headers={"X-Foo": value}) == ["headers.X-Foo"]
 
 
@@ -165,13 +181,22 @@ def test_absent_body_sends_nothing() -> None:
     assert parse().content().body is None
 
 
-@pytest.mark.parametrize("timestamp", ["2026-11-28T23:59:59.123Z", "2026-11-28T23:59:59+02:00"])
+@pytest.mark.parametrize("timestamp", ["2026-11-28T23:59:59.123Z", "2026-11-28T23:59:59+02:00",
+                                       "2026-11-28t23:59:59z", "0001-01-01T00:00:00Z",
+                                       "9999-12-31T23:59:59.999999999Z",
+                                       "0001-01-01T00:00:00-05:00"])
 def test_valid_timestamps(timestamp: str) -> None:
     assert parse(timestamp=timestamp).event_time() is not None
 
 
 @pytest.mark.parametrize(
-    "timestamp", ["yesterday", "2026-11-28", "2026-11-28T23:59:59", 1700000000]
+    "timestamp", ["yesterday", "2026-11-28", "2026-11-28T23:59:59", 1700000000,
+                  # beyond year 1 once in UTC: every read of the message answered 500
+                  "0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-01:00",
+                  # ISO 8601 forms that are not RFC 3339
+                  "2026-W01-1T00:00:00Z", "20260101T000000Z", "2026-11-28 23:59:59Z",
+                  "2026-11-28T23:59Z", "2026-02-30T00:00:00Z", "2026-11-28T23:59:60Z",
+                  "2026-11-28T23:59:59+0200", "\uff12026-11-28T23:59:59Z"]
 )
 def test_invalid_timestamps(timestamp: Any) -> None:
     assert error_fields(timestamp=timestamp) == ["timestamp"]
@@ -226,3 +251,19 @@ def test_fingerprint_ignores_header_case_and_order_but_not_content() -> None:
 
 def test_string_and_json_bodies_differ_in_fingerprint() -> None:
     assert parse(body="1").content().fingerprint() != parse(body=1).content().fingerprint()
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("lone \udc80", "surrogates"),
+        ({"k\udc80": 1}, "surrogates"),
+        ({"x": float("nan")}, "NaN"),
+        ([float("inf")], "NaN"),
+    ],
+)
+def test_bodies_that_cannot_be_sent_are_refused(body: Any, message: str) -> None:
+    with pytest.raises(ValidationFailed) as info:
+        parse(body=body).content()
+    assert [e.field for e in info.value.errors] == ["body"]
+    assert message in info.value.errors[0].message

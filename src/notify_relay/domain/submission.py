@@ -6,9 +6,10 @@ that pydantic has no word for are plain functions below, so they read as the con
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -24,6 +25,7 @@ from pydantic import (
 )
 
 from notify_relay.domain.destination import NAME_PATTERN
+from notify_relay.domain.errors import FieldError, ValidationFailed
 from notify_relay.domain.message import BodyKind, Content
 
 ID_ALPHABET = r"[A-Za-z0-9._:@-]"
@@ -35,8 +37,34 @@ REFUSED_HEADERS = frozenset(
      "keep-alive"}
 )
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD_VALUE_CHARS = re.compile(r"[\r\n\x00]")
+# RFC 9110 field values: visible ASCII, space and tab (obs-text is not sent on)
+_BAD_VALUE_CHARS = re.compile(r"[^\t\x20-\x7e]")
 _URL_FORBIDDEN = re.compile(r"[\s\x00-\x1f\x7f]")
+# RFC 3339 date-time (section 5.6): the form fromisoformat alone is too lenient for
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})")
+# a host whose last label is a number is read as an IPv4 address by URL parsers (WHATWG)
+_NUMERIC_LAST_LABEL = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)", re.IGNORECASE)
+_CANONICAL_IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}"
+                             r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])")
+
+
+def check_host(host: str, bracketed: bool) -> None:
+    """A DNS name, a canonical dotted-quad IPv4 address or a bracketed IPv6 address."""
+    if bracketed:
+        try:
+            ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            raise ValueError("has an invalid IPv6 address") from None
+        return
+    if not host.isascii():
+        raise ValueError("host must be ASCII: write an internationalized name in its IDNA "
+                         "form (xn--...)")
+    name = host.removesuffix(".")  # example.com. is a fully qualified name
+    if _NUMERIC_LAST_LABEL.fullmatch(name.rsplit(".", 1)[-1]) and (
+            name != host or not _CANONICAL_IPV4.fullmatch(host)):
+        raise ValueError("a numeric host must be a dotted-quad IPv4 address in canonical "
+                         "form (like 192.0.2.1)")
 
 
 def check_target_url(url: str) -> str:
@@ -49,6 +77,12 @@ def check_target_url(url: str) -> str:
         raise ValueError(f"is not a valid URL ({exc})") from None
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an absolute http or https URL")
+    if not url.isascii():
+        try:
+            url.encode()
+        except UnicodeEncodeError:
+            raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    check_host(parts.hostname, bracketed="[" in parts.netloc)
     if parts.username is not None or parts.password is not None:
         raise ValueError("must not contain a user:password part")
     if port == 0:
@@ -74,17 +108,27 @@ def check_header_name(name: str) -> str:
 
 def check_header_value(value: str) -> str:
     if _BAD_VALUE_CHARS.search(value):
-        raise ValueError("header value must not contain CR, LF or NUL")
+        raise ValueError("header value must be visible ASCII, spaces and tabs (RFC 9110): "
+                         "no CR, LF, NUL or other control characters")
     return value
 
 
-def check_timestamp(value: str) -> str:
+def parse_rfc3339(value: str) -> datetime:
+    """The time, or ValueError: only RFC 3339, and only what converts to UTC."""
+    if not _RFC3339.fullmatch(value):
+        raise ValueError("must be an RFC 3339 date-time with a time zone "
+                         "(2026-11-28T23:59:59.123Z)")
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError("must be an RFC 3339 date-time") from None
-    if parsed.tzinfo is None or "T" not in value.upper():
-        raise ValueError("must be an RFC 3339 date-time with a time zone")
+        parsed = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+        parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise ValueError("must be a valid RFC 3339 date-time within years 1-9999 in UTC"
+                         ) from None
+    return parsed
+
+
+def check_timestamp(value: str) -> str:
+    parse_rfc3339(value)
     return value
 
 
@@ -142,14 +186,24 @@ class Submission(BaseModel):
         return headers
 
     def content(self) -> Content:
+        """What the partner receives; raises ValidationFailed for a body that cannot be
+        sent as it is (lone surrogates, NaN or infinite numbers: not UTF-8, not JSON)."""
         body = self.body
-        if body is None:
-            payload, kind = None, BodyKind.NONE
-        elif isinstance(body, str):
-            payload, kind = body.encode(), BodyKind.TEXT
-        else:
-            payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-            kind = BodyKind.JSON
+        try:
+            if body is None:
+                payload, kind = None, BodyKind.NONE
+            elif isinstance(body, str):
+                payload, kind = body.encode(), BodyKind.TEXT
+            else:
+                payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False,
+                                     allow_nan=False).encode()
+                kind = BodyKind.JSON
+        except UnicodeEncodeError:
+            raise ValidationFailed([FieldError("body", "must be valid Unicode (no lone "
+                                                       "surrogates)")]) from None
+        except ValueError:
+            raise ValidationFailed([FieldError("body", "NaN and infinite numbers are not "
+                                                       "JSON")]) from None
         return Content(
             target_url=self.targetUrl,
             method=self.method,
@@ -159,4 +213,4 @@ class Submission(BaseModel):
         )
 
     def event_time(self) -> datetime | None:
-        return datetime.fromisoformat(self.timestamp) if self.timestamp else None
+        return parse_rfc3339(self.timestamp) if self.timestamp else None
