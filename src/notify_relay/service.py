@@ -280,7 +280,12 @@ class Relay:
 
         started = self.clock()
         t0 = time.perf_counter()
-        result = await self.deliverer.send(self.request_for(message, started))
+        try:
+            result = await self.deliverer.send(self.request_for(message, started))
+        except Exception as exc:  # one attempt's fault is recorded, never a lease loop
+            log.exception("the attempt failed inside notify-relay", extra=message_context(message))
+            result = AttemptResult(error_kind=ErrorKind.INVALID_REQUEST,
+                                   error=f"{type(exc).__name__}: {exc}"[:500])
         elapsed = time.perf_counter() - t0
         finished = self.clock()
         ticket, held.ticket = held.ticket, None

@@ -16,9 +16,10 @@ from notify_relay.bootstrap import build_embedded
 from notify_relay.config import Settings, load
 from notify_relay.domain.errors import TargetNotAllowed
 from notify_relay.domain.message import INTERRUPTED_ERROR, Message, MessageKey
-from notify_relay.domain.retry import Outcome
+from notify_relay.domain.retry import AttemptResult, Outcome
 from notify_relay.domain.status import Status
 from notify_relay.domain.submission import Submission
+from notify_relay.ports import OutboundRequest
 from notify_relay.runtime import Runtime
 from tests.partner import Partner
 from tests.sockets import free_port
@@ -246,3 +247,46 @@ async def test_second_process_on_the_same_file_is_refused(tmp_path: Path) -> Non
     async with engine(settings(tmp_path / "r.db")):
         with pytest.raises(DatabaseLocked):
             build_embedded(settings(tmp_path / "r.db"))
+
+
+async def test_invalid_status_line_is_named_for_what_it_is(tmp_path: Path) -> None:
+    """A partner that answers garbage: no 400 was sent, so none is recorded."""
+
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 2OO NOT-A-STATUS\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with engine(settings(tmp_path / "r.db")) as e:
+            await submit(e, "g-1", f"http://127.0.0.1:{port}/x",
+                         retryPolicy={**FAST, "maxAttempts": 1})
+            message = await settled(e, "g-1")
+    finally:
+        server.close()
+    assert message.last_status_code is None
+    assert message.last_error is not None
+    assert message.last_error.startswith("invalid HTTP response from the partner")
+    assert "400" not in message.last_error
+
+
+async def test_an_exception_inside_an_attempt_is_recorded_not_looped(tmp_path: Path,
+                                                                      partner: Partner) -> None:
+    """Anything one attempt raises becomes that attempt's recorded error: before, the message
+    stayed DELIVERING and an 'interrupted' attempt was recorded every lease period."""
+    class Exploding:
+        async def send(self, request: OutboundRequest) -> AttemptResult:
+            raise UnicodeEncodeError("utf-8", "x", 0, 1, "a broken request")
+
+    async with engine(settings(tmp_path / "r.db")) as e:
+        e.relay.deliverer = Exploding()
+        await submit(e, "e-1", partner.url("/ok"))
+        message = await settled(e, "e-1")
+    assert message.status is Status.FAILED
+    assert [a.outcome for a in message.attempts] == [Outcome.GIVE_UP]
+    assert message.last_error is not None
+    assert message.last_error.startswith("UnicodeEncodeError")
+    assert partner.received("/ok") == []

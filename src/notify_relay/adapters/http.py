@@ -122,6 +122,10 @@ class AiohttpDeliverer:
         except aiohttp.ClientConnectorError as exc:
             return AttemptResult(error_kind=ErrorKind.CONNECTION,
                                  error=_describe_connect_error(exc))
+        except aiohttp.ClientResponseError as exc:  # not a status the partner sent
+            return AttemptResult(error_kind=ErrorKind.CONNECTION,
+                                 error=f"invalid HTTP response from the partner: "
+                                       f"{exc.message}"[:500])
         except (aiohttp.ClientError, OSError) as exc:
             return AttemptResult(error_kind=ErrorKind.CONNECTION,
                                  error=f"{type(exc).__name__}: {exc}"[:500])
