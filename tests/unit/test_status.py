@@ -7,7 +7,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from notify_relay.domain.errors import InvalidState, InvalidTransition
-from notify_relay.domain.message import INTERRUPTED_ERROR, BodyKind, Content, Message, MessageKey
+from notify_relay.domain.message import (
+    INTERRUPTED_ERROR,
+    POISON_ERROR,
+    BodyKind,
+    Content,
+    Message,
+    MessageKey,
+)
 from notify_relay.domain.retry import AttemptResult, Decision, Outcome, RetryPolicy
 from notify_relay.domain.status import TRANSITIONS, Status, check_transition
 
@@ -93,10 +100,30 @@ def test_interrupted_attempt_recorded_on_restart() -> None:
     assert m.attempts[0].outcome is Outcome.RETRY
 
 
-def test_interrupted_last_attempt_fails() -> None:
-    m = new_message(max_attempts=1).start_attempt(NOW).start_attempt(NOW)
+def test_interrupted_attempts_spend_no_budget() -> None:
+    """With maxAttempts 2, two restarts once dead-lettered every message in flight."""
+    m = new_message(max_attempts=2).start_attempt(NOW)
+    m = m.start_attempt(NOW).start_attempt(NOW)  # two restarts, each cutting one short
+    assert m.status is Status.DELIVERING
+    assert (m.attempt_count, m.attempt_budget, m.attempt_in_round) == (2, 4, 1)
+    m = finish(m, Outcome.RETRY)
+    assert (m.attempt_count, m.attempt_budget, m.attempt_in_round) == (3, 4, 2)
+
+
+def test_third_interruption_in_a_row_is_poison() -> None:
+    m = new_message(max_attempts=12).start_attempt(NOW)
+    m = m.start_attempt(NOW).start_attempt(NOW).start_attempt(NOW)
     assert m.status is Status.FAILED
-    assert m.attempts[0].outcome is Outcome.GIVE_UP
+    assert [a.error for a in m.attempts] == [INTERRUPTED_ERROR, INTERRUPTED_ERROR, POISON_ERROR]
+    assert m.attempts[-1].outcome is Outcome.GIVE_UP
+
+
+def test_a_real_attempt_between_ends_the_run_of_interruptions() -> None:
+    m = new_message(max_attempts=12).start_attempt(NOW).start_attempt(NOW)
+    m = finish(m, Outcome.RETRY).start_attempt(NOW)
+    m = m.start_attempt(NOW).start_attempt(NOW)
+    assert m.status is Status.DELIVERING
+    assert m.attempt_count == 4
 
 
 def test_manual_retry_gives_a_fresh_budget() -> None:

@@ -70,6 +70,10 @@ class Content:
 
 
 INTERRUPTED_ERROR = "attempt interrupted: the worker stopped before it recorded a result"
+# a message whose attempts keep ending with the worker's death is taken for the cause
+POISON_INTERRUPTIONS = 3
+POISON_ERROR = (f"attempt interrupted {POISON_INTERRUPTIONS} times in a row: the message is "
+                "taken for the cause and not tried again")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +93,7 @@ class Message:
     delivered_at: datetime | None = None
     attempt_count: int = 0
     round_start: int = 0
+    uncounted: int = 0  # interrupted attempts of this round: made, but not spent
     last_status_code: int | None = None
     last_error: str | None = None
     attempts: tuple[Attempt, ...] = field(default=())
@@ -128,13 +133,23 @@ class Message:
 
     @property
     def attempt_budget(self) -> int:
-        """Total attempts allowed so far: each manual retry adds policy.max_attempts."""
-        return self.round_start + self.policy.max_attempts
+        """Total attempts allowed so far: each manual retry adds policy.max_attempts, and an
+        attempt cut short by a crash or a stop is not spent."""
+        return self.round_start + self.uncounted + self.policy.max_attempts
 
     @property
     def attempt_in_round(self) -> int:
-        """Number of the next attempt since the message was (re)queued, 1-based."""
-        return self.attempt_count - self.round_start + 1
+        """Number of the next attempt since the message was (re)queued, 1-based, counting
+        only the attempts spent."""
+        return self.attempt_count - self.round_start - self.uncounted + 1
+
+    def _interruptions_in_a_row(self) -> int:
+        count = 0
+        for attempt in reversed(self.attempts):
+            if attempt.error != INTERRUPTED_ERROR:
+                break
+            count += 1
+        return count
 
     def _move(self, status: Status, now: datetime, **changes: object) -> Message:
         check_transition(self.status, status)
@@ -147,16 +162,21 @@ class Message:
         return replace(self, queued=True)
 
     def start_attempt(self, now: datetime) -> Message:
-        """Move to DELIVERING; a DELIVERING message was cut short, so record that first."""
+        """Move to DELIVERING; a DELIVERING message was cut short, so record that first.
+
+        The cut-short attempt spends nothing of the budget (the partner may never have
+        seen it), unless it is the third in a row: then the message is poison, FAILED.
+        """
         message = self
         if message.status is Status.DELIVERING:
+            if message._interruptions_in_a_row() + 1 >= POISON_INTERRUPTIONS:
+                poison = AttemptResult(error_kind=ErrorKind.INTERRUPTED, error=POISON_ERROR)
+                return message.finish_attempt(poison, Decision(Outcome.GIVE_UP), started_at=now,
+                                              duration_ms=0, now=now)
             interrupted = AttemptResult(error_kind=ErrorKind.INTERRUPTED, error=INTERRUPTED_ERROR)
-            give_up = message.attempt_in_round >= message.policy.max_attempts
-            decision = Decision(Outcome.GIVE_UP) if give_up else Decision(Outcome.RETRY, now)
-            message = message.finish_attempt(interrupted, decision, started_at=now, duration_ms=0,
-                                              now=now)
-            if message.status is Status.FAILED:
-                return message
+            message = replace(message.finish_attempt(
+                interrupted, Decision(Outcome.RETRY, now), started_at=now, duration_ms=0,
+                now=now), uncounted=message.uncounted + 1)
         return message._move(Status.DELIVERING, now, next_attempt_at=None, queued=True)
 
     def finish_attempt(
@@ -193,5 +213,6 @@ class Message:
             now,
             next_attempt_at=now,
             round_start=self.attempt_count,
+            uncounted=0,
             queued=False,
         )
