@@ -21,6 +21,10 @@ SELECT {MESSAGE_COLUMNS}, b.body FROM messages m LEFT JOIN bodies b ON b.seq = m
 WHERE m.sender_id = ? AND m.message_id = ?
 """
 
+GET_MESSAGE_WITHOUT_BODY = f"""
+SELECT {MESSAGE_COLUMNS}, NULL FROM messages m WHERE m.sender_id = ? AND m.message_id = ?
+"""
+
 UPDATE_MESSAGE = """
 UPDATE messages SET status = ?, updated_at = ?, queued = ?, version = version + 1, doc = ?
 WHERE sender_id = ? AND message_id = ? AND version = ?

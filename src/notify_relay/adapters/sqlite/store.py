@@ -64,11 +64,10 @@ class SqliteStore:
         return (stored.with_version(1) if created else stored), created
 
     async def get(self, key: MessageKey, *, with_body: bool = True) -> Message | None:
+        """Without the body, the BLOB (up to 6 MiB) is not read at all."""
+        sql = queries.GET_MESSAGE if with_body else queries.GET_MESSAGE_WITHOUT_BODY
         row = await self._db.read(
-            lambda conn: conn.execute(
-                queries.GET_MESSAGE, (key.sender_id, key.message_id)
-            ).fetchone()
-        )
+            lambda conn: conn.execute(sql, (key.sender_id, key.message_id)).fetchone())
         return _from_row(row) if row is not None else None
 
     async def update(self, message: Message) -> Message:
