@@ -1,4 +1,9 @@
-"""Per-sender token buckets for the submission rate; time is passed in, so it stays pure."""
+"""Per-sender token buckets for the submission rate; time is passed in, so it stays pure.
+
+The buckets are bounded: without keys the sender is whatever the body says, so a client
+could otherwise grow the table without end. A full bucket is the same as none, so the
+least recently used ones are forgotten first.
+"""
 
 from __future__ import annotations
 
@@ -16,13 +21,17 @@ class _Bucket:
 class RateLimiter:
     rate_per_second: float
     burst: float
+    max_senders: int = 10_000
     _buckets: dict[str, _Bucket] = field(default_factory=dict)
 
     def acquire(self, sender_id: str, now: float) -> float:
         """Take one token; returns 0 when allowed, else the seconds until one is free."""
-        bucket = self._buckets.get(sender_id)
+        bucket = self._buckets.pop(sender_id, None)  # re-inserted last: most recently used
         if bucket is None:
-            bucket = self._buckets[sender_id] = _Bucket(self.burst, now)
+            bucket = _Bucket(self.burst, now)
+            while len(self._buckets) >= self.max_senders:
+                del self._buckets[next(iter(self._buckets))]
+        self._buckets[sender_id] = bucket
         refill = (now - bucket.updated) * self.rate_per_second
         bucket.tokens = min(self.burst, bucket.tokens + refill)
         bucket.updated = now
@@ -30,6 +39,9 @@ class RateLimiter:
             bucket.tokens -= 1.0
             return 0.0
         return (1.0 - bucket.tokens) / self.rate_per_second
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
     @staticmethod
     def retry_after_header(wait_seconds: float) -> int:
