@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
 import os
 import sqlite3
 from collections.abc import Callable
@@ -24,6 +25,19 @@ from typing import IO, Any, TypeVar
 from notify_relay.adapters.sqlite.schema import migrate
 
 T = TypeVar("T")
+log = logging.getLogger("notify_relay.sqlite")
+
+
+def _owner_only(path: Path) -> None:
+    """Take group and other permissions away from a file an earlier version created 0644."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    if mode & 0o077:
+        path.chmod(mode & 0o700)
+        log.warning("made a database file readable by its owner only",
+                    extra={"path": str(path)})
 
 
 class DatabaseLocked(RuntimeError):
@@ -49,8 +63,16 @@ class SqliteDatabase:
         self._flush_scheduled = False
 
     def open(self) -> None:
-        """Take the file's lock and migrate; raises DatabaseLocked."""
+        """Take the file's lock and migrate; raises DatabaseLocked.
+
+        The files are readable by their owner only: they hold partners' Authorization
+        values in clear. SQLite gives the -wal and -shm files the database file's mode.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        for path in (self.path, Path(f"{self.path}.lock")):
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        for suffix in ("", "-wal", "-shm", ".lock"):
+            _owner_only(Path(f"{self.path}{suffix}"))
         lock_file = open(f"{self.path}.lock", "ab")  # noqa: SIM115 - held until close()
         try:
             fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
