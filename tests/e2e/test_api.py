@@ -186,11 +186,48 @@ def test_form_encoded_non_json_is_415(api: Api) -> None:
     problem(api.http.post("/v1/messages", data={"messageId": "x"}), 415, "UNSUPPORTED_MEDIA_TYPE")
 
 
-def test_curl_default_content_type_with_json_is_accepted(api: Api, partner: Partner) -> None:
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain",
+                                          None])
+def test_json_sent_as_a_form_text_or_untyped_is_415(api: Api, partner: Partner,
+                                                   content_type: str | None) -> None:
+    """A page can make a browser send these cross-origin without asking (contract v1.1)."""
+    payload = json.dumps({"messageId": new_id(), "targetUrl": partner.url("/ok")})
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = api.http.post("/v1/messages", content=payload.encode(), headers=headers)
+    problem(response, 415, "UNSUPPORTED_MEDIA_TYPE")
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8",
+                                          "application/vnd.partner+json", "Application/JSON"])
+def test_json_media_types_are_accepted(api: Api, partner: Partner, content_type: str) -> None:
     payload = json.dumps({"messageId": new_id(), "targetUrl": partner.url("/ok")})
     response = api.http.post("/v1/messages", content=payload.encode(),
-                             headers={"Content-Type": "application/x-www-form-urlencoded"})
-    assert response.status_code == 202
+                             headers={"Content-Type": content_type})
+    assert response.status_code == 202, response.text
+
+
+def test_keyless_server_answers_only_loopback_host_names(api: Api, server: ServerProcess) -> None:
+    """A page on evil.example whose name is rebound to 127.0.0.1 sends Host: evil.example."""
+    for host in ("evil.example", "evil.example:8080", "10.0.0.1", "127.0.0.1.evil.example"):
+        problem(api.http.get("/v1/messages", headers={"Host": host}), 403, "FORBIDDEN")
+    for host in ("localhost", f"localhost:{server.port}", f"127.0.0.1:{server.port}",
+                 "[::1]:1234", "LOCALHOST"):
+        assert api.http.get("/v1/messages", headers={"Host": host}).status_code == 200
+
+
+def test_keyless_server_refuses_changes_from_another_origin(api: Api, partner: Partner,
+                                                            server: ServerProcess) -> None:
+    body = {"messageId": new_id(), "targetUrl": partner.url("/ok")}
+    for origin in ("http://evil.example", "null", f"http://localhost:{server.port + 1}"):
+        problem(api.submit(body, headers={"Origin": origin}), 403, "FORBIDDEN")
+        problem(api.http.post(f"/v1/messages/{body['messageId']}/retry",
+                              headers={"Origin": origin}), 403, "FORBIDDEN")
+        problem(api.http.patch("/v1/destinations/x", json={"paused": True},
+                               headers={"Origin": origin}), 403, "FORBIDDEN")
+        # reading is not a change (and CORS keeps the answer from the page)
+        assert api.http.get("/v1/messages", headers={"Origin": origin}).status_code == 200
+    same = api.submit(body, headers={"Origin": server.base_url})
+    assert same.status_code == 202
 
 
 def test_ip_literal_target_refused(api: Api) -> None:

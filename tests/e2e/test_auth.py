@@ -106,3 +106,11 @@ def test_keys_and_secrets_never_logged(server: ServerProcess, team_a: Api,
     for secret in ("key-a", "key-b", SECRET, "partner-credential-42"):
         assert secret not in logs
     assert mid in logs
+
+
+def test_with_keys_the_key_decides_not_the_host(team_a: Api, partner: Partner) -> None:
+    """Behind a proxy or on a real name, a server with keys answers any Host and Origin."""
+    response = team_a.submit({"messageId": new_id(), "targetUrl": partner.url("/ok")},
+                             headers={"Host": "relay.internal.example",
+                                      "Origin": "https://console.internal.example"})
+    assert response.status_code == 202

@@ -34,7 +34,7 @@ def runtime(**changes: object) -> Runtime:
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=create_app(runtime(
         limiter=RateLimiter(rate_per_second=0.001, burst=2))))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
         yield c
 
 
@@ -71,7 +71,7 @@ async def test_unexpected_failure_is_a_problem_document() -> None:
     rt = runtime()
     rt.relay.store = BrokenStore()
     transport = httpx.ASGITransport(app=create_app(rt), raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
         response = await c.post("/v1/messages", json=message(1),
                                 headers={"X-Correlation-Id": "c-500"})
     assert response.status_code == 500
@@ -89,7 +89,7 @@ async def test_readyz_reports_a_failing_store() -> None:
     rt = runtime()
     rt.relay.store = DownStore()
     transport = httpx.ASGITransport(app=create_app(rt))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
         response = await c.get("/readyz")
     assert response.status_code == 503
     assert response.json()["code"] == "SYSTEM_ERROR"
@@ -98,7 +98,7 @@ async def test_readyz_reports_a_failing_store() -> None:
 async def test_keys_configured_scope_reads() -> None:
     rt = runtime(auth=Authenticator.from_keys({"ka": "a", "kb": "b"}))
     transport = httpx.ASGITransport(app=create_app(rt))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
         created = await c.post("/v1/messages", json=message(1),
                                headers={"Authorization": "Bearer ka"})
         assert created.json()["senderId"] == "a"

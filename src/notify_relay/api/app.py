@@ -13,13 +13,15 @@ from notify_relay.api.destinations import router as destinations_router
 from notify_relay.api.middleware import (
     BodyGuardMiddleware,
     CorrelationIdMiddleware,
+    KeylessGuardMiddleware,
     RejectedSubmissionsMiddleware,
 )
 from notify_relay.api.routes import router
 from notify_relay.runtime import Runtime
 
 
-def create_app(rt: Runtime) -> FastAPI:
+def create_app(rt: Runtime, listen_host: str = "127.0.0.1") -> FastAPI:
+    """`listen_host`: where the server listens, one more Host a key-less server answers."""
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await rt.start()
@@ -47,5 +49,7 @@ def create_app(rt: Runtime) -> FastAPI:
     if metrics is not None:
         app.add_middleware(RejectedSubmissionsMiddleware,
                            count=lambda status: metrics.submission("rejected", str(status)))
+    if not rt.auth.enabled:
+        app.add_middleware(KeylessGuardMiddleware, listen_host=listen_host)
     app.add_middleware(CorrelationIdMiddleware)  # added last: outermost
     return app

@@ -87,10 +87,11 @@ def _is_json(content_type: str) -> bool:
 
 
 class BodyGuardMiddleware:
-    """413 over `limit` bytes, 415 for a body that is not JSON.
+    """413 over `limit` bytes; 415 for a body that is not labelled JSON, and for a
+    submission of any kind that is not (contract v1.1).
 
-    A body sent with no Content-Type, or with curl's default form type, that starts like a
-    JSON document is taken as JSON, so `curl -d '{...}'` works as the README shows.
+    A web page can make a browser send a form or text/plain body anywhere without asking
+    (no CORS preflight); it cannot label a cross-origin body application/json without one.
     """
 
     def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
@@ -125,20 +126,13 @@ class BodyGuardMiddleware:
                 return
             chunks.append(chunk)
         body = b"".join(chunks)
-        if body:
-            content_type = headers.get("content-type", "")
-            if not _is_json(content_type):
-                looks_json = body.lstrip()[:1] in (b"{", b"[")
-                lenient = content_type == "" or content_type.lower().startswith(
-                    "application/x-www-form-urlencoded")
-                if not (lenient and looks_json):
-                    await problem(415, "UNSUPPORTED_MEDIA_TYPE",
-                                  "the request body must be JSON (Content-Type: application/json)"
-                                  )(scope, receive, send)
-                    return
-                scope = dict(scope)
-                scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
-                scope["headers"].append((b"content-type", b"application/json"))
+        submission = scope["method"] == "POST" and scope["path"].startswith("/v1/messages") \
+            and not scope["path"].endswith(("/retry", "/cancel"))
+        if (body or submission) and not _is_json(headers.get("content-type", "")):
+            await problem(415, "UNSUPPORTED_MEDIA_TYPE",
+                          "the request body must be JSON (Content-Type: application/json)"
+                          )(scope, receive, send)
+            return
 
         replayed = False
 
@@ -165,3 +159,49 @@ async def _drain(receive: Receive, budget: int) -> None:
         budget -= len(message.get("body", b""))
         if not message.get("more_body", False):
             return
+
+
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+_STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _host_name(host: str) -> str:
+    """`name` of a Host header `name:port`, brackets kept around an IPv6 address."""
+    if host.startswith("["):
+        return host[: host.find("]") + 1] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class KeylessGuardMiddleware:
+    """Without API keys, only this machine's own clients: 403 for a request whose Host is
+    not a loopback name or the listen address (DNS rebinding: a page on another name that
+    resolves here), and for a state-changing request whose Origin is another origin (a
+    page's form or fetch). With keys, the key decides and this guard is not installed."""
+
+    def __init__(self, app: ASGIApp, listen_host: str) -> None:
+        self.app = app
+        allowed = set(_LOOPBACK_NAMES)
+        if listen_host not in ("0.0.0.0", "::", ""):  # noqa: S104 - a comparison, no bind
+            allowed.add(listen_host.lower())
+            allowed.add(f"[{listen_host.lower()}]")
+        self.allowed = frozenset(allowed)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        host = headers.get("host", "").lower()
+        if _host_name(host) not in self.allowed:
+            await problem(403, "FORBIDDEN", "this server has no API keys and answers only "
+                          "requests addressed to a loopback name (localhost, 127.0.0.1, "
+                          "[::1]) or its listen address")(scope, receive, send)
+            return
+        origin = headers.get("origin")
+        if scope["method"] in _STATE_CHANGING and origin is not None and origin.lower() not in (
+                f"http://{host}", f"https://{host}"):
+            await problem(403, "FORBIDDEN", "this server has no API keys: a request from "
+                          "another origin (a web page) may not change anything"
+                          )(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
