@@ -164,6 +164,29 @@ def test_malformed_json_is_400(api: Api) -> None:
                              headers={"Content-Type": "application/json"})
     body = problem(response, 400, "VALIDATION_ERROR")
     assert "malformed JSON" in body["detail"]
+    assert [e["field"] for e in body["errors"]] == [""]  # the whole body, not an offset
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        (b'{"messageId": "\xff\xfe"}', "UTF-8"),
+        (b"[" * 1000 + b"]" * 1000, "deeply"),
+        (b'{"messageId": "x", "body": ' + b"9" * 5000 + b"}", "digits"),
+        (b'{"messageId": "x", "targetUrl": "https://p.example/", "body": {"v": NaN}}', "NaN"),
+        (b'{"messageId": "x", "targetUrl": "https://p.example/", "body": [Infinity]}',
+         "Infinity"),
+        (b'{"messageId": "x", "targetUrl": "https://p.example/", "body": 1e999999}', "range"),
+        (b'{"messageId": "x", "targetUrl": "https://a.example/", "targetUrl": "https://b.example/"}',
+         "twice"),
+    ],
+)
+def test_json_that_json_loads_would_bend_is_400(api: Api, raw: bytes, says: str) -> None:
+    response = api.http.post("/v1/messages", content=raw,
+                             headers={"Content-Type": "application/json"})
+    body = problem(response, 400, "VALIDATION_ERROR")
+    assert [e["field"] for e in body["errors"]] == [""]
+    assert says in body["detail"]
 
 
 def test_json_that_is_not_an_object_is_400(api: Api) -> None:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from notify_relay.api.problems import JSONResponse
 from notify_relay.api.routes import ERRORS, SenderQuery, runtime, sender_of
 from notify_relay.api.schemas import DestinationOut, DestinationPageOut
+from notify_relay.api.strict_json import StrictJsonRoute
 from notify_relay.api.views import destination_view
 from notify_relay.domain.destination import (
     MAX_CONCURRENCY_LIMIT,
@@ -21,7 +22,7 @@ from notify_relay.domain.destination import (
 from notify_relay.domain.errors import FieldError, InvalidCursor, NotFound, ValidationFailed
 from notify_relay.gate import UNSET
 
-router = APIRouter()
+router = APIRouter(route_class=StrictJsonRoute)
 
 
 class DestinationPatch(BaseModel):

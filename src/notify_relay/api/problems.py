@@ -58,8 +58,13 @@ def problem_for(exc: NotifyRelayError) -> JSONResponse:
     return problem(exc.status, exc.code, exc.message, errors, headers)
 
 
-def _field(loc: tuple[int | str, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header", "[key]")]
+def _field(error: dict[str, Any]) -> str:
+    """The dotted path of the field; "" for the whole body (malformed JSON: the character
+    offset in its location is not a field)."""
+    if error["type"] == "json_invalid":
+        return ""
+    parts = [str(p) for p in error["loc"]
+             if p not in ("body", "query", "path", "header", "[key]")]
     return ".".join(parts)
 
 
@@ -73,7 +78,7 @@ def _message(error: dict[str, Any]) -> str:
 
 
 def validation_problem(exc: RequestValidationError) -> JSONResponse:
-    errors = [FieldError(_field(tuple(e["loc"])), _message(e)) for e in exc.errors()]
+    errors = [FieldError(_field(e), _message(e)) for e in exc.errors()]
     return problem_for(ValidationFailed(errors))
 
 

@@ -10,6 +10,7 @@ from fastapi.responses import Response
 
 from notify_relay.api.problems import JSONResponse, problem
 from notify_relay.api.schemas import Health, MessageOut, MessagePage, Problem, SubmitResponse
+from notify_relay.api.strict_json import StrictJsonRoute
 from notify_relay.api.views import message_view, submit_view
 from notify_relay.context import correlation_id
 from notify_relay.domain.errors import (
@@ -24,7 +25,7 @@ from notify_relay.domain.status import Status
 from notify_relay.domain.submission import ID_ALPHABET, Submission
 from notify_relay.runtime import Runtime
 
-router = APIRouter()
+router = APIRouter(route_class=StrictJsonRoute)
 ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": Problem, "content": {"application/problem+json": {}}}
     for code in (400, 401, 403, 404, 409, 413, 415, 422, 429, 500, 503)

@@ -1,0 +1,75 @@
+"""Request bodies read as strict JSON: what json.loads lets through, refused as malformed.
+
+json.loads takes NaN and Infinity (not JSON: sent on, they make invalid JSON), reads
+1e999999 as infinity, keeps the last of two equal keys (so `targetUrl` twice is silently
+one of them), and fails with RecursionError or an integer-length ValueError on hostile
+input, which the framework reported as an unnamed HTTP_ERROR. Each becomes a
+JSONDecodeError, reported as VALIDATION_ERROR for the whole body (field "").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import Response
+
+
+def _no_constants(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is beyond the range of a number")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"the key {key!r} is given twice")
+        result[key] = value
+    return result
+
+
+def loads(body: bytes) -> Any:
+    """Parse `body` as RFC 8259 JSON in UTF-8; JSONDecodeError for anything else."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise json.JSONDecodeError("the body is not UTF-8", "", exc.start) from None
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constants,
+                          parse_float=_finite)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", "", 0) from None
+    except ValueError as exc:  # our hooks, and integers beyond the interpreter's digit limit
+        raise json.JSONDecodeError(str(exc), "", 0) from None
+
+
+class StrictJsonRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = loads(await self.body())
+        return self._json
+
+
+class StrictJsonRoute(APIRoute):
+    """A route whose JSON body is read by `loads`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(StrictJsonRequest(request.scope, request.receive))
+
+        return strict
