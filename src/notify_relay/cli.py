@@ -13,11 +13,14 @@ import uvicorn
 from notify_relay import __version__
 from notify_relay.adapters.sqlite import DatabaseLocked
 from notify_relay.api.app import create_app
+from notify_relay.api.guarded_protocol import guarded_protocol
 from notify_relay.bootstrap import build_embedded
 from notify_relay.config import ConfigError, add_arguments, load
 from notify_relay.logs import configure_logging
 
 log = logging.getLogger("notify_relay.cli")
+# connections and requests in progress at once; beyond, uvicorn answers 503
+MAX_CONNECTIONS = 2048
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,6 +57,8 @@ def serve(flags: dict[str, str | None]) -> int:
         server_header=False,
         proxy_headers=False,
         timeout_graceful_shutdown=max(round(settings.shutdown_grace), 1),
+        http=guarded_protocol(settings.head_timeout, settings.request_timeout),
+        limit_concurrency=MAX_CONNECTIONS,
     ))
     log.info("starting", extra={"host": settings.host, "port": settings.port, "db": settings.db,
                                 "version": __version__})

@@ -160,6 +160,10 @@ class Settings:
     rate_limit: float = _opt(float, "submissions per second per sender; 0: unlimited", 0.0)
     rate_burst: float = _opt(_positive(float), "burst above --rate-limit", 100.0)
     shutdown_grace: float = _opt(float, "seconds in-flight attempts get to finish on stop", 10.0)
+    head_timeout: float = _opt(_positive(float),
+                               "seconds a client has to send a request's head", 10.0)
+    request_timeout: float = _opt(_positive(float),
+                                  "seconds a client has to send a whole request", 60.0)
     log_level: str = _opt(str.upper, "DEBUG, INFO, WARNING or ERROR", "INFO")
     access_log: bool = _opt(_bool, "log every HTTP request", False)
 

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.datastructures import Headers
 
 from notify_relay import __version__
 from notify_relay.api import problems
@@ -44,7 +45,10 @@ def create_app(rt: Runtime, listen_host: str = "127.0.0.1") -> FastAPI:
     problems.install(app)
     app.include_router(router)
     app.include_router(destinations_router)
-    app.add_middleware(BodyGuardMiddleware)
+    auth = rt.auth
+    app.add_middleware(BodyGuardMiddleware, authenticate=(
+        (lambda scope: auth.sender_of(scope, Headers(scope=scope).get("authorization"), None))
+        if auth.enabled else None))
     metrics = rt.metrics
     if metrics is not None:
         app.add_middleware(RejectedSubmissionsMiddleware,

@@ -14,12 +14,15 @@ from collections.abc import Callable
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from notify_relay.api.problems import problem
+from notify_relay.api.problems import problem, problem_for
 from notify_relay.context import correlation_id
+from notify_relay.domain.errors import NotifyRelayError
 
 log = logging.getLogger("notify_relay.api")
 MAX_BODY_BYTES = 6 * 1024 * 1024
 DRAIN_LIMIT_BYTES = 16 * 1024 * 1024
+# bodies being read, all requests together: twenty 6 MiB bodies sent slowly held 116 MiB
+BUFFER_BUDGET_BYTES = 64 * 1024 * 1024
 _VALID_CORRELATION_ID = re.compile(r"[\x21-\x7e]{1,200}")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
@@ -92,16 +95,30 @@ class BodyGuardMiddleware:
 
     A web page can make a browser send a form or text/plain body anywhere without asking
     (no CORS preflight); it cannot label a cross-origin body application/json without one.
+    The caller's key is checked before the body is read, and all bodies being read share
+    a budget: beyond it a 503, so that clients together cannot make the server hold more.
     """
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES,
+                 authenticate: Callable[[Scope], object] | None = None,
+                 budget: int = BUFFER_BUDGET_BYTES) -> None:
+        """`authenticate` raises for a caller without a valid key."""
         self.app = app
         self.limit = limit
+        self.authenticate = authenticate
+        self.budget = budget
+        self.buffered = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
             await self.app(scope, receive, send)
             return
+        if self.authenticate is not None:
+            try:
+                self.authenticate(scope)
+            except NotifyRelayError as exc:
+                await problem_for(exc)(scope, receive, send)
+                return
         headers = Headers(scope=scope)
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
@@ -111,20 +128,29 @@ class BodyGuardMiddleware:
             return
         chunks: list[bytes] = []
         size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            more = message.get("more_body", False)
-            if size > self.limit:
-                if more:
-                    await _drain(receive, DRAIN_LIMIT_BYTES - size)
-                await self._too_large(scope, receive, send)
-                return
-            chunks.append(chunk)
+        try:
+            more = True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                self.buffered += len(chunk)
+                more = message.get("more_body", False)
+                if size > self.limit:
+                    if more:
+                        await _drain(receive, DRAIN_LIMIT_BYTES - size)
+                    await self._too_large(scope, receive, send)
+                    return
+                if self.buffered > self.budget:
+                    await problem(503, "SYSTEM_ERROR", "too many large requests at once; "
+                                  "retry shortly", headers={"Retry-After": "1"}
+                                  )(scope, receive, send)
+                    return
+                chunks.append(chunk)
+        finally:
+            self.buffered -= size
         body = b"".join(chunks)
         submission = scope["method"] == "POST" and scope["path"].startswith("/v1/messages") \
             and not scope["path"].endswith(("/retry", "/cancel"))

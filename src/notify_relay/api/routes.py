@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from notify_relay.api.problems import JSONResponse, problem
@@ -54,20 +54,12 @@ def sender_of(rt: Runtime, request: Request, claimed: str | None) -> str:
     return rt.auth.sender_of(request.scope, request.headers.get("authorization"), claimed)
 
 
-async def _authenticate_submission(request: Request) -> None:
-    """Reject an unauthenticated caller before its body is even validated."""
-    rt = runtime(request)
-    if rt.auth.enabled:
-        sender_of(rt, request, None)
-
-
 @router.post(
     "/v1/messages",
     status_code=202,
     response_model=SubmitResponse,
     responses={200: {"model": SubmitResponse, "description": "Duplicate of an accepted message"},
                **ERRORS},
-    dependencies=[Depends(_authenticate_submission)],
     summary="Submit a notification",
 )
 async def submit(submission: Submission, request: Request) -> Response:

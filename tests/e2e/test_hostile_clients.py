@@ -1,0 +1,195 @@
+"""Hostile clients over raw sockets: oversized and endless heads, half-sent bodies, slow
+clients, many connections; meanwhile a well-behaved client's submissions keep answering
+quickly and the server's memory stays bounded. Every loop is bounded in count and time."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.api_client import Api, ServerProcess
+from tests.partner import Partner
+
+TIMEOUTS = ("--head-timeout", "1", "--request-timeout", "2")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    db = tmp_path_factory.mktemp("hostile") / "relay.db"
+    with ServerProcess(db, "--allow-networks", "127.0.0.0/8", *TIMEOUTS) as running:
+        yield running
+
+
+def connect(server: ServerProcess) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    sock.settimeout(10)
+    return sock
+
+
+def response_of(sock: socket.socket) -> bytes:
+    """What the server answers before it closes the connection (at most 64 KiB)."""
+    data = b""
+    try:
+        while len(data) < 65536:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except (ConnectionResetError, TimeoutError):
+        pass
+    return data
+
+
+def send_until_closed(sock: socket.socket, chunks: Iterator[bytes], budget: int) -> int:
+    """Send until the server closes the connection or `budget` bytes went out."""
+    sent = 0
+    try:
+        for chunk in chunks:
+            sock.sendall(chunk)
+            sent += len(chunk)
+            if sent >= budget:
+                break
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    return sent
+
+
+def rss_mib(server: ServerProcess) -> float:
+    assert server.proc is not None
+    for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def status_of(raw: bytes) -> int:
+    return int(raw.split(b" ", 2)[1]) if raw.startswith(b"HTTP/1.1 ") else 0
+
+
+def submit_quickly(api: Api, partner: Partner) -> float:
+    start = time.monotonic()
+    response = api.submit({"messageId": f"calm-{uuid.uuid4().hex[:8]}",
+                           "targetUrl": partner.url("/ok")})
+    assert response.status_code == 202
+    return time.monotonic() - start
+
+
+def test_an_endless_header_is_cut_at_the_limit_with_431(server: ServerProcess) -> None:
+    sock = connect(server)
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: ")
+    sent = send_until_closed(sock, iter(lambda: b"a" * 65536, b""), budget=32 * 1024 * 1024)
+    raw = response_of(sock)
+    sock.close()
+    assert status_of(raw) == 431
+    assert b'"code":"HEADERS_TOO_LARGE"' in raw
+    assert sent < 8 * 1024 * 1024  # cut off early, not after megabytes
+
+
+@pytest.mark.parametrize(("count", "size"), [(101, 10), (40, 2000)])
+def test_too_many_or_too_large_header_fields_are_431(server: ServerProcess, count: int,
+                                                     size: int) -> None:
+    head = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n" + b"".join(
+        b"X-H%d: %s\r\n" % (i, b"v" * size) for i in range(count)) + b"\r\n"
+    sock = connect(server)
+    send_until_closed(sock, iter([head]), budget=len(head))
+    raw = response_of(sock)
+    sock.close()
+    assert status_of(raw) == 431
+
+
+def test_headers_within_the_limits_pass(api: Api) -> None:
+    headers = {f"X-H{i}": "v" * 500 for i in range(90)}  # 90 fields, about 45 KiB
+    assert api.http.get("/healthz", headers=headers).status_code == 200
+
+
+@pytest.mark.parametrize("start", [
+    b"",  # connects and says nothing
+    b"GET /healthz HTTP/1.1\r\nHost: loc",  # a head that stops half-way
+    b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 100\r\n\r\n",  # a Content-Length, and then nothing
+    b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 100\r\n\r\n{\"messageId\": ",  # a body cut short
+])
+def test_slow_or_silent_clients_are_timed_out(server: ServerProcess, start: bytes) -> None:
+    sock = connect(server)
+    if start:
+        sock.sendall(start)
+    began = time.monotonic()
+    raw = response_of(sock)
+    sock.close()
+    waited = time.monotonic() - began
+    assert waited < 5  # the 1 s head and 2 s request timeouts, not forever
+    assert raw == b"" or status_of(raw) == 408
+
+
+def test_a_trickling_head_is_cut_at_the_head_timeout(server: ServerProcess) -> None:
+    sock = connect(server)
+    began = time.monotonic()
+    try:
+        for byte in b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: " + b"s" * 100:
+            sock.sendall(bytes([byte]))
+            time.sleep(0.05)
+            if time.monotonic() - began > 5:
+                break
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    raw = response_of(sock)
+    sock.close()
+    assert status_of(raw) in (0, 408)
+    assert time.monotonic() - began < 5
+
+
+def test_under_attack_a_calm_client_is_served_and_memory_stays_bounded(
+    server: ServerProcess, api: Api, partner: Partner
+) -> None:
+    """Many idle connections, and twenty that each send a 6 MiB body minus one byte."""
+    before = rss_mib(server)
+    idle = [connect(server) for _ in range(200)]
+    stop = threading.Event()
+    body = b"{" + b" " * (6 * 1024 * 1024 - 3)
+
+    def half_sent_body() -> None:
+        sock = connect(server)
+        sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\n"
+                     b"Content-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % (len(body) + 1))
+        send_until_closed(sock, (body[i:i + 65536] for i in range(0, len(body), 65536)),
+                          budget=len(body))
+        stop.wait(5)
+        sock.close()
+
+    senders = [threading.Thread(target=half_sent_body) for _ in range(20)]
+    for thread in senders:
+        thread.start()
+    try:
+        latencies = [submit_quickly(api, partner) for _ in range(20)]
+        peak = rss_mib(server)
+    finally:
+        stop.set()
+        for thread in senders:
+            thread.join(15)
+        for sock in idle:
+            sock.close()
+    assert max(latencies) < 1.0, latencies
+    # the bodies being read share a 64 MiB budget: twenty 6 MiB bodies cannot all be held
+    assert peak - before < 100, (before, peak)
+
+
+def test_with_keys_a_bad_key_is_refused_before_the_body_is_read(tmp_path: Path) -> None:
+    with ServerProcess(tmp_path / "keys.db", "--api-keys", "k=team", *TIMEOUTS) as keyed:
+        sock = connect(keyed)
+        sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\n"
+                     b"Authorization: Bearer wrong\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 6000000\r\n\r\n")
+        began = time.monotonic()
+        raw = sock.recv(65536)  # no byte of the body was sent
+        answered_in = time.monotonic() - began
+        sock.close()
+    assert status_of(raw) == 401
+    assert answered_in < 1.0  # at once, not after waiting for a body
