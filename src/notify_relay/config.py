@@ -172,6 +172,10 @@ class Settings:
         object.__setattr__(self, "signing_secrets", dict(self.signing_secrets or {}))
         if self.max_delay < self.initial_delay:
             raise ConfigError("max-delay must not be below initial-delay")
+        if self.signing_secrets and not self.api_keys:
+            raise ConfigError("signing-secrets need api-keys: without keys, anyone who can "
+                              "reach the port could have requests signed with a sender's "
+                              "secret sent wherever they choose")
 
     @property
     def retry_limits(self) -> RetryLimits:

@@ -199,7 +199,8 @@ async def test_name_resolving_to_loopback_refused_at_connect(
 
 
 async def test_signature_verifies_with_standardwebhooks(tmp_path: Path, partner: Partner) -> None:
-    config = settings(tmp_path / "r.db", signing_secrets=f"sender-a={SECRET}")
+    config = settings(tmp_path / "r.db", signing_secrets=f"sender-a={SECRET}",
+                      api_keys="key-a=sender-a")
     async with engine(config) as e:
         await submit(e, "w-1", partner.url("/ok"), body={"signed": True})
         await settled(e, "w-1")

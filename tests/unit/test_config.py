@@ -52,6 +52,11 @@ def test_pairs_parsed() -> None:
         ({"concurrency": "0"}, "--concurrency"),
         ({"initial_delay": "10", "max_delay": "5"}, "max-delay"),
         ({"access_log": "maybe"}, "--access-log"),
+        ({"signing_secrets": f"senderA={SECRET}"}, "signing-secrets need api-keys"),
+        ({"destination_concurrency": "0"}, "--destination-concurrency"),
+        ({"destination_concurrency": "1001"}, "--destination-concurrency"),
+        ({"breaker_failures": "0"}, "--breaker-failures"),
+        ({"head_timeout": "-1"}, "--head-timeout"),
     ],
 )
 def test_bad_values_are_named(flags: dict[str, str], message: str) -> None:
@@ -83,6 +88,16 @@ def test_aws_settings_require_their_resources() -> None:
         "NOTIFY_RELAY_MAX_ATTEMPTS": "5"})
     assert settings.iam_senders == {"arn:aws:iam::1:role/r": "orders"}
     assert settings.retry_limits.default_policy.max_attempts == 5
+
+
+def test_cli_refuses_signing_secrets_without_keys_in_one_line() -> None:
+    result = subprocess.run([sys.executable, "-m", "notify_relay.cli", "serve",
+                             "--signing-secrets", f"a={SECRET}"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "signing-secrets need api-keys" in result.stderr
+    assert SECRET not in result.stderr
 
 
 def test_cli_reports_a_bad_flag_without_a_traceback() -> None:
