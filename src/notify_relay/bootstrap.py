@@ -79,6 +79,7 @@ def build_embedded(settings: Settings) -> Runtime:
         metrics=metrics,
         limiter=(RateLimiter(settings.rate_limit, settings.rate_burst)
                  if settings.rate_limit > 0 else None),
+        metrics_need_key=settings.metrics_need_key,
         starts=[deliverer.open, worker.start],
         stops=[close_database, deliverer.close, worker.stop],
     )

@@ -164,6 +164,8 @@ class Settings:
                                "seconds a client has to send a request's head", 10.0)
     request_timeout: float = _opt(_positive(float),
                                   "seconds a client has to send a whole request", 60.0)
+    metrics_need_key: bool = _opt(_bool, "with --api-keys, /metrics answers only a valid key",
+                                  False)
     log_level: str = _opt(str.upper, "DEBUG, INFO, WARNING or ERROR", "INFO")
     access_log: bool = _opt(_bool, "log every HTTP request", False)
 

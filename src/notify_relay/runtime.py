@@ -22,6 +22,7 @@ class Runtime:
     auth: Authenticator = field(default_factory=Authenticator)
     metrics: PrometheusObserver | None = None
     limiter: RateLimiter | None = None
+    metrics_need_key: bool = False
     starts: list[Step] = field(default_factory=list)
     stops: list[Step] = field(default_factory=list)
 

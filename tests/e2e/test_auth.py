@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 from standardwebhooks import Webhook
 
@@ -114,3 +116,15 @@ def test_with_keys_the_key_decides_not_the_host(team_a: Api, partner: Partner) -
                              headers={"Host": "relay.internal.example",
                                       "Origin": "https://console.internal.example"})
     assert response.status_code == 202
+
+
+def test_metrics_open_by_default_and_behind_a_key_when_asked(server: ServerProcess,
+                                                             tmp_path: Path) -> None:
+    assert httpx.get(server.base_url + "/metrics").status_code == 200
+    with ServerProcess(tmp_path / "m.db", "--api-keys", "key-a=team-a",
+                       "--metrics-need-key", "true") as guarded:
+        problem(httpx.get(guarded.base_url + "/metrics"), 401, "UNAUTHENTICATED")
+        keyed = httpx.get(guarded.base_url + "/metrics",
+                          headers={"Authorization": "Bearer key-a"})
+        assert keyed.status_code == 200
+        assert "notify_relay_submissions" in keyed.text

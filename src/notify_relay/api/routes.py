@@ -138,5 +138,7 @@ async def metrics(request: Request) -> Response:
     rt = runtime(request)
     if rt.metrics is None:
         raise NotFound("metrics are not served by this deployment")
+    if rt.metrics_need_key and rt.auth.enabled:
+        sender_of(rt, request, None)  # any valid key: counts are not per sender
     body = rt.metrics.render(await rt.relay.queue.depth())
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
