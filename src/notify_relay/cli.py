@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ import uvicorn
 
 from notify_relay import __version__
 from notify_relay.adapters.sqlite import DatabaseLocked
+from notify_relay.adapters.sqlite.database import backup
 from notify_relay.api.app import create_app
 from notify_relay.api.guarded_protocol import guarded_protocol
 from notify_relay.bootstrap import build_embedded
@@ -29,7 +31,28 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the API and the delivery worker on SQLite")
     add_arguments(serve)
+    copy = commands.add_parser(
+        "backup", help="copy the database (its -wal file included) into a new file, safely "
+                       "while the server runs")
+    copy.add_argument("--db", default=None, metavar="PATH",
+                      help="the SQLite file [env NOTIFY_RELAY_DB; default ./notify-relay.db]")
+    copy.add_argument("target", metavar="TARGET", help="a new file to write")
     return parser
+
+
+def backup_command(db: str | None, target: str) -> int:
+    source = db or os.environ.get("NOTIFY_RELAY_DB") or "./notify-relay.db"
+    if not os.path.exists(source):
+        print(f"notify-relay: error: {source} does not exist", file=sys.stderr)
+        return 1
+    try:
+        pages = backup(source, target)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"notify-relay: error: backup of {source} to {target} failed: {exc}",
+              file=sys.stderr)
+        return 1
+    print(f"backed up {source} to {target} ({pages} pages)")
+    return 0
 
 
 def serve(flags: dict[str, str | None]) -> int:
@@ -71,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.pop("command")
     if command == "serve":
         return serve(args)
+    if command == "backup":
+        return backup_command(args["db"], args["target"])
     return 2  # argparse rejects unknown commands before this
 
 

@@ -140,3 +140,22 @@ class SqliteDatabase:
                 future.set_result(result)
             else:
                 future.set_exception(error)
+
+
+def backup(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> int:
+    """Copy the database, WAL included, into `target` (a new file, owner only) with SQLite's
+    online backup: consistent while a server writes to it. Returns the pages copied.
+
+    The -wal file holds acknowledged messages not yet in the main file: copying only
+    `relay.db`, or deleting its -wal after a crash, loses them. This copies all of it."""
+    target_path = Path(target)
+    if target_path.exists():
+        raise FileExistsError(f"{target_path} exists; choose a new file")
+    os.close(os.open(target_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    with sqlite3.connect(Path(source)) as src, \
+            sqlite3.connect(target_path) as dst:
+        src.backup(dst)
+        (pages,) = dst.execute("PRAGMA page_count").fetchone()
+    src.close()
+    dst.close()
+    return int(pages)

@@ -1,0 +1,64 @@
+"""`notify-relay backup` copies a running server's database, WAL included, safely."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.e2e.api_client import Api, ServerProcess
+from tests.partner import Partner
+
+
+def test_backup_of_a_running_server_restores_every_message(tmp_path: Path,
+                                                           partner: Partner) -> None:
+    db, copy = tmp_path / "relay.db", tmp_path / "copy.db"
+    with ServerProcess(db, "--allow-networks", "127.0.0.0/8") as server:
+        api = Api(server.base_url)
+        assert api.patch_destination("held", {"paused": True}).status_code == 200
+        for i in range(20):
+            body = {"messageId": f"b-{i}", "targetUrl": partner.url("/ok")}
+            if i % 2:
+                body["destination"] = "held"  # these stay QUEUED, in the WAL
+            assert api.submit(body).status_code == 202
+        api.wait_for("b-0", {"DELIVERED"})
+        result = subprocess.run(
+            [sys.executable, "-m", "notify_relay.cli", "backup", "--db", str(db), str(copy)],
+            capture_output=True, text=True, timeout=60, check=False)
+        api.close()
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(os.stat(copy).st_mode) == 0o600
+    # the copy alone (no -wal beside it) is the whole database
+    assert not Path(f"{copy}-wal").exists() or Path(f"{copy}-wal").stat().st_size == 0
+    with ServerProcess(copy, "--allow-networks", "127.0.0.0/8") as restored:
+        api = Api(restored.base_url)
+        statuses = {api.get(f"b-{i}").json()["status"] for i in range(1, 20, 2)}
+        held = api.destination("held").json()
+        api.close()
+    assert statuses == {"QUEUED"}
+    assert (held["paused"], held["pending"]) == (True, 10)
+
+
+def backup(db: Path, target: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "notify_relay.cli", "backup", "--db", str(db), str(target)],
+        capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_backup_refuses_to_overwrite_or_invent(tmp_path: Path) -> None:
+    source = tmp_path / "source.db"
+    with sqlite3.connect(source) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    existing = tmp_path / "existing.db"
+    existing.write_bytes(b"keep me")
+    refused = backup(source, existing)
+    assert refused.returncode == 1
+    assert "exists" in refused.stderr
+    assert existing.read_bytes() == b"keep me"
+    missing = backup(tmp_path / "none.db", tmp_path / "new.db")
+    assert missing.returncode == 1
+    assert "does not exist" in missing.stderr
