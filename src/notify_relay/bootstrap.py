@@ -82,35 +82,51 @@ def build_embedded(settings: Settings) -> Runtime:
         metrics_need_key=settings.metrics_need_key,
         starts=[deliverer.open, worker.start],
         stops=[close_database, deliverer.close, worker.stop],
+        checks=[worker.check_alive],
     )
 
 
 def build_aws(settings: AwsSettings, *, worker: bool) -> Runtime:
     """DynamoDB + S3 store, SQS queue, aiohttp delivery (opened only for the worker).
 
-    Imports boto3 here, not at module level: the embedded server never pays for it.
+    The gate is shared (every Lambda reads and writes the same destination records) and
+    counts attempts in flight with slot leases in DynamoDB; the API gets the limiter too,
+    only to show `inFlight`. Imports boto3 here, not at module level: the embedded server
+    never pays for it.
     """
     import boto3
 
+    from notify_relay.adapters.aws.destinations import DynamoDestinationStore, DynamoSlotLimiter
     from notify_relay.adapters.aws.dynamodb import DynamoStore
     from notify_relay.adapters.aws.sqs import SqsQueue
-    from notify_relay.adapters.memory import MemoryDestinationStore
 
     session = boto3.session.Session()
+    dynamodb = session.client("dynamodb")
     network = NetworkPolicy(settings.allow_networks)
+    limits = settings.retry_limits
     aiohttp_deliverer = None
     if worker:
         from notify_relay.adapters.http import AiohttpDeliverer
 
         aiohttp_deliverer = AiohttpDeliverer(network)
+    gate = Gate(
+        DynamoDestinationStore(dynamodb, settings.destinations_table, settings.table),
+        settings.destination_rules,
+        shared=True,
+        limiter=DynamoSlotLimiter(dynamodb, settings.destinations_table),
+        cache_seconds=1.0,
+        flush_seconds=30.0,
+        # a slot's lease and a probe's turn outlast the longest attempt of a worker Lambda
+        probe_seconds=limits.max_timeout + 60.0,
+    )
     relay = Relay(
-        store=DynamoStore(session.client("dynamodb"), settings.table, session.client("s3"),
-                          settings.bucket),
+        store=DynamoStore(dynamodb, settings.table, session.client("s3"), settings.bucket,
+                          destinations_table=settings.destinations_table),
         queue=SqsQueue(session.client("sqs"), settings.queue_url, settings.dead_letter_url,
                        deletes_by_caller=worker),
         deliverer=aiohttp_deliverer or NoDelivery(),
-        gate=Gate(MemoryDestinationStore(), settings.destination_rules),
-        limits=settings.retry_limits,
+        gate=gate,
+        limits=limits,
         network=network,
         signers={sender: Webhook(secret) for sender, secret in settings.signing_secrets.items()},
         exclusive_claims=False,  # a standard queue may hand the same entry to two workers

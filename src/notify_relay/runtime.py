@@ -25,6 +25,7 @@ class Runtime:
     metrics_need_key: bool = False
     starts: list[Step] = field(default_factory=list)
     stops: list[Step] = field(default_factory=list)
+    checks: list[Step] = field(default_factory=list)
 
     async def start(self) -> None:
         for step in self.starts:
@@ -42,5 +43,9 @@ class Runtime:
             raise ExceptionGroup("stopping the runtime failed", errors)  # type: ignore[type-var]
 
     async def check_ready(self) -> None:
+        """Ready: the store takes a write, the queue answers, and what else was added
+        (the embedded worker runs)."""
         await self.relay.store.ping()
         await self.relay.queue.ping()
+        for check in self.checks:
+            await check()

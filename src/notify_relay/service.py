@@ -5,6 +5,7 @@ No framework here: the API, the embedded worker and the Lambdas all call this.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -24,6 +25,7 @@ from notify_relay.domain.errors import (
     InvalidState,
     NotFound,
     StaleWrite,
+    StoreUnavailable,
     TargetNotAllowed,
 )
 from notify_relay.domain.message import Message, MessageKey
@@ -53,6 +55,7 @@ from notify_relay.ports import (
 log = logging.getLogger("notify_relay.service")
 # beyond an attempt's timeout, the time its worker may still need to record the result
 IN_FLIGHT_MARGIN_SECONDS = 30.0
+RECORD_RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
 REDRIVEN_ERROR = "the queue dead-lettered this message after its processing failed repeatedly"
 
 
@@ -298,7 +301,7 @@ class Relay:
                           policy=message.policy, limits=self.limits, now=finished, rand=self.rand)
         message = message.finish_attempt(result, decision, started_at=started,
                                          duration_ms=round(elapsed * 1000), now=finished)
-        message = await self.store.update(message)
+        message = await self._record(message)
         self.observer.attempt(decision.outcome.value, elapsed)
         if log.isEnabledFor(logging.INFO):
             log.info("attempt", extra={
@@ -307,6 +310,18 @@ class Relay:
                 "outcome": decision.outcome.value, "durationMs": round(elapsed * 1000),
                 "destination": message.destination})
         await self._settle(claim, message, decision.outcome)
+
+    async def _record(self, message: Message) -> Message:
+        """Write an attempt's outcome, through a store that is briefly unavailable: the
+        partner has answered, and losing that costs a whole lease and a repeated request."""
+        for delay in RECORD_RETRY_DELAYS:
+            try:
+                return await self.store.update(message)
+            except StoreUnavailable:
+                log.warning("recording an attempt failed; trying again",
+                            extra={**message_context(message), "retryInSeconds": delay})
+                await asyncio.sleep(delay)
+        return await self.store.update(message)
 
     def _not_before(self, message: Message) -> datetime | None:
         """When a claimed entry may be worked on, if it came early.

@@ -8,8 +8,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from notify_relay.adapters.memory import MemoryQueue, MemoryStore
-from notify_relay.domain.errors import IdempotencyConflict, InvalidState, NotFound, TargetNotAllowed
-from notify_relay.domain.message import MessageKey
+from notify_relay.domain.errors import (
+    IdempotencyConflict,
+    InvalidState,
+    NotFound,
+    StoreUnavailable,
+    TargetNotAllowed,
+)
+from notify_relay.domain.message import Message, MessageKey
 from notify_relay.domain.retry import AttemptResult, ErrorKind, Outcome
 from notify_relay.domain.status import Status
 from notify_relay.domain.submission import Submission
@@ -215,3 +221,27 @@ async def test_exclusive_claims_resume_an_interrupted_attempt_at_once() -> None:
     message = await r.get(KEY)
     assert message.status is Status.DELIVERED
     assert [a.outcome for a in message.attempts] == [Outcome.RETRY, Outcome.SUCCESS]
+
+
+async def test_an_attempts_outcome_is_recorded_through_a_briefly_unavailable_store(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The partner answered: a store fault for a moment must not cost a whole lease and a
+    repeated request."""
+    r, _ = relay(ScriptedDeliverer(AttemptResult(status_code=200)))
+    await r.submit(submission(), "s", "c")
+    store = r.store
+    real_update = store.update
+    failures = iter([True, True, False])
+
+    async def flaky_update(message: Message) -> Message:
+        if message.status is Status.DELIVERED and next(failures):
+            raise StoreUnavailable("disk full")
+        return await real_update(message)
+
+    monkeypatch.setattr(store, "update", flaky_update)
+    monkeypatch.setattr("notify_relay.service.RECORD_RETRY_DELAYS", (0.0, 0.0, 0.0))
+    assert await deliver_due(r) == 1
+    message = await r.get(KEY)
+    assert message.status is Status.DELIVERED
+    assert len(r.deliverer.sent) == 1  # type: ignore[attr-defined]

@@ -15,7 +15,13 @@ from starlette.responses import JSONResponse as _StarletteJSON
 from starlette.responses import Response
 
 from notify_relay.context import correlation_id
-from notify_relay.domain.errors import FieldError, NotifyRelayError, RateLimited, ValidationFailed
+from notify_relay.domain.errors import (
+    FieldError,
+    NotifyRelayError,
+    RateLimited,
+    StoreUnavailable,
+    ValidationFailed,
+)
 
 log = logging.getLogger("notify_relay.api")
 PROBLEM_JSON = "application/problem+json"
@@ -54,7 +60,7 @@ def problem(
 def problem_for(exc: NotifyRelayError) -> JSONResponse:
     errors = exc.errors if isinstance(exc, ValidationFailed) else None
     headers = ({"Retry-After": str(exc.retry_after_seconds)}
-               if isinstance(exc, RateLimited) else None)
+               if isinstance(exc, RateLimited | StoreUnavailable) else None)
     return problem(exc.status, exc.code, exc.message, errors, headers)
 
 
@@ -85,7 +91,9 @@ def validation_problem(exc: RequestValidationError) -> JSONResponse:
 def install(app: FastAPI) -> None:
     async def on_domain(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, NotifyRelayError)
-        if exc.status >= 500:
+        if isinstance(exc, StoreUnavailable):
+            log.warning("request refused: the store is unavailable", extra={"error": exc.message})
+        elif exc.status >= 500:
             log.error("request failed", exc_info=exc)
         return problem_for(exc)
 

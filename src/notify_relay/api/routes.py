@@ -17,6 +17,7 @@ from notify_relay.domain.errors import (
     FieldError,
     InvalidCursor,
     NotFound,
+    NotifyRelayError,
     RateLimited,
     ValidationFailed,
 )
@@ -128,7 +129,9 @@ async def readyz(request: Request) -> Response:
     try:
         await runtime(request).check_ready()
     except Exception as exc:
-        return problem(503, "SYSTEM_ERROR", f"not ready: {type(exc).__name__}")
+        detail = exc.message if isinstance(exc, NotifyRelayError) else type(exc).__name__
+        return problem(503, "SYSTEM_ERROR", f"not ready: {detail}",
+                       headers={"Retry-After": "1"})
     return JSONResponse({"status": "ready"})
 
 

@@ -108,6 +108,15 @@ class RateLimited(NotifyRelayError):
         super().__init__()
 
 
+class StoreUnavailable(NotifyRelayError):
+    """The store cannot take writes now (disk full, read-only, locked); retry shortly with
+    the same messageId."""
+
+    code = "SYSTEM_ERROR"
+    status = 503
+    retry_after_seconds = 1
+
+
 class StaleWrite(NotifyRelayError):
     """The message changed since it was read; the write was refused."""
 

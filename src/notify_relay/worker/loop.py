@@ -58,6 +58,11 @@ class Worker:
         if due_at <= self._sleep_until:
             self._wake.set()
 
+    async def check_alive(self) -> None:
+        """Readiness: the claiming loop runs (it logs and carries on after any error)."""
+        if self._main is None or self._main.done():
+            raise RuntimeError("the delivery worker is not running")
+
     def destination_ready(self) -> None:
         """Called when a destination may take more: a slot freed, a breaker closed, a
         setting changed."""

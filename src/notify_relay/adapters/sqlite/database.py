@@ -18,13 +18,18 @@ import fcntl
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from notify_relay.adapters.sqlite.schema import migrate
+from notify_relay.domain.errors import StoreUnavailable
 
 T = TypeVar("T")
+BUSY_TIMEOUT_MS = 250
+# ready only with room for the largest submission (6 MiB) and its WAL frames
+READY_FREE_BYTES = 8 * 1024 * 1024
 log = logging.getLogger("notify_relay.sqlite")
 
 
@@ -44,12 +49,18 @@ class DatabaseLocked(RuntimeError):
     """Another notify-relay process is using this database file."""
 
 
+class DatabaseCorrupt(RuntimeError):
+    """The database file fails SQLite's integrity check."""
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode = WAL")
     # FULL: a transaction is on disk before the API answers 202, power loss included
     conn.execute("PRAGMA synchronous = FULL")
-    conn.execute("PRAGMA busy_timeout = 10000")
+    # another process holding the write lock (an operator's sqlite3 shell) makes a commit
+    # wait this long on the event loop: short, then a 503 the caller retries
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA foreign_keys = ON")
     return conn
 
@@ -81,6 +92,14 @@ class SqliteDatabase:
             raise DatabaseLocked(f"{self.path} is in use by another notify-relay process") from None
         self._lock_file = lock_file
         self._conn = _connect(self.path)
+        try:
+            (verdict,) = self._conn.execute("PRAGMA quick_check").fetchone()
+        except sqlite3.DatabaseError as exc:
+            verdict = str(exc)
+        if verdict != "ok":
+            self.close()
+            raise DatabaseCorrupt(f"{self.path} failed SQLite's quick_check: {verdict}; "
+                                  "restore it from a backup (notify-relay backup)")
         migrate(self._conn)
 
     def close(self) -> None:
@@ -110,7 +129,21 @@ class SqliteDatabase:
         return await future
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return fn(self._connection())
+        try:
+            return fn(self._connection())
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"the database cannot be read now: {exc}") from exc
+
+    async def check_writable(self) -> None:
+        """Readiness: room for the largest submission, and a real commit (permissions,
+        the write lock and the disk all hold)."""
+        disk = os.statvfs(self.path.parent)
+        free = disk.f_bavail * disk.f_frsize
+        if free < READY_FREE_BYTES:
+            raise StoreUnavailable(f"only {free // 1024} KiB free on the database's disk")
+        now = time.time()
+        await self.write(lambda conn: conn.execute(
+            "UPDATE heartbeat SET at = ? WHERE id = 1", (now,)))
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -124,6 +157,8 @@ class SqliteDatabase:
                 try:
                     results.append((future, fn(conn), None))
                     conn.execute("RELEASE w")
+                except sqlite3.OperationalError:  # full, read-only, I/O: the batch fails
+                    raise
                 except Exception as exc:  # the caller gets it; the batch goes on
                     conn.execute("ROLLBACK TO w")
                     conn.execute("RELEASE w")
@@ -132,7 +167,8 @@ class SqliteDatabase:
         except Exception as exc:  # the commit failed: nobody's write is durable
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            results = [(future, None, exc) for _, future in batch]
+            unavailable = StoreUnavailable(f"the database cannot take writes now: {exc}")
+            results = [(future, None, unavailable) for _, future in batch]
         for future, result, error in results:
             if future.done():
                 continue

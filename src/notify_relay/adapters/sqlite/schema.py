@@ -96,6 +96,11 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT OR IGNORE INTO destinations (sender_id, name)
         SELECT sender_id, destination FROM messages;
     """,
+    # 3: a row that /readyz rewrites: ready means a write can commit
+    """
+    CREATE TABLE heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL);
+    INSERT INTO heartbeat VALUES (1, 0);
+    """,
 )
 
 

@@ -104,4 +104,4 @@ class SqliteStore:
         return [_from_row(r) for r in rows]
 
     async def ping(self) -> None:
-        await self._db.read(lambda conn: conn.execute("SELECT 1").fetchone())
+        await self._db.check_writable()
