@@ -327,10 +327,18 @@ def test_openapi_describes_every_endpoint(api: Api) -> None:
     assert set(schema["required"]) == {"messageId", "targetUrl"}
 
 
-def test_sigterm_stops_cleanly(tmp_path: Any) -> None:
-    server = ServerProcess(tmp_path / "stop.db").start()
-    # uvicorn re-raises the signal once it has shut down, as the default action would
-    assert server.terminate() in (0, -signal.SIGTERM)
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_clean_stop_exits_0(tmp_path: Any, partner: Partner, stop: signal.Signals) -> None:
+    """Supervisors and shells read -15 or -2 as a failure (contract v1.1)."""
+    server = ServerProcess(tmp_path / "stop.db", "--allow-networks", "127.0.0.1/32").start()
+    api = Api(server.base_url)
+    assert api.submit({"messageId": "before-stop", "targetUrl": partner.url("/ok")}
+                      ).status_code == 202
+    api.wait_for("before-stop", {"DELIVERED"})
+    api.close()
+    assert server.proc is not None
+    server.proc.send_signal(stop)
+    assert server.proc.wait(timeout=30) == 0
     assert "Application shutdown complete" in server.logs()
 
 
