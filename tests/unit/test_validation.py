@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from notify_relay.domain.errors import ValidationFailed
 from notify_relay.domain.message import BodyKind
+from notify_relay.domain.retry import RetryLimits
 from notify_relay.domain.submission import Submission
 
 BASE: dict[str, Any] = {"messageId": "m-1", "targetUrl": "https://partner.example/hook"}
@@ -213,12 +214,27 @@ def test_invalid_timestamps(timestamp: Any) -> None:
         ({"initialDelaySeconds": 0}, "retryPolicy.initialDelaySeconds"),
         ({"initialDelaySeconds": -1}, "retryPolicy.initialDelaySeconds"),
         ({"maxDelaySeconds": 0}, "retryPolicy.maxDelaySeconds"),
-        ({"initialDelaySeconds": 10, "maxDelaySeconds": 5}, "retryPolicy"),
         ({"unknown": 1}, "retryPolicy.unknown"),
     ],
 )
 def test_retry_policy_bounds(policy: dict[str, Any], field: str) -> None:
     assert error_fields(retryPolicy=policy) == [field]
+
+
+def test_max_delay_below_initial_delay_caps_it() -> None:
+    """No rule across two fields, which a schema cannot tell a client: the server caps."""
+    policy = parse(retryPolicy={"initialDelaySeconds": 10, "maxDelaySeconds": 5}).retryPolicy
+    assert policy is not None
+    effective = RetryLimits().effective_policy(None, policy.initialDelaySeconds,
+                                                policy.maxDelaySeconds)
+    assert (effective.initial_delay, effective.max_delay) == (5, 5)
+
+
+def test_an_integral_float_is_a_json_integer() -> None:
+    policy = parse(retryPolicy={"maxAttempts": 3.0}).retryPolicy
+    assert policy is not None
+    assert policy.maxAttempts == 3
+    assert isinstance(policy.maxAttempts, int)
 
 
 @pytest.mark.parametrize("attempts", [1, 100])

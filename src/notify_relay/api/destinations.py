@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from notify_relay.api.problems import JSONResponse
 from notify_relay.api.routes import ERRORS, SenderQuery, runtime, sender_of
@@ -15,14 +15,19 @@ from notify_relay.api.strict_json import StrictJsonRoute
 from notify_relay.api.views import destination_view
 from notify_relay.domain.destination import (
     MAX_CONCURRENCY_LIMIT,
+    NAME_PATTERN,
     BreakerState,
     DestinationKey,
-    is_valid_name,
 )
 from notify_relay.domain.errors import FieldError, InvalidCursor, NotFound, ValidationFailed
+from notify_relay.domain.submission import json_integer
 from notify_relay.gate import UNSET
 
 router = APIRouter(route_class=StrictJsonRoute)
+Name = Annotated[str, Path(pattern=NAME_PATTERN, description=(
+    "the destination: its custom name, or the target's host:port"))]
+MaxConcurrency = Annotated[int, Field(ge=1, le=MAX_CONCURRENCY_LIMIT),
+                           BeforeValidator(json_integer)]
 
 
 class DestinationPatch(BaseModel):
@@ -32,16 +37,12 @@ class DestinationPatch(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
     paused: bool | None = None
-    maxConcurrency: int | None = Field(default=None, ge=1, le=MAX_CONCURRENCY_LIMIT)
-    ratePerSecond: float | None = Field(default=None, gt=0, le=1_000_000, allow_inf_nan=False)
+    maxConcurrency: MaxConcurrency | None = None
+    ratePerSecond: Annotated[float, Field(gt=0, le=1_000_000, allow_inf_nan=False)] | None = None
 
 
 def _key(request: Request, name: str, sender_id: str | None) -> DestinationKey:
-    sender = sender_of(runtime(request), request, sender_id)
-    if not is_valid_name(name):
-        raise ValidationFailed([FieldError(
-            "destination", "must be 1-128 characters of A-Z a-z 0-9 . _ : @ - [ ]")])
-    return DestinationKey(sender, name)
+    return DestinationKey(sender_of(runtime(request), request, sender_id), name)
 
 
 @router.get("/v1/destinations", response_model=DestinationPageOut, responses=ERRORS,
@@ -66,7 +67,7 @@ async def list_destinations(
 @router.get("/v1/destinations/{destination}", response_model=DestinationOut, responses=ERRORS,
             summary="One destination: breaker, limits and backlog")
 async def get_destination(
-    destination: str, request: Request, sender_id: SenderQuery = None
+    destination: Name, request: Request, sender_id: SenderQuery = None
 ) -> Response:
     gate = runtime(request).relay.gate
     key = _key(request, destination, sender_id)
@@ -79,7 +80,7 @@ async def get_destination(
 @router.patch("/v1/destinations/{destination}", response_model=DestinationOut, responses=ERRORS,
               summary="Pause, resume, cap or rate-limit a destination")
 async def patch_destination(
-    destination: str, changes: DestinationPatch, request: Request,
+    destination: Name, changes: DestinationPatch, request: Request,
     sender_id: SenderQuery = None,
 ) -> Response:
     gate = runtime(request).relay.gate

@@ -25,6 +25,7 @@ DRAIN_LIMIT_BYTES = 16 * 1024 * 1024
 BUFFER_BUDGET_BYTES = 64 * 1024 * 1024
 _VALID_CORRELATION_ID = re.compile(r"[\x21-\x7e]{1,200}")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_SUBMISSION_PATHS = frozenset({"/v1/messages", "/v1/messages/batch"})
 
 
 class CorrelationIdMiddleware:
@@ -152,8 +153,7 @@ class BodyGuardMiddleware:
         finally:
             self.buffered -= size
         body = b"".join(chunks)
-        submission = scope["method"] == "POST" and scope["path"].startswith("/v1/messages") \
-            and not scope["path"].endswith(("/retry", "/cancel"))
+        submission = scope["method"] == "POST" and scope["path"] in _SUBMISSION_PATHS
         if (body or submission) and not _is_json(headers.get("content-type", "")):
             await problem(415, "UNSUPPORTED_MEDIA_TYPE",
                           "the request body must be JSON (Content-Type: application/json)"

@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse as _StarletteJSON
 from starlette.responses import Response
+from starlette.routing import Match
 
 from notify_relay.context import correlation_id
 from notify_relay.domain.errors import (
@@ -88,6 +89,18 @@ def validation_problem(exc: RequestValidationError) -> JSONResponse:
     return problem_for(ValidationFailed(errors))
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route of this path answers."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        route_methods = getattr(route, "methods", None)
+        if match is not Match.NONE and route_methods:
+            methods |= set(route_methods)
+    methods.discard("HEAD")
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     async def on_domain(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, NotifyRelayError)
@@ -101,11 +114,16 @@ def install(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return validation_problem(exc)
 
-    async def on_http(_: Request, exc: Exception) -> Response:
+    async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         code = _CODES_BY_STATUS.get(exc.status_code, "HTTP_ERROR")
         detail = "no such route" if exc.status_code == 404 else str(exc.detail)
-        return problem(exc.status_code, code, detail, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Starlette names only the first route's methods
+            allowed = _allowed_methods(request)
+            headers["Allow"] = ", ".join(allowed)
+            detail = f"{request.method} is not allowed here; use {' or '.join(allowed)}"
+        return problem(exc.status_code, code, detail, headers=headers or None)
 
     app.add_exception_handler(NotifyRelayError, on_domain)
     app.add_exception_handler(RequestValidationError, on_validation)

@@ -16,12 +16,12 @@ from urllib.parse import urlsplit
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     JsonValue,
     StringConstraints,
     field_validator,
-    model_validator,
 )
 
 from notify_relay.domain.destination import NAME_PATTERN
@@ -132,7 +132,28 @@ def check_timestamp(value: str) -> str:
     return value
 
 
+def json_integer(value: object) -> object:
+    """JSON Schema's integer: 3 and 3.0, never "3" or true (strict mode refused 3.0)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
+
+
+# integers as JSON Schema counts them (3.0 too), strict otherwise, within bounds
+MaxAttempts = Annotated[int, Field(ge=1, le=100), BeforeValidator(json_integer)]
 Identifier = Annotated[str, StringConstraints(pattern=rf"^{ID_ALPHABET}+$", min_length=1)]
+# what the schema tells generated clients about a target (the validator says the rest):
+# http(s), a name whose last label is not numeric, a port, a path of visible ASCII
+TARGET_URL_PATTERN = (r"^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*"
+                      r"(:[1-9][0-9]{0,3})?(/[!-~]*)?$")
+HEADER_NAME_PATTERN = "^(?!(?:" + "|".join(
+    "".join(f"[{c.upper()}{c}]" if c.isalpha() else re.escape(c) for c in name)
+    for name in sorted(REFUSED_HEADERS)) + ")$)(?![Pp][Rr][Oo][Xx][Yy]-)" + \
+    r"[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+METHOD_PATTERN = "^(?:" + "|".join(
+    "".join(f"[{c}{c.lower()}]" for c in method) for method in sorted(METHODS)) + ")$"
+TIMESTAMP_PATTERN = (r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])[Tt]([01][0-9]|2[0-3])"
+                     r":[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?([Zz]|\+00:00)$")
 HeaderName = Annotated[str, AfterValidator(check_header_name)]
 HeaderValue = Annotated[str, AfterValidator(check_header_value)]
 
@@ -140,19 +161,11 @@ HeaderValue = Annotated[str, AfterValidator(check_header_value)]
 class RetryPolicyIn(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    maxAttempts: int | None = Field(default=None, ge=1, le=100)
+    maxAttempts: MaxAttempts | None = None
     initialDelaySeconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    # below initialDelaySeconds, it caps that too (RetryLimits.effective_policy): a rule
+    # across two fields would be one that no schema can tell a client
     maxDelaySeconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-
-    @model_validator(mode="after")
-    def _delays_ordered(self) -> RetryPolicyIn:
-        if (
-            self.initialDelaySeconds is not None
-            and self.maxDelaySeconds is not None
-            and self.maxDelaySeconds < self.initialDelaySeconds
-        ):
-            raise ValueError("maxDelaySeconds must not be below initialDelaySeconds")
-        return self
 
 
 class Submission(BaseModel):
@@ -163,14 +176,20 @@ class Submission(BaseModel):
     messageId: Annotated[Identifier, Field(max_length=128)]
     senderId: Annotated[Identifier, Field(max_length=64)] | None = None
     targetUrl: Annotated[
-        str, Field(max_length=MAX_URL_LENGTH), AfterValidator(check_target_url)
+        str, Field(max_length=MAX_URL_LENGTH, json_schema_extra={
+            "pattern": TARGET_URL_PATTERN, "format": "uri"}),
+        AfterValidator(check_target_url),
     ]
-    method: Annotated[str, AfterValidator(check_method)] = "POST"
-    headers: Annotated[dict[HeaderName, HeaderValue], Field(max_length=MAX_HEADERS)] = Field(
-        default_factory=dict
-    )
+    method: Annotated[str, Field(json_schema_extra={"pattern": METHOD_PATTERN}),
+                      AfterValidator(check_method)] = "POST"
+    headers: Annotated[dict[HeaderName, HeaderValue], Field(
+        max_length=MAX_HEADERS, json_schema_extra={
+            "propertyNames": {"pattern": HEADER_NAME_PATTERN},
+            "additionalProperties": {"type": "string", "pattern": r"^[\t\x20-\x7e]*$"}},
+    )] = Field(default_factory=dict)
     body: JsonValue = None
-    timestamp: Annotated[str, AfterValidator(check_timestamp)] | None = None
+    timestamp: Annotated[str, Field(json_schema_extra={"pattern": TIMESTAMP_PATTERN}),
+                         AfterValidator(check_timestamp)] | None = None
     retryPolicy: RetryPolicyIn | None = None
     timeoutSeconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     destination: Annotated[str, StringConstraints(pattern=NAME_PATTERN)] | None = None
