@@ -23,6 +23,7 @@ class Functions(Construct):
         super().__init__(scope, id)
         environment = {
             "NOTIFY_RELAY_TABLE": storage.table.table_name,
+            "NOTIFY_RELAY_DESTINATIONS_TABLE": storage.destinations.table_name,
             "NOTIFY_RELAY_BUCKET": storage.bucket.bucket_name,
             "NOTIFY_RELAY_QUEUE_URL": queues.work.queue_url,
             "NOTIFY_RELAY_DEAD_LETTER_URL": queues.dead_letter.queue_url,
@@ -61,6 +62,11 @@ class Functions(Construct):
         storage.table.grant_read_write_data(self.api)
         storage.table.grant_read_write_data(self.worker)
         storage.table.grant_read_write_data(self.reconciler)
+        # destination records and slot leases: the worker applies them, the API shows and
+        # changes them (PATCH) and messages put theirs on record; the reconciler's requeue
+        # touches no destination
+        storage.destinations.grant_read_write_data(self.api)
+        storage.destinations.grant_read_write_data(self.worker)
         storage.bucket.grant_put(self.api)
         storage.bucket.grant_read(self.api)
         storage.bucket.grant_read(self.worker)

@@ -46,7 +46,7 @@ def suppress_nag_findings(stack: cdk.Stack) -> None:
                    "role are AWS's own narrow managed policies for exactly these roles."),
         NagPackSuppression(
             id="AwsSolutions-IAM5",
-            reason="Wildcards come from grant*: the table's index/* (the three GSIs), the "
+            reason="Wildcards come from grant*: the table's index/* (the four GSIs), the "
                    "bucket's object keys (one object per large body), X-Ray's PutTraceSegments "
                    "(no resource-level permissions exist) and the bucket auto-delete helper."),
         NagPackSuppression(

@@ -1,4 +1,5 @@
-"""The message table (DynamoDB) and the bucket for bodies above the inline limit (S3)."""
+"""The message and destination tables (DynamoDB) and the bucket for bodies above the inline
+limit (S3)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,27 @@ class Storage(Construct):
             sort_key=dynamodb.Attribute(name="createdAt", type=S),
             projection_type=dynamodb.ProjectionType.INCLUDE,
             non_key_attributes=["sender", "messageId"])
+        # sparse: only messages not final carry destPending (<sender>#<destination>#<shard>),
+        # counted (Select=COUNT) for a destination's `pending`
+        self.table.add_global_secondary_index(
+            index_name="destPending",
+            partition_key=dynamodb.Attribute(name="destPending", type=S),
+            sort_key=dynamodb.Attribute(name="createdAt", type=S),
+            projection_type=dynamodb.ProjectionType.KEYS_ONLY)
+
+        # one record per destination (pk sender, sk name) and its in-flight slot leases
+        # (pk slot#..., sk "-"): breaker, pause and settings shared by every worker
+        self.destinations = dynamodb.Table(
+            self, "Destinations",
+            partition_key=dynamodb.Attribute(name="pk", type=S),
+            sort_key=dynamodb.Attribute(name="sk", type=S),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True),
+            encryption=dynamodb.TableEncryption.AWS_MANAGED,
+            deletion_protection=stage.removal_policy is RemovalPolicy.RETAIN,
+            removal_policy=stage.removal_policy,
+        )
 
         self.bucket = s3.Bucket(
             self, "Bodies",

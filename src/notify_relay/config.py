@@ -244,6 +244,7 @@ class AwsSettings:
     """
 
     table: str
+    destinations_table: str
     queue_url: str
     dead_letter_url: str
     bucket: str
@@ -276,6 +277,7 @@ class AwsSettings:
             raise ConfigError(f"{ENV_PREFIX}VISIBILITY_TIMEOUT must be a number") from None
         return cls(
             table=required("TABLE"),
+            destinations_table=required("DESTINATIONS_TABLE"),
             queue_url=required("QUEUE_URL"),
             dead_letter_url=required("DEAD_LETTER_URL"),
             bucket=required("BUCKET"),

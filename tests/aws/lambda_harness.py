@@ -59,7 +59,10 @@ def query_string(params: dict[str, str]) -> str:
 
 class SqsEventSource:
     """Polls like Lambda's SQS event source mapping: batches, visibility timeout, partial
-    batch failures (only reported records stay), redrive by the queue's maxReceiveCount."""
+    batch failures (only reported records stay), redrive by the queue's maxReceiveCount.
+
+    A batch may be larger than one receive (10), as with a batching window: it is gathered
+    from receives until full or the queue has nothing visible."""
 
     def __init__(self, sqs: Any, queue_url: str, handler: Callable[[dict[str, Any], Any], Any],
                  batch_size: int = 10, visibility_timeout: int = 2) -> None:
@@ -72,12 +75,22 @@ class SqsEventSource:
             "Attributes"]["QueueArn"]
         self.failures = 0
 
+    def _receive(self) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = []
+        while len(messages) < self.batch_size:
+            response = self.sqs.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=min(10, self.batch_size - len(messages)),
+                VisibilityTimeout=self.visibility_timeout, WaitTimeSeconds=0,
+                AttributeNames=["All"], MessageAttributeNames=["All"])
+            received = response.get("Messages", [])
+            if not received:
+                break
+            messages += received
+        return messages
+
     def poll_once(self) -> int:
-        response = self.sqs.receive_message(
-            QueueUrl=self.queue_url, MaxNumberOfMessages=self.batch_size,
-            VisibilityTimeout=self.visibility_timeout, WaitTimeSeconds=0,
-            AttributeNames=["All"], MessageAttributeNames=["All"])
-        messages = response.get("Messages", [])
+        messages = self._receive()
         if not messages:
             return 0
         records = [{
@@ -102,8 +115,8 @@ class SqsEventSource:
         self.failures += len(failed)
         done = [{"Id": str(i), "ReceiptHandle": r["receiptHandle"]}
                 for i, r in enumerate(records) if r["messageId"] not in failed]
-        if done:
-            self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=done)
+        for start in range(0, len(done), 10):  # SQS deletes at most 10 per call
+            self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=done[start:start + 10])
         return len(messages)
 
     def run_until(self, done: Callable[[], bool], timeout: float = 15.0) -> None:

@@ -1,27 +1,66 @@
 """moto's server over HTTP on 127.0.0.1, and the resources the CDK stack defines, made with boto3.
 
-The table definition mirrors infra/notify_relay_infra/stack.py; tests/infra checks the
-stack's side of it.
+The table definitions mirror infra/notify_relay_infra/storage.py; tests/infra checks the
+stack's side of them.
 """
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import boto3
 import orjson
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
 from moto.server import ThreadedMotoServer
+from werkzeug.serving import make_server
 
 from tests.sockets import free_port
 
 REGION = "eu-west-1"
 
 
+class _OneDynamoRequestAtATime:
+    """WSGI wrapper: DynamoDB applies each conditional write atomically, moto's threaded
+    server does not (two racing writes can both pass its check). Serializing DynamoDB
+    requests gives the tests DynamoDB's guarantee; SQS and S3 stay concurrent."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
+            return self._app(environ, start_response)
+        with self._lock:
+            result = self._app(environ, start_response)
+            try:
+                return list(result)
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+
+
+class SerializedMotoServer(ThreadedMotoServer):
+    def _server_entry(self) -> None:
+        app = _OneDynamoRequestAtATime(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server(self._ip_address, self._port, app, True,
+                                   request_handler=MotoRequestHandler)
+        self._server_ready_event.set()
+        self._server.serve_forever()
+
+
 def start_moto() -> tuple[ThreadedMotoServer, str]:
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = SerializedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     return server, f"http://127.0.0.1:{port}"
 
@@ -32,11 +71,11 @@ def client(service: str, endpoint: str) -> Any:
         aws_access_key_id="testing", aws_secret_access_key="testing")
 
 
-def _gsi(name: str, partition: str, sort: str) -> dict[str, Any]:
+def _gsi(name: str, partition: str, sort: str, projection: str = "ALL") -> dict[str, Any]:
     return {"IndexName": name,
             "KeySchema": [{"AttributeName": partition, "KeyType": "HASH"},
                           {"AttributeName": sort, "KeyType": "RANGE"}],
-            "Projection": {"ProjectionType": "ALL"}}
+            "Projection": {"ProjectionType": projection}}
 
 
 @dataclass
@@ -46,10 +85,12 @@ class AwsResources:
     queue_url: str
     dead_letter_url: str
     bucket: str
+    destinations_table: str
 
     def env(self, **extra: str) -> dict[str, str]:
         return {
             "NOTIFY_RELAY_TABLE": self.table,
+            "NOTIFY_RELAY_DESTINATIONS_TABLE": self.destinations_table,
             "NOTIFY_RELAY_QUEUE_URL": self.queue_url,
             "NOTIFY_RELAY_DEAD_LETTER_URL": self.dead_letter_url,
             "NOTIFY_RELAY_BUCKET": self.bucket,
@@ -62,7 +103,8 @@ def create_resources(endpoint: str, max_receive_count: int = 3) -> AwsResources:
     suffix = uuid.uuid4().hex[:10]
     dynamodb = client("dynamodb", endpoint)
     table = f"messages-{suffix}"
-    attributes = ["pk", "sender", "sortKey", "senderStatus", "unqueuedShard", "createdAt"]
+    attributes = ["pk", "sender", "sortKey", "senderStatus", "unqueuedShard", "createdAt",
+                  "destPending"]
     dynamodb.create_table(
         TableName=table,
         BillingMode="PAY_PER_REQUEST",
@@ -72,7 +114,16 @@ def create_resources(endpoint: str, max_receive_count: int = 3) -> AwsResources:
             _gsi("bySender", "sender", "sortKey"),
             _gsi("bySenderStatus", "senderStatus", "sortKey"),
             _gsi("unqueued", "unqueuedShard", "createdAt"),
+            _gsi("destPending", "destPending", "createdAt", "KEYS_ONLY"),
         ],
+    )
+    destinations = f"destinations-{suffix}"
+    dynamodb.create_table(
+        TableName=destinations,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in ("pk", "sk")],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+                   {"AttributeName": "sk", "KeyType": "RANGE"}],
     )
     sqs = client("sqs", endpoint)
     dlq = sqs.create_queue(QueueName=f"dlq-{suffix}")["QueueUrl"]
@@ -86,4 +137,4 @@ def create_resources(endpoint: str, max_receive_count: int = 3) -> AwsResources:
     bucket = f"bodies-{suffix}"
     client("s3", endpoint).create_bucket(
         Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-    return AwsResources(endpoint, table, queue, dlq, bucket)
+    return AwsResources(endpoint, table, queue, dlq, bucket, destinations)

@@ -4,6 +4,7 @@ driving the worker, a real partner on 127.0.0.1."""
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -43,8 +44,9 @@ def call_api(method: str, path: str, body: Any = None, **kwargs: Any) -> tuple[i
     return response["statusCode"], orjson.loads(raw) if raw else None, headers
 
 
-def source(aws: AwsResources) -> SqsEventSource:
-    return SqsEventSource(client("sqs", aws.endpoint), aws.queue_url, worker_lambda.handler)
+def source(aws: AwsResources, batch_size: int = 10) -> SqsEventSource:
+    return SqsEventSource(client("sqs", aws.endpoint), aws.queue_url, worker_lambda.handler,
+                          batch_size=batch_size)
 
 
 def status_of(message_id: str) -> str:
@@ -205,3 +207,143 @@ def test_manual_retry_clears_the_old_dead_letter(lambdas: AwsResources, partner:
         QueueUrl=lambdas.dead_letter_url,
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
     assert sum(int(v) for v in attributes["Attributes"].values()) == 0
+
+
+# -- destinations ------------------------------------------------------------------------
+
+
+def view_of(message_id: str) -> dict[str, Any]:
+    code, body, _ = call_api("GET", f"/v1/messages/{message_id}")
+    assert code == 200, body
+    return dict(body)
+
+
+def destination(name: str) -> dict[str, Any]:
+    code, body, _ = call_api("GET", f"/v1/destinations/{name}")
+    assert code == 200, body
+    return dict(body)
+
+
+def queue_counts(aws: AwsResources) -> dict[str, int]:
+    attributes = client("sqs", aws.endpoint).get_queue_attributes(
+        QueueUrl=aws.queue_url, AttributeNames=["ApproximateNumberOfMessages",
+                                                "ApproximateNumberOfMessagesNotVisible",
+                                                "ApproximateNumberOfMessagesDelayed"])
+    return {k: int(v) for k, v in attributes["Attributes"].items()}
+
+
+def queued_entries(aws: AwsResources, expected: int, timeout: float = 10.0) -> list[str]:
+    """The message ids of the queue's entries once `expected` are visible (delays over),
+    left visible again for the event source."""
+    sqs = client("sqs", aws.endpoint)
+    deadline = time.monotonic() + timeout
+    while queue_counts(aws)["ApproximateNumberOfMessages"] < expected:
+        assert time.monotonic() < deadline, queue_counts(aws)
+        time.sleep(0.2)
+    entries: list[dict[str, Any]] = []
+    while received := sqs.receive_message(QueueUrl=aws.queue_url, MaxNumberOfMessages=10,
+                                          VisibilityTimeout=30).get("Messages", []):
+        entries += received
+    for start in range(0, len(entries), 10):
+        sqs.change_message_visibility_batch(QueueUrl=aws.queue_url, Entries=[
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+            for i, m in enumerate(entries[start:start + 10])])
+    return [orjson.loads(m["Body"])["messageId"] for m in entries]
+
+
+def test_paused_destination_is_held_while_the_others_go(lambdas: AwsResources,
+                                                         partner: Partner) -> None:
+    # Given a paused destination and another one, 20 messages each
+    code, body, _ = call_api("PATCH", "/v1/destinations/held-one", {"paused": True})
+    assert (code, body["paused"]) == (200, True)
+    for i in range(20):
+        for name in ("held", "free"):
+            code, _, _ = call_api("POST", "/v1/messages", message(
+                f"{name}-{i}", partner.url(f"/ok/{name}"), destination=f"{name}-one"))
+            assert code == 202
+    # When the worker gets all 40 in one batch
+    events = source(lambdas, batch_size=40)
+    assert events.poll_once() == 40
+    assert events.failures == 0
+    # (held for 1-5 s each: some may be visible again already)
+    counts = queue_counts(lambdas)
+    assert counts["ApproximateNumberOfMessagesNotVisible"] == 0
+    assert counts["ApproximateNumberOfMessagesDelayed"] >= 1
+    # Then the free destination's are delivered, the paused one's not even attempted:
+    # each went back to the queue with a delay, and the batch did not wait for them
+    assert all(status_of(f"free-{i}") == "DELIVERED" for i in range(20))
+    assert len(partner.received("/ok/free")) == 20
+    assert partner.received("/ok/held") == []
+    for i in range(20):
+        held = view_of(f"held-{i}")
+        assert (held["status"], held["attemptCount"], held["attempts"]) == ("QUEUED", 0, [])
+    assert destination("held-one")["pending"] == 20
+    free = destination("free-one")
+    assert (free["pending"], free["state"], free["inFlight"]) == (0, "CLOSED", 0)
+    # a statistic the worker wrote after its batch (the gate's flush)
+    assert free["lastSuccessAt"] is not None
+    assert sorted(queued_entries(lambdas, 20)) == sorted(f"held-{i}" for i in range(20))
+    # When it is resumed, they go, each with one attempt
+    code, body, _ = call_api("PATCH", "/v1/destinations/held-one", {"paused": False})
+    assert (code, body["paused"]) == (200, False)
+    events.run_until(lambda: all(status_of(f"held-{i}") == "DELIVERED" for i in range(20)),
+                     timeout=30)
+    assert len(partner.received("/ok/held")) == 20
+    assert {view_of(f"held-{i}")["attemptCount"] for i in range(20)} == {1}
+    assert destination("held-one")["pending"] == 0
+
+
+def test_breaker_opens_and_holds_without_spending_attempts(
+        lambdas: AwsResources, partner: Partner, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTIFY_RELAY_BREAKER_FAILURES", "3")
+    monkeypatch.setenv("NOTIFY_RELAY_BREAKER_COOLDOWN", "3")
+    name = f"127.0.0.1:{partner.port}"  # the target's host:port, the default destination
+    partner.failing.add("down")
+    # Given a partner that answers 503 to three messages in a row
+    for i in range(3):
+        call_api("POST", "/v1/messages", message(f"b-{i}", partner.url("/switch/down"),
+                                                 retryPolicy={**FAST, "maxAttempts": 1}))
+    events = source(lambdas)
+    events.run_until(lambda: all(status_of(f"b-{i}") == "FAILED" for i in range(3)))
+    # Then its breaker is open
+    opened = destination(name)
+    assert (opened["state"], opened["consecutiveFailures"]) == ("OPEN", 3)
+    assert opened["lastError"] == "HTTP 503"
+    # and a message for it, received while it is open, is sent back without an attempt
+    call_api("POST", "/v1/messages", message("b-held", partner.url("/switch/down")))
+    assert events.poll_once() == 1
+    assert len(partner.received("/switch/down")) == 3
+    held = view_of("b-held")
+    assert (held["status"], held["attemptCount"]) == ("QUEUED", 0)
+    assert held["nextAttemptAt"] == opened["nextProbeAt"]  # when the destination expects it
+    assert queue_counts(lambdas)["ApproximateNumberOfMessagesDelayed"] == 1
+    # When the partner is back, the probe after the cool-down closes the breaker
+    partner.failing.discard("down")
+    events.run_until(lambda: status_of("b-held") == "DELIVERED", timeout=20)
+    assert view_of("b-held")["attemptCount"] == 1
+    closed = destination(name)
+    assert (closed["state"], closed["consecutiveFailures"]) == ("CLOSED", 0)
+
+
+def test_max_concurrency_holds_across_the_batch(lambdas: AwsResources,
+                                                partner: Partner) -> None:
+    code, body, _ = call_api("PATCH", "/v1/destinations/slow-one", {"maxConcurrency": 2})
+    assert (code, body["maxConcurrency"]) == (200, 2)
+    for i in range(10):
+        call_api("POST", "/v1/messages", message(f"c-{i}", partner.url("/slow/0.3"),
+                                                 destination="slow-one"))
+    events = source(lambdas)
+    assert events.poll_once() == 10
+    # the batch returned once its admitted attempts were done; the rest went back to the
+    # queue unattempted (a slot freed early may serve a record that came late)
+    first = [view_of(f"c-{i}") for i in range(10)]
+    delivered = [v for v in first if v["status"] == "DELIVERED"]
+    assert 1 <= len(delivered) <= 4
+    assert all((v["status"], v["attemptCount"]) == ("QUEUED", 0)
+               for v in first if v["status"] != "DELIVERED")
+    assert queue_counts(lambdas)["ApproximateNumberOfMessagesNotVisible"] == 0
+    events.run_until(lambda: all(status_of(f"c-{i}") == "DELIVERED" for i in range(10)),
+                     timeout=40)
+    assert len(partner.received("/slow")) == 10  # no attempt was made twice
+    assert partner.max_in_progress["slow"] == 2
+    assert destination("slow-one")["inFlight"] == 0

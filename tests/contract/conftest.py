@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from notify_relay.adapters.aws.destinations import DynamoDestinationStore
 from notify_relay.adapters.aws.dynamodb import DynamoStore
 from notify_relay.adapters.aws.sqs import SqsQueue
 from notify_relay.adapters.memory import MemoryQueue, MemoryStore
@@ -22,8 +23,11 @@ from tests.aws.moto import AwsResources, client
 
 
 def dynamo_stores(aws: AwsResources) -> tuple[MessageStore, DestinationStore]:
-    """The DynamoDB message store and its destination store (the AWS issue fills this in)."""
-    pytest.skip("the DynamoDB destination store is not built yet")
+    """The DynamoDB message store and its destination store, on moto's server."""
+    dynamodb = client("dynamodb", aws.endpoint)
+    messages = DynamoStore(dynamodb, aws.table, client("s3", aws.endpoint), aws.bucket,
+                           destinations_table=aws.destinations_table)
+    return messages, DynamoDestinationStore(dynamodb, aws.destinations_table, aws.table)
 
 
 class FakeClock:

@@ -46,9 +46,20 @@ def one(synth: Synth, kind: str, **match: Any) -> dict[str, Any]:
     return next(iter(found.values()))["Properties"]
 
 
+def messages_table(synth: Synth) -> dict[str, Any]:
+    return one(synth, "AWS::DynamoDB::Table",
+               KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+
+
+def destinations_table(synth: Synth) -> dict[str, Any]:
+    return one(synth, "AWS::DynamoDB::Table",
+               KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"},
+                          {"AttributeName": "sk", "KeyType": "RANGE"}])
+
+
 def test_table(prod: Synth) -> None:
-    table = one(prod, "AWS::DynamoDB::Table")
-    assert table["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
+    assert len(prod.resources("AWS::DynamoDB::Table")) == 2
+    table = messages_table(prod)
     assert table["BillingMode"] == "PAY_PER_REQUEST"
     assert table["TimeToLiveSpecification"] == {"AttributeName": "expiresAt", "Enabled": True}
     assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
@@ -58,7 +69,23 @@ def test_table(prod: Synth) -> None:
                for i in table["GlobalSecondaryIndexes"]}
     assert indexes == {"bySender": ["sender", "sortKey"],
                        "bySenderStatus": ["senderStatus", "sortKey"],
-                       "unqueued": ["unqueuedShard", "createdAt"]}
+                       "unqueued": ["unqueuedShard", "createdAt"],
+                       "destPending": ["destPending", "createdAt"]}
+    projections = {i["IndexName"]: i["Projection"]["ProjectionType"]
+                   for i in table["GlobalSecondaryIndexes"]}
+    assert projections["destPending"] == "KEYS_ONLY"  # counted, never read
+
+
+def test_destinations_table(prod: Synth) -> None:
+    table = destinations_table(prod)
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert {a["AttributeName"]: a["AttributeType"] for a in table["AttributeDefinitions"]} == {
+        "pk": "S", "sk": "S"}
+    assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert table["SSESpecification"]["SSEEnabled"] is True
+    assert table["DeletionProtectionEnabled"] is True
+    assert "GlobalSecondaryIndexes" not in table
+    assert "TimeToLiveSpecification" not in table
 
 
 def test_queues(prod: Synth) -> None:
@@ -95,12 +122,17 @@ def test_lambdas(prod: Synth) -> None:
     assert set(handlers) == {"notify_relay.lambdas.api.handler",
                              "notify_relay.lambdas.worker.handler",
                              "notify_relay.lambdas.reconciler.handler"}
+    (destinations,) = prod.template.find_resources(
+        "AWS::DynamoDB::Table", {"Properties": {"KeySchema": Match.array_with(
+            [{"AttributeName": "sk", "KeyType": "RANGE"}])}})
     for props in handlers.values():
         assert props["Architectures"] == ["arm64"]
         assert props["Runtime"] == "python3.13"
         env = props["Environment"]["Variables"]
         assert {"NOTIFY_RELAY_TABLE", "NOTIFY_RELAY_QUEUE_URL", "NOTIFY_RELAY_DEAD_LETTER_URL",
-                "NOTIFY_RELAY_BUCKET", "NOTIFY_RELAY_IAM_SENDERS"} <= set(env)
+                "NOTIFY_RELAY_BUCKET", "NOTIFY_RELAY_IAM_SENDERS",
+                "NOTIFY_RELAY_DESTINATIONS_TABLE"} <= set(env)
+        assert env["NOTIFY_RELAY_DESTINATIONS_TABLE"] == {"Ref": destinations}
     worker = handlers["notify_relay.lambdas.worker.handler"]
     assert worker["ReservedConcurrentExecutions"] == 3000
     mapping = one(prod, "AWS::Lambda::EventSourceMapping")
@@ -145,6 +177,30 @@ def test_least_privilege(prod: Synth) -> None:
     assert "s3:DeleteObject" not in api | worker
 
 
+def _resources_of(statements: list[dict[str, Any]], action: str) -> list[Any]:
+    found: list[Any] = []
+    for statement in statements:
+        actions = statement["Action"]
+        if action in ([actions] if isinstance(actions, str) else actions):
+            resource = statement["Resource"]
+            found += resource if isinstance(resource, list) else [resource]
+    return found
+
+
+def test_destinations_grants(prod: Synth) -> None:
+    (destinations,) = prod.template.find_resources(
+        "AWS::DynamoDB::Table", {"Properties": {"KeySchema": Match.array_with(
+            [{"AttributeName": "sk", "KeyType": "RANGE"}])}})
+    arn = {"Fn::GetAtt": [destinations, "Arn"]}
+    for handler in ("api", "worker"):
+        statements = _statements(prod, f"notify_relay.lambdas.{handler}.handler")
+        for action in ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem",
+                       "dynamodb:Query", "dynamodb:BatchGetItem"):
+            assert arn in _resources_of(statements, action), (handler, action)
+    reconciler = _statements(prod, "notify_relay.lambdas.reconciler.handler")
+    assert arn not in _resources_of(reconciler, "dynamodb:GetItem")
+
+
 def test_api_gateway_iam_and_throttling(prod: Synth) -> None:
     methods = prod.resources("AWS::ApiGateway::Method")
     assert methods
@@ -179,8 +235,8 @@ def test_alarms_and_dashboard(prod: Synth) -> None:
 
 def test_stages_differ() -> None:
     dev = Synth("dev")
-    table = one(dev, "AWS::DynamoDB::Table")
-    assert table["DeletionProtectionEnabled"] is False
+    assert messages_table(dev)["DeletionProtectionEnabled"] is False
+    assert destinations_table(dev)["DeletionProtectionEnabled"] is False
     worker = one(dev, "AWS::Lambda::Function", Handler="notify_relay.lambdas.worker.handler")
     assert worker["ReservedConcurrentExecutions"] == 20
     with pytest.raises(ValueError, match="unknown stage"):

@@ -82,12 +82,14 @@ def test_aws_settings_require_their_resources() -> None:
     with pytest.raises(ConfigError, match="NOTIFY_RELAY_TABLE"):
         AwsSettings.from_env({})
     settings = AwsSettings.from_env({
-        "NOTIFY_RELAY_TABLE": "t", "NOTIFY_RELAY_QUEUE_URL": "q",
-        "NOTIFY_RELAY_DEAD_LETTER_URL": "d", "NOTIFY_RELAY_BUCKET": "b",
+        "NOTIFY_RELAY_TABLE": "t", "NOTIFY_RELAY_DESTINATIONS_TABLE": "dt",
+        "NOTIFY_RELAY_QUEUE_URL": "q", "NOTIFY_RELAY_DEAD_LETTER_URL": "d",
+        "NOTIFY_RELAY_BUCKET": "b",
         "NOTIFY_RELAY_IAM_SENDERS": "arn:aws:iam::1:role/r=orders",
         "NOTIFY_RELAY_MAX_ATTEMPTS": "5"})
     assert settings.iam_senders == {"arn:aws:iam::1:role/r": "orders"}
     assert settings.retry_limits.default_policy.max_attempts == 5
+    assert settings.destinations_table == "dt"
 
 
 def test_cli_refuses_signing_secrets_without_keys_in_one_line() -> None:

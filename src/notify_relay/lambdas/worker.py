@@ -2,8 +2,11 @@
 
 Powertools does the batch bookkeeping (a record whose handler raises is reported in
 batchItemFailures and only it is redelivered), the JSON logs with the message's ids, and
-EMF metrics. The runtime (its aiohttp pool above all) lives as long as the execution
-environment, on one event loop kept across invocations.
+EMF metrics. A record whose destination cannot take it now is sent back to the queue with a
+delay (the Relay's hold), so a batch never waits on a blocked destination; after the batch,
+the destinations' statistics are written (the gate's flush). The runtime (its aiohttp pool
+above all) lives as long as the execution environment, on one event loop kept across
+invocations.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ async def _started() -> tuple[Runtime, AwsSettings]:
         _settings = AwsSettings.from_env()
         runtime = build_aws(_settings, worker=True)
         runtime.relay.observer = EmfObserver()
+        runtime.relay.gate.observer = EmfObserver()
         await runtime.start()
         _runtime = runtime
     return _runtime, _settings
@@ -83,6 +87,17 @@ async def record_handler(record: SQSRecord) -> None:
     await runtime.relay.deliver(claim)  # raises: this record is reported failed, and retried
 
 
+async def flush_destinations() -> None:
+    """Write the destinations' statistics this environment holds (at most once per
+    destination per flush interval); a failure costs only statistics, never the batch."""
+    if _runtime is None:
+        return
+    try:
+        await _runtime.relay.gate.flush()
+    except Exception:
+        logger.exception("writing destination statistics failed")
+
+
 @metrics.log_metrics
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -92,4 +107,5 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     asyncio.set_event_loop(_loop)  # Powertools runs the batch on the current loop
     response: dict[str, Any] = async_process_partial_response(  # type: ignore[assignment]
         event=event, record_handler=record_handler, processor=processor, context=context)
+    _loop.run_until_complete(flush_destinations())
     return response

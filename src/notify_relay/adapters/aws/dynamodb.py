@@ -9,6 +9,12 @@ Item layout (one item per message, key `pk = <senderId>#<messageId>`):
   LastEvaluatedKey.
 - the dual-write gap: a sparse GSI `unqueued` holds only items stored but not yet queued,
   spread over UNQUEUED_SHARDS partition keys so that no partition runs hot.
+- destinations: a sparse GSI `destPending` (KEYS_ONLY) holds only messages that are not
+  final, keyed `<senderId>#<destination>#<shard>` (PENDING_SHARDS shards, so that one busy
+  destination is no hot partition): DynamoDestinationStore.pending counts it. Both sparse
+  attributes are set or removed by every write, as the status says.
+- a message puts its destination on record in the destinations table (a bare record, once
+  per destination and process: see _note_destination).
 - retention: `expiresAt` (epoch seconds) is the table's TTL attribute.
 - size: attempts beyond ATTEMPTS_KEPT are dropped from the item (attemptCount keeps
   counting) so that an item stays far below DynamoDB's 400 KB limit.
@@ -26,9 +32,16 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from botocore.exceptions import ClientError
 
+from notify_relay.adapters.aws.destinations import (
+    PENDING_SHARDS,
+    bare_record,
+    is_conditional_failure,
+    pending_key,
+)
 from notify_relay.adapters.codec import message_from_doc, message_to_doc
 from notify_relay.adapters.paging import decode_cursor, encode_cursor
-from notify_relay.domain.errors import StaleWrite
+from notify_relay.domain.destination import DestinationKey
+from notify_relay.domain.errors import InvalidCursor, StaleWrite
 from notify_relay.domain.message import Message, MessageKey
 from notify_relay.domain.status import Status
 from notify_relay.ports import Page
@@ -41,6 +54,7 @@ INLINE_BODY_LIMIT = 256 * 1024
 ATTEMPTS_KEPT = 50
 UNQUEUED_SHARDS = 8
 DEFAULT_RETENTION = timedelta(days=30)
+DESTINATIONS_REMEMBERED = 10_000
 
 
 def _pk(key: MessageKey) -> str:
@@ -56,8 +70,29 @@ def _shard(key: MessageKey) -> str:
     return f"U{digest[0] % UNQUEUED_SHARDS}"
 
 
-def _is_conditional_failure(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+def _sparse(message: Message) -> dict[str, dict[str, str] | None]:
+    """The sparse index attributes the message's state calls for (None: removed)."""
+    digest = hashlib.sha256(_pk(message.key).encode()).digest()
+    unqueued = message.status is Status.QUEUED and not message.queued
+    return {
+        "unqueuedShard": {"S": _shard(message.key)} if unqueued else None,
+        "destPending": None if message.status.is_final else {
+            "S": pending_key(message.destination_key, digest[1] % PENDING_SHARDS)},
+    }
+
+
+def _start_key(cursor: str, sender_id: str, status: Status | None) -> dict[str, Any]:
+    """The cursor's LastEvaluatedKey, which must be of the index queried and in the
+    sender's partition: anything else is InvalidCursor (a 400), never a DynamoDB error."""
+    start = decode_cursor(cursor)
+    index_key = "sender" if status is None else "senderStatus"
+    expected = sender_id if status is None else f"{sender_id}#{status.value}"
+    if (not isinstance(start, dict) or set(start) != {"pk", "sortKey", index_key}
+            or not all(isinstance(v, dict) and set(v) == {"S"} and isinstance(v["S"], str)
+                       for v in start.values())
+            or start[index_key]["S"] != expected):
+        raise InvalidCursor()
+    return start
 
 
 class DynamoStore:
@@ -68,12 +103,18 @@ class DynamoStore:
         s3: S3Client,
         bucket: str,
         retention: timedelta = DEFAULT_RETENTION,
+        *,
+        destinations_table: str | None = None,
     ) -> None:
+        """`destinations_table`: where messages put their destinations on record (None only
+        for tests of the message store alone)."""
         self._db = dynamodb
         self._table = table
         self._s3 = s3
         self._bucket = bucket
         self._retention = retention
+        self._destinations = destinations_table
+        self._noted: set[DestinationKey] = set()
 
     # -- item <-> message ---------------------------------------------------------------
 
@@ -101,8 +142,7 @@ class DynamoStore:
             "version": {"N": "1"},
             **self._mutable(message),
         }
-        if not message.queued and message.status is Status.QUEUED:
-            item["unqueuedShard"] = {"S": _shard(message.key)}
+        item |= {name: value for name, value in _sparse(message).items() if value is not None}
         if body_ref is not None:
             item["bodyRef"] = {"S": body_ref}
         elif message.content.body is not None:
@@ -137,7 +177,25 @@ class DynamoStore:
     async def create(self, message: Message) -> tuple[Message, bool]:
         return await asyncio.to_thread(self._create, message)
 
+    def _note_destination(self, key: DestinationKey) -> None:
+        """Put the destination on record, so that it is listed: a bare record, written only
+        if none exists; once per destination and process (a bounded memory of those done),
+        so it costs one write per destination per Lambda environment, not per message."""
+        if self._destinations is None or key in self._noted:
+            return
+        try:
+            self._db.put_item(TableName=self._destinations, Item=bare_record(key),
+                              ConditionExpression="attribute_not_exists(pk)")
+        except ClientError as exc:
+            if not is_conditional_failure(exc):
+                raise
+        if len(self._noted) >= DESTINATIONS_REMEMBERED:
+            self._noted.clear()
+        self._noted.add(key)
+
     def _create(self, message: Message) -> tuple[Message, bool]:
+        # first: a message on record always has its destination on record
+        self._note_destination(message.destination_key)
         body_ref = None
         body = message.content.body
         if body is not None and len(body) > INLINE_BODY_LIMIT:
@@ -148,7 +206,7 @@ class DynamoStore:
             self._db.put_item(TableName=self._table, Item=self._item(message, body_ref),
                               ConditionExpression="attribute_not_exists(pk)")
         except ClientError as exc:
-            if not _is_conditional_failure(exc):
+            if not is_conditional_failure(exc):
                 raise
             existing = self._get(message.key)
             if existing is None:  # deleted in between (TTL): let the caller retry
@@ -178,9 +236,16 @@ class DynamoStore:
         expression_values = {f":{k}": v for k, v in values.items()}
         expression_values[":expected"] = {"N": str(message.version)}
         expression_values[":next"] = {"N": str(message.version + 1)}
+        removes: list[str] = []
+        for name, value in _sparse(message).items():
+            if value is None:
+                removes.append(name)
+            else:
+                sets.append(f"{name} = :{name}")
+                expression_values[f":{name}"] = value
         update = "SET " + ", ".join(sets)
-        if message.queued or message.status is not Status.QUEUED:
-            update += " REMOVE unqueuedShard"
+        if removes:
+            update += " REMOVE " + ", ".join(removes)
         try:
             self._db.update_item(
                 TableName=self._table,
@@ -191,7 +256,7 @@ class DynamoStore:
                 ExpressionAttributeValues=expression_values,
             )
         except ClientError as exc:
-            if _is_conditional_failure(exc):
+            if is_conditional_failure(exc):
                 raise StaleWrite() from None
             raise
         return message.with_version(message.version + 1)
@@ -217,10 +282,7 @@ class DynamoStore:
                       "ExpressionAttributeValues": {
                           ":p": {"S": f"{sender_id}#{status.value}"}}}
         if cursor:
-            start = decode_cursor(cursor)
-            if not isinstance(start, dict) or start.get("sender", {}).get("S") != sender_id:
-                raise ValueError("cursor is not one this server issued")
-            query["ExclusiveStartKey"] = start
+            query["ExclusiveStartKey"] = _start_key(cursor, sender_id, status)
         response = self._db.query(**query)
         # list items carry no body: a listing never needs it, and it may live in S3
         items = [self._message(item, None) for item in response.get("Items", [])]
