@@ -116,6 +116,7 @@ def build_aws(settings: AwsSettings, *, worker: bool) -> Runtime:
         limiter=DynamoSlotLimiter(dynamodb, settings.destinations_table),
         cache_seconds=1.0,
         flush_seconds=30.0,
+        paused_seconds=settings.paused_recheck,
         # a slot's lease and a probe's turn outlast the longest attempt of a worker Lambda
         probe_seconds=limits.max_timeout + 60.0,
     )

@@ -252,6 +252,7 @@ class AwsSettings:
     signing_secrets: Mapping[str, str]
     allow_networks: tuple[IPNetwork, ...]
     visibility_timeout: float
+    paused_recheck: float  # how long a paused destination's records wait in SQS per hold
     retry_limits: RetryLimits
     destination_rules: Rules
 
@@ -271,10 +272,15 @@ class AwsSettings:
         for sender in senders.values():
             if not _SENDER.fullmatch(sender):
                 raise ConfigError(f"iam-senders: {sender!r} is not a valid senderId")
-        try:
-            visibility = float(env.get(ENV_PREFIX + "VISIBILITY_TIMEOUT", "900"))
-        except ValueError:
-            raise ConfigError(f"{ENV_PREFIX}VISIBILITY_TIMEOUT must be a number") from None
+        def seconds(name: str, default: str) -> float:
+            try:
+                value = float(env.get(ENV_PREFIX + name, default))
+            except ValueError:
+                raise ConfigError(f"{ENV_PREFIX}{name} must be a number") from None
+            if not value > 0:
+                raise ConfigError(f"{ENV_PREFIX}{name} must be positive")
+            return value
+
         return cls(
             table=required("TABLE"),
             destinations_table=required("DESTINATIONS_TABLE"),
@@ -284,7 +290,8 @@ class AwsSettings:
             iam_senders=senders,
             signing_secrets=parse_signing_secrets(env.get(ENV_PREFIX + "SIGNING_SECRETS", "")),
             allow_networks=parse_allow_networks(env.get(ENV_PREFIX + "ALLOW_NETWORKS", "")),
-            visibility_timeout=visibility,
+            visibility_timeout=seconds("VISIBILITY_TIMEOUT", "900"),
+            paused_recheck=seconds("PAUSED_RECHECK", "30"),
             retry_limits=base.retry_limits,
             destination_rules=base.destination_rules,
         )

@@ -83,6 +83,18 @@ class ViewPage:
     next_cursor: str | None
 
 
+def _with_statistics(fresh: Destination, local: Destination) -> Destination:
+    """`fresh` with the later of each statistic, this process's or the store's."""
+    if local.last_attempt_at is not None and (
+            fresh.last_attempt_at is None or local.last_attempt_at > fresh.last_attempt_at):
+        fresh = replace(fresh, last_attempt_at=local.last_attempt_at,
+                        last_error=local.last_error or fresh.last_error)
+    if local.last_success_at is not None and (
+            fresh.last_success_at is None or local.last_success_at > fresh.last_success_at):
+        fresh = replace(fresh, last_success_at=local.last_success_at)
+    return fresh
+
+
 def _probe_returned(dest: Destination) -> Destination:
     """A half-open breaker whose probe did not happen: another probe may go."""
     if dest.breaker.state is not BreakerState.HALF_OPEN:
@@ -116,6 +128,7 @@ class Gate:
         limiter: SlotLimiter | None = None,
         cache_seconds: float = 1.0,
         flush_seconds: float = 0.0,
+        paused_seconds: float = 30.0,
         probe_seconds: float = 180.0,
         observer: Observer | None = None,
         clock: Callable[[], datetime] = utcnow,
@@ -129,6 +142,7 @@ class Gate:
         self._limiter = limiter
         self._cache_seconds = cache_seconds
         self._flush_seconds = flush_seconds
+        self._paused_seconds = paused_seconds
         self._flushed_at: dict[DestinationKey, float] = {}
         self._probe_seconds = probe_seconds
         self._clock = clock
@@ -172,7 +186,16 @@ class Gate:
             return entry[0]
         if entry is None and not self._shared:
             return Destination(key)
-        return self._remember(await self.store.get(key) or Destination(key))
+        return await self._reload(key)
+
+    async def _reload(self, key: DestinationKey) -> Destination:
+        """The stored record, with the statistics this process holds and has not written
+        yet (a refresh must not drop them before the next flush)."""
+        fresh = await self.store.get(key) or Destination(key)
+        entry = self._cache.get(key)
+        if entry is not None and key in self._dirty:
+            fresh = _with_statistics(fresh, entry[0])
+        return self._remember(fresh)
 
     async def _change(
         self, key: DestinationKey, change: Callable[[Destination], Destination],
@@ -191,7 +214,7 @@ class Gate:
                 self._dirty.discard(key)
                 return old, saved
             except StaleWrite:
-                old = self._remember(await self.store.get(key) or Destination(key))
+                old = await self._reload(key)
         raise StaleWrite(f"destination {key.name} kept changing under this write")
 
     async def flush(self) -> None:
@@ -235,17 +258,32 @@ class Gate:
                  if (a := self._admission(dest, now)).slots == 0 and a.ready_at is not None]
         return min(times, default=None)
 
-    def _hold(self, reason: Blocked, until: datetime | None, now: datetime) -> Hold:
+    def _hold(self, reason: Blocked, until: datetime | None, now: datetime,
+              dest: Destination) -> Hold:
+        """When a held entry comes back. Embedded, the claim skips a blocked destination, so
+        an entry held here is simply due again. Shared, it goes back to SQS with a delay:
+        long enough not to cycle a backlog through the queue, spread so that a backlog
+        does not return all at once, short while a probe decides."""
         self.observer.held(reason.value)
-        if until is None:  # at its cap: a slot frees when an attempt ends; look again soon
-            until = now + timedelta(seconds=1.0 + 4.0 * self._rand()) if self._shared else now
+        if not self._shared:
+            return Hold(reason, until or now)
+        spread = self._rand()
+        if reason is Blocked.PAUSED:
+            until = now + timedelta(seconds=self._paused_seconds * (1.0 + spread))
+        elif reason is Blocked.OPEN and dest.breaker.state is BreakerState.HALF_OPEN:
+            until = now + timedelta(seconds=1.0 + 4.0 * spread)  # the probe answers soon
+        elif until is None:  # at its cap: a slot frees when an attempt ends
+            until = now + timedelta(seconds=1.0 + 4.0 * spread)
+        else:
+            until += timedelta(seconds=spread * min(30.0, 0.1 * (until - now).total_seconds()))
         return Hold(reason, until)
 
     async def admit(self, key: DestinationKey) -> Ticket | Hold:
         now = self._clock()
-        verdict = self._admission(await self.current(key), now)
+        current = await self.current(key)
+        verdict = self._admission(current, now)
         if verdict.slots <= 0:
-            return self._hold(verdict.blocked or Blocked.AT_CAP, verdict.ready_at, now)
+            return self._hold(verdict.blocked or Blocked.AT_CAP, verdict.ready_at, now, current)
         took = False
 
         def start(dest: Destination) -> Destination:
@@ -263,7 +301,7 @@ class Gate:
             dest = self.cached(key)
         if not took:
             again = self._admission(dest, now)
-            return self._hold(again.blocked or Blocked.AT_CAP, again.ready_at, now)
+            return self._hold(again.blocked or Blocked.AT_CAP, again.ready_at, now, dest)
         if verdict.probe:
             self._transition(key, BreakerState.OPEN, BreakerState.HALF_OPEN, dest)
         token = None
@@ -274,7 +312,7 @@ class Gate:
             if token is None:
                 if verdict.probe:
                     await self._change(key, _probe_returned)
-                return self._hold(Blocked.AT_CAP, None, now)
+                return self._hold(Blocked.AT_CAP, None, now, dest)
         self._in_flight[key] += 1
         return Ticket(key, verdict.probe, now, token)
 
@@ -394,7 +432,7 @@ class Gate:
             return dest.with_settings(settings)
 
         if key not in self._cache or self._shared:
-            self._remember(await self.store.get(key) or Destination(key))
+            await self._reload(key)
         _, dest = await self._change(key, change, force=True)
         log.info("destination settings changed", extra={
             "senderId": key.sender_id, "destination": key.name,

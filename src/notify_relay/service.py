@@ -257,6 +257,11 @@ class Relay:
                 await self.gate.cancel(held.ticket)
 
     async def _deliver(self, claim: Claim, held: _Held) -> None:
+        if held.ticket is None and claim.destination_key is not None:
+            # ask the destination first: a held entry then costs no read of the message
+            held.ticket = await self.admit(claim, claim.destination_key)
+            if held.ticket is None:
+                return
         message = await self.store.get(claim.key)
         if message is None or message.status.is_final:
             await self.queue.complete(claim)
@@ -267,7 +272,7 @@ class Relay:
             await self.queue.reschedule(claim, wait_until)
             self.on_scheduled(wait_until)
             return
-        if held.ticket is None:
+        if held.ticket is None:  # an entry that does not name its destination
             held.ticket = await self.admit(claim, message.destination_key)
             if held.ticket is None:
                 return

@@ -95,6 +95,7 @@ class AwsResources:
             "NOTIFY_RELAY_DEAD_LETTER_URL": self.dead_letter_url,
             "NOTIFY_RELAY_BUCKET": self.bucket,
             "NOTIFY_RELAY_VISIBILITY_TIMEOUT": "2",
+            "NOTIFY_RELAY_PAUSED_RECHECK": "1",
             **extra,
         }
 

@@ -298,3 +298,45 @@ async def test_two_workers_with_stale_caches_send_one_probe() -> None:
     second = await two.admit(DEST)
     assert isinstance(second, Hold)
     assert second.reason is Blocked.OPEN
+
+
+async def test_shared_statistics_survive_a_cache_refresh() -> None:
+    """A refresh of the record must not drop what this worker has not written yet."""
+    store = MemoryDestinationStore()
+    clock = Clock()
+    gate = Gate(store, RULES, shared=True, cache_seconds=0.0, clock=clock, rand=lambda: 0.0)
+    ticket = await gate.admit(DEST)
+    assert isinstance(ticket, Ticket)
+    clock.advance(1)
+    await gate.finish(ticket, AttemptResult(status_code=200))
+    await gate.flush()
+    stored = await store.get(DEST)
+    assert stored is not None
+    assert stored.last_attempt_at == clock.now - timedelta(seconds=1)
+    assert stored.last_success_at == clock.now
+
+
+async def test_shared_holds_are_spread_and_sized_to_the_reason() -> None:
+    """Held records go back to SQS: paused ones for a while, while a probe decides only
+    briefly, and an open breaker's backlog spread after its cool-down, not all at once."""
+    store = MemoryDestinationStore()
+    clock = Clock()
+    gate = Gate(store, RULES, shared=True, cache_seconds=0.0, clock=clock, rand=lambda: 1.0)
+    for _ in range(3):
+        ticket = await gate.admit(DEST)
+        assert isinstance(ticket, Ticket)
+        await gate.finish(ticket, AttemptResult(status_code=500))
+    cooling = await gate.admit(DEST)
+    assert isinstance(cooling, Hold)
+    probe_at = gate.cached(DEST).breaker.next_probe_at
+    assert probe_at is not None
+    assert probe_at < cooling.until <= probe_at + timedelta(seconds=30)
+    clock.advance(30)
+    assert isinstance(await gate.admit(DEST), Ticket)  # the probe
+    deciding = await gate.admit(DEST)
+    assert isinstance(deciding, Hold)
+    assert deciding.until <= clock.now + timedelta(seconds=5)  # not the probe's 180 s lease
+    await gate.configure(DEST, paused=True)
+    paused = await gate.admit(DEST)
+    assert isinstance(paused, Hold)
+    assert paused.until >= clock.now + timedelta(seconds=30)
