@@ -6,7 +6,13 @@ import ipaddress
 
 import pytest
 
-from notify_relay.domain.network import NetworkPolicy, parse_networks, refusal_reason
+from notify_relay.domain.network import (
+    NetworkPolicy,
+    embedded_ipv4,
+    parse_networks,
+    refusal_reason,
+)
+from notify_relay.domain.special_ranges import IPV4, IPV6, METADATA, Range, special_range
 
 REFUSED = [
     "0.0.0.0", "0.1.2.3",                     # this network
@@ -68,3 +74,33 @@ def test_allow_networks_opens_a_range_only() -> None:
 )
 def test_literal_refusal_only_judges_ip_literals(host: str, refused: bool) -> None:
     assert (NetworkPolicy().literal_refusal(host) is not None) is refused
+
+
+def _inside(row: Range) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """Addresses of the row that no more specific row holds."""
+    net = row.network
+    candidates = [net.network_address, net.broadcast_address]
+    if net.num_addresses > 2:
+        candidates.append(net.network_address + net.num_addresses // 2 + 1)
+    return [a for a in candidates if special_range(a) == row
+            and not (isinstance(a, ipaddress.IPv6Address) and embedded_ipv4(a) is not None)]
+
+
+@pytest.mark.parametrize("row", [*IPV4, *IPV6, *METADATA], ids=lambda r: str(r.network))
+def test_each_registry_row_decides(row: Range) -> None:
+    addresses = _inside(row)
+    assert addresses, f"every address of {row.network} is held by a more specific row"
+    for address in addresses:
+        reason = refusal_reason(address)
+        if row.global_:
+            assert reason is None, reason
+        else:
+            assert reason is not None
+            assert row.name in reason
+
+
+@pytest.mark.parametrize("address", ["192.0.0.8", "3fff::1", "3fff:fff::1", "168.63.129.16",
+                                     "5f00::1", "64:ff9b:1::1", "100:0:0:1::1"])
+def test_ranges_the_interpreter_missed_are_refused(address: str) -> None:
+    """Python 3.11's tables dialled these (issue 7, finding 14)."""
+    assert refusal_reason(ipaddress.ip_address(address)) is not None

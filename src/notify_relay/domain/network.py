@@ -1,7 +1,8 @@
 """Which addresses a target may reach: the guard against server-side request forgery.
 
 Only globally routable unicast addresses are allowed, unless the operator allows a range.
-IPv6 forms that embed an IPv4 address (mapped, NAT64, 6to4, Teredo) are judged by it.
+IPv6 forms that embed an IPv4 address (mapped, NAT64, 6to4, Teredo) are judged by it; the
+ranges themselves are the IANA registries' rows in special_ranges.py.
 """
 
 from __future__ import annotations
@@ -10,15 +11,12 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from notify_relay.domain.special_ranges import special_range
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-# Special-purpose ranges that Python's ipaddress still counts as global.
-_ALSO_REFUSED = (
-    ipaddress.IPv4Network("192.88.99.0/24"),  # 6to4 relay anycast, deprecated (RFC 7526)
-    ipaddress.IPv6Network("fec0::/10"),  # site-local, deprecated (RFC 3879)
-)
 
 
 def parse_networks(spec: Iterable[str]) -> tuple[IPNetwork, ...]:
@@ -44,20 +42,11 @@ def refusal_reason(address: IPAddress) -> str | None:
         if inner is not None:
             reason = refusal_reason(inner)
             return f"{reason} (embedded in {address})" if reason else None
-    checks = (
-        (address.is_loopback, "loopback"),
-        (address.is_unspecified, "unspecified"),
-        (address.is_link_local, "link-local"),
-        (address.is_multicast, "multicast"),
-        (address.is_private, "private"),
-        (address.is_reserved, "reserved"),
-        (not address.is_global, "not globally routable"),
-        (any(address in net for net in _ALSO_REFUSED if net.version == address.version),
-         "special-purpose"),
-    )
-    for hit, name in checks:
-        if hit:
-            return f"{address} is a {name} address"
+    row = special_range(address)
+    if row is not None:
+        return None if row.global_ else f"{address} is a {row.name} address ({row.network})"
+    if not address.is_global:  # the interpreter knows of a range the rows do not
+        return f"{address} is not a globally routable address"
     return None
 
 
