@@ -209,6 +209,8 @@ class Observer(Protocol):
 
     def held(self, reason: str) -> None: ...
 
+    def quarantined(self) -> None: ...
+
 
 class NullObserver:
     def submission(self, result: str, code: str | None = None) -> None:
@@ -227,4 +229,7 @@ class NullObserver:
         return None
 
     def held(self, reason: str) -> None:
+        return None
+
+    def quarantined(self) -> None:
         return None

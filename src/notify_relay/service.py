@@ -21,6 +21,7 @@ from notify_relay.clock import utcnow
 from notify_relay.domain.delivery import outbound_headers
 from notify_relay.domain.destination import DestinationKey
 from notify_relay.domain.errors import (
+    CorruptRecord,
     IdempotencyConflict,
     InvalidState,
     NotFound,
@@ -262,7 +263,15 @@ class Relay:
             held.ticket = await self.admit(claim, claim.destination_key)
             if held.ticket is None:
                 return
-        message = await self.store.get(claim.key)
+        try:
+            message = await self.store.get(claim.key)
+        except CorruptRecord as exc:  # poison: set aside, never retried forever
+            await self.queue.dead_letter(claim)
+            self.observer.quarantined()
+            log.error("quarantined a message that cannot be read", extra={
+                "messageId": claim.key.message_id, "senderId": claim.key.sender_id,
+                "error": exc.message})
+            return
         if message is None or message.status.is_final:
             await self.queue.complete(claim)
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -14,7 +15,8 @@ from standardwebhooks import Webhook
 
 from notify_relay.bootstrap import build_embedded
 from notify_relay.config import Settings, load
-from notify_relay.domain.errors import TargetNotAllowed
+from notify_relay.domain.destination import DestinationKey
+from notify_relay.domain.errors import CorruptRecord, TargetNotAllowed
 from notify_relay.domain.message import INTERRUPTED_ERROR, Message, MessageKey
 from notify_relay.domain.retry import AttemptResult, Outcome
 from notify_relay.domain.status import Status
@@ -291,3 +293,29 @@ async def test_an_exception_inside_an_attempt_is_recorded_not_looped(tmp_path: P
     assert message.last_error is not None
     assert message.last_error.startswith("UnicodeEncodeError")
     assert partner.received("/ok") == []
+
+
+async def test_a_row_that_cannot_be_read_is_quarantined_not_retried_forever(
+    tmp_path: Path, partner: Partner
+) -> None:
+    config = settings(tmp_path / "r.db")
+    async with engine(config) as e:
+        await e.relay.gate.configure(DestinationKey("sender-a", "held"), paused=True)
+        for mid in ("ok-1", "bad-1"):
+            await submit(e, mid, partner.url("/ok"), destination="held")
+        conn = sqlite3.connect(config.db)
+        conn.execute("UPDATE messages SET doc = ? WHERE message_id = 'bad-1'", (b"{not json",))
+        conn.commit()
+        conn.close()
+        page = await e.relay.list("sender-a", None, 10, None)
+        assert [m.key.message_id for m in page.items] == ["ok-1"]  # left out, not a 500
+        with pytest.raises(CorruptRecord, match="bad-1"):
+            await e.relay.get(MessageKey("sender-a", "bad-1"))
+        await e.relay.gate.configure(DestinationKey("sender-a", "held"), paused=False)
+        await settled(e, "ok-1")
+        deadline = time.monotonic() + 10
+        while await e.relay.queue.depth() and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        assert await e.relay.queue.depth() == 0  # dead-lettered, not leased again forever
+        assert e.metrics is not None
+        assert b"notify_relay_quarantined_total 1.0" in e.metrics.render(0)

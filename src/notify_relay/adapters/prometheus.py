@@ -51,6 +51,10 @@ class PrometheusObserver:
         self._by_state = Gauge(
             "notify_relay_destinations", "Destinations known to the worker, by breaker state",
             ["state"], registry=self.registry)
+        self._quarantined = Counter(
+            "notify_relay_quarantined",
+            "Queue entries set aside because their message cannot be read",
+            registry=self.registry)
         self._blocked = Gauge(
             "notify_relay_destinations_blocked",
             "Destinations that cannot start an attempt now, by reason", ["reason"],
@@ -76,6 +80,9 @@ class PrometheusObserver:
 
     def held(self, reason: str) -> None:
         self._held.labels(reason).inc()
+
+    def quarantined(self) -> None:
+        self._quarantined.inc()
 
     def watch_destinations(self, source: DestinationCounts) -> None:
         self._source = source

@@ -117,6 +117,10 @@ class StoreUnavailable(NotifyRelayError):
     retry_after_seconds = 1
 
 
+class CorruptRecord(NotifyRelayError):
+    """A stored record cannot be read."""
+
+
 class StaleWrite(NotifyRelayError):
     """The message changed since it was read; the write was refused."""
 

@@ -63,6 +63,9 @@ class EmfObserver:
     def held(self, reason: str) -> None:
         metrics.add_metric(name="AttemptsHeld", unit=MetricUnit.Count, value=1)
 
+    def quarantined(self) -> None:
+        metrics.add_metric(name="Quarantined", unit=MetricUnit.Count, value=1)
+
 
 async def _started() -> tuple[Runtime, AwsSettings]:
     global _runtime, _settings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
@@ -13,13 +14,25 @@ from notify_relay.adapters.codec import message_from_doc, message_to_doc
 from notify_relay.adapters.paging import decode_position, encode_cursor
 from notify_relay.adapters.sqlite import queries
 from notify_relay.adapters.sqlite.database import SqliteDatabase
-from notify_relay.domain.errors import StaleWrite
+from notify_relay.domain.errors import CorruptRecord, StaleWrite
 from notify_relay.domain.message import Message, MessageKey
 from notify_relay.domain.status import Status
 from notify_relay.ports import Page
 
+log = logging.getLogger("notify_relay.sqlite")
+
 
 def _from_row(row: tuple[Any, ...]) -> Message:
+    """The message of a row; CorruptRecord when the row cannot be read (a damaged file,
+    a hand edit), named for what it is rather than as a KeyError deep in a request."""
+    try:
+        return _decode(row)
+    except (KeyError, ValueError, TypeError, IndexError) as exc:  # orjson's errors included
+        raise CorruptRecord(f"message {row[2]!r} of sender {row[1]!r} cannot be read: "
+                            f"{type(exc).__name__}: {exc}") from exc
+
+
+def _decode(row: tuple[Any, ...]) -> Message:
     _, sender_id, message_id, status, fingerprint, created, updated, queued, version, doc, body = (
         row
     )
@@ -34,6 +47,19 @@ def _from_row(row: tuple[Any, ...]) -> Message:
         version=version,
         body=body,
     )
+
+
+def _readable(rows: list[tuple[Any, ...]]) -> list[Message]:
+    """The messages of the rows that can be read; each one that cannot is logged and left
+    out, so that one damaged row does not take a whole listing down."""
+    messages = []
+    for row in rows:
+        try:
+            messages.append(_from_row(row))
+        except CorruptRecord as exc:
+            log.error("left out a stored message that cannot be read",
+                      extra={"error": exc.message})
+    return messages
 
 
 class SqliteStore:
@@ -93,7 +119,7 @@ class SqliteStore:
         )
         more = len(rows) > limit
         rows = rows[:limit]
-        return Page([_from_row(r) for r in rows], encode_cursor(rows[-1][0]) if more else None)
+        return Page(_readable(rows), encode_cursor(rows[-1][0]) if more else None)
 
     async def unqueued(self, created_before: datetime, limit: int) -> Sequence[Message]:
         rows = await self._db.read(
@@ -101,7 +127,7 @@ class SqliteStore:
                 queries.UNQUEUED_MESSAGES, (created_before.isoformat(), limit)
             ).fetchall()
         )
-        return [_from_row(r) for r in rows]
+        return _readable(rows)
 
     async def ping(self) -> None:
         await self._db.check_writable()
