@@ -14,7 +14,7 @@ from notify_relay.domain.network import NetworkPolicy
 from notify_relay.domain.ratelimit import RateLimiter
 from notify_relay.domain.retry import AttemptResult
 from notify_relay.gate import Gate
-from notify_relay.ports import OutboundRequest
+from notify_relay.ports import NullObserver, Observer, OutboundRequest
 from notify_relay.runtime import Runtime
 from notify_relay.service import Relay
 
@@ -86,7 +86,7 @@ def build_embedded(settings: Settings) -> Runtime:
     )
 
 
-def build_aws(settings: AwsSettings, *, worker: bool) -> Runtime:
+def build_aws(settings: AwsSettings, *, worker: bool, observer: Observer | None = None) -> Runtime:
     """DynamoDB + S3 store, SQS queue, aiohttp delivery (opened only for the worker).
 
     The gate is shared (every Lambda reads and writes the same destination records) and
@@ -109,11 +109,13 @@ def build_aws(settings: AwsSettings, *, worker: bool) -> Runtime:
         from notify_relay.adapters.http import AiohttpDeliverer
 
         aiohttp_deliverer = AiohttpDeliverer(network)
+    observer = observer or NullObserver()
     gate = Gate(
         DynamoDestinationStore(dynamodb, settings.destinations_table, settings.table),
         settings.destination_rules,
         shared=True,
         limiter=DynamoSlotLimiter(dynamodb, settings.destinations_table),
+        observer=observer,
         cache_seconds=1.0,
         flush_seconds=30.0,
         paused_seconds=settings.paused_recheck,
@@ -130,7 +132,7 @@ def build_aws(settings: AwsSettings, *, worker: bool) -> Runtime:
         limits=limits,
         network=network,
         signers={sender: Webhook(secret) for sender, secret in settings.signing_secrets.items()},
-        exclusive_claims=False,  # a standard queue may hand the same entry to two workers
+        observer=observer,
     )
     runtime = Runtime(relay=relay, auth=Authenticator.from_principals(settings.iam_senders))
     if aiohttp_deliverer is not None:

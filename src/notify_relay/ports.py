@@ -129,7 +129,13 @@ Slots = Callable[[DestinationKey], int]
 
 
 class WorkQueue(Protocol):
-    """At-least-once queue of message keys, with leases and delayed visibility."""
+    """At-least-once queue of message keys, with leases and delayed visibility.
+
+    `exclusive_claims`: whether a leased entry is never handed to a second claim while
+    its lease holds (SQLite, memory); a standard SQS queue may deliver it twice.
+    """
+
+    exclusive_claims: bool
 
     async def enqueue(
         self, key: MessageKey, due_at: datetime, correlation_id: str | None = None,

@@ -96,7 +96,6 @@ class Relay:
     clock: Callable[[], datetime] = utcnow
     rand: Callable[[], float] = random.random
     user_agent: str = f"notify-relay/{__version__}"
-    exclusive_claims: bool = True
 
     # -- submission side ---------------------------------------------------------------
 
@@ -348,7 +347,7 @@ class Relay:
         """
         if message.status is Status.RETRYING:
             return message.next_attempt_at
-        if message.status is Status.DELIVERING and not self.exclusive_claims:
+        if message.status is Status.DELIVERING and not self.queue.exclusive_claims:
             return message.updated_at + timedelta(
                 seconds=message.timeout_seconds + IN_FLIGHT_MARGIN_SECONDS)
         return None

@@ -40,15 +40,15 @@ def test_positive_data_is_accepted_and_answered_as_documented(
     server: ServerProcess, tmp_path: Path
 ) -> None:
     schemathesis(server, tmp_path, "--mode", "positive", "--checks", "all",
-                 "--max-examples", "150",
+                 "--max-examples", "100",
                  *(f"--exclude-operation-id={op}" for op in LISTS))
     schemathesis(server, tmp_path, "--mode", "positive", "--checks", "all",
-                 "--exclude-checks", "positive_data_acceptance", "--max-examples", "150",
+                 "--exclude-checks", "positive_data_acceptance", "--max-examples", "100",
                  *(f"--include-operation-id={op}" for op in LISTS))
 
 
 def test_negative_data_is_never_a_5xx_or_undocumented(server: ServerProcess,
                                                       tmp_path: Path) -> None:
-    schemathesis(server, tmp_path, "--mode", "negative", "--max-examples", "150", "--checks",
+    schemathesis(server, tmp_path, "--mode", "negative", "--max-examples", "100", "--checks",
                  "not_a_server_error,status_code_conformance,content_type_conformance,"
                  "response_schema_conformance,response_headers_conformance")

@@ -196,7 +196,7 @@ async def test_stale_queue_entry_of_a_final_message_is_dropped() -> None:
 async def test_duplicate_entry_does_not_interrupt_an_attempt_in_flight() -> None:
     # Given a queue that can hand the same entry to two workers (SQS standard)
     r, clock = relay(ScriptedDeliverer(AttemptResult(status_code=200)))
-    r.exclusive_claims = False
+    r.queue.exclusive_claims = False
     await r.submit(submission(timeoutSeconds=10), "s", "c")
     # worker 1 received one copy of the entry and is mid-attempt
     started = (await r.store.get(KEY)).start_attempt(clock.now)

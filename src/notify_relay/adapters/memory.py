@@ -132,6 +132,8 @@ class _Entry:
 
 
 class MemoryQueue:
+    exclusive_claims = True
+
     def __init__(self, clock: Callable[[], datetime] = utcnow) -> None:
         self._clock = clock
         self._entries: dict[MessageKey, _Entry] = {}

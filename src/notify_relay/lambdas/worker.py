@@ -71,9 +71,7 @@ async def _started() -> tuple[Runtime, AwsSettings]:
     global _runtime, _settings
     if _runtime is None or _settings is None:
         _settings = AwsSettings.from_env()
-        runtime = build_aws(_settings, worker=True)
-        runtime.relay.observer = EmfObserver()
-        runtime.relay.gate.observer = EmfObserver()
+        runtime = build_aws(_settings, worker=True, observer=EmfObserver())
         await runtime.start()
         _runtime = runtime
     return _runtime, _settings

@@ -62,6 +62,8 @@ class DeadLetter:
 
 
 class SqsQueue:
+    exclusive_claims = False  # a standard queue may hand the same entry to two workers
+
     def __init__(
         self,
         sqs: SQSClient,

@@ -22,6 +22,8 @@ def _execute(sql: str, params: tuple[object, ...]) -> Callable[[sqlite3.Connecti
 
 
 class SqliteQueue:
+    exclusive_claims = True
+
     def __init__(self, db: SqliteDatabase, clock: Callable[[], datetime] = utcnow) -> None:
         self._db = db
         self._clock = clock
