@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from notify_relay.api.problems import JSONResponse
-from notify_relay.api.routes import ERRORS, SenderQuery, runtime, sender_of
+from notify_relay.api.routes import ERRORS, Cursor, Limit, SenderQuery, runtime, sender_of
 from notify_relay.api.schemas import DestinationOut, DestinationPageOut
 from notify_relay.api.strict_json import StrictJsonRoute
 from notify_relay.api.views import destination_view
@@ -19,7 +19,7 @@ from notify_relay.domain.destination import (
     BreakerState,
     DestinationKey,
 )
-from notify_relay.domain.errors import FieldError, InvalidCursor, NotFound, ValidationFailed
+from notify_relay.domain.errors import NotFound
 from notify_relay.domain.submission import json_integer
 from notify_relay.gate import UNSET
 
@@ -51,15 +51,11 @@ async def list_destinations(
     request: Request,
     sender_id: SenderQuery = None,
     state: BreakerState | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> Response:
     rt = runtime(request)
-    sender = sender_of(rt, request, sender_id)
-    try:
-        page = await rt.relay.gate.list(sender, state, limit, cursor)
-    except InvalidCursor as exc:
-        raise ValidationFailed([FieldError("cursor", str(exc))]) from None
+    page = await rt.relay.gate.list(sender_of(rt, request, sender_id), state, limit, cursor)
     return JSONResponse({"items": [destination_view(v) for v in page.items],
                          "nextCursor": page.next_cursor})
 

@@ -14,12 +14,9 @@ from notify_relay.api.strict_json import StrictJsonRoute
 from notify_relay.api.views import message_view, submit_view
 from notify_relay.context import correlation_id
 from notify_relay.domain.errors import (
-    FieldError,
-    InvalidCursor,
     NotFound,
     NotifyRelayError,
     RateLimited,
-    ValidationFailed,
 )
 from notify_relay.domain.message import MessageKey
 from notify_relay.domain.status import Status
@@ -31,6 +28,8 @@ ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": Problem, "content": {"application/problem+json": {}}}
     for code in (400, 401, 403, 404, 409, 413, 415, 422, 429, 500, 503)
 }
+Limit = Annotated[int, Query(ge=1, le=500)]
+Cursor = Annotated[str | None, Query(max_length=512)]
 SenderQuery = Annotated[
     str | None,
     Query(alias="senderId", pattern=rf"^{ID_ALPHABET}{{1,64}}$",
@@ -85,15 +84,11 @@ async def list_messages(
     request: Request,
     sender_id: SenderQuery = None,
     status: Status | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> Response:
     rt = runtime(request)
-    sender = sender_of(rt, request, sender_id)
-    try:
-        page = await rt.relay.list(sender, status, limit, cursor)
-    except InvalidCursor as exc:
-        raise ValidationFailed([FieldError("cursor", str(exc))]) from None
+    page = await rt.relay.list(sender_of(rt, request, sender_id), status, limit, cursor)
     return JSONResponse({"items": [message_view(m) for m in page.items],
                          "nextCursor": page.next_cursor})
 

@@ -125,8 +125,8 @@ class StaleWrite(NotifyRelayError):
     """The message changed since it was read; the write was refused."""
 
 
-class InvalidCursor(ValueError):
-    """cursor is not one this server issued"""
+class InvalidCursor(ValidationFailed, ValueError):
+    """A list cursor that this server did not issue: a 400 for the `cursor` field."""
 
     def __init__(self) -> None:
-        super().__init__((self.__doc__ or "").strip())
+        super().__init__([FieldError("cursor", "cursor is not one this server issued")])
