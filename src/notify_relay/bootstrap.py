@@ -6,8 +6,7 @@ only for its own (the API Lambda never loads aiohttp, SQLite or the worker).
 
 from __future__ import annotations
 
-from standardwebhooks import Webhook
-
+from notify_relay.adapters.signing import StandardWebhooksSigner
 from notify_relay.api.auth import Authenticator
 from notify_relay.config import AwsSettings, Settings
 from notify_relay.domain.network import NetworkPolicy
@@ -59,7 +58,7 @@ def build_embedded(settings: Settings) -> Runtime:
         gate=gate,
         limits=limits,
         network=network,
-        signers={sender: Webhook(secret) for sender, secret in settings.signing_secrets.items()},
+        signer=StandardWebhooksSigner(settings.signing_secrets),
         observer=metrics,
     )
     worker = Worker(relay, queue, WorkerSettings(
@@ -131,7 +130,7 @@ def build_aws(settings: AwsSettings, *, worker: bool, observer: Observer | None 
         gate=gate,
         limits=limits,
         network=network,
-        signers={sender: Webhook(secret) for sender, secret in settings.signing_secrets.items()},
+        signer=StandardWebhooksSigner(settings.signing_secrets),
         observer=observer,
     )
     runtime = Runtime(relay=relay, auth=Authenticator.from_principals(settings.iam_senders))

@@ -200,6 +200,17 @@ class Deliverer(Protocol):
     async def send(self, request: OutboundRequest) -> AttemptResult: ...
 
 
+class Signer(Protocol):
+    """Adds a signature to a sender's requests, where the sender has a secret."""
+
+    def headers(self, message: Message, now: datetime) -> Sequence[tuple[str, str]]: ...
+
+
+class NoSigning:
+    def headers(self, message: Message, now: datetime) -> Sequence[tuple[str, str]]:
+        return ()
+
+
 class Observer(Protocol):
     """Hooks for metrics; every adapter may ignore what it does not count."""
 

@@ -9,12 +9,10 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
-
-from standardwebhooks import Webhook
 
 from notify_relay import __version__
 from notify_relay.clock import utcnow
@@ -46,10 +44,12 @@ from notify_relay.ports import (
     Claim,
     Deliverer,
     MessageStore,
+    NoSigning,
     NullObserver,
     Observer,
     OutboundRequest,
     Page,
+    Signer,
     WorkQueue,
 )
 
@@ -90,7 +90,7 @@ class Relay:
     gate: Gate
     limits: RetryLimits = field(default_factory=RetryLimits)
     network: NetworkPolicy = field(default_factory=NetworkPolicy)
-    signers: Mapping[str, Webhook] = field(default_factory=dict)
+    signer: Signer = field(default_factory=NoSigning)
     observer: Observer = field(default_factory=NullObserver)
     on_scheduled: Callable[[datetime], None] = lambda due_at: None
     clock: Callable[[], datetime] = utcnow
@@ -217,17 +217,8 @@ class Relay:
     # -- delivery side -----------------------------------------------------------------
 
     def request_for(self, message: Message, now: datetime) -> OutboundRequest:
-        headers = outbound_headers(message, self.user_agent)
-        signer = self.signers.get(message.key.sender_id)
-        if signer is not None:
-            webhook_id = message.key.idempotency_key
-            payload = (message.content.body or b"").decode()
-            signature = signer.sign(webhook_id, now, payload)
-            headers += [
-                ("webhook-id", webhook_id),
-                ("webhook-timestamp", str(int(now.timestamp()))),
-                ("webhook-signature", signature),
-            ]
+        headers = [*outbound_headers(message, self.user_agent),
+                   *self.signer.headers(message, now)]
         content = message.content
         return OutboundRequest(content.target_url, content.method, headers, content.body,
                                message.timeout_seconds)
