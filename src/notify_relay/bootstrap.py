@@ -109,6 +109,8 @@ def build_aws(settings: AwsSettings, *, worker: bool, observer: Observer | None 
 
         aiohttp_deliverer = AiohttpDeliverer(network)
     observer = observer or NullObserver()
+    queue = SqsQueue(session.client("sqs"), settings.queue_url, settings.dead_letter_url,
+                     deletes_by_caller=worker)
     gate = Gate(
         DynamoDestinationStore(dynamodb, settings.destinations_table, settings.table),
         settings.destination_rules,
@@ -124,8 +126,7 @@ def build_aws(settings: AwsSettings, *, worker: bool, observer: Observer | None 
     relay = Relay(
         store=DynamoStore(dynamodb, settings.table, session.client("s3"), settings.bucket,
                           destinations_table=settings.destinations_table),
-        queue=SqsQueue(session.client("sqs"), settings.queue_url, settings.dead_letter_url,
-                       deletes_by_caller=worker),
+        queue=queue,
         deliverer=aiohttp_deliverer or NoDelivery(),
         gate=gate,
         limits=limits,
@@ -133,7 +134,8 @@ def build_aws(settings: AwsSettings, *, worker: bool, observer: Observer | None 
         signer=StandardWebhooksSigner(settings.signing_secrets),
         observer=observer,
     )
-    runtime = Runtime(relay=relay, auth=Authenticator.from_principals(settings.iam_senders))
+    runtime = Runtime(relay=relay, auth=Authenticator.from_principals(settings.iam_senders),
+                      dead_letters=queue)
     if aiohttp_deliverer is not None:
         runtime.starts.append(aiohttp_deliverer.open)
         runtime.stops.append(aiohttp_deliverer.close)

@@ -253,6 +253,7 @@ class AwsSettings:
     allow_networks: tuple[IPNetwork, ...]
     visibility_timeout: float
     paused_recheck: float  # how long a paused destination's records wait in SQS per hold
+    reconcile_grace: float  # a younger message may still be in its API Lambda's hands
     retry_limits: RetryLimits
     destination_rules: Rules
 
@@ -272,13 +273,14 @@ class AwsSettings:
         for sender in senders.values():
             if not _SENDER.fullmatch(sender):
                 raise ConfigError(f"iam-senders: {sender!r} is not a valid senderId")
-        def seconds(name: str, default: str) -> float:
+        def seconds(name: str, default: str, zero: bool = False) -> float:
             try:
                 value = float(env.get(ENV_PREFIX + name, default))
             except ValueError:
                 raise ConfigError(f"{ENV_PREFIX}{name} must be a number") from None
-            if not value > 0:
-                raise ConfigError(f"{ENV_PREFIX}{name} must be positive")
+            if not (value >= 0 if zero else value > 0) or value != value:
+                raise ConfigError(f"{ENV_PREFIX}{name} must be "
+                                  f"{'zero or more' if zero else 'positive'}")
             return value
 
         return cls(
@@ -292,6 +294,7 @@ class AwsSettings:
             allow_networks=parse_allow_networks(env.get(ENV_PREFIX + "ALLOW_NETWORKS", "")),
             visibility_timeout=seconds("VISIBILITY_TIMEOUT", "900"),
             paused_recheck=seconds("PAUSED_RECHECK", "30"),
+            reconcile_grace=seconds("RECONCILE_GRACE", "60", zero=True),
             retry_limits=base.retry_limits,
             destination_rules=base.destination_rules,
         )

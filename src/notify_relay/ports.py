@@ -200,6 +200,25 @@ class Deliverer(Protocol):
     async def send(self, request: OutboundRequest) -> AttemptResult: ...
 
 
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An entry of the dead-letter queue; `key` is None for a body that is not an entry."""
+
+    key: MessageKey | None
+    by_worker: bool
+    receipt: str
+
+
+class DeadLetterSweeper(Protocol):
+    """A dead-letter queue that can be looked at without consuming it (SQS's)."""
+
+    async def peek_dead_letters(self, limit: int) -> list[DeadLetter]:
+        """Up to `limit` entries, hidden for a while but not removed."""
+        ...
+
+    async def drop_dead_letter(self, letter: DeadLetter) -> None: ...
+
+
 class Signer(Protocol):
     """Adds a signature to a sender's requests, where the sender has a secret."""
 

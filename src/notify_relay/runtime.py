@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from notify_relay.api.auth import Authenticator
 from notify_relay.domain.ratelimit import RateLimiter
+from notify_relay.ports import DeadLetterSweeper
 from notify_relay.service import Relay
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ class Runtime:
     metrics: PrometheusObserver | None = None
     limiter: RateLimiter | None = None
     metrics_need_key: bool = False
+    dead_letters: DeadLetterSweeper | None = None
     starts: list[Step] = field(default_factory=list)
     stops: list[Step] = field(default_factory=list)
     checks: list[Step] = field(default_factory=list)

@@ -9,11 +9,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from datetime import timedelta
 from typing import Any
 
-from notify_relay.adapters.aws.sqs import SqsQueue
 from notify_relay.bootstrap import build_aws
 from notify_relay.config import AwsSettings
 from notify_relay.runtime import Runtime
@@ -23,14 +21,14 @@ DEAD_LETTERS_PER_RUN = 500
 
 async def _run(runtime: Runtime, grace: timedelta) -> dict[str, int]:
     queued = await runtime.relay.reconcile(older_than=grace)
-    queue = runtime.relay.queue
+    sweeper = runtime.dead_letters
     dropped = kept = 0
-    if isinstance(queue, SqsQueue):
-        for letter in await queue.peek_dead_letters(DEAD_LETTERS_PER_RUN):
+    if sweeper is not None:
+        for letter in await sweeper.peek_dead_letters(DEAD_LETTERS_PER_RUN):
             if letter.key is None:
                 kept += 1  # not an entry of ours: left for a person to look at
             elif await runtime.relay.reconcile_dead_letter(letter.key, letter.by_worker):
-                await queue.drop_dead_letter(letter)
+                await sweeper.drop_dead_letter(letter)
                 dropped += 1
             else:
                 kept += 1
@@ -39,6 +37,6 @@ async def _run(runtime: Runtime, grace: timedelta) -> dict[str, int]:
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
     """Messages younger than the grace may still be in their API Lambda's hands."""
-    grace = timedelta(seconds=float(os.environ.get("NOTIFY_RELAY_RECONCILE_GRACE", "60")))
-    runtime = build_aws(AwsSettings.from_env(), worker=False)
-    return asyncio.run(_run(runtime, grace))
+    settings = AwsSettings.from_env()
+    runtime = build_aws(settings, worker=False)
+    return asyncio.run(_run(runtime, timedelta(seconds=settings.reconcile_grace)))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +26,7 @@ import orjson
 
 from notify_relay.clock import utcnow
 from notify_relay.domain.message import MessageKey
-from notify_relay.ports import Claim, Slots
+from notify_relay.ports import Claim, DeadLetter, Slots
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -50,15 +49,6 @@ def decode_entry(body: str) -> tuple[MessageKey, datetime, str | None]:
     data = orjson.loads(body)
     return (MessageKey(data["senderId"], data["messageId"]), datetime.fromisoformat(data["dueAt"]),
             data.get("destination"))
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """An entry of the dead-letter queue; `key` is None for a body that is not an entry."""
-
-    key: MessageKey | None
-    by_worker: bool
-    receipt: str
 
 
 class SqsQueue:
