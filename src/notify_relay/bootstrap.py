@@ -40,6 +40,7 @@ def build_embedded(settings: Settings) -> Runtime:
         SqliteStore,
     )
     from notify_relay.worker.loop import Worker, WorkerSettings
+    from notify_relay.worker.wakeup import WakeUp
 
     database = SqliteDatabase(settings.db)
     database.open()
@@ -48,8 +49,9 @@ def build_embedded(settings: Settings) -> Runtime:
     deliverer = AiohttpDeliverer(network, max_connections=settings.concurrency)
     metrics = PrometheusObserver()
     limits = settings.retry_limits
+    wakeup = WakeUp()
     gate = Gate(SqliteDestinationStore(database), settings.destination_rules, observer=metrics,
-                probe_seconds=limits.max_timeout + 60.0)
+                probe_seconds=limits.max_timeout + 60.0, on_ready=wakeup.ready)
     metrics.watch_destinations(gate)
     relay = Relay(
         store=SqliteStore(database),
@@ -60,14 +62,13 @@ def build_embedded(settings: Settings) -> Runtime:
         network=network,
         signer=StandardWebhooksSigner(settings.signing_secrets),
         observer=metrics,
+        on_scheduled=wakeup.scheduled,
     )
     worker = Worker(relay, queue, WorkerSettings(
         concurrency=settings.concurrency,
         lease_seconds=limits.max_timeout + 60.0,
         shutdown_grace_seconds=settings.shutdown_grace,
-    ))
-    relay.on_scheduled = worker.scheduled
-    gate.on_ready = worker.destination_ready
+    ), wakeup)
 
     async def close_database() -> None:
         database.close()

@@ -131,13 +131,16 @@ class Gate:
         paused_seconds: float = 30.0,
         probe_seconds: float = 180.0,
         observer: Observer | None = None,
+        on_ready: Callable[[], None] | None = None,
         clock: Callable[[], datetime] = utcnow,
         rand: Callable[[], float] = random.random,
     ) -> None:
+        """`on_ready`: called when a destination may take more (the embedded worker's
+        alarm)."""
         self.store = store
         self.rules = rules or Rules()
         self.observer: Observer = observer or NullObserver()
-        self.on_ready: Callable[[], None] = lambda: None
+        self.on_ready: Callable[[], None] = on_ready or (lambda: None)
         self._shared = shared
         self._limiter = limiter
         self._cache_seconds = cache_seconds

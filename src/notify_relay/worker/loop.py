@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from notify_relay.gate import Ticket
 from notify_relay.ports import Claim, WorkQueue
 from notify_relay.service import Relay
+from notify_relay.worker.wakeup import WakeUp
 
 log = logging.getLogger("notify_relay.worker")
 
@@ -37,36 +38,26 @@ class WorkerSettings:
 
 
 class Worker:
-    def __init__(self, relay: Relay, queue: WorkQueue, settings: WorkerSettings) -> None:
+    def __init__(self, relay: Relay, queue: WorkQueue, settings: WorkerSettings,
+                 wakeup: WakeUp) -> None:
+        """`wakeup`: the alarm the Relay and the Gate ring (see bootstrap)."""
         self._relay = relay
         self._gate = relay.gate
         self._queue = queue
         self._settings = settings
-        self._wake = asyncio.Event()
+        self._wake = wakeup
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         self._main: asyncio.Task[None] | None = None
         self._reconciler: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
-        self._sleep_until = datetime.max.replace(tzinfo=UTC)
         self._refill = max(1, min(settings.claim_batch, settings.concurrency // 4))
-
-    def scheduled(self, due_at: datetime) -> None:
-        """Called when an entry is queued or rescheduled: wake up if it is due before
-        the loop's planned wake-up, so that nothing waits for the idle poll."""
-        if due_at <= self._sleep_until:
-            self._wake.set()
 
     async def check_alive(self) -> None:
         """Readiness: the claiming loop runs (it logs and carries on after any error)."""
         if self._main is None or self._main.done():
             raise RuntimeError("the delivery worker is not running")
-
-    def destination_ready(self) -> None:
-        """Called when a destination may take more: a slot freed, a breaker closed, a
-        setting changed."""
-        self._wake.set()
 
     async def start(self) -> None:
         await self._gate.start()
@@ -85,7 +76,7 @@ class Worker:
         releases the lease and records the attempt as interrupted, so nothing is lost.
         """
         self._stopping.set()
-        self._wake.set()
+        self._wake.ready()
         self._slot_free.set()
         for task in (self._main, self._reconciler, self._flusher):
             if task is not None:
@@ -167,16 +158,7 @@ class Worker:
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep up to `seconds`; True when woken early by new work."""
-        if seconds <= 0:
-            return False
-        self._sleep_until = datetime.now(UTC) + timedelta(seconds=seconds)
-        try:
-            await asyncio.wait_for(self._wake.wait(), seconds)
-        except TimeoutError:
-            return False
-        finally:
-            self._sleep_until = datetime.max.replace(tzinfo=UTC)
-        return True
+        return await self._wake.sleep(seconds)
 
     async def _flush_forever(self) -> None:
         while True:
