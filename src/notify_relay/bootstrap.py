@@ -7,7 +7,7 @@ only for its own (the API Lambda never loads aiohttp, SQLite or the worker).
 from __future__ import annotations
 
 from notify_relay.adapters.signing import StandardWebhooksSigner
-from notify_relay.api.auth import Authenticator
+from notify_relay.auth import Authenticator
 from notify_relay.config import AwsSettings, Settings
 from notify_relay.domain.network import NetworkPolicy
 from notify_relay.domain.ratelimit import RateLimiter

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from notify_relay.api.auth import Authenticator
+from notify_relay.auth import Authenticator
 from notify_relay.domain.ratelimit import RateLimiter
 from notify_relay.ports import DeadLetterSweeper
 from notify_relay.service import Relay

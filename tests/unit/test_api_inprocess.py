@@ -11,7 +11,7 @@ import pytest
 from notify_relay.adapters.memory import MemoryQueue, MemoryStore
 from notify_relay.adapters.prometheus import PrometheusObserver
 from notify_relay.api.app import create_app
-from notify_relay.api.auth import Authenticator
+from notify_relay.auth import Authenticator
 from notify_relay.bootstrap import NoDelivery
 from notify_relay.domain.ratelimit import RateLimiter
 from notify_relay.gate import Gate
