@@ -38,7 +38,7 @@ from notify_relay.domain.retry import (
     decide,
 )
 from notify_relay.domain.status import Status
-from notify_relay.domain.submission import Submission
+from notify_relay.domain.submission import NewMessage
 from notify_relay.gate import Gate, Ticket
 from notify_relay.ports import (
     Claim,
@@ -99,32 +99,28 @@ class Relay:
 
     # -- submission side ---------------------------------------------------------------
 
-    async def submit(self, submission: Submission, sender_id: str, correlation_id: str) -> Accepted:
-        content = submission.content()
+    async def submit(self, new: NewMessage, sender_id: str, correlation_id: str) -> Accepted:
+        content = new.content
         refusal = self.network.literal_refusal(urlsplit(content.target_url).hostname or "")
         if refusal is not None:
             raise TargetNotAllowed(f"targetUrl: {refusal}")
-        policy_in = submission.retryPolicy
-        policy = self.limits.effective_policy(
-            policy_in.maxAttempts if policy_in else None,
-            policy_in.initialDelaySeconds if policy_in else None,
-            policy_in.maxDelaySeconds if policy_in else None,
-        )
+        policy = self.limits.effective_policy(new.max_attempts, new.initial_delay,
+                                              new.max_delay)
         message = Message.new(
-            MessageKey(sender_id, submission.messageId),
+            MessageKey(sender_id, new.message_id),
             content,
             correlation_id=correlation_id,
             policy=policy,
-            timeout_seconds=self.limits.effective_timeout(submission.timeoutSeconds),
+            timeout_seconds=self.limits.effective_timeout(new.timeout_seconds),
             now=self.clock(),
-            event_timestamp=submission.event_time(),
-            destination=submission.destination,
+            event_timestamp=new.event_time,
+            destination=new.destination,
         )
         stored, created = await self.store.create(message)
         if not created:
             if stored.fingerprint != message.fingerprint:
                 raise IdempotencyConflict(
-                    f"messageId {submission.messageId} was accepted with different content"
+                    f"messageId {new.message_id} was accepted with different content"
                 )
             if stored.status is Status.QUEUED and not stored.queued:
                 stored = await self._enqueue(stored)

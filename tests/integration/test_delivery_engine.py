@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook
 
+from notify_relay.api.submission import Submission
 from notify_relay.bootstrap import build_embedded
 from notify_relay.config import Settings, load
 from notify_relay.domain.destination import DestinationKey
@@ -20,7 +21,6 @@ from notify_relay.domain.errors import CorruptRecord, TargetNotAllowed
 from notify_relay.domain.message import INTERRUPTED_ERROR, Message, MessageKey
 from notify_relay.domain.retry import AttemptResult, Outcome
 from notify_relay.domain.status import Status
-from notify_relay.domain.submission import Submission
 from notify_relay.ports import OutboundRequest
 from notify_relay.runtime import Runtime
 from tests.partner import Partner
@@ -47,7 +47,8 @@ async def engine(config: Settings) -> AsyncIterator[Runtime]:
 
 async def submit(runtime: Runtime, message_id: str, url: str, **fields: Any) -> Message:
     submission = Submission.model_validate({"messageId": message_id, "targetUrl": url, **fields})
-    accepted = await runtime.relay.submit(submission, "sender-a", f"corr-{message_id}")
+    accepted = await runtime.relay.submit(submission.to_new_message(), "sender-a",
+                                          f"corr-{message_id}")
     return accepted.message
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from notify_relay.adapters.memory import MemoryDestinationStore, MemoryQueue, MemoryStore
+from notify_relay.api.submission import Submission
 from notify_relay.domain.destination import (
     Blocked,
     BreakerConfig,
@@ -18,7 +19,6 @@ from notify_relay.domain.destination import (
 from notify_relay.domain.message import MessageKey
 from notify_relay.domain.retry import AttemptResult, ErrorKind
 from notify_relay.domain.status import Status
-from notify_relay.domain.submission import Submission
 from notify_relay.gate import Gate, Hold, Ticket
 from notify_relay.ports import OutboundRequest
 from notify_relay.service import Relay
@@ -69,7 +69,7 @@ class World:
     async def submit(self, message_id: str, **fields: object) -> None:
         submission = Submission.model_validate(
             {"messageId": message_id, "targetUrl": "https://p.example/hook", **fields})
-        await self.relay.submit(submission, "s", "corr")
+        await self.relay.submit(submission.to_new_message(), "s", "corr")
 
     async def run_due(self) -> int:
         """One worker pass: claim what may start, take tickets, deliver."""

@@ -10,10 +10,10 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from notify_relay.adapters.paging import decode_position, encode_cursor
+from notify_relay.api.submission import Submission
 from notify_relay.api.views import rfc3339
 from notify_relay.domain.errors import InvalidCursor, ValidationFailed
 from notify_relay.domain.retry import parse_retry_after
-from notify_relay.domain.submission import Submission
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 json_values = st.recursive(

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from notify_relay.adapters.memory import MemoryQueue, MemoryStore
+from notify_relay.api.submission import Submission
 from notify_relay.domain.errors import (
     IdempotencyConflict,
     InvalidState,
@@ -18,7 +19,7 @@ from notify_relay.domain.errors import (
 from notify_relay.domain.message import Message, MessageKey
 from notify_relay.domain.retry import AttemptResult, ErrorKind, Outcome
 from notify_relay.domain.status import Status
-from notify_relay.domain.submission import Submission
+from notify_relay.domain.submission import NewMessage
 from notify_relay.gate import Gate
 from notify_relay.ports import OutboundRequest
 from notify_relay.service import Relay
@@ -70,9 +71,9 @@ def relay(deliverer: ScriptedDeliverer | None = None, failures: int = 0) -> tupl
                  clock=clock, rand=lambda: 0.0), clock
 
 
-def submission(**changes: object) -> Submission:
+def submission(**changes: object) -> NewMessage:
     return Submission.model_validate({"messageId": "m-1", "targetUrl": "https://p.example/h",
-                                      "body": {"a": 1}, **changes})
+                                      "body": {"a": 1}, **changes}).to_new_message()
 
 
 async def deliver_due(r: Relay) -> int:

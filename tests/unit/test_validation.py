@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from notify_relay.api.submission import Submission
 from notify_relay.domain.errors import ValidationFailed
 from notify_relay.domain.message import BodyKind
 from notify_relay.domain.retry import RetryLimits
-from notify_relay.domain.submission import Submission
 
 BASE: dict[str, Any] = {"messageId": "m-1", "targetUrl": "https://partner.example/hook"}
 

@@ -12,6 +12,7 @@ from notify_relay.api.problems import JSONResponse
 from notify_relay.api.routes import ERRORS, Cursor, Limit, SenderQuery, runtime, sender_of
 from notify_relay.api.schemas import DestinationOut, DestinationPageOut
 from notify_relay.api.strict_json import StrictJsonRoute
+from notify_relay.api.submission import json_integer
 from notify_relay.api.views import destination_view
 from notify_relay.domain.destination import (
     MAX_CONCURRENCY_LIMIT,
@@ -20,7 +21,6 @@ from notify_relay.domain.destination import (
     DestinationKey,
 )
 from notify_relay.domain.errors import NotFound
-from notify_relay.domain.submission import json_integer
 from notify_relay.gate import UNSET
 
 router = APIRouter(route_class=StrictJsonRoute)

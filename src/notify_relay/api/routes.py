@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from notify_relay.api.problems import JSONResponse, problem
 from notify_relay.api.schemas import Health, MessageOut, MessagePage, Problem, SubmitResponse
 from notify_relay.api.strict_json import StrictJsonRoute
+from notify_relay.api.submission import Submission
 from notify_relay.api.views import message_view, submit_view
 from notify_relay.context import correlation_id
 from notify_relay.domain.errors import (
@@ -20,7 +21,7 @@ from notify_relay.domain.errors import (
 )
 from notify_relay.domain.message import MessageKey
 from notify_relay.domain.status import Status
-from notify_relay.domain.submission import ID_ALPHABET, Submission
+from notify_relay.domain.submission import ID_ALPHABET
 from notify_relay.runtime import Runtime
 
 router = APIRouter(route_class=StrictJsonRoute)
@@ -69,7 +70,7 @@ async def submit(submission: Submission, request: Request) -> Response:
         wait = rt.limiter.acquire(sender, time.monotonic())
         if wait > 0:
             raise RateLimited(rt.limiter.retry_after_header(wait))
-    accepted = await rt.relay.submit(submission, sender, _cid())
+    accepted = await rt.relay.submit(submission.to_new_message(), sender, _cid())
     if rt.metrics is not None:
         rt.metrics.submission("duplicate" if accepted.duplicate else "accepted")
     return JSONResponse(

@@ -1,7 +1,7 @@
-"""The submission a sender posts, with every rule of the contract.
+"""The rules of a submission, as the contract states them, and what the Relay is given.
 
-pydantic does the parsing (it is pure, and the same model documents the API); the rules
-that pydantic has no word for are plain functions below, so they read as the contract does.
+Plain functions, so that they read as the contract does; the API's request model
+(api/submission.py) applies them and documents them in /openapi.json.
 """
 
 from __future__ import annotations
@@ -9,22 +9,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    JsonValue,
-    StringConstraints,
-    field_validator,
-)
-
-from notify_relay.domain.destination import NAME_PATTERN
 from notify_relay.domain.errors import FieldError, ValidationFailed
 from notify_relay.domain.message import BodyKind, Content
 
@@ -132,104 +121,33 @@ def check_timestamp(value: str) -> str:
     return value
 
 
-def json_integer(value: object) -> object:
-    """JSON Schema's integer: 3 and 3.0, never "3" or true (strict mode refused 3.0)."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    return value
+def encode_body(body: Any) -> tuple[bytes | None, BodyKind]:
+    """The bytes a body is sent as; ValidationFailed for one that cannot be sent as it is
+    (lone surrogates, NaN or infinite numbers: not UTF-8, not JSON)."""
+    try:
+        if body is None:
+            return None, BodyKind.NONE
+        if isinstance(body, str):
+            return body.encode(), BodyKind.TEXT
+        return (json.dumps(body, separators=(",", ":"), ensure_ascii=False,
+                           allow_nan=False).encode(), BodyKind.JSON)
+    except UnicodeEncodeError:
+        raise ValidationFailed([FieldError("body", "must be valid Unicode (no lone "
+                                                   "surrogates)")]) from None
+    except ValueError:
+        raise ValidationFailed([FieldError("body", "NaN and infinite numbers are not "
+                                                   "JSON")]) from None
 
 
-# integers as JSON Schema counts them (3.0 too), strict otherwise, within bounds
-MaxAttempts = Annotated[int, Field(ge=1, le=100), BeforeValidator(json_integer)]
-Identifier = Annotated[str, StringConstraints(pattern=rf"^{ID_ALPHABET}+$", min_length=1)]
-# what the schema tells generated clients about a target (the validator says the rest):
-# http(s), a name whose last label is not numeric, a port, a path of visible ASCII
-TARGET_URL_PATTERN = (r"^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*"
-                      r"(:[1-9][0-9]{0,3})?(/[!-~]*)?$")
-HEADER_NAME_PATTERN = "^(?!(?:" + "|".join(
-    "".join(f"[{c.upper()}{c}]" if c.isalpha() else re.escape(c) for c in name)
-    for name in sorted(REFUSED_HEADERS)) + ")$)(?![Pp][Rr][Oo][Xx][Yy]-)" + \
-    r"[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
-METHOD_PATTERN = "^(?:" + "|".join(
-    "".join(f"[{c}{c.lower()}]" for c in method) for method in sorted(METHODS)) + ")$"
-TIMESTAMP_PATTERN = (r"^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])[Tt]([01][0-9]|2[0-3])"
-                     r":[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?([Zz]|\+00:00)$")
-HeaderName = Annotated[str, AfterValidator(check_header_name)]
-HeaderValue = Annotated[str, AfterValidator(check_header_value)]
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A submission once its rules hold: what the Relay stores, whatever the wire was."""
 
-
-class RetryPolicyIn(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid")
-
-    maxAttempts: MaxAttempts | None = None
-    initialDelaySeconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    # below initialDelaySeconds, it caps that too (RetryLimits.effective_policy): a rule
-    # across two fields would be one that no schema can tell a client
-    maxDelaySeconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-
-
-class Submission(BaseModel):
-    """Body of POST /v1/messages."""
-
-    model_config = ConfigDict(strict=True, extra="forbid")
-
-    messageId: Annotated[Identifier, Field(max_length=128)]
-    senderId: Annotated[Identifier, Field(max_length=64)] | None = None
-    targetUrl: Annotated[
-        str, Field(max_length=MAX_URL_LENGTH, json_schema_extra={
-            "pattern": TARGET_URL_PATTERN, "format": "uri"}),
-        AfterValidator(check_target_url),
-    ]
-    method: Annotated[str, Field(json_schema_extra={"pattern": METHOD_PATTERN}),
-                      AfterValidator(check_method)] = "POST"
-    headers: Annotated[dict[HeaderName, HeaderValue], Field(
-        max_length=MAX_HEADERS, json_schema_extra={
-            "propertyNames": {"pattern": HEADER_NAME_PATTERN},
-            "additionalProperties": {"type": "string", "pattern": r"^[\t\x20-\x7e]*$"}},
-    )] = Field(default_factory=dict)
-    body: JsonValue = None
-    timestamp: Annotated[str, Field(json_schema_extra={"pattern": TIMESTAMP_PATTERN}),
-                         AfterValidator(check_timestamp)] | None = None
-    retryPolicy: RetryPolicyIn | None = None
-    timeoutSeconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    destination: Annotated[str, StringConstraints(pattern=NAME_PATTERN)] | None = None
-
-    @field_validator("headers")
-    @classmethod
-    def _header_names_unique(cls, headers: dict[str, str]) -> dict[str, str]:
-        seen: set[str] = set()
-        for name in headers:
-            if name.lower() in seen:
-                raise ValueError(f"{name} is given twice (header names are case-insensitive)")
-            seen.add(name.lower())
-        return headers
-
-    def content(self) -> Content:
-        """What the partner receives; raises ValidationFailed for a body that cannot be
-        sent as it is (lone surrogates, NaN or infinite numbers: not UTF-8, not JSON)."""
-        body = self.body
-        try:
-            if body is None:
-                payload, kind = None, BodyKind.NONE
-            elif isinstance(body, str):
-                payload, kind = body.encode(), BodyKind.TEXT
-            else:
-                payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False,
-                                     allow_nan=False).encode()
-                kind = BodyKind.JSON
-        except UnicodeEncodeError:
-            raise ValidationFailed([FieldError("body", "must be valid Unicode (no lone "
-                                                       "surrogates)")]) from None
-        except ValueError:
-            raise ValidationFailed([FieldError("body", "NaN and infinite numbers are not "
-                                                       "JSON")]) from None
-        return Content(
-            target_url=self.targetUrl,
-            method=self.method,
-            headers=tuple(self.headers.items()),
-            body=payload,
-            body_kind=kind,
-        )
-
-    def event_time(self) -> datetime | None:
-        return parse_rfc3339(self.timestamp) if self.timestamp else None
+    message_id: str
+    content: Content
+    destination: str | None = None
+    event_time: datetime | None = None
+    max_attempts: int | None = None
+    initial_delay: float | None = None
+    max_delay: float | None = None
+    timeout_seconds: float | None = None
