@@ -8,7 +8,6 @@ from datetime import timedelta
 
 import pytest
 
-from notify_relay.adapters.aws.dynamodb import DynamoStore
 from notify_relay.adapters.sqlite import SqliteStore
 from notify_relay.domain.errors import StaleWrite
 from notify_relay.domain.message import MessageKey
@@ -18,14 +17,6 @@ from notify_relay.ports import MessageStore
 from tests.factories import NOW, make_message
 
 pytestmark = pytest.mark.anyio
-
-
-def require_atomic_conditions(store: MessageStore) -> None:
-    """DynamoDB applies a conditional write atomically; moto's server does not serialize
-    concurrent requests, so two racing conditional writes can both pass there (seen in CI).
-    The condition expressions themselves are covered by the sequential tests."""
-    if isinstance(store, DynamoStore):
-        pytest.skip("moto's server does not make concurrent conditional writes atomic")
 
 
 async def test_create_then_get_round_trips_every_field(store: MessageStore) -> None:
@@ -58,7 +49,6 @@ async def test_get_unknown_is_none(store: MessageStore) -> None:
 
 
 async def test_concurrent_creates_store_once(store: MessageStore) -> None:
-    require_atomic_conditions(store)
     results = await asyncio.gather(*(store.create(make_message(body=str(i).encode()))
                                      for i in range(20)))
     assert sum(created for _, created in results) == 1
@@ -94,7 +84,6 @@ async def test_update_with_stale_version_is_refused(store: MessageStore) -> None
 
 
 async def test_only_one_of_two_concurrent_updates_wins(store: MessageStore) -> None:
-    require_atomic_conditions(store)
     stored, _ = await store.create(make_message())
     results = await asyncio.gather(store.update(stored.start_attempt(NOW)),
                                    store.update(stored.mark_queued()), return_exceptions=True)
