@@ -126,3 +126,45 @@ def test_disk_full_under_load_loses_nothing_and_recovers(
         assert len(partner.received("/ok")) >= len(accepted)
     finally:
         subprocess.run(["umount", "-l", str(disk)], timeout=30, check=False)
+
+
+def chattr(flag: str, *paths: Path) -> bool:
+    result = subprocess.run(["chattr", flag, *map(str, paths)], capture_output=True,
+                            timeout=30, check=False)
+    return result.returncode == 0
+
+
+def test_database_read_only_under_load_loses_nothing_and_recovers(
+    tmp_path: Path, partner: Partner
+) -> None:
+    """The files turn immutable (as a file system remounted read-only would): writes fail
+    even through the server's open descriptors."""
+    db = tmp_path / "relay.db"
+    files = (db, Path(f"{db}-wal"))
+    accepted: list[str] = []
+    with ServerProcess(db, "--allow-networks", "127.0.0.1/32") as server, \
+            Api(server.base_url) as api:
+        for i in range(20):
+            mid = f"before-{i}"
+            assert api.submit({"messageId": mid, "targetUrl": partner.url("/ok")}
+                              ).status_code == 202
+            accepted.append(mid)
+        if not chattr("+i", *files):
+            pytest.skip("chattr +i is not supported here (needs root on ext4 or the like)")
+        try:
+            refused = [api.submit({"messageId": f"during-{i}", "targetUrl": partner.url("/ok")})
+                       for i in range(5)]
+            assert {r.status_code for r in refused} == {503}
+            problem(refused[0], 503, "SYSTEM_ERROR")
+            assert api.http.get("/healthz").status_code == 200
+            problem(api.http.get("/readyz"), 503, "SYSTEM_ERROR")
+        finally:
+            chattr("-i", *files)
+        api.wait_until(lambda: api.http.get("/readyz").status_code == 200, "writable again")
+        for i in range(5):  # the senders retry what got a 503, with the same ids
+            mid = f"during-{i}"
+            assert api.submit({"messageId": mid, "targetUrl": partner.url("/ok")}
+                              ).status_code == 202
+            accepted.append(mid)
+        for mid in accepted:
+            api.wait_for(mid, {"DELIVERED"}, timeout=30)
