@@ -15,6 +15,7 @@ Two ways to hold it:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -153,6 +154,7 @@ class Gate:
         self._cache: dict[DestinationKey, tuple[Destination, float]] = {}
         self._in_flight: Counter[DestinationKey] = Counter()
         self._dirty: set[DestinationKey] = set()
+        self._locks: dict[DestinationKey, asyncio.Lock] = {}
 
     @property
     def default_concurrency(self) -> int:
@@ -204,7 +206,21 @@ class Gate:
         self, key: DestinationKey, change: Callable[[Destination], Destination],
         *, force: bool = False,
     ) -> tuple[Destination, Destination]:
-        """Apply `change`; write it when others must see it, on a fresh copy if stale."""
+        """Apply `change`; write it when others must see it, on a fresh copy if stale.
+
+        Embedded, the change is in the cache at once, before any await: attempts that
+        finish together each see the ones before (none is lost to a stale write), and the
+        worker never claims on a state already overtaken. The write follows, one at a
+        time per destination, of whatever the cache then holds.
+        """
+        if not self._shared:
+            old = self.cached(key)
+            new = self._remember(change(old))
+            if force or _durable(old, new, shared=False):
+                await self._write_behind(key)
+            else:
+                self._dirty.add(key)
+            return old, self.cached(key)
         old = await self.current(key)
         for _ in range(SAVE_TRIES):
             new = change(old)
@@ -220,6 +236,15 @@ class Gate:
                 old = await self._reload(key)
         raise StaleWrite(f"destination {key.name} kept changing under this write")
 
+    async def _write_behind(self, key: DestinationKey) -> None:
+        """Write the cached record (embedded: the cache is the truth, this the only
+        writer); a write that follows another one waits for it."""
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            saved = await self.store.save(self.cached(key))
+            self._dirty.discard(key)
+            # changes made meanwhile are in the cache: keep them, with the stored version
+            self._remember(replace(self.cached(key), version=saved.version))
+
     async def flush(self) -> None:
         """Write the statistics (last attempt, success, error) changed since the last flush,
         each destination at most once per `flush_seconds`."""
@@ -227,11 +252,13 @@ class Gate:
         for key in list(self._dirty):
             if now - self._flushed_at.get(key, -1e9) < self._flush_seconds:
                 continue
-            self._dirty.discard(key)
             self._flushed_at[key] = now
-            dest = self.cached(key)
+            if not self._shared:
+                await self._write_behind(key)
+                continue
+            self._dirty.discard(key)
             try:
-                self._remember(await self.store.save(dest))
+                self._remember(await self.store.save(self.cached(key)))
             except StaleWrite:
                 self._cache.pop(key, None)  # another worker wrote: read it afresh next time
 
@@ -344,12 +371,17 @@ class Gate:
             self.on_ready()
 
     async def finish(self, ticket: Ticket, result: AttemptResult) -> None:
-        """Record what the attempt's result means for its destination."""
-        was_full = await self._release(ticket)
+        """Record what the attempt's result means for its destination, then free its slot:
+        in that order, so that a slot is never taken again on a breaker about to open."""
+        was_full = self._in_flight[ticket.key] >= self.cached(ticket.key).current_concurrency(
+            self.rules.default_concurrency)
         now = self._clock()
-        old, new = await self._change(ticket.key, lambda d: finished(
-            d, result, started_at=ticket.started_at, now=now, probe=ticket.probe,
-            rules=self.rules, rand=self._rand))
+        try:
+            old, new = await self._change(ticket.key, lambda d: finished(
+                d, result, started_at=ticket.started_at, now=now, probe=ticket.probe,
+                rules=self.rules, rand=self._rand))
+        finally:
+            await self._release(ticket)
         if old.breaker.state is not new.breaker.state:
             self._transition(ticket.key, old.breaker.state, new.breaker.state, new)
         if was_full or new.breaker.state is not old.breaker.state:

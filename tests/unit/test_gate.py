@@ -3,6 +3,7 @@ does to attempts, with a controlled clock."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,6 +14,7 @@ from notify_relay.domain.destination import (
     Blocked,
     BreakerConfig,
     BreakerState,
+    Destination,
     DestinationKey,
     Rules,
 )
@@ -340,3 +342,46 @@ async def test_shared_holds_are_spread_and_sized_to_the_reason() -> None:
     paused = await gate.admit(DEST)
     assert isinstance(paused, Hold)
     assert paused.until >= clock.now + timedelta(seconds=30)
+
+
+async def test_attempts_finishing_together_are_all_counted_and_none_is_lost() -> None:
+    """Embedded: 32 attempts to one destination fail at once. Each sees the ones before
+    (the breaker opens at the threshold and counts them all), no write is refused as
+    stale, and no slot frees before the opening is known."""
+    store = MemoryDestinationStore()
+    slow = SlowSaves(store)
+    gate = Gate(slow, Rules(default_concurrency=32, breaker=BreakerConfig(failures=5)),
+                rand=lambda: 0.0)
+    tickets = [await gate.admit(DEST) for _ in range(32)]
+    assert all(isinstance(t, Ticket) for t in tickets)
+    failure = AttemptResult(error_kind=ErrorKind.CONNECTION, error="connection refused")
+    slots_seen: list[int] = []
+
+    async def finish(ticket: Ticket | Hold) -> None:
+        assert isinstance(ticket, Ticket)
+        await gate.finish(ticket, failure)
+        slots_seen.append(gate.slots(DEST))
+
+    await asyncio.gather(*(finish(t) for t in tickets))
+    dest = gate.cached(DEST)
+    assert dest.breaker.state is BreakerState.OPEN
+    assert dest.breaker.consecutive_failures == 32
+    assert slots_seen == [0] * 32  # open from the fifth on, and full before that
+    stored = await store.get(DEST)
+    assert stored is not None
+    assert stored.breaker == dest.breaker
+
+
+class SlowSaves:
+    """A destination store whose writes take a turn of the event loop, as SQLite's group
+    commit does."""
+
+    def __init__(self, inner: MemoryDestinationStore) -> None:
+        self.inner = inner
+
+    async def save(self, destination: Destination) -> Destination:
+        await asyncio.sleep(0)
+        return await self.inner.save(destination)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
