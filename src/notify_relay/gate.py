@@ -36,7 +36,7 @@ from notify_relay.domain.destination import (
     finished,
     started,
 )
-from notify_relay.domain.errors import StaleWrite
+from notify_relay.domain.errors import StaleWrite, StoreUnavailable
 from notify_relay.domain.retry import AttemptResult
 from notify_relay.ports import DestinationStore, NullObserver, Observer, SlotLimiter
 
@@ -216,11 +216,20 @@ class Gate:
         if not self._shared:
             old = self.cached(key)
             new = self._remember(change(old))
-            if force or _durable(old, new, shared=False):
-                await self._write_behind(key)
-            else:
+            if not force and not _durable(old, new, shared=False):
                 self._dirty.add(key)
-            return old, self.cached(key)
+                return old, new
+            try:
+                await self._write_behind(key)
+            except StoreUnavailable:
+                if force:  # a setting the caller asked for is not in force unless stored
+                    self._remember(replace(self.cached(key), settings=old.settings))
+                    raise
+                # the state in memory rules this process; the next flush writes it
+                self._dirty.add(key)
+                log.warning("writing a destination's state failed; it is kept in memory "
+                            "and written again", extra={"destination": key.name})
+            return old, new  # this change's own result, whatever followed during the write
         old = await self.current(key)
         for _ in range(SAVE_TRIES):
             new = change(old)
@@ -384,7 +393,7 @@ class Gate:
             await self._release(ticket)
         if old.breaker.state is not new.breaker.state:
             self._transition(ticket.key, old.breaker.state, new.breaker.state, new)
-        if was_full or new.breaker.state is not old.breaker.state:
+        if was_full or ticket.probe or new.breaker.state is not old.breaker.state:
             self.on_ready()
 
     def _transition(self, key: DestinationKey, old: BreakerState, new: BreakerState,

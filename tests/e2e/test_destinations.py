@@ -33,7 +33,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     db = tmp_path_factory.mktemp("destinations") / "relay.db"
     with ServerProcess(db, "--allow-networks", "127.0.0.0/8", "--concurrency", "8",
                        "--destination-concurrency", "4", "--breaker-failures", "3",
-                       "--breaker-cooldown", "2", "--shutdown-grace", "1") as running:
+                       "--breaker-cooldown", "5", "--shutdown-grace", "1") as running:
         yield running
 
 
@@ -67,7 +67,7 @@ def test_a_hanging_partner_does_not_hold_back_a_healthy_one(
     for body in healthy:
         api.wait_for(body["messageId"], {"DELIVERED"}, timeout=10)
     took = time.monotonic() - started
-    assert took < 6  # long before a single hanging attempt times out
+    assert took < 9  # before a single hanging attempt times out (10 s)
 
     # the hanging partner got its cap (4 of the server's 8), never more
     assert other_partner.max_in_progress["slow"] == 4
@@ -102,7 +102,7 @@ def test_breaker_opens_sends_nothing_while_cooling_then_a_probe_closes_it(
     assert view["lastError"] == "HTTP 503"
     assert view["nextProbeAt"] is not None
 
-    time.sleep(1.0)  # still within the cool-down (2 s, less up to 20 % jitter): nothing sent
+    time.sleep(1.0)  # still within the cool-down (5 s, less up to 20 % jitter): nothing sent
     assert len(partner.received(f"/switch/{switch}")) == sent_when_open
     untouched = [m for mid in ids if (m := api.get(mid).json())["attemptCount"] == 0]
     assert len(untouched) >= 6  # they wait without spending an attempt
@@ -162,12 +162,12 @@ def test_retry_after_holds_the_whole_destination(api: Api, partner: Partner) -> 
     first = new_id("first")
     assert api.submit({"messageId": first, "targetUrl": partner.url(f"/retry-after/2?{name}"),
                        "destination": name}).status_code == 202
-    api.wait_until(lambda: partner.received(f"/retry-after/2?{name}") != [], "the 429")
+    api.wait_until(lambda: api.destination(name).json()["heldUntil"] is not None,
+                   "the 429 recorded")
     told_at = partner.received(f"/retry-after/2?{name}")[0].at
     others = [new_id("later") for _ in range(3)]
     submit_many(api, [{"messageId": mid, "targetUrl": partner.url(f"/ok?{name}"),
                        "destination": name} for mid in others])
-    assert api.destination(name).json()["heldUntil"] is not None
     for mid in others:
         api.wait_for(mid, {"DELIVERED"}, timeout=10)
     assert all(r.at >= told_at + 1.9 for r in partner.received(f"/ok?{name}"))

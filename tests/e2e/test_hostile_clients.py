@@ -176,7 +176,7 @@ def test_under_attack_a_calm_client_is_served_and_memory_stays_bounded(
             thread.join(15)
         for sock in idle:
             sock.close()
-    assert max(latencies) < 1.0, latencies
+    assert max(latencies) < 2.0, latencies
     # the bodies being read share a 64 MiB budget: twenty 6 MiB bodies cannot all be held
     assert peak - before < 100, (before, peak)
 

@@ -35,10 +35,10 @@ def test_a_held_write_lock_is_a_fast_503_then_the_server_recovers(
             body = problem(refused, 503, "SYSTEM_ERROR")
             assert refused.headers["retry-after"] == "1"
             assert "retry" in body["detail"] or "cannot" in body["detail"]
-            assert took < 1.5  # the short busy timeout, not ten seconds of a frozen loop
+            assert took < 3.0  # the short busy timeout, not ten seconds of a frozen loop
             started = time.monotonic()
             assert api.http.get("/healthz").status_code == 200
-            assert time.monotonic() - started < 1.0
+            assert time.monotonic() - started < 2.0
             problem(api.http.get("/readyz"), 503, "SYSTEM_ERROR")
         finally:
             holder.execute("ROLLBACK")

@@ -22,7 +22,7 @@ from notify_relay.domain.message import MessageKey
 from notify_relay.domain.retry import AttemptResult, ErrorKind
 from notify_relay.domain.status import Status
 from notify_relay.gate import Gate, Hold, Ticket
-from notify_relay.ports import OutboundRequest
+from notify_relay.ports import NullObserver, OutboundRequest
 from notify_relay.service import Relay
 
 pytestmark = pytest.mark.anyio
@@ -362,7 +362,10 @@ async def test_attempts_finishing_together_are_all_counted_and_none_is_lost() ->
         await gate.finish(ticket, failure)
         slots_seen.append(gate.slots(DEST))
 
+    opened: list[str] = []
+    gate.observer = Transitions(opened)
     await asyncio.gather(*(finish(t) for t in tickets))
+    assert opened == ["CLOSED->OPEN"]  # one opening, logged and counted once
     dest = gate.cached(DEST)
     assert dest.breaker.state is BreakerState.OPEN
     assert dest.breaker.consecutive_failures == 32
@@ -370,6 +373,14 @@ async def test_attempts_finishing_together_are_all_counted_and_none_is_lost() ->
     stored = await store.get(DEST)
     assert stored is not None
     assert stored.breaker == dest.breaker
+
+
+class Transitions(NullObserver):
+    def __init__(self, seen: list[str]) -> None:
+        self.seen = seen
+
+    def breaker_transition(self, old: str, new: str) -> None:
+        self.seen.append(f"{old}->{new}")
 
 
 class SlowSaves:

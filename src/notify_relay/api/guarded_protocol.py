@@ -102,6 +102,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._in_head = True
         self._field_bytes = self._fields = 0
+        self._arm()  # a pipelined request's head may have come with the previous one
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._fields += 1
