@@ -146,6 +146,24 @@ async def test_unqueued_finds_the_dual_write_gap(store: MessageStore) -> None:
     assert found[0].content.body == gap.content.body
 
 
+async def test_unqueued_finds_a_hand_retry_whose_enqueue_failed(store: MessageStore) -> None:
+    """Issue 8's reproduction: a FAILED message retried by hand is QUEUED and not queued
+    until its enqueue succeeds; if that fails, the reconciler must still find it. The
+    DynamoDB adapter only ever removed its unqueued index entry, so it could not."""
+    stored, _ = await store.create(make_message("again", now=NOW, max_attempts=1))
+    message = await store.update(stored.mark_queued())
+    message = await store.update(message.start_attempt(NOW))
+    message = await store.update(message.finish_attempt(
+        AttemptResult(status_code=500), Decision(Outcome.GIVE_UP), started_at=NOW,
+        duration_ms=1, now=NOW))
+    assert message.status is Status.FAILED
+    assert await store.unqueued(NOW + timedelta(seconds=30), 10) == []
+    retried = await store.update(message.retry_by_hand(NOW))  # then the SQS send fails
+    found = await store.unqueued(NOW + timedelta(seconds=30), 10)
+    assert [m.key.message_id for m in found] == ["again"]
+    assert found[0].version == retried.version
+
+
 async def test_ping(store: MessageStore) -> None:
     await store.ping()
 
