@@ -156,10 +156,6 @@ class Gate:
         self._dirty: set[DestinationKey] = set()
         self._locks: dict[DestinationKey, asyncio.Lock] = {}
 
-    @property
-    def default_concurrency(self) -> int:
-        return self.rules.default_concurrency
-
     # -- state ----------------------------------------------------------------------------
 
     async def start(self) -> None:

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -97,6 +97,17 @@ class Api:
     def patch_destination(self, name: str, changes: dict[str, Any],
                           **params: str) -> httpx.Response:
         return self.http.patch(f"/v1/destinations/{name}", json=changes, params=params)
+
+    def pages(self, get: Callable[..., httpx.Response], **params: Any) -> Iterator[Any]:
+        """Each page of a list, following nextCursor to the end."""
+        while True:
+            response = get(**params)
+            assert response.status_code == 200, response.text
+            page = response.json()
+            yield page
+            if page["nextCursor"] is None:
+                return
+            params["cursor"] = page["nextCursor"]
 
     def wait_until(self, check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout

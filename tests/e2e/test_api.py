@@ -111,18 +111,9 @@ def test_list_with_cursor_paging_newest_first(api: Api, partner: Partner) -> Non
         assert api.submit({"messageId": mid, "senderId": sender,
                            "targetUrl": partner.url("/ok")}).status_code == 202
     seen: list[str] = []
-    cursor = None
-    while True:
-        params: dict[str, Any] = {"senderId": sender, "limit": 2}
-        if cursor:
-            params["cursor"] = cursor
-        page = api.list(**params)
-        assert page.status_code == 200
-        body = MessagePage.model_validate(page.json())
+    for page in api.pages(api.list, senderId=sender, limit=2):
+        body = MessagePage.model_validate(page)
         seen += [item.messageId for item in body.items]
-        cursor = body.nextCursor
-        if cursor is None:
-            break
     assert seen == list(reversed(ids))
     problem(api.list(senderId=sender, limit=0), 400, "VALIDATION_ERROR")
     problem(api.list(senderId=sender, limit=501), 400, "VALIDATION_ERROR")

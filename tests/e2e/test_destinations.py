@@ -181,17 +181,10 @@ def test_destinations_list_filter_paging_and_errors(api: Api, partner: Partner) 
         assert api.patch_destination(name, {"ratePerSecond": 5}, senderId=sender
                                      ).status_code == 200
     seen: list[str] = []
-    cursor = None
-    while True:
-        params: dict[str, Any] = {"senderId": sender, "limit": 2}
-        if cursor:
-            params["cursor"] = cursor
-        page = api.destinations(**params).json()
+    for page in api.pages(api.destinations, senderId=sender, limit=2):
         DestinationPageOut.model_validate(page)
+        assert len(page["items"]) <= 2
         seen += [d["destination"] for d in page["items"]]
-        cursor = page["nextCursor"]
-        if cursor is None:
-            break
     assert seen == names
     assert api.destinations(senderId=sender, state="OPEN").json()["items"] == []
     closed = api.destinations(senderId=sender, state="CLOSED").json()["items"]
