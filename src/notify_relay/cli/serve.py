@@ -1,4 +1,4 @@
-"""`notify-relay serve`: the embedded server, API and worker in one process."""
+"""`notify-relay serve` and `backup`: the embedded server on its SQLite file."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import os
 import signal
 import sqlite3
 import sys
-from collections.abc import Sequence
 
 import uvicorn
 
@@ -26,19 +25,18 @@ log = logging.getLogger("notify_relay.cli")
 MAX_CONNECTIONS = 2048
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="notify-relay", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"notify-relay {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the API and the delivery worker on SQLite")
-    add_arguments(serve)
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve_parser = commands.add_parser(
+        "serve", help="run the API and the delivery worker on SQLite")
+    add_arguments(serve_parser)
+    serve_parser.set_defaults(run=lambda args: serve(args))
     copy = commands.add_parser(
         "backup", help="copy the database (its -wal file included) into a new file, safely "
                        "while the server runs")
     copy.add_argument("--db", default=None, metavar="PATH",
                       help="the SQLite file [env NOTIFY_RELAY_DB; default ./notify-relay.db]")
     copy.add_argument("target", metavar="TARGET", help="a new file to write")
-    return parser
+    copy.set_defaults(run=lambda args: backup_command(args["db"], args["target"]))
 
 
 def backup_command(db: str | None, target: str) -> int:
@@ -92,17 +90,3 @@ def serve(flags: dict[str, str | None]) -> int:
         signal.signal(stop_signal, lambda number, frame: None)
     server.run()
     return 0 if server.started else 1
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = vars(_parser().parse_args(argv))
-    command = args.pop("command")
-    if command == "serve":
-        return serve(args)
-    if command == "backup":
-        return backup_command(args["db"], args["target"])
-    return 2  # argparse rejects unknown commands before this
-
-
-if __name__ == "__main__":
-    sys.exit(main())

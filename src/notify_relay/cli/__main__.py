@@ -1,0 +1,5 @@
+import sys
+
+from notify_relay.cli import main
+
+sys.exit(main())
