@@ -101,6 +101,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL);
     INSERT INTO heartbeat VALUES (1, 0);
     """,
+    # 4: reads by when a message last changed (replay's failure window, the console's
+    # activity) and by destination, each served by an index
+    """
+    CREATE INDEX messages_by_sender_status_updated ON messages (sender_id, status, updated_at);
+    CREATE INDEX messages_by_sender_destination ON messages (sender_id, destination, seq);
+    """,
 )
 
 
