@@ -11,10 +11,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from notify_relay import __version__
-from notify_relay.cli import serve
+from notify_relay.cli import destinations, messages, partner, serve
 
 # each module's register(subparsers) adds its commands with set_defaults(run=...)
-_MODULES = (serve,)
+_MODULES = (serve, messages, destinations, partner)
 
 
 def _parser() -> argparse.ArgumentParser:
