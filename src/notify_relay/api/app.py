@@ -18,6 +18,7 @@ from notify_relay.api.middleware import (
     RejectedSubmissionsMiddleware,
 )
 from notify_relay.api.routes import router
+from notify_relay.console import mount_console
 from notify_relay.runtime import Runtime
 
 
@@ -45,6 +46,7 @@ def create_app(rt: Runtime, listen_host: str = "127.0.0.1") -> FastAPI:
     problems.install(app)
     app.include_router(router)
     app.include_router(destinations_router)
+    mount_console(app, rt)
     auth = rt.auth
     app.add_middleware(BodyGuardMiddleware, authenticate=(
         (lambda scope: auth.sender_of(scope, Headers(scope=scope).get("authorization"), None))
