@@ -13,8 +13,6 @@ import re
 import sys
 from typing import Any
 
-from notify_relay.cli.partner_server import Behaviour, serve
-
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*")
 
 PARTNER_HELP = """\
@@ -92,6 +90,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def run(args: dict[str, Any]) -> int:
+    # aiohttp is imported only by the command that serves with it
+    from notify_relay.cli.partner_server import Behaviour, serve
+
     behaviour = Behaviour(status=args["status"], fail_rate=args["fail_rate"],
                           delay=args["delay"], secret=args["secret"])
 
