@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 
+# the bodies of /explain/<status> and /long: the relay keeps the first 1,024 bytes
+EXPLAINED = b'{"error": "account 42 is closed"}'
+LONG = b"a" * 1023 + "\u00e9".encode() * 600
+
 
 @dataclass(frozen=True)
 class Received:
@@ -59,12 +63,13 @@ class Partner:
                 finally:
                     with partner._lock:
                         partner._in_progress[segment] -= 1
+                answer = EXPLAINED if segment == "explain" else LONG if segment == "long" else b"ok"
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
-                self.send_header("Content-Length", "2")
+                self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                self.wfile.write(answer)
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
@@ -99,6 +104,10 @@ class Partner:
             return (503, {}) if arg in self.failing else (200, {})
         if kind == "redirect":
             return 302, {"Location": self.url("/ok")}
+        if kind == "explain":  # a status with a body that says why
+            return int(arg), {"Content-Type": "application/json", "X-Request-Id": "r-1"}
+        if kind == "long":  # a body longer than what is kept, cut inside a character
+            return 200, {"Content-Type": "text/plain; charset=utf-8"}
         return 200, {}
 
     def received(self, path_prefix: str = "") -> list[Received]:

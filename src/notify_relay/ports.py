@@ -50,6 +50,16 @@ class MessageStore(Protocol):
         """Newest first; `cursor` is opaque, from a previous page; InvalidCursor on a bad one."""
         ...
 
+    async def failed_between(
+        self, sender_id: str, destination: str | None, since: datetime, until: datetime,
+        limit: int,
+    ) -> Sequence[Message]:
+        """The sender's FAILED messages (of `destination`, when given) that failed at or
+        after `since` and before `until`, at most `limit`, without their bodies; read
+        through an index, never a scan of every message. The order is the store's (SQLite:
+        earliest failure first; DynamoDB: earliest created first)."""
+        ...
+
     async def unqueued(self, created_before: datetime, limit: int) -> Sequence[Message]:
         """QUEUED messages whose enqueue never happened (the dual-write gap)."""
         ...
@@ -143,7 +153,9 @@ class WorkQueue(Protocol):
     ) -> None:
         """Make `key` due at `due_at`, as work for `destination`.
 
-        Idempotent while the key is queued where the queue can be (SQLite, memory); SQS
+        Idempotent while the key is queued where the queue can be (SQLite, memory): an
+        entry not leased becomes due at `due_at` if that is earlier (a message retried by
+        hand while a cancelled attempt's entry still waits), else stays as it is. SQS
         cannot, and the Relay's `queued` flag and conditional updates cover that.
         """
         ...

@@ -11,7 +11,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 from notify_relay import __version__
@@ -60,13 +60,26 @@ RECORD_RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
 REDRIVEN_ERROR = "the queue dead-lettered this message after its processing failed repeatedly"
 
 
-def message_context(message: Message) -> dict[str, object]:
-    """The fields every log line about a message carries."""
-    return {
+CANCEL_TRIES = 3
+
+
+def message_context(message: Message, request_cid: str | None = None) -> dict[str, object]:
+    """The fields every log line about a message carries; in a line caused by a request,
+    `correlationId` is that request's, and the message's own is `messageCorrelationId`."""
+    context: dict[str, object] = {
         "messageId": message.key.message_id,
         "senderId": message.key.sender_id,
-        "correlationId": message.correlation_id,
+        "correlationId": request_cid or message.correlation_id,
     }
+    if request_cid and request_cid != message.correlation_id:
+        context["messageCorrelationId"] = message.correlation_id
+    return context
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    replayed: int
+    more: bool
 
 
 @dataclass(slots=True)
@@ -125,7 +138,7 @@ class Relay:
             if stored.status is Status.QUEUED and not stored.queued:
                 stored = await self._enqueue(stored)
             if log.isEnabledFor(logging.INFO):
-                log.info("duplicate submission", extra=message_context(stored))
+                log.info("duplicate submission", extra=message_context(stored, correlation_id))
             return Accepted(stored, duplicate=True)
         if log.isEnabledFor(logging.INFO):
             log.info("accepted", extra=message_context(stored))
@@ -165,15 +178,57 @@ class Relay:
             return message
         return replace(message, next_attempt_at=expected)
 
-    async def retry(self, key: MessageKey) -> Message:
-        """Queue a FAILED message again with a fresh attempt budget."""
-        message = (await self.get(key)).retry_by_hand(self.clock())
+    async def retry(self, key: MessageKey, correlation_id: str | None = None) -> Message:
+        """Queue a FAILED or CANCELLED message again with a fresh attempt budget."""
+        return await self._retry(await self.get(key), correlation_id)
+
+    async def _retry(self, message: Message, correlation_id: str | None) -> Message:
         try:
-            message = await self.store.update(message)
+            message = await self.store.update(message.retry_by_hand(self.clock()))
         except StaleWrite:
             raise InvalidState("the message changed while it was being retried") from None
-        log.info("retried by hand", extra=message_context(message))
+        log.info("retried by hand", extra=message_context(message, correlation_id))
         return await self._enqueue(message)
+
+    async def cancel(self, key: MessageKey, correlation_id: str | None = None) -> Message:
+        """Stop a waiting message: once this returns, no attempt of it starts.
+
+        The write is conditional: a worker that claimed the message before can no longer
+        move it to DELIVERING (its write is stale), and if the worker won, the message is
+        DELIVERING and cancelling is refused. Its queue entry is left to the worker, which
+        drops entries of final messages.
+        """
+        for _ in range(CANCEL_TRIES):
+            message = await self.store.get(key, with_body=False)
+            if message is None:
+                raise NotFound(f"no message {key.message_id} for sender {key.sender_id}")
+            try:  # cancel() raises InvalidState unless the message still waits
+                message = await self.store.update(message.cancel(self.clock()))
+            except StaleWrite:  # queued or claimed meanwhile: judge its new state
+                continue
+            log.info("cancelled", extra=message_context(message, correlation_id))
+            return message
+        raise InvalidState("the message kept changing while it was being cancelled; try again")
+
+    async def replay(
+        self, sender_id: str, destination: str | None, since: datetime | None,
+        until: datetime | None, limit: int, correlation_id: str | None = None,
+    ) -> Replayed:
+        """Retry by hand up to `limit` FAILED messages that failed in [since, until)."""
+        since = since or datetime.min.replace(tzinfo=UTC)
+        until = until or datetime.max.replace(tzinfo=UTC)
+        found = await self.store.failed_between(sender_id, destination, since, until,
+                                                limit + 1)
+        replayed = 0
+        for message in found[:limit]:
+            try:
+                await self._retry(message, correlation_id)
+            except InvalidState:  # retried or changed meanwhile: no longer a dead letter
+                continue
+            replayed += 1
+        log.info("replayed", extra={"senderId": sender_id, "destination": destination,
+                                    "replayed": replayed, "correlationId": correlation_id})
+        return Replayed(replayed, len(found) > limit)
 
     async def reconcile(self, older_than: timedelta, limit: int = 500) -> int:
         """Queue messages that were stored but never queued; returns how many."""
@@ -193,7 +248,7 @@ class Relay:
         message never got an outcome: it is marked FAILED and kept.
         """
         message = await self.store.get(key, with_body=False)
-        if message is None or message.status is Status.DELIVERED:
+        if message is None or message.status in (Status.DELIVERED, Status.CANCELLED):
             return True
         if message.status is Status.FAILED:
             return False
@@ -260,6 +315,7 @@ class Relay:
             return
         if message is None or message.status.is_final:
             await self.queue.complete(claim)
+            await self._requeue_if_retried(claim.key)
             return
         now = self.clock()
         wait_until = self._not_before(message)
@@ -308,7 +364,10 @@ class Relay:
                 **message_context(message), "attempt": message.attempt_count,
                 "statusCode": result.status_code, "error": result.description,
                 "outcome": decision.outcome.value, "durationMs": round(elapsed * 1000),
-                "destination": message.destination})
+                "destination": message.destination,
+                "targetHost": urlsplit(message.content.target_url).hostname,
+                "nextAttemptAt": message.next_attempt_at.isoformat()
+                if message.next_attempt_at else None})
         await self._settle(claim, message, decision.outcome)
 
     async def _record(self, message: Message) -> Message:
@@ -322,6 +381,17 @@ class Relay:
                             extra={**message_context(message), "retryInSeconds": delay})
                 await asyncio.sleep(delay)
         return await self.store.update(message)
+
+    async def _requeue_if_retried(self, key: MessageKey) -> None:
+        """A final message retried by hand between this worker's read and its complete():
+        the retry's enqueue found the entry this worker held and left it, and complete()
+        dropped it. Queue it again (enqueue is idempotent where it can be, and conditional
+        writes make an extra SQS entry harmless)."""
+        message = await self.store.get(key, with_body=False)
+        if message is not None and message.status is Status.QUEUED:
+            await self.queue.enqueue(key, message.next_attempt_at or self.clock(),
+                                     message.correlation_id, message.destination)
+            self.on_scheduled(message.next_attempt_at or self.clock())
 
     def _not_before(self, message: Message) -> datetime | None:
         """When a claimed entry may be worked on, if it came early.

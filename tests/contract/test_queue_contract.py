@@ -96,6 +96,32 @@ async def test_enqueue_is_idempotent_while_queued(queue: WorkQueue, clock: FakeC
     assert len(await queue.claim(10, 30)) == 1
 
 
+async def test_enqueue_makes_a_waiting_entry_due_sooner_never_later(
+    queue: WorkQueue, clock: FakeClock
+) -> None:
+    """A message cancelled while it waited for a retry, then retried by hand, must not
+    wait for the old entry's time (the entry is left for the worker to drop)."""
+    require(queue, "idempotent_enqueue")
+    await queue.enqueue(A, clock.now + timedelta(hours=2))
+    await queue.enqueue(A, clock.now + timedelta(hours=3))
+    assert await queue.claim(10, 30) == []
+    await queue.enqueue(A, clock.now)
+    assert [c.key for c in await queue.claim(10, 30)] == [A]
+    assert await queue.depth() == 1
+
+
+async def test_enqueue_leaves_a_leased_entry_to_its_holder(
+    queue: WorkQueue, clock: FakeClock
+) -> None:
+    require(queue, "idempotent_enqueue")
+    await queue.enqueue(A, clock.now)
+    (claim,) = await queue.claim(1, 30)
+    await queue.enqueue(A, clock.now)
+    assert await queue.claim(10, 30) == []
+    await queue.complete(claim)
+    assert await queue.depth() == 0
+
+
 async def test_enqueue_after_complete_queues_again(queue: WorkQueue, clock: FakeClock) -> None:
     await queue.enqueue(A, clock.now)
     (claim,) = await queue.claim(1, 30)

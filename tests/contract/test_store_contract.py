@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
 from notify_relay.adapters.sqlite import SqliteStore
 from notify_relay.domain.errors import StaleWrite
-from notify_relay.domain.message import MessageKey
+from notify_relay.domain.message import Message, MessageKey
+from notify_relay.domain.response import PartnerResponse
 from notify_relay.domain.retry import AttemptResult, Decision, Outcome
 from notify_relay.domain.status import Status
 from notify_relay.ports import MessageStore
@@ -162,6 +163,65 @@ async def test_unqueued_finds_a_hand_retry_whose_enqueue_failed(store: MessageSt
     found = await store.unqueued(NOW + timedelta(seconds=30), 10)
     assert [m.key.message_id for m in found] == ["again"]
     assert found[0].version == retried.version
+
+
+async def _failed(store: MessageStore, message_id: str, failed_at: datetime,
+                  url: str = "https://partner.example/hook") -> Message:
+    stored, _ = await store.create(make_message(message_id, now=NOW, max_attempts=1, url=url))
+    message = await store.update(stored.start_attempt(NOW))
+    return await store.update(message.finish_attempt(
+        AttemptResult(status_code=500), Decision(Outcome.GIVE_UP), started_at=failed_at,
+        duration_ms=1, now=failed_at))
+
+
+async def test_failed_between_selects_by_failure_time_and_destination(
+    store: MessageStore,
+) -> None:
+    for i in range(4):
+        await _failed(store, f"f-{i}", NOW + timedelta(minutes=i))
+    await _failed(store, "other", NOW + timedelta(minutes=1), url="https://other.example/x")
+    await store.create(make_message("waiting", now=NOW))
+    found = await store.failed_between("sender-a", None, NOW + timedelta(minutes=1),
+                                       NOW + timedelta(minutes=3), 10)
+    assert sorted(m.key.message_id for m in found) == ["f-1", "f-2", "other"]
+    assert all(m.status is Status.FAILED for m in found)
+    only = await store.failed_between("sender-a", "partner.example:443", NOW,
+                                      NOW + timedelta(hours=1), 10)
+    assert sorted(m.key.message_id for m in only) == ["f-0", "f-1", "f-2", "f-3"]
+    assert len(await store.failed_between("sender-a", None, NOW, NOW + timedelta(hours=1),
+                                          2)) == 2
+    assert await store.failed_between("sender-b", None, NOW, NOW + timedelta(hours=1),
+                                      10) == []
+
+
+async def test_failed_between_leaves_out_what_is_no_longer_failed(store: MessageStore) -> None:
+    message = await _failed(store, "again", NOW)
+    await store.update(message.retry_by_hand(NOW))
+    assert await store.failed_between("sender-a", None, NOW, NOW + timedelta(hours=1),
+                                      10) == []
+
+
+async def test_attempt_response_round_trips(store: MessageStore) -> None:
+    stored, _ = await store.create(make_message())
+    response = PartnerResponse((("content-type", "text/plain"), ("location", "/x")),
+                               "no such account \ufffd", True)
+    message = await store.update(stored.start_attempt(NOW))
+    message = await store.update(message.finish_attempt(
+        AttemptResult(status_code=400, response=response), Decision(Outcome.GIVE_UP),
+        started_at=NOW, duration_ms=1, now=NOW))
+    fetched = await store.get(stored.key, with_body=False)
+    assert fetched is not None
+    assert fetched.attempts[-1].response == response
+
+
+async def test_cancelled_round_trips(store: MessageStore) -> None:
+    stored, _ = await store.create(make_message())
+    await store.update(stored.cancel(NOW))
+    fetched = await store.get(stored.key)
+    assert fetched is not None
+    assert fetched.status is Status.CANCELLED
+    page = await store.list("sender-a", Status.CANCELLED, 10, None)
+    assert [m.key for m in page.items] == [stored.key]
 
 
 async def test_ping(store: MessageStore) -> None:

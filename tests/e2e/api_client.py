@@ -88,6 +88,12 @@ class Api:
     def retry(self, message_id: str, **params: str) -> httpx.Response:
         return self.http.post(f"/v1/messages/{message_id}/retry", params=params)
 
+    def cancel(self, message_id: str, **params: str) -> httpx.Response:
+        return self.http.post(f"/v1/messages/{message_id}/cancel", params=params)
+
+    def replay(self, selection: dict[str, Any] | None = None, **params: str) -> httpx.Response:
+        return self.http.post("/v1/messages/replay", json=selection, params=params)
+
     def destinations(self, **params: Any) -> httpx.Response:
         return self.http.get("/v1/destinations", params=params)
 

@@ -27,6 +27,9 @@ LEGAL = {
     (Status.DELIVERING, Status.FAILED),
     (Status.RETRYING, Status.DELIVERING),
     (Status.FAILED, Status.QUEUED),
+    (Status.QUEUED, Status.CANCELLED),
+    (Status.RETRYING, Status.CANCELLED),
+    (Status.CANCELLED, Status.QUEUED),
 }
 
 
@@ -45,7 +48,8 @@ def test_table_matches_legal_set() -> None:
 
 
 def test_final_statuses() -> None:
-    assert {s for s in Status if s.is_final} == {Status.DELIVERED, Status.FAILED}
+    assert {s for s in Status if s.is_final} == {Status.DELIVERED, Status.FAILED,
+                                                 Status.CANCELLED}
 
 
 def new_message(max_attempts: int = 3) -> Message:
@@ -144,3 +148,39 @@ def test_manual_retry_only_from_failed(moves: int) -> None:
         m = finish(m.start_attempt(NOW), Outcome.SUCCESS, 200)
     with pytest.raises(InvalidState):
         m.retry_by_hand(NOW)
+
+
+# -- cancel (contract v1.1) -----------------------------------------------------------
+
+
+def test_cancel_stops_a_queued_message_and_keeps_its_history() -> None:
+    cancelled = new_message().cancel(NOW + timedelta(seconds=1))
+    assert cancelled.status is Status.CANCELLED
+    assert cancelled.next_attempt_at is None
+    assert cancelled.updated_at == NOW + timedelta(seconds=1)
+    assert cancelled.attempts == ()
+
+
+def test_cancel_stops_a_retrying_message() -> None:
+    retrying = finish(new_message().start_attempt(NOW), Outcome.RETRY)
+    cancelled = retrying.cancel(NOW)
+    assert cancelled.status is Status.CANCELLED
+    assert cancelled.attempt_count == 1
+
+
+@pytest.mark.parametrize("outcome", [None, Outcome.SUCCESS, Outcome.GIVE_UP])
+def test_cancel_refuses_an_attempt_in_flight_and_final_messages(outcome: Outcome | None) -> None:
+    message = new_message().start_attempt(NOW)
+    if outcome is not None:
+        message = finish(message, outcome, 200 if outcome is Outcome.SUCCESS else 400)
+    with pytest.raises(InvalidState):
+        message.cancel(NOW)
+
+
+def test_cancelled_is_final_until_retried_by_hand_with_a_fresh_budget() -> None:
+    retrying = finish(new_message(max_attempts=2).start_attempt(NOW), Outcome.RETRY)
+    requeued = retrying.cancel(NOW).retry_by_hand(NOW)
+    assert requeued.status is Status.QUEUED
+    assert requeued.attempt_budget == 1 + 2
+    with pytest.raises(InvalidState):
+        requeued.cancel(NOW).cancel(NOW)

@@ -14,6 +14,7 @@ from notify_relay.domain.destination import (
     default_destination,
 )
 from notify_relay.domain.message import Attempt, BodyKind, Content, Message, MessageKey
+from notify_relay.domain.response import PartnerResponse
 from notify_relay.domain.retry import Outcome, RetryPolicy
 from notify_relay.domain.status import Status
 
@@ -27,13 +28,20 @@ def from_iso(value: str | None) -> datetime | None:
 
 
 def attempt_to_doc(a: Attempt) -> dict[str, Any]:
-    return {"n": a.number, "t": a.started_at.isoformat(), "ms": a.duration_ms,
-            "sc": a.status_code, "e": a.error, "o": a.outcome.value}
+    doc: dict[str, Any] = {"n": a.number, "t": a.started_at.isoformat(), "ms": a.duration_ms,
+                           "sc": a.status_code, "e": a.error, "o": a.outcome.value}
+    if a.response is not None:
+        doc["r"] = {"h": [list(h) for h in a.response.headers], "b": a.response.body,
+                    "t": a.response.body_truncated}
+    return doc
 
 
 def attempt_from_doc(d: dict[str, Any]) -> Attempt:
+    r = d.get("r")  # absent: no response came, or stored before responses were kept
+    response = (PartnerResponse(tuple((k, v) for k, v in r["h"]), r["b"], r["t"])
+                if r is not None else None)
     return Attempt(d["n"], datetime.fromisoformat(d["t"]), d["ms"], d["sc"], d["e"],
-                   Outcome(d["o"]))
+                   Outcome(d["o"]), response)
 
 
 def message_to_doc(m: Message) -> dict[str, Any]:

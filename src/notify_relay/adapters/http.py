@@ -17,6 +17,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from notify_relay.domain.network import NetworkPolicy
+from notify_relay.domain.response import BODY_LIMIT, PartnerResponse
 from notify_relay.domain.retry import AttemptResult, ErrorKind
 from notify_relay.ports import OutboundRequest
 
@@ -51,6 +52,19 @@ class PolicyResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
+
+
+async def _read_prefix(stream: aiohttp.StreamReader, size: int) -> bytes:
+    """Up to `size` bytes: a single read may return fewer before the body ends."""
+    chunks: list[bytes] = []
+    wanted = size
+    while wanted > 0:
+        chunk = await stream.read(wanted)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        wanted -= len(chunk)
+    return b"".join(chunks)
 
 
 def _describe_connect_error(exc: aiohttp.ClientConnectorError) -> str:
@@ -108,9 +122,14 @@ class AiohttpDeliverer:
             kwargs["data"] = request.body
         try:
             async with self._session.request(request.method, url, **kwargs) as response:
-                await response.content.read(RESPONSE_READ_LIMIT)
-                return AttemptResult(status_code=response.status,
-                                     retry_after=response.headers.get("Retry-After"))
+                prefix = await _read_prefix(response.content, BODY_LIMIT + 1)
+                more = len(prefix) > BODY_LIMIT
+                if more:  # read on a little, so that a short tail keeps the connection
+                    await response.content.read(RESPONSE_READ_LIMIT)
+                return AttemptResult(
+                    status_code=response.status,
+                    retry_after=response.headers.get("Retry-After"),
+                    response=PartnerResponse.capture(response.headers.items(), prefix, more))
         except TargetRefused as exc:
             return AttemptResult(error_kind=ErrorKind.TARGET_NOT_ALLOWED,
                                  error=f"target not allowed: {exc}")

@@ -69,6 +69,18 @@ class MemoryStore:
         more = len(rows) > limit
         return Page([m for _, m in page], encode_cursor(page[-1][0]) if more else None)
 
+    async def failed_between(
+        self, sender_id: str, destination: str | None, since: datetime, until: datetime,
+        limit: int,
+    ) -> Sequence[Message]:
+        found = sorted(
+            (m for _, m in self._rows.values()
+             if m.key.sender_id == sender_id and m.status is Status.FAILED
+             and (destination is None or m.destination == destination)
+             and since <= m.updated_at < until),
+            key=lambda m: m.updated_at)
+        return found[:limit]
+
     async def unqueued(self, created_before: datetime, limit: int) -> Sequence[Message]:
         found = [
             m
@@ -143,7 +155,9 @@ class MemoryQueue:
         self, key: MessageKey, due_at: datetime, correlation_id: str | None = None,
         destination: str = "",
     ) -> None:
-        self._entries.setdefault(key, _Entry(due_at, None, destination))
+        entry = self._entries.setdefault(key, _Entry(due_at, None, destination))
+        if entry.receipt is None and due_at < entry.due:
+            entry.due = due_at
 
     def _lease(self, key: MessageKey, now: datetime, lease_seconds: float) -> Claim:
         entry = self._entries[key]

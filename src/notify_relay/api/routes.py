@@ -9,7 +9,15 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from notify_relay.api.problems import JSONResponse, problem
-from notify_relay.api.schemas import Health, MessageOut, MessagePage, Problem, SubmitResponse
+from notify_relay.api.replay import ReplayRequest
+from notify_relay.api.schemas import (
+    Health,
+    MessageOut,
+    MessagePage,
+    Problem,
+    ReplayOut,
+    SubmitResponse,
+)
 from notify_relay.api.strict_json import StrictJsonRoute
 from notify_relay.api.submission import Submission
 from notify_relay.api.views import message_view, submit_view
@@ -111,7 +119,30 @@ async def retry_message(
 ) -> Response:
     rt = runtime(request)
     key = _key(rt, request, message_id, sender_id)
-    return JSONResponse(message_view(await rt.relay.retry(key)), status_code=202)
+    return JSONResponse(message_view(await rt.relay.retry(key, _cid())), status_code=202)
+
+
+@router.post("/v1/messages/{message_id}/cancel", response_model=MessageOut, responses=ERRORS,
+             summary="Stop a QUEUED or RETRYING message: no attempt starts after the answer")
+async def cancel_message(
+    message_id: str, request: Request, sender_id: SenderQuery = None
+) -> Response:
+    rt = runtime(request)
+    key = _key(rt, request, message_id, sender_id)
+    return JSONResponse(message_view(await rt.relay.cancel(key, _cid())))
+
+
+@router.post("/v1/messages/replay", status_code=202, response_model=ReplayOut,
+             responses=ERRORS, summary="Retry by hand the FAILED messages that match")
+async def replay_messages(
+    request: Request, selection: ReplayRequest | None = None, sender_id: SenderQuery = None
+) -> Response:
+    rt = runtime(request)
+    selection = selection or ReplayRequest()
+    since, until = selection.window()
+    result = await rt.relay.replay(sender_of(rt, request, sender_id), selection.destination,
+                                   since, until, selection.limit, _cid())
+    return JSONResponse({"replayed": result.replayed, "more": result.more}, status_code=202)
 
 
 @router.get("/healthz", response_model=Health, summary="Liveness")

@@ -23,6 +23,15 @@ class SubmitResponse(_Strict):
     correlationId: str
 
 
+class PartnerResponseOut(_Strict):
+    """The partner's answer: its content-type, location and retry-after headers (those
+    present) and the first 1,024 bytes of its body as UTF-8 (invalid sequences replaced)."""
+
+    headers: dict[str, str]
+    body: str
+    bodyTruncated: bool
+
+
 class AttemptOut(_Strict):
     number: int
     startedAt: str
@@ -30,6 +39,7 @@ class AttemptOut(_Strict):
     statusCode: int | None
     error: str | None
     outcome: Outcome
+    response: PartnerResponseOut | None
 
 
 class MessageOut(_Strict):
@@ -56,6 +66,11 @@ class MessageOut(_Strict):
 class MessagePage(_Strict):
     items: list[MessageOut]
     nextCursor: str | None
+
+
+class ReplayOut(_Strict):
+    replayed: int
+    more: bool
 
 
 class DestinationOut(_Strict):

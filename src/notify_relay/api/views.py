@@ -8,6 +8,7 @@ from typing import Any
 from notify_relay.domain.destination import BreakerState
 from notify_relay.domain.message import Attempt, Message
 from notify_relay.domain.redaction import redact_headers
+from notify_relay.domain.response import PartnerResponse
 from notify_relay.gate import DestinationView
 
 
@@ -17,9 +18,16 @@ def rfc3339(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def response_view(r: PartnerResponse | None) -> dict[str, Any] | None:
+    if r is None:
+        return None
+    return {"headers": dict(r.headers), "body": r.body, "bodyTruncated": r.body_truncated}
+
+
 def attempt_view(a: Attempt) -> dict[str, Any]:
     return {"number": a.number, "startedAt": rfc3339(a.started_at), "durationMs": a.duration_ms,
-            "statusCode": a.status_code, "error": a.error, "outcome": a.outcome.value}
+            "statusCode": a.status_code, "error": a.error, "outcome": a.outcome.value,
+            "response": response_view(a.response)}
 
 
 def message_view(m: Message) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from enum import StrEnum
 
 from notify_relay.domain.destination import DestinationKey, default_destination
 from notify_relay.domain.errors import InvalidState
+from notify_relay.domain.response import PartnerResponse
 from notify_relay.domain.retry import AttemptResult, Decision, ErrorKind, Outcome, RetryPolicy
 from notify_relay.domain.status import Status, check_transition
 
@@ -38,6 +39,7 @@ class Attempt:
     status_code: int | None
     error: str | None
     outcome: Outcome
+    response: PartnerResponse | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +192,7 @@ class Message:
     ) -> Message:
         number = self.attempt_count + 1
         attempt = Attempt(number, started_at, duration_ms, result.status_code,
-                          result.description, decision.outcome)
+                          result.description, decision.outcome, result.response)
         common: dict[str, object] = {
             "attempt_count": number,
             "attempts": (*self.attempts, attempt),
@@ -205,9 +207,10 @@ class Message:
         return self._move(Status.FAILED, now, next_attempt_at=None, **common)
 
     def retry_by_hand(self, now: datetime) -> Message:
-        """A fresh budget of policy.max_attempts for a FAILED message."""
-        if self.status is not Status.FAILED:
-            raise InvalidState(f"only a FAILED message can be retried; this one is {self.status}")
+        """A fresh budget of policy.max_attempts for a FAILED or CANCELLED message."""
+        if self.status not in (Status.FAILED, Status.CANCELLED):
+            raise InvalidState("only a FAILED or CANCELLED message can be retried; "
+                               f"this one is {self.status}")
         return self._move(
             Status.QUEUED,
             now,
@@ -216,3 +219,11 @@ class Message:
             uncounted=0,
             queued=False,
         )
+
+    def cancel(self, now: datetime) -> Message:
+        """Stop a waiting message; an attempt in flight may already have reached the
+        partner, and a final message has nothing left to stop."""
+        if self.status not in (Status.QUEUED, Status.RETRYING):
+            raise InvalidState("only a QUEUED or RETRYING message can be cancelled; "
+                               f"this one is {self.status}")
+        return self._move(Status.CANCELLED, now, next_attempt_at=None)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
+from notify_relay.domain.response import PartnerResponse
+
 
 class Outcome(StrEnum):
     SUCCESS = "SUCCESS"
@@ -88,6 +90,7 @@ class AttemptResult:
     error_kind: ErrorKind | None = None
     error: str | None = None
     retry_after: str | None = None
+    response: PartnerResponse | None = None  # what the partner answered, if it did
 
     @property
     def description(self) -> str | None:

@@ -289,6 +289,39 @@ class DynamoStore:
         last = response.get("LastEvaluatedKey")
         return Page(items, encode_cursor(last) if last else None)
 
+    async def failed_between(
+        self, sender_id: str, destination: str | None, since: datetime, until: datetime,
+        limit: int,
+    ) -> Sequence[Message]:
+        return await asyncio.to_thread(self._failed_between, sender_id, destination, since,
+                                       until, limit)
+
+    def _failed_between(self, sender_id: str, destination: str | None, since: datetime,
+                        until: datetime, limit: int) -> Sequence[Message]:
+        """A query of the sender's FAILED partition of `bySenderStatus` (no table scan),
+        oldest created first, filtered by failure time; it stops at `limit` matches."""
+        found: list[Message] = []
+        query: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": "bySenderStatus",
+            "KeyConditionExpression": "senderStatus = :p",
+            "ScanIndexForward": True,
+            "FilterExpression": "updatedAt >= :since AND updatedAt < :until",
+            "ExpressionAttributeValues": {
+                ":p": {"S": f"{sender_id}#{Status.FAILED.value}"},
+                ":since": {"S": since.isoformat()}, ":until": {"S": until.isoformat()}},
+        }
+        while True:
+            response = self._db.query(**query)
+            for item in response.get("Items", []):
+                message = self._message(item, None)
+                if destination is None or message.destination == destination:
+                    found.append(message)
+            last = response.get("LastEvaluatedKey")
+            if not last or len(found) >= limit:
+                return found[:limit]
+            query["ExclusiveStartKey"] = last
+
     async def unqueued(self, created_before: datetime, limit: int) -> Sequence[Message]:
         return await asyncio.to_thread(self._unqueued, created_before, limit)
 

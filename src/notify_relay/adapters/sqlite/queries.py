@@ -37,6 +37,14 @@ WHERE m.sender_id = :sender AND (:status IS NULL OR m.status = :status)
 ORDER BY m.seq DESC LIMIT :limit
 """
 
+FAILED_BETWEEN = f"""
+SELECT {MESSAGE_COLUMNS}, NULL FROM messages m INDEXED BY messages_by_sender_status_updated
+WHERE m.sender_id = :sender AND m.status = 'FAILED'
+  AND m.updated_at >= :since AND m.updated_at < :until
+  AND (:destination IS NULL OR m.destination = :destination)
+ORDER BY m.updated_at LIMIT :limit
+"""
+
 UNQUEUED_MESSAGES = f"""
 SELECT {MESSAGE_COLUMNS}, b.body FROM messages m LEFT JOIN bodies b ON b.seq = m.seq
 WHERE m.queued = 0 AND m.status = 'QUEUED' AND m.created_at < ?
@@ -46,7 +54,8 @@ ORDER BY m.created_at LIMIT ?
 ENQUEUE = """
 INSERT INTO queue (sender_id, message_id, visible_at, receipt, destination)
 VALUES (?, ?, ?, NULL, ?)
-ON CONFLICT (sender_id, message_id) DO NOTHING
+ON CONFLICT (sender_id, message_id) DO UPDATE SET visible_at = excluded.visible_at
+WHERE queue.receipt IS NULL AND excluded.visible_at < queue.visible_at
 """
 
 DUE_ENTRIES = """

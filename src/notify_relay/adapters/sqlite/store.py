@@ -121,6 +121,16 @@ class SqliteStore:
         rows = rows[:limit]
         return Page(_readable(rows), encode_cursor(rows[-1][0]) if more else None)
 
+    async def failed_between(
+        self, sender_id: str, destination: str | None, since: datetime, until: datetime,
+        limit: int,
+    ) -> Sequence[Message]:
+        params = {"sender": sender_id, "destination": destination, "since": since.isoformat(),
+                  "until": until.isoformat(), "limit": limit}
+        rows = await self._db.read(
+            lambda conn: conn.execute(queries.FAILED_BETWEEN, params).fetchall())
+        return _readable(rows)
+
     async def unqueued(self, created_before: datetime, limit: int) -> Sequence[Message]:
         rows = await self._db.read(
             lambda conn: conn.execute(
