@@ -347,3 +347,44 @@ def test_max_concurrency_holds_across_the_batch(lambdas: AwsResources,
     assert len(partner.received("/slow")) == 10  # no attempt was made twice
     assert partner.max_in_progress["slow"] == 2
     assert destination("slow-one")["inFlight"] == 0
+
+
+# -- operators (contract v1.1) -----------------------------------------------------------
+
+
+def test_cancel_replay_and_the_partners_answer(lambdas: AwsResources, partner: Partner) -> None:
+    # Given two messages a partner refuses with an explanation, one waiting an hour for its
+    # retry and one not yet taken by a worker
+    for i in range(2):
+        call_api("POST", "/v1/messages", message(f"crm-{i}", partner.url("/explain/400"),
+                                                 destination="crm"))
+    call_api("POST", "/v1/messages", message("slow-1", partner.url("/status/503"),
+                                             retryPolicy={"initialDelaySeconds": 3600}))
+    events = source(lambdas)
+    events.run_until(lambda: status_of("crm-0") == status_of("crm-1") == "FAILED"
+                     and status_of("slow-1") == "RETRYING")
+    # Then each attempt shows what the partner said
+    response = view_of("crm-0")["attempts"][0]["response"]
+    assert response == {"headers": {"content-type": "application/json"},
+                        "body": '{"error": "account 42 is closed"}', "bodyTruncated": False}
+    # When the waiting one is cancelled, and one is cancelled before any worker saw it
+    code, body, _ = call_api("POST", "/v1/messages/slow-1/cancel")
+    assert (code, body["status"], body["nextAttemptAt"]) == (200, "CANCELLED", None)
+    call_api("POST", "/v1/messages", message("never-1", partner.url("/ok/never")))
+    code, body, _ = call_api("POST", "/v1/messages/never-1/cancel")
+    assert (code, body["status"]) == (200, "CANCELLED")
+    code, body, _ = call_api("POST", "/v1/messages/never-1/cancel")
+    assert (code, body["code"]) == (409, "INVALID_STATE")
+    events.run_until(lambda: queue_counts(lambdas)["ApproximateNumberOfMessages"] == 0)
+    assert partner.received("/ok/never") == []
+    assert status_of("never-1") == "CANCELLED"
+    # When the crm dead letters are replayed, one at a time
+    code, body, _ = call_api("POST", "/v1/messages/replay", {"destination": "crm", "limit": 1})
+    assert (code, body) == (202, {"replayed": 1, "more": True})
+    code, body, _ = call_api("POST", "/v1/messages/replay", {"destination": "crm"})
+    assert (code, body) == (202, {"replayed": 1, "more": False})
+    # Then each is attempted again, and the other messages are left alone
+    events.run_until(lambda: all(view_of(f"crm-{i}")["attemptCount"] == 2 for i in range(2))
+                     and status_of("crm-0") == status_of("crm-1") == "FAILED")
+    assert len(partner.received("/explain/400")) == 4
+    assert status_of("slow-1") == "CANCELLED"
