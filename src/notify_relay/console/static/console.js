@@ -335,15 +335,22 @@
       await refresh();
     }
 
+    let shown = null;
+
     async function refresh() {
       let m;
       try {
         m = await api("GET", messagePath(id));
       } catch (error) {
+        shown = null;
         clear(content);
         content.append(el("p", { class: "error", text: error.message }));
         return;
       }
+      // drawn again only when it changed: a reader's scroll and selection stay put
+      const signature = JSON.stringify(m);
+      if (signature === shown) return;
+      shown = signature;
       clear(content);
       const retryable = m.status === "FAILED" || m.status === "CANCELLED";
       const cancellable = m.status === "QUEUED" || m.status === "RETRYING";
