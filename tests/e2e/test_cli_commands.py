@@ -27,10 +27,6 @@ from tests.e2e.api_client import Api, ServerProcess
 from tests.e2e.test_cli_partner import PartnerProcess
 from tests.sockets import free_port
 
-# the server's cancel and replay endpoints and the attempts' `response` (contract v1.1) are
-# being written at the same time as these commands
-NEEDS_V11 = pytest.mark.skip(reason="needs the cancel/replay endpoints")
-
 # retries quick enough for a test, slow enough to be seen waiting
 FAST = ("--initial-delay", "0.2", "--max-delay", "0.5")
 
@@ -118,7 +114,6 @@ def test_submit_then_delivered_then_list_and_show(
     assert attempts[1].split()[-3:] == ["200", "SUCCESS", "-"]
 
 
-@NEEDS_V11
 def test_show_prints_the_partners_answer(cli: Cli, api: Api,
                                          relay_partner: PartnerProcess) -> None:
     message_id = new_id("cli-answer")
@@ -171,7 +166,6 @@ def test_the_retry_policy_options_reach_the_server(cli: Cli, api: Api,
     assert [a.split()[-4:-2] for a in attempts] == [["503", "RETRY"], ["503", "GIVE_UP"]]
 
 
-@NEEDS_V11
 def test_a_message_waiting_for_a_retry_is_cancelled(cli: Cli, api: Api,
                                                     relay_partner: PartnerProcess) -> None:
     message_id = new_id("cli-cancel")
@@ -192,7 +186,6 @@ def test_a_message_waiting_for_a_retry_is_cancelled(cli: Cli, api: Api,
     assert "(correlation id " in refused.err
 
 
-@NEEDS_V11
 def test_replay_by_destination(cli: Cli, api: Api, relay_partner: PartnerProcess) -> None:
     chosen, other = new_id("cli-replay"), new_id("cli-other")
     ids = {name: [new_id("r") for _ in range(2)] for name in (chosen, other)}

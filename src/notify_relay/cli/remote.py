@@ -114,12 +114,19 @@ def call(run: Run, args: dict[str, Any]) -> int:
     """Run a command; a refusal is exit 1, no answer or a server failure exit 3."""
     try:
         with client_of(args) as client:
-            return run(client, args)
+            status = run(client, args)
+        sys.stdout.flush()
+        return status
     except UsageError as error:
         print(f"notify-relay: error: {error}", file=sys.stderr)
         return USAGE
     except ApiError as error:
         return report(error)
+    except BrokenPipeError:
+        # the reader went away (`| head`): stop quietly, as other tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return OK
 
 
 def report(error: ApiError) -> int:
