@@ -227,3 +227,20 @@ def test_replay_refuses_a_bad_selection(api: Api) -> None:
     response = api.http.post("/v1/messages/replay", content=b"limit=1",
                              headers={"Content-Type": "application/x-www-form-urlencoded"})
     problem(response, 415, "UNSUPPORTED_MEDIA_TYPE")
+
+
+def test_a_refused_request_is_logged_with_its_correlation_id(
+    api: Api, server: ServerProcess
+) -> None:
+    response = api.http.post("/v1/messages", json={"messageId": "no target"},
+                             headers={"X-Correlation-Id": "refused-request-1"})
+    problem(response, 400, "VALIDATION_ERROR")
+    deadline = time.monotonic() + 5
+    while "refused-request-1" not in server.logs():
+        assert time.monotonic() < deadline, server.logs()[-2000:]
+        time.sleep(0.05)
+    line = next(line for line in server.logs().splitlines() if "refused-request-1" in line)
+    assert '"message": "request refused"' in line
+    assert '"code": "VALIDATION_ERROR"' in line
+    assert '"path": "/v1/messages"' in line
+    assert '"status": 400' in line

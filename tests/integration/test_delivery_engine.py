@@ -233,11 +233,15 @@ async def test_graceful_stop_lets_attempts_finish(tmp_path: Path, partner: Partn
     assert outcomes(message) == [Outcome.SUCCESS]
 
 
-async def test_abandoned_attempt_resumes_after_restart(tmp_path: Path, partner: Partner) -> None:
+async def test_abandoned_attempt_resumes_after_restart(
+    tmp_path: Path, partner: Partner, caplog: pytest.LogCaptureFixture
+) -> None:
     config = settings(tmp_path / "r.db", shutdown_grace="0.1")
     async with engine(config) as e:
         await submit(e, "a-1", partner.url("/slow/1"))
         await settled(e, "a-1", until=lambda m: m.status is Status.DELIVERING)
+    named = [r for r in caplog.records if r.getMessage() == "abandoned an attempt at shutdown"]
+    assert [(r.messageId, r.senderId) for r in named] == [("a-1", "sender-a")]
     async with engine(config) as e:
         message = await settled(e, "a-1")
     assert message.status is Status.DELIVERED

@@ -15,7 +15,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from notify_relay.api.problems import problem, problem_for
-from notify_relay.context import correlation_id
+from notify_relay.context import correlation_id, request_line
 from notify_relay.domain.errors import NotifyRelayError
 
 log = logging.getLogger("notify_relay.api")
@@ -39,6 +39,7 @@ class CorrelationIdMiddleware:
         given = Headers(scope=scope).get("x-correlation-id")
         cid = given if given and _VALID_CORRELATION_ID.fullmatch(given) else str(uuid.uuid4())
         token = correlation_id.set(cid)
+        line_token = request_line.set((scope["method"], scope["path"]))
 
         started = False
 
@@ -62,6 +63,7 @@ class CorrelationIdMiddleware:
                           )(scope, receive, send_with_id)
         finally:
             correlation_id.reset(token)
+            request_line.reset(line_token)
 
 
 class RejectedSubmissionsMiddleware:

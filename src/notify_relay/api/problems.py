@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse as _StarletteJSON
 from starlette.responses import Response
 from starlette.routing import Match
 
-from notify_relay.context import correlation_id
+from notify_relay.context import correlation_id, request_line
 from notify_relay.domain.errors import (
     FieldError,
     NotifyRelayError,
@@ -55,7 +55,20 @@ def problem(
     }
     if errors is not None:
         body["errors"] = [{"field": e.field, "message": e.message} for e in errors]
+    _log_refusal(status, code, detail)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _log_refusal(status: int, code: str, detail: str) -> None:
+    """Every refused request leaves a line, so that a sender's "it was rejected" can be
+    found by its correlation id; a 5xx is a warning, the rest are the caller's doing."""
+    level = logging.WARNING if status >= 500 else logging.INFO
+    if not log.isEnabledFor(level):
+        return
+    method, path = request_line.get() or ("", "")
+    log.log(level, "request refused", extra={
+        "status": status, "code": code, "detail": detail[:500], "method": method,
+        "path": path[:300], "correlationId": correlation_id.get()})
 
 
 def problem_for(exc: NotifyRelayError) -> JSONResponse:

@@ -49,6 +49,7 @@ class Worker:
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
+        self._claims: dict[asyncio.Task[None], Claim] = {}  # what each attempt works on
         self._main: asyncio.Task[None] | None = None
         self._reconciler: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -86,11 +87,16 @@ class Worker:
         if self._inflight:
             _, pending = await asyncio.wait(self._inflight,
                                             timeout=self._settings.shutdown_grace_seconds)
+            abandoned = [claim for task in pending if (claim := self._claims.get(task))]
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
                 log.warning("abandoned attempts at shutdown", extra={"count": len(pending)})
+            for claim in abandoned:  # each is retried after the next start, uncounted
+                log.warning("abandoned an attempt at shutdown", extra={
+                    "messageId": claim.key.message_id, "senderId": claim.key.sender_id,
+                    "destination": claim.destination})
         try:
             await self._gate.flush()
         except Exception:
@@ -129,6 +135,7 @@ class Worker:
                         continue
                 task = asyncio.create_task(self._deliver(claim, ticket))
                 self._inflight.add(task)
+                self._claims[task] = claim
                 task.add_done_callback(self._done)
             if len(claims) < wanted and await self._sleep(await self._idle_time()):
                 # woken by new work: let a burst gather so that one claim takes it all
@@ -136,6 +143,7 @@ class Worker:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
+        self._claims.pop(task, None)
         if self._settings.concurrency - len(self._inflight) >= self._refill:
             self._slot_free.set()
 
