@@ -354,3 +354,30 @@ def test_keys_and_signatures(keyed: ServerProcess, signed_partner: PartnerProces
     assert anonymous.err.startswith("notify-relay: error: UNAUTHENTICATED: ")
     wrong = run("destinations", "list", "--api-key", "not-a-key")
     assert wrong.status == 1
+
+
+def test_submit_and_retry_wait_for_the_outcome(
+    cli: Cli, relay_partner: PartnerProcess
+) -> None:
+    delivered = cli("messages", "submit", "--target", relay_partner.url("/hook"),
+                    "--id", new_id("wait-ok"), "--wait", "10")
+    assert delivered.status == 0, delivered.err
+    assert delivered.out.strip().endswith(": DELIVERED (attempt 1: HTTP 200)")
+    refused_id = new_id("wait-refused")
+    refused = cli("messages", "submit", "--target", relay_partner.url("/status/422"),
+                  "--id", refused_id, "--wait", "10")
+    assert (refused.status, refused.out.strip()) == (0, f"{refused_id}: FAILED "
+                                                         "(attempt 1: HTTP 422)")
+    again = cli("messages", "retry", refused_id, "--wait", "10", "--json")
+    assert again.status == 0, again.err
+    view = again.json()
+    assert (view["status"], view["attemptCount"]) == ("FAILED", 2)
+    # no outcome in time (its destination is paused): exit 3, and where to look
+    paused = new_id("wait-paused")
+    assert cli("destinations", "pause", paused).status == 0
+    held_id = new_id("wait-held")
+    held = cli("messages", "submit", "--target", relay_partner.url("/hook"),
+               "--destination", paused, "--id", held_id, "--wait", "0.5")
+    assert held.status == 3
+    assert f"{held_id}: no outcome within 0.5 s" in held.err
+    assert f"notify-relay messages show {held_id}" in held.err

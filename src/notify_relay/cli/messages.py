@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from notify_relay.cli.output import (
 )
 from notify_relay.cli.remote import (
     OK,
+    UNAVAILABLE,
     Subparsers,
     UsageError,
     add_command,
@@ -80,14 +82,12 @@ def register(commands: Subparsers) -> None:
                         help="the longest retry delay")
     submit.add_argument("--attempt-timeout", type=positive, default=None, metavar="SECONDS",
                         help="each attempt's timeout")
-    submit.add_argument("--deliver-at", default=None, metavar="TIME",
-                        help="no attempt before this RFC 3339 time")
-    submit.add_argument("--callback-url", default=None, metavar="URL",
-                        help="told the outcome when the message is delivered or failed")
+    add_wait(submit)
 
     retry = add_command(actions, "retry", retry_message,
                         help="send a FAILED or CANCELLED message again")
     retry.add_argument("message_id", metavar="ID")
+    add_wait(retry)
 
     cancel = add_command(actions, "cancel", cancel_message,
                          help="stop a QUEUED or RETRYING message")
@@ -102,6 +102,53 @@ def register(commands: Subparsers) -> None:
     replay.add_argument("--until", default=None, metavar="TIME", help="RFC 3339")
     replay.add_argument("--limit", type=count(1, 10_000), default=None, metavar="N",
                         help="at most N messages [server default 1000]")
+
+
+WAITING = ("QUEUED", "DELIVERING")
+WAIT_POLL_SECONDS = 0.2
+
+
+def add_wait(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--wait", type=positive, nargs="?", const=30.0, default=None, metavar="SECONDS",
+        help="then wait, up to SECONDS [30], for the attempt's outcome (DELIVERED, "
+             "RETRYING, FAILED) and print it; exit 3 if none came in time")
+
+
+def wait_for_outcome(client: RelayClient, message_id: str, attempts_before: int,
+                     timeout: float) -> dict[str, Any] | None:
+    """The message once an attempt after `attempts_before` has an outcome (or it ended
+    otherwise, cancelled say); None when `timeout` passes first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        m = client.get_message(message_id)
+        if m.get("status") not in WAITING and (m.get("attemptCount", 0) > attempts_before
+                                               or m.get("status") == "CANCELLED"):
+            return m
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(WAIT_POLL_SECONDS)
+
+
+def print_outcome(client: RelayClient, message_id: str, attempts_before: int,
+                  args: dict[str, Any]) -> int:
+    """For --wait: the outcome as one line (or the message as JSON)."""
+    m = wait_for_outcome(client, message_id, attempts_before, args["wait"])
+    if m is None:
+        print(f"notify-relay: {clean(message_id)}: no outcome within {args['wait']:g} s; "
+              f"see: notify-relay messages show {clean(message_id)}", file=sys.stderr)
+        return UNAVAILABLE
+    if args["json"]:
+        print_json(m)
+        return OK
+    line = f"{clean(m.get('messageId'))}: {clean(m.get('status'))}"
+    last = (m.get("attempts") or [{}])[-1]
+    if last.get("statusCode") is not None or last.get("error"):
+        line += f" (attempt {clean(last.get('number'))}: " + clean(
+            f"HTTP {last['statusCode']}" if last.get("statusCode") is not None
+            else last.get("error")) + ")"
+    print(line)
+    return OK
 
 
 def header(text: str) -> tuple[str, str]:
@@ -264,8 +311,7 @@ def submission_of(args: dict[str, Any]) -> dict[str, Any]:
               if args[key] is not None}
     if policy:
         submission["retryPolicy"] = policy
-    for name, key in (("destination", "destination"), ("timeoutSeconds", "attempt_timeout"),
-                      ("deliverAt", "deliver_at"), ("callbackUrl", "callback_url")):
+    for name, key in (("destination", "destination"), ("timeoutSeconds", "attempt_timeout")):
         if args[key] is not None:
             submission[name] = args[key]
     return submission
@@ -283,6 +329,8 @@ def submit_message(client: RelayClient, args: dict[str, Any]) -> int:
             print(f"notify-relay: submitting again with --id {clean(message_id)} is safe",
                   file=sys.stderr)
         return status
+    if args["wait"] is not None:
+        return print_outcome(client, message_id, 0, args)
     if args["json"]:
         print_json(accepted)
         return OK
@@ -297,6 +345,8 @@ def submit_message(client: RelayClient, args: dict[str, Any]) -> int:
 
 def retry_message(client: RelayClient, args: dict[str, Any]) -> int:
     m = client.retry(args["message_id"])
+    if args["wait"] is not None:
+        return print_outcome(client, args["message_id"], int(m.get("attemptCount", 0)), args)
     if args["json"]:
         print_json(m)
     else:
