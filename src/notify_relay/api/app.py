@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
 from starlette.datastructures import Headers
 
 from notify_relay import __version__
@@ -17,27 +16,28 @@ from notify_relay.api.middleware import (
     KeylessGuardMiddleware,
     RejectedSubmissionsMiddleware,
 )
+from notify_relay.api.openapi import DescribedApp, serve_docs
 from notify_relay.api.routes import router
 from notify_relay.console import mount_console
 from notify_relay.runtime import Runtime
 
 
-def create_app(rt: Runtime, listen_host: str = "127.0.0.1") -> FastAPI:
+def create_app(rt: Runtime, listen_host: str = "127.0.0.1") -> DescribedApp:
     """`listen_host`: where the server listens, one more Host a key-less server answers."""
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_: DescribedApp) -> AsyncIterator[None]:
         await rt.start()
         try:
             yield
         finally:
             await rt.stop()
 
-    app = FastAPI(
+    app = DescribedApp(
         title="notify-relay",
         version=__version__,
         description="Reliable delivery of HTTP notifications to external partners.",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # serve_docs: from local assets
         redoc_url=None,
         # no OpenTelemetry here: its per-request checks cost more than our own handler
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
@@ -46,6 +46,7 @@ def create_app(rt: Runtime, listen_host: str = "127.0.0.1") -> FastAPI:
     problems.install(app)
     app.include_router(router)
     app.include_router(destinations_router)
+    serve_docs(app)
     mount_console(app, rt)
     auth = rt.auth
     app.add_middleware(BodyGuardMiddleware, authenticate=(

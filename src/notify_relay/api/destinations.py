@@ -8,8 +8,9 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from notify_relay.api.openapi import errors
 from notify_relay.api.problems import JSONResponse
-from notify_relay.api.routes import ERRORS, Cursor, Limit, SenderQuery, runtime, sender_of
+from notify_relay.api.routes import BODY, Cursor, Limit, SenderQuery, runtime, sender_of
 from notify_relay.api.schemas import DestinationOut, DestinationPageOut
 from notify_relay.api.strict_json import StrictJsonRoute
 from notify_relay.api.submission import json_integer
@@ -26,6 +27,10 @@ from notify_relay.gate import UNSET
 router = APIRouter(route_class=StrictJsonRoute)
 Name = Annotated[str, Path(pattern=NAME_PATTERN, description=(
     "the destination: its custom name, or the target's host:port"))]
+NOT_FOUND = ("`NOT_FOUND`: the caller's sender has no such destination (or the name holds "
+             "a `/`: no such route)")
+NO_ROUTE = ("`NOT_FOUND`: a name that holds a `/` (not a valid name) is no route; any valid "
+            "name is answered, a destination not used yet included")
 MaxConcurrency = Annotated[int, Field(ge=1, le=MAX_CONCURRENCY_LIMIT),
                            BeforeValidator(json_integer)]
 
@@ -45,7 +50,8 @@ def _key(request: Request, name: str, sender_id: str | None) -> DestinationKey:
     return DestinationKey(sender_of(runtime(request), request, sender_id), name)
 
 
-@router.get("/v1/destinations", response_model=DestinationPageOut, responses=ERRORS,
+@router.get("/v1/destinations", response_model=DestinationPageOut,
+            responses=errors(400, 401, 403, 500, 503),
             summary="List the caller's destinations, by name")
 async def list_destinations(
     request: Request,
@@ -60,7 +66,8 @@ async def list_destinations(
                          "nextCursor": page.next_cursor})
 
 
-@router.get("/v1/destinations/{destination}", response_model=DestinationOut, responses=ERRORS,
+@router.get("/v1/destinations/{destination}", response_model=DestinationOut,
+            responses=errors(400, 401, 403, 404, 500, 503, described={404: NOT_FOUND}),
             summary="One destination: breaker, limits and backlog")
 async def get_destination(
     destination: Name, request: Request, sender_id: SenderQuery = None
@@ -73,7 +80,8 @@ async def get_destination(
     return JSONResponse(destination_view(await gate.view(found)))
 
 
-@router.patch("/v1/destinations/{destination}", response_model=DestinationOut, responses=ERRORS,
+@router.patch("/v1/destinations/{destination}", response_model=DestinationOut,
+              responses=errors(400, 401, 403, 404, *BODY, 500, 503, described={404: NO_ROUTE}),
               summary="Pause, resume, cap or rate-limit a destination")
 async def patch_destination(
     destination: Name, changes: DestinationPatch, request: Request,

@@ -5,16 +5,16 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
+from notify_relay.api.openapi import errors
 from notify_relay.api.problems import JSONResponse, problem
 from notify_relay.api.replay import ReplayRequest
 from notify_relay.api.schemas import (
     Health,
     MessageOut,
     MessagePage,
-    Problem,
     ReplayOut,
     SubmitResponse,
 )
@@ -33,10 +33,6 @@ from notify_relay.domain.submission import ID_ALPHABET
 from notify_relay.runtime import Runtime
 
 router = APIRouter(route_class=StrictJsonRoute)
-ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": Problem, "content": {"application/problem+json": {}}}
-    for code in (400, 401, 403, 404, 409, 413, 415, 422, 429, 500, 503)
-}
 Limit = Annotated[int, Query(ge=1, le=500)]
 Cursor = Annotated[str | None, Query(max_length=512)]
 SenderQuery = Annotated[
@@ -44,6 +40,12 @@ SenderQuery = Annotated[
     Query(alias="senderId", pattern=rf"^{ID_ALPHABET}{{1,64}}$",
           description="The sender, when the server has no API keys"),
 ]
+MessageId = Annotated[str, Path(alias="messageId",
+                                description="The message's id, chosen by its sender")]
+# what any request with a body may get before its route runs (middleware.BodyGuardMiddleware)
+BODY = (413, 415)
+HOST_403 = ("`FORBIDDEN`: on a server without API keys, a `Host` that is not a loopback name "
+            "or the listen address")
 
 
 def runtime(request: Request) -> Runtime:
@@ -67,8 +69,14 @@ def sender_of(rt: Runtime, request: Request, claimed: str | None) -> str:
     "/v1/messages",
     status_code=202,
     response_model=SubmitResponse,
+    response_description="Accepted: stored durably and queued for delivery",
     responses={200: {"model": SubmitResponse, "description": "Duplicate of an accepted message"},
-               **ERRORS},
+               **errors(400, 401, 403, 409, *BODY, 422, 429, 500, 503, described={
+                   409: "`IDEMPOTENCY_CONFLICT`: this `messageId` was already accepted with "
+                        "a different `targetUrl`, `method`, `headers` or `body`",
+                   415: "`UNSUPPORTED_MEDIA_TYPE`: the body is not labelled JSON "
+                        "(`application/json` or `application/<name>+json`), or has no type",
+               })},
     summary="Submit a notification",
 )
 async def submit(submission: Submission, request: Request) -> Response:
@@ -87,7 +95,8 @@ async def submit(submission: Submission, request: Request) -> Response:
     )
 
 
-@router.get("/v1/messages", response_model=MessagePage, responses=ERRORS,
+@router.get("/v1/messages", response_model=MessagePage,
+            responses=errors(400, 401, 403, 500, 503),
             summary="List the caller's messages, newest first")
 async def list_messages(
     request: Request,
@@ -102,30 +111,38 @@ async def list_messages(
                          "nextCursor": page.next_cursor})
 
 
-@router.get("/v1/messages/{message_id}", response_model=MessageOut, responses=ERRORS,
+@router.get("/v1/messages/{messageId}", response_model=MessageOut,
+            responses=errors(400, 401, 403, 404, 500, 503),
             summary="One message with its attempts")
 async def get_message(
-    message_id: str, request: Request, sender_id: SenderQuery = None
+    message_id: MessageId, request: Request, sender_id: SenderQuery = None
 ) -> Response:
     rt = runtime(request)
     key = _key(rt, request, message_id, sender_id)
     return JSONResponse(message_view(await rt.relay.get(key)))
 
 
-@router.post("/v1/messages/{message_id}/retry", status_code=202, response_model=MessageOut,
-             responses=ERRORS, summary="Send a FAILED message again with a fresh budget")
+@router.post("/v1/messages/{messageId}/retry", status_code=202, response_model=MessageOut,
+             response_description="Queued again, with a fresh attempt budget",
+             responses=errors(400, 401, 403, 404, 409, *BODY, 500, 503, described={
+                 409: "`INVALID_STATE`: the message is not `FAILED` or `CANCELLED`"}),
+             summary="Send a FAILED message again with a fresh budget")
 async def retry_message(
-    message_id: str, request: Request, sender_id: SenderQuery = None
+    message_id: MessageId, request: Request, sender_id: SenderQuery = None
 ) -> Response:
     rt = runtime(request)
     key = _key(rt, request, message_id, sender_id)
     return JSONResponse(message_view(await rt.relay.retry(key, _cid())), status_code=202)
 
 
-@router.post("/v1/messages/{message_id}/cancel", response_model=MessageOut, responses=ERRORS,
+@router.post("/v1/messages/{messageId}/cancel", response_model=MessageOut,
+             response_description="Cancelled: no attempt starts after this answer",
+             responses=errors(400, 401, 403, 404, 409, *BODY, 500, 503, described={
+                 409: "`INVALID_STATE`: the message is `DELIVERING` (an attempt is in "
+                      "flight) or final"}),
              summary="Stop a QUEUED or RETRYING message: no attempt starts after the answer")
 async def cancel_message(
-    message_id: str, request: Request, sender_id: SenderQuery = None
+    message_id: MessageId, request: Request, sender_id: SenderQuery = None
 ) -> Response:
     rt = runtime(request)
     key = _key(rt, request, message_id, sender_id)
@@ -133,7 +150,9 @@ async def cancel_message(
 
 
 @router.post("/v1/messages/replay", status_code=202, response_model=ReplayOut,
-             responses=ERRORS, summary="Retry by hand the FAILED messages that match")
+             response_description="How many were queued again, and whether more match",
+             responses=errors(400, 401, 403, *BODY, 500, 503),
+             summary="Retry by hand the FAILED messages that match")
 async def replay_messages(
     request: Request, selection: ReplayRequest | None = None, sender_id: SenderQuery = None
 ) -> Response:
@@ -145,12 +164,16 @@ async def replay_messages(
     return JSONResponse({"replayed": result.replayed, "more": result.more}, status_code=202)
 
 
-@router.get("/healthz", response_model=Health, summary="Liveness")
+@router.get("/healthz", response_model=Health, responses=errors(403, described={403: HOST_403}),
+            summary="Liveness")
 async def healthz() -> Response:
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/readyz", response_model=Health, responses={503: {"model": Problem}},
+@router.get("/readyz", response_model=Health,
+            responses=errors(403, 503, described={
+                403: HOST_403,
+                503: "`SYSTEM_ERROR`: not ready: the store or the queue does not answer"}),
             summary="Readiness: the store and the queue answer")
 async def readyz(request: Request) -> Response:
     try:
@@ -163,7 +186,12 @@ async def readyz(request: Request) -> Response:
 
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics",
-            responses={200: {"content": {"text/plain": {}}}})
+            responses={200: {"content": {"text/plain": {}}},
+                       **errors(401, 403, 404, 500, described={
+                           401: "`UNAUTHENTICATED`: no valid API key, from a server with API "
+                                "keys started with `--metrics-need-key`",
+                           403: HOST_403,
+                           404: "`NOT_FOUND`: this deployment does not serve metrics"})})
 async def metrics(request: Request) -> Response:
     rt = runtime(request)
     if rt.metrics is None:
