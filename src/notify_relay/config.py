@@ -1,6 +1,8 @@
 """One typed Settings, read once from flags and NOTIFY_RELAY_* variables (the flag wins).
 
-A missing or bad value raises ConfigError at once, naming the setting.
+pydantic-settings reads the variables and pydantic validates every value; a missing or
+bad value raises ConfigError at once, in one line naming the flag or the variable it came
+from. Times take units (`500ms`, `30s`, `1m`, `2h`, `7d`; a plain number is seconds).
 """
 
 from __future__ import annotations
@@ -9,10 +11,33 @@ import argparse
 import ipaddress
 import os
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any
+import stat
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
+from pydantic import (
+    BeforeValidator,
+    Field,
+    JsonValue,
+    PlainValidator,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticUndefined
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 from standardwebhooks import Webhook
 
 from notify_relay.domain.destination import MAX_CONCURRENCY_LIMIT, BreakerConfig, Rules
@@ -28,12 +53,14 @@ class ConfigError(ValueError):
     """A setting is missing or invalid."""
 
 
+# -- parsers of the text forms (each raises ValueError with a message that echoes no secret)
+
 def _pairs(text: str, what: str) -> list[tuple[str, str]]:
     pairs = []
     for item in filter(None, (part.strip() for part in text.split(","))):
         left, sep, right = item.partition("=")
         if not sep or not left or not right:
-            raise ConfigError(f"{what}: expected NAME=VALUE pairs separated by commas")
+            raise ConfigError(f"expected {what} pairs separated by commas")
         pairs.append((left.strip(), right.strip()))
     return pairs
 
@@ -44,59 +71,250 @@ def parse_api_keys(text: str) -> dict[str, str]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, sep, sender = item.rpartition("=")
         if not sep or not key or not _SENDER.fullmatch(sender):
-            raise ConfigError("api-keys: expected key=senderId pairs separated by commas")
+            raise ConfigError("expected key=senderId pairs separated by commas")
         keys[key] = sender
     return keys
 
 
 def parse_signing_secrets(text: str) -> dict[str, str]:
     """`senderA=whsec_...` -> {sender: secret}; each secret is checked by standardwebhooks."""
-    secrets = dict(_pairs(text, "signing-secrets"))
+    secrets = dict(_pairs(text, "senderId=whsec_..."))
     for sender, secret in secrets.items():
         if not _SENDER.fullmatch(sender):
-            raise ConfigError(f"signing-secrets: {sender!r} is not a valid senderId")
+            raise ConfigError(f"{sender!r} is not a valid senderId")
         try:
             Webhook(secret)
         except Exception:
-            raise ConfigError(f"signing-secrets: the secret for {sender} is not a "
-                              "base64 whsec_ secret") from None
+            raise ConfigError(f"the secret for {sender} is not a base64 whsec_ secret"
+                              ) from None
     return secrets
+
+
+def parse_iam_senders(text: str) -> dict[str, str]:
+    """`arn:aws:iam::1:role/r=senderA` -> {principal ARN: sender}."""
+    senders = dict(_pairs(text, "roleArn=senderId"))
+    for sender in senders.values():
+        if not _SENDER.fullmatch(sender):
+            raise ConfigError(f"{sender!r} is not a valid senderId")
+    return senders
 
 
 def parse_allow_networks(text: str) -> tuple[IPNetwork, ...]:
     try:
         return parse_networks(text.split(","))
     except ValueError as exc:
-        raise ConfigError(f"allow-networks: {exc}") from None
+        raise ConfigError(str(exc)) from None
 
 
-def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        value = kind(text)
-        if value <= 0:
-            raise ValueError("must be positive")
-        return value
-
-    return parse
+_DURATION = re.compile(r"\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*(ms|s|m|h|d)?\s*", re.IGNORECASE)
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-def _bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError("must be true or false")
+def parse_duration(text: str) -> float:
+    """`500ms`, `30s`, `1m` (a minute), `2h`, `2 h`, `7d` or a plain number of seconds."""
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise ValueError("expected a duration such as 500ms, 30s, 1m, 2h or 7d "
+                         "(a plain number is seconds)")
+    return float(match[1]) * _UNIT_SECONDS[(match[2] or "s").lower()]
 
 
-def _bounded_int(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = int(text)
-        if not low <= value <= high:
-            raise ValueError(f"must be {low}-{high}")
-        return value
+def format_duration(seconds: float) -> str:
+    """The shortest exact spelling parse_duration reads back: 7200 -> `2h`, 0.5 -> `500ms`."""
+    for unit in ("d", "h", "m", "s"):
+        count = seconds / _UNIT_SECONDS[unit]
+        if count >= 1 and count == int(count):
+            return f"{int(count)}{unit}"
+    return f"{seconds * 1000:g}ms" if 0 < seconds < 1 else f"{seconds:g}s"
 
-    return parse
+
+# -- pydantic types of the settings
+
+def _text_or(parse: Callable[[str], Any]) -> Callable[[Any], Any]:
+    """A validator that parses text and lets already-parsed values through (Settings(...))."""
+    def validate(value: Any) -> Any:
+        if value is None:
+            return parse("")
+        return parse(value) if isinstance(value, str) else value
+
+    return validate
+
+
+def _mapping(parse: Callable[[str], dict[str, str]]) -> Callable[[Any], dict[str, str]]:
+    def validate(value: Any) -> dict[str, str]:
+        if value is None or isinstance(value, str):
+            return parse(value or "")
+        if isinstance(value, Mapping):
+            return {str(k): str(v) for k, v in value.items()}
+        raise ValueError("expected NAME=VALUE pairs")
+
+    return validate
+
+
+def _networks(value: Any) -> tuple[IPNetwork, ...]:
+    if value is None or isinstance(value, str):
+        return parse_allow_networks(value or "")
+    if isinstance(value, (list, tuple)):
+        return tuple(ipaddress.ip_network(item, strict=False) for item in value)
+    raise ValueError("expected CIDRs separated by commas")
+
+
+def _upper(value: Any) -> Any:
+    return value.strip().upper() if isinstance(value, str) else value
+
+
+Seconds = Annotated[float, BeforeValidator(_text_or(parse_duration)),
+                    Field(gt=0, allow_inf_nan=False)]
+SecondsOrZero = Annotated[float, BeforeValidator(_text_or(parse_duration)),
+                          Field(ge=0, allow_inf_nan=False)]
+Pairs = Annotated[Mapping[str, str], NoDecode]
+Networks = Annotated[tuple[IPNetwork, ...], NoDecode, PlainValidator(_networks)]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+@dataclass(frozen=True, slots=True)
+class PairsFile:
+    """A file of `NAME=VALUE` pairs (api keys, signing secrets), read once at start."""
+
+    path: Path
+    pairs: Mapping[str, str] = field(repr=False)
+    mode: int  # its permission bits
+
+    @property
+    def others_can_read(self) -> bool:
+        return bool(self.mode & (stat.S_IRGRP | stat.S_IROTH))
+
+
+def _pairs_file(parse: Callable[[str], dict[str, str]]) -> Callable[[Any], PairsFile | None]:
+    """Read a file of pairs: one per line or comma separated, blank lines and # comments."""
+    def read(value: Any) -> PairsFile | None:
+        if value is None or isinstance(value, PairsFile):
+            return value
+        if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+            raise ValueError("expected the path of a file")
+        path = Path(value)
+        try:
+            with path.open(encoding="utf-8") as file:
+                mode = stat.S_IMODE(os.fstat(file.fileno()).st_mode)
+                lines = file.read().splitlines()
+        except OSError as exc:
+            raise ValueError(f"cannot read it: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ValueError("it is not UTF-8 text") from None
+        pairs: dict[str, str] = {}
+        for number, line in enumerate(lines, 1):
+            line = line.strip()
+            if line and not line.startswith("#"):
+                try:
+                    pairs.update(parse(line))
+                except ValueError as exc:
+                    raise ValueError(f"line {number}: {exc}") from None
+        if not pairs:
+            raise ValueError("it holds no NAME=VALUE pairs")
+        return PairsFile(path, pairs, mode)
+
+    return read
+
+
+def _setting(default: Any, help_text: str, metavar: str | None = None,
+             **constraints: Any) -> Any:
+    extra: dict[str, JsonValue] | None = {"metavar": metavar} if metavar else None
+    return Field(default, description=help_text, json_schema_extra=extra, **constraints)
+
+
+# -- where values come from: keyword arguments (the flags) over the environment
+
+# the variables load() reads: os.environ unless it was given a mapping
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("notify_relay_environ", default=None)
+
+
+class _Environment(EnvSettingsSource):
+    """NOTIFY_RELAY_* variables, from the mapping given to load() (os.environ otherwise)."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        environ = _ENVIRON.get()
+        environ = os.environ if environ is None else environ
+        return {name.lower(): value for name, value in environ.items()
+                if not (self.env_ignore_empty and value == "")}
+
+
+@contextmanager
+def _environment(environ: Mapping[str, str] | None) -> Iterator[None]:
+    token = _ENVIRON.set(environ)
+    try:
+        yield
+    finally:
+        _ENVIRON.reset(token)
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+class _Model(BaseSettings):
+    """Keyword arguments (flags) over NOTIFY_RELAY_* variables over the defaults; frozen."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True,
+                                      frozen=True, extra="forbid", validate_default=False)
+    # settings whose values an error message never echoes
+    _secret: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(self._describe(exc, given=set(values))) from None
+        except SettingsError as exc:
+            raise ConfigError(str(exc).splitlines()[0]) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, _Environment(settings_cls)
+
+    @classmethod
+    def _describe(cls, exc: ValidationError, given: set[str]) -> str:
+        """One line: each error after the flag (given) or the variable its value came from."""
+        parts = []
+        for error in exc.errors(include_url=False):
+            if error["type"] == "value_error":
+                detail = str(error.get("ctx", {}).get("error", error["msg"]))
+            else:
+                detail = error["msg"]
+            loc = error["loc"]
+            name = str(loc[0]) if loc else None
+            if name is None:
+                parts.append(detail)
+                continue
+            label = flag_name(name) if name in given else env_name(name)
+            if error["type"] == "missing":
+                parts.append(f"{label} is required")
+            elif error["type"] == "extra_forbidden":
+                parts.append(f"{name}: no such setting")
+            elif name in cls._secret or not isinstance(error["input"], (str, int, float)):
+                parts.append(f"{label}: {detail}")
+            else:
+                parts.append(f"{label}: {error['input']!r}: {detail}")
+        return "; ".join(" ".join(part.split()) for part in parts)
+
+
+_T = TypeVar("_T", bound=_Model)
+
+
+def _build(model: type[_T], values: Mapping[str, Any],
+           environ: Mapping[str, str] | None) -> _T:
+    with _environment(environ):
+        return model(**values)
 
 
 def destination_rules(concurrency: int, failures: int, cooldown: float,
@@ -109,75 +327,101 @@ def destination_rules(concurrency: int, failures: int, cooldown: float,
     )
 
 
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise ValueError("must be 0-65535")
-    return value
+class Settings(_Model):
+    """The embedded server's settings. Settings(**values) reads os.environ for the rest."""
 
+    _secret: ClassVar[frozenset[str]] = frozenset({"api_keys", "signing_secrets"})
 
-def _host(text: str) -> str:
-    if not text:
-        raise ValueError("must not be empty")
-    return text
+    host: str = _setting("127.0.0.1", "listen address", min_length=1)
+    port: int = _setting(8080, "listen port", ge=0, le=65535)
+    db: str = _setting("./notify-relay.db", "SQLite file; its directory must exist", "PATH",
+                       min_length=1)
+    # the *_file settings come first: the inline ones' validators see them
+    api_keys_file: Annotated[PairsFile | None, NoDecode,
+                             PlainValidator(_pairs_file(parse_api_keys))] = _setting(
+        None, "a file of key=senderId pairs, one a line or comma separated; "
+        "instead of --api-keys", "PATH")
+    api_keys: Pairs = _setting(
+        {}, "key1=senderA,key2=senderB; none: no authentication (loopback only)", "PAIRS",
+        validate_default=True, repr=False)
+    signing_secrets_file: Annotated[PairsFile | None, NoDecode,
+                                    PlainValidator(_pairs_file(parse_signing_secrets))] = (
+        _setting(None, "a file of senderId=whsec_... pairs; instead of --signing-secrets",
+                 "PATH"))
+    signing_secrets: Pairs = _setting({}, "senderA=whsec_...,senderB=whsec_...", "PAIRS",
+                                      validate_default=True, repr=False)
+    allow_networks: Networks = _setting(
+        (), "CIDRs that targets may resolve to although private, e.g. 127.0.0.0/8", "CIDRS")
+    concurrency: int = _setting(128, "attempts in flight at once", gt=0)
+    max_attempts: int = _setting(12, "default attempts per message", gt=0)
+    initial_delay: Seconds = _setting(5.0, "default first retry delay", "DURATION")
+    max_delay: Seconds = _setting(7200.0, "default longest retry delay", "DURATION")
+    max_delay_cap: Seconds = _setting(86400.0, "cap on a request's maxDelaySeconds",
+                                      "DURATION")
+    timeout: Seconds = _setting(30.0, "default per-attempt timeout", "DURATION")
+    max_timeout: Seconds = _setting(120.0, "cap on a request's timeoutSeconds", "DURATION")
+    retry_after_cap: Seconds = _setting(3600.0, "cap on a partner's Retry-After", "DURATION")
+    destination_concurrency: int = _setting(
+        32, "attempts in flight per destination unless set on it", ge=1,
+        le=MAX_CONCURRENCY_LIMIT)
+    breaker_failures: int = _setting(5, "failures in a row that open a destination's breaker",
+                                     gt=0)
+    breaker_cooldown: Seconds = _setting(
+        30.0, "first cool-down of an open breaker; doubles, to 10 min", "DURATION")
+    rate_limit: float = _setting(0.0, "submissions per second per sender; 0: unlimited",
+                                 ge=0, allow_inf_nan=False)
+    rate_burst: float = _setting(100.0, "burst above --rate-limit", gt=0, allow_inf_nan=False)
+    shutdown_grace: SecondsOrZero = _setting(
+        10.0, "time in-flight attempts get to finish on stop; 0: none", "DURATION")
+    head_timeout: Seconds = _setting(10.0, "time a client has to send a request's head",
+                                     "DURATION")
+    request_timeout: Seconds = _setting(60.0, "time a client has to send a whole request",
+                                        "DURATION")
+    metrics_need_key: bool = _setting(False, "with --api-keys, /metrics answers only a "
+                                      "valid key")
+    log_level: Annotated[LogLevel, BeforeValidator(_upper)] = _setting(
+        "INFO", "DEBUG, INFO, WARNING or ERROR", "LEVEL")
+    access_log: bool = _setting(False, "log every HTTP request")
 
+    @field_validator("db")
+    @classmethod
+    def _directory_exists(cls, db: str) -> str:
+        directory = Path(db).parent
+        if not directory.is_dir():
+            raise ValueError(f"the directory {directory} does not exist")
+        return db
 
-def _opt(parse: Callable[[str], Any], help_text: str, default: Any,
-         metavar: str | None = None) -> Any:
-    return field(default=default, metadata={"parse": parse, "help": help_text,
-                                            "metavar": metavar})
+    @field_validator("api_keys", mode="plain")
+    @classmethod
+    def _api_keys(cls, value: Any, info: ValidationInfo) -> dict[str, str]:
+        return cls._inline_or_file(_mapping(parse_api_keys)(value), info, "api_keys_file")
 
+    @field_validator("signing_secrets", mode="plain")
+    @classmethod
+    def _signing_secrets(cls, value: Any, info: ValidationInfo) -> dict[str, str]:
+        return cls._inline_or_file(_mapping(parse_signing_secrets)(value), info,
+                                   "signing_secrets_file")
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    host: str = _opt(_host, "listen address", "127.0.0.1")
-    port: int = _opt(_port, "listen port", 8080)
-    db: str = _opt(str, "SQLite file", "./notify-relay.db", "PATH")
-    api_keys: Mapping[str, str] = _opt(parse_api_keys, "key1=senderA,key2=senderB; none: "
-                                       "no authentication (loopback only)", None, "PAIRS")
-    signing_secrets: Mapping[str, str] = _opt(parse_signing_secrets,
-                                              "senderA=whsec_...,senderB=whsec_...", None, "PAIRS")
-    allow_networks: tuple[IPNetwork, ...] = _opt(
-        parse_allow_networks, "CIDRs that targets may resolve to although private, "
-        "e.g. 127.0.0.0/8", (), "CIDRS")
-    concurrency: int = _opt(_positive(int), "attempts in flight at once", 128)
-    max_attempts: int = _opt(_positive(int), "default attempts per message", 12)
-    initial_delay: float = _opt(_positive(float), "default first retry delay (s)", 5.0)
-    max_delay: float = _opt(_positive(float), "default longest retry delay (s)", 7200.0)
-    max_delay_cap: float = _opt(_positive(float), "cap on a request's maxDelaySeconds (s)",
-                                86400.0)
-    timeout: float = _opt(_positive(float), "default per-attempt timeout (s)", 30.0)
-    max_timeout: float = _opt(_positive(float), "cap on a request's timeoutSeconds (s)", 120.0)
-    retry_after_cap: float = _opt(_positive(float), "cap on a partner's Retry-After (s)", 3600.0)
-    destination_concurrency: int = _opt(
-        _bounded_int(1, MAX_CONCURRENCY_LIMIT),
-        "attempts in flight per destination unless set on it", 32)
-    breaker_failures: int = _opt(_positive(int),
-                                 "failures in a row that open a destination's breaker", 5)
-    breaker_cooldown: float = _opt(_positive(float),
-                                   "first cool-down of an open breaker (s); doubles, to 10 min",
-                                   30.0)
-    rate_limit: float = _opt(float, "submissions per second per sender; 0: unlimited", 0.0)
-    rate_burst: float = _opt(_positive(float), "burst above --rate-limit", 100.0)
-    shutdown_grace: float = _opt(float, "seconds in-flight attempts get to finish on stop", 10.0)
-    head_timeout: float = _opt(_positive(float),
-                               "seconds a client has to send a request's head", 10.0)
-    request_timeout: float = _opt(_positive(float),
-                                  "seconds a client has to send a whole request", 60.0)
-    metrics_need_key: bool = _opt(_bool, "with --api-keys, /metrics answers only a valid key",
-                                  False)
-    log_level: str = _opt(str.upper, "DEBUG, INFO, WARNING or ERROR", "INFO")
-    access_log: bool = _opt(_bool, "log every HTTP request", False)
+    @staticmethod
+    def _inline_or_file(inline: dict[str, str], info: ValidationInfo,
+                        file_field: str) -> dict[str, str]:
+        file = info.data.get(file_field)
+        if not isinstance(file, PairsFile):
+            return inline
+        if inline:
+            raise ValueError(f"also given in a file ({file_field.replace('_', '-')}): "
+                             "give one or the other")
+        return dict(file.pairs)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "api_keys", dict(self.api_keys or {}))
-        object.__setattr__(self, "signing_secrets", dict(self.signing_secrets or {}))
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
         if self.max_delay < self.initial_delay:
-            raise ConfigError("max-delay must not be below initial-delay")
+            raise ValueError("max-delay must not be below initial-delay")
         if self.signing_secrets and not self.api_keys:
-            raise ConfigError("signing-secrets need api-keys: without keys, anyone who can "
-                              "reach the port could have requests signed with a sender's "
-                              "secret sent wherever they choose")
+            raise ValueError("signing-secrets need api-keys: without keys, anyone who can "
+                             "reach the port could have requests signed with a sender's "
+                             "secret sent wherever they choose")
+        return self
 
     @property
     def retry_limits(self) -> RetryLimits:
@@ -203,36 +447,104 @@ class Settings:
         except ValueError:
             return self.host == "localhost"
 
+    def summary(self) -> dict[str, Any]:
+        """The settings in force, for the start-up log: senders, never keys or secrets."""
+        return {
+            "host": self.host, "port": self.port, "db": self.db,
+            "auth": "on" if self.api_keys else "off",
+            "keySenders": sorted(set(self.api_keys.values())),
+            "apiKeysFile": str(self.api_keys_file.path) if self.api_keys_file else None,
+            "signedSenders": sorted(self.signing_secrets),
+            "signingSecretsFile": (str(self.signing_secrets_file.path)
+                                   if self.signing_secrets_file else None),
+            "allowNetworks": [str(network) for network in self.allow_networks],
+            "concurrency": self.concurrency,
+            "maxAttempts": self.max_attempts,
+            "initialDelaySeconds": self.initial_delay,
+            "maxDelaySeconds": self.max_delay,
+            "maxDelayCapSeconds": self.max_delay_cap,
+            "timeoutSeconds": self.timeout,
+            "maxTimeoutSeconds": self.max_timeout,
+            "retryAfterCapSeconds": self.retry_after_cap,
+            "destinationConcurrency": self.destination_concurrency,
+            "breakerFailures": self.breaker_failures,
+            "breakerCooldownSeconds": self.breaker_cooldown,
+            "rateLimit": self.rate_limit,
+            "rateBurst": self.rate_burst,
+            "shutdownGraceSeconds": self.shutdown_grace,
+            "headTimeoutSeconds": self.head_timeout,
+            "requestTimeoutSeconds": self.request_timeout,
+            "metricsNeedKey": self.metrics_need_key,
+            "accessLog": self.access_log,
+            "logLevel": self.log_level,
+        }
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+
+def _shown(value: Any, metavar: str | None) -> str:
+    if metavar == "DURATION" and isinstance(value, float):
+        return format_duration(value)
+    if value in (None, {}, ()):
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+_METAVARS: dict[Any, str] = {int: "N", float: "NUMBER", str: "TEXT"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    for f in fields(Settings):
-        env = ENV_PREFIX + f.name.upper()
-        parser.add_argument(_flag(f.name), dest=f.name, default=None,
-                            metavar=f.metadata["metavar"] or f.name.upper(),
-                            help=f"{f.metadata['help']} [env {env}]")
+    """One flag a setting, its help showing the default and the variable."""
+    for name, info in Settings.model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        metavar = extra.get("metavar")
+        metavar = metavar if isinstance(metavar, str) else None
+        default = None if info.default is PydanticUndefined else info.default
+        help_text = (f"{info.description} (default: {_shown(default, metavar)}; "
+                     f"env {env_name(name)})").replace("%", "%%")
+        if info.annotation is bool:
+            help_text = help_text.replace(" (default:", f"; {flag_name(name)} false or "
+                                          f"--no-{flag_name(name)[2:]}: off (default:", 1)
+            # on/off: `--access-log`, `--no-access-log`; `--access-log false` still works
+            parser.add_argument(flag_name(name), dest=name, default=None, nargs="?",
+                                const="true", metavar="BOOL", help=help_text)
+            parser.add_argument("--no-" + flag_name(name).removeprefix("--"), dest=name,
+                                action="store_const", const="false",
+                                help=argparse.SUPPRESS)
+        else:
+            parser.add_argument(flag_name(name), dest=name, default=None,
+                                metavar=metavar or _METAVARS.get(info.annotation, "VALUE"),
+                                help=help_text)
 
 
-def load(flags: Mapping[str, str | None], environ: Mapping[str, str] | None = None) -> Settings:
+def load(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
     """Settings from flags (as strings, None when absent) over the environment."""
-    environ = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    for f in fields(Settings):
-        raw = flags.get(f.name)
-        if raw is None:
-            raw = environ.get(ENV_PREFIX + f.name.upper())
-        if raw is None:
-            continue
-        try:
-            values[f.name] = f.metadata["parse"](raw)
-        except ConfigError:
-            raise
-        except ValueError as exc:
-            raise ConfigError(f"{_flag(f.name)}: {raw!r}: {exc}") from None
-    return Settings(**values)
+    return _build(Settings, {name: value for name, value in flags.items() if value is not None},
+                  environ)
+
+
+# settings of the embedded server that the Lambdas read too
+_LIMIT_FIELDS = frozenset({"max_attempts", "initial_delay", "max_delay", "max_delay_cap",
+                           "timeout", "max_timeout", "retry_after_cap",
+                           "destination_concurrency", "breaker_failures", "breaker_cooldown"})
+
+
+class _AwsEnvironment(_Model):
+    """The Lambdas' own variables (the CDK stack sets them)."""
+
+    _secret: ClassVar[frozenset[str]] = frozenset({"signing_secrets"})
+
+    table: str = Field(min_length=1)
+    destinations_table: str = Field(min_length=1)
+    queue_url: str = Field(min_length=1)
+    dead_letter_url: str = Field(min_length=1)
+    bucket: str = Field(min_length=1)
+    iam_senders: Annotated[Pairs, PlainValidator(_mapping(parse_iam_senders))] = {}
+    signing_secrets: Annotated[Pairs, PlainValidator(_mapping(parse_signing_secrets))] = {}
+    allow_networks: Networks = ()
+    visibility_timeout: Seconds = 900.0
+    paused_recheck: Seconds = 30.0
+    reconcile_grace: SecondsOrZero = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,46 +572,21 @@ class AwsSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AwsSettings:
         env = os.environ if environ is None else environ
-
-        def required(name: str) -> str:
-            value = env.get(ENV_PREFIX + name)
-            if not value:
-                raise ConfigError(f"{ENV_PREFIX}{name} is required")
-            return value
-
-        base = load({}, {k: v for k, v in env.items()
-                         if k.removeprefix(ENV_PREFIX).lower() in _LIMIT_FIELDS})
-        senders = dict(_pairs(env.get(ENV_PREFIX + "IAM_SENDERS", ""), "iam-senders"))
-        for sender in senders.values():
-            if not _SENDER.fullmatch(sender):
-                raise ConfigError(f"iam-senders: {sender!r} is not a valid senderId")
-        def seconds(name: str, default: str, zero: bool = False) -> float:
-            try:
-                value = float(env.get(ENV_PREFIX + name, default))
-            except ValueError:
-                raise ConfigError(f"{ENV_PREFIX}{name} must be a number") from None
-            if not (value >= 0 if zero else value > 0) or value != value:
-                raise ConfigError(f"{ENV_PREFIX}{name} must be "
-                                  f"{'zero or more' if zero else 'positive'}")
-            return value
-
+        aws = _build(_AwsEnvironment, {}, env)
+        base = load({}, {name: value for name, value in env.items()
+                         if name.upper().removeprefix(ENV_PREFIX).lower() in _LIMIT_FIELDS})
         return cls(
-            table=required("TABLE"),
-            destinations_table=required("DESTINATIONS_TABLE"),
-            queue_url=required("QUEUE_URL"),
-            dead_letter_url=required("DEAD_LETTER_URL"),
-            bucket=required("BUCKET"),
-            iam_senders=senders,
-            signing_secrets=parse_signing_secrets(env.get(ENV_PREFIX + "SIGNING_SECRETS", "")),
-            allow_networks=parse_allow_networks(env.get(ENV_PREFIX + "ALLOW_NETWORKS", "")),
-            visibility_timeout=seconds("VISIBILITY_TIMEOUT", "900"),
-            paused_recheck=seconds("PAUSED_RECHECK", "30"),
-            reconcile_grace=seconds("RECONCILE_GRACE", "60", zero=True),
+            table=aws.table,
+            destinations_table=aws.destinations_table,
+            queue_url=aws.queue_url,
+            dead_letter_url=aws.dead_letter_url,
+            bucket=aws.bucket,
+            iam_senders=dict(aws.iam_senders),
+            signing_secrets=dict(aws.signing_secrets),
+            allow_networks=aws.allow_networks,
+            visibility_timeout=aws.visibility_timeout,
+            paused_recheck=aws.paused_recheck,
+            reconcile_grace=aws.reconcile_grace,
             retry_limits=base.retry_limits,
             destination_rules=base.destination_rules,
         )
-
-
-_LIMIT_FIELDS = frozenset({"max_attempts", "initial_delay", "max_delay", "max_delay_cap",
-                           "timeout", "max_timeout", "retry_after_cap",
-                           "destination_concurrency", "breaker_failures", "breaker_cooldown"})

@@ -27,7 +27,10 @@ MAX_CONNECTIONS = 2048
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve_parser = commands.add_parser(
-        "serve", help="run the API and the delivery worker on SQLite")
+        "serve", help="run the API and the delivery worker on SQLite",
+        description="Run the API and the delivery worker on one SQLite file. Every setting "
+                    "is a flag and a NOTIFY_RELAY_* variable; the flag wins. Times take a "
+                    "unit: 500ms, 30s, 1m, 2h, 7d (a plain number is seconds).")
     add_arguments(serve_parser)
     serve_parser.set_defaults(run=lambda args: serve(args))
     copy = commands.add_parser(
@@ -61,6 +64,12 @@ def serve(flags: dict[str, str | None]) -> int:
         print(f"notify-relay: error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    for name, file in (("api-keys-file", settings.api_keys_file),
+                       ("signing-secrets-file", settings.signing_secrets_file)):
+        if file is not None and file.others_can_read:
+            log.warning("a file of secrets is readable by group or others: chmod 600 it",
+                        extra={"setting": name, "path": str(file.path),
+                               "mode": f"{file.mode:04o}"})
     if not settings.api_keys and not settings.loopback_only:
         log.warning("no API keys are configured and the server listens beyond loopback: "
                     "anyone who can reach it can submit", extra={"host": settings.host})
@@ -82,8 +91,7 @@ def serve(flags: dict[str, str | None]) -> int:
         http=guarded_protocol(settings.head_timeout, settings.request_timeout),
         limit_concurrency=MAX_CONNECTIONS,
     ))
-    log.info("starting", extra={"host": settings.host, "port": settings.port, "db": settings.db,
-                                "version": __version__})
+    log.info("starting", extra={**settings.summary(), "version": __version__})
     # uvicorn restores the handlers it found once it has shut down, then raises the signal
     # again: with these in place that ends here, and a clean stop exits 0 (contract v1.1)
     for stop_signal in (signal.SIGTERM, signal.SIGINT):

@@ -79,7 +79,6 @@ class SqliteDatabase:
         The files are readable by their owner only: they hold partners' Authorization
         values in clear. SQLite gives the -wal and -shm files the database file's mode.
         """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         for path in (self.path, Path(f"{self.path}.lock")):
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         for suffix in ("", "-wal", "-shm", ".lock"):
