@@ -310,7 +310,7 @@ def test_openapi_describes_every_endpoint(api: Api) -> None:
     assert spec["openapi"].startswith("3.")
     paths = {(path, method) for path, ops in spec["paths"].items() for method in ops}
     assert {("/v1/messages", "post"), ("/v1/messages", "get"),
-            ("/v1/messages/{message_id}", "get"), ("/v1/messages/{message_id}/retry", "post"),
+            ("/v1/messages/{messageId}", "get"), ("/v1/messages/{messageId}/retry", "post"),
             ("/healthz", "get"), ("/readyz", "get"), ("/metrics", "get")} <= paths
     submit = spec["paths"]["/v1/messages"]["post"]
     assert {"200", "202", "400", "409", "413", "415", "422"} <= set(submit["responses"])
