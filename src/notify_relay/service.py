@@ -16,16 +16,25 @@ from urllib.parse import urlsplit
 
 from notify_relay import __version__
 from notify_relay.clock import utcnow
+from notify_relay.domain.callback import (
+    callback_state,
+    is_notice,
+    notice_due,
+    notice_key,
+    outcome_notice,
+)
 from notify_relay.domain.delivery import outbound_headers
 from notify_relay.domain.destination import DestinationKey
 from notify_relay.domain.errors import (
     CorruptRecord,
+    FieldError,
     IdempotencyConflict,
     InvalidState,
     NotFound,
     StaleWrite,
     StoreUnavailable,
     TargetNotAllowed,
+    ValidationFailed,
 )
 from notify_relay.domain.message import Message, MessageKey
 from notify_relay.domain.network import NetworkPolicy
@@ -61,6 +70,7 @@ REDRIVEN_ERROR = "the queue dead-lettered this message after its processing fail
 
 
 CANCEL_TRIES = 3
+DEFAULT_SCHEDULE_CAP = timedelta(days=30)
 
 
 def message_context(message: Message, request_cid: str | None = None) -> dict[str, object]:
@@ -108,15 +118,23 @@ class Relay:
     on_scheduled: Callable[[datetime], None] = lambda due_at: None
     clock: Callable[[], datetime] = utcnow
     rand: Callable[[], float] = random.random
+    schedule_cap: timedelta = DEFAULT_SCHEDULE_CAP  # how far ahead deliverAt may be
     user_agent: str = f"notify-relay/{__version__}"
 
     # -- submission side ---------------------------------------------------------------
 
     async def submit(self, new: NewMessage, sender_id: str, correlation_id: str) -> Accepted:
         content = new.content
-        refusal = self.network.literal_refusal(urlsplit(content.target_url).hostname or "")
-        if refusal is not None:
-            raise TargetNotAllowed(f"targetUrl: {refusal}")
+        for field_name, url in (("targetUrl", content.target_url),
+                                ("callbackUrl", new.callback_url)):
+            refusal = self.network.literal_refusal(urlsplit(url).hostname or "") if url else None
+            if refusal is not None:
+                raise TargetNotAllowed(f"{field_name}: {refusal}")
+        now = self.clock()
+        if new.deliver_at is not None and new.deliver_at > now + self.schedule_cap:
+            raise ValidationFailed([FieldError(
+                "deliverAt", f"must be at most {self.schedule_cap.days} days ahead "
+                             f"({self.schedule_cap.total_seconds():g} s)")])
         policy = self.limits.effective_policy(new.max_attempts, new.initial_delay,
                                               new.max_delay)
         message = Message.new(
@@ -125,9 +143,11 @@ class Relay:
             correlation_id=correlation_id,
             policy=policy,
             timeout_seconds=self.limits.effective_timeout(new.timeout_seconds),
-            now=self.clock(),
+            now=now,
             event_timestamp=new.event_time,
             destination=new.destination,
+            deliver_at=new.deliver_at,
+            callback_url=new.callback_url,
         )
         stored, created = await self.store.create(message)
         if not created:
@@ -156,17 +176,29 @@ class Relay:
             return current if current is not None else message
 
     async def get(self, key: MessageKey) -> Message:
-        """The message as a reader sees it; its body is not fetched."""
-        message = await self.store.get(key, with_body=False)
+        """The message as a reader sees it; its body is not fetched. Outcome notices are
+        the relay's own messages: not the sender's to read or change."""
+        message = await self.store.get(key, with_body=False) if not is_notice(key) else None
         if message is None:
             raise NotFound(f"no message {key.message_id} for sender {key.sender_id}")
-        return await self._as_expected(message)
+        return await self._with_callback(await self._as_expected(message))
 
     async def list(
         self, sender_id: str, status: Status | None, limit: int, cursor: str | None
     ) -> Page:
         page = await self.store.list(sender_id, status, limit, cursor)
-        return Page([await self._as_expected(m) for m in page.items], page.next_cursor)
+        return Page([await self._with_callback(await self._as_expected(m))
+                     for m in page.items], page.next_cursor)
+
+    async def _with_callback(self, message: Message) -> Message:
+        """With the state of its latest outcome notice, when one is due."""
+        if message.callback_notice is None:
+            return message
+        notice = await self.store.get(notice_key(message.key, message.callback_notice),
+                                      with_body=False)
+        if notice is None:
+            return message
+        return replace(message, callback=callback_state(await self._as_expected(notice)))
 
     async def _as_expected(self, message: Message) -> Message:
         """A waiting message shows when it is expected to go: later than its own time
@@ -260,9 +292,11 @@ class Relay:
             failed = failed.finish_attempt(
                 AttemptResult(error_kind=ErrorKind.INVALID_REQUEST, error=REDRIVEN_ERROR),
                 Decision(Outcome.GIVE_UP), started_at=now, duration_ms=0, now=now)
+        failed, notice = await self._noticed(failed)
         await self.store.update(failed)
         self.observer.dead_lettered()
         log.warning("dead-lettered by the queue", extra=message_context(failed))
+        await self._send_notice(notice)
         return False
 
     # -- delivery side -----------------------------------------------------------------
@@ -327,14 +361,16 @@ class Relay:
             held.ticket = await self.admit(claim, message.destination_key)
             if held.ticket is None:
                 return
+        started_message, notice = await self._noticed(message.start_attempt(now))
         try:
-            message = await self.store.update(message.start_attempt(now))
+            message = await self.store.update(started_message)
         except StaleWrite:
             await self.queue.reschedule(claim, now)
             self.on_scheduled(now)
             return
         if message.status is Status.FAILED:  # an interrupted last attempt used the budget
             await self._settle(claim, message, Outcome.GIVE_UP)
+            await self._send_notice(notice)
             return
 
         started = self.clock()
@@ -355,8 +391,9 @@ class Relay:
                           extra={**message_context(message), "destination": message.destination})
         decision = decide(result, attempt_in_round=message.attempt_in_round,
                           policy=message.policy, limits=self.limits, now=finished, rand=self.rand)
-        message = message.finish_attempt(result, decision, started_at=started,
-                                         duration_ms=round(elapsed * 1000), now=finished)
+        message, notice = await self._noticed(message.finish_attempt(
+            result, decision, started_at=started, duration_ms=round(elapsed * 1000),
+            now=finished))
         message = await self._record(message)
         self.observer.attempt(decision.outcome.value, elapsed)
         if log.isEnabledFor(logging.INFO):
@@ -369,6 +406,25 @@ class Relay:
                 "nextAttemptAt": message.next_attempt_at.isoformat()
                 if message.next_attempt_at else None})
         await self._settle(claim, message, decision.outcome)
+        await self._send_notice(notice)
+
+    async def _noticed(self, message: Message) -> tuple[Message, Message | None]:
+        """`message` about to be written with its outcome, and the notice of it, if its
+        sender asked: the notice is stored first, so that no crash between the two writes
+        can lose it (at worst, a crash after it tells of an outcome the message then
+        repeats, under another Idempotency-Key)."""
+        if not notice_due(message):
+            return message, None
+        notice, _ = await self.store.create(outcome_notice(
+            message, policy=self.limits.default_policy,
+            timeout_seconds=self.limits.default_timeout, now=self.clock()))
+        return replace(message, callback_notice=message.attempt_count), notice
+
+    async def _send_notice(self, notice: Message | None) -> None:
+        """Queue a stored notice (a failed enqueue is the reconciler's, as for any message)."""
+        if notice is not None and notice.status is Status.QUEUED and not notice.queued:
+            log.info("outcome notice", extra=message_context(notice))
+            await self._enqueue(notice)
 
     async def _record(self, message: Message) -> Message:
         """Write an attempt's outcome, through a store that is briefly unavailable: the
@@ -402,7 +458,7 @@ class Relay:
         may arrive while another worker's attempt is still running, so wait until that
         attempt would have timed out.
         """
-        if message.status is Status.RETRYING:
+        if message.status in (Status.RETRYING, Status.QUEUED):  # QUEUED: its deliverAt
             return message.next_attempt_at
         if message.status is Status.DELIVERING and not self.queue.exclusive_claims:
             return message.updated_at + timedelta(

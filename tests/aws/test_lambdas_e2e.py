@@ -388,3 +388,30 @@ def test_cancel_replay_and_the_partners_answer(lambdas: AwsResources, partner: P
                      and status_of("crm-0") == status_of("crm-1") == "FAILED")
     assert len(partner.received("/explain/400")) == 4
     assert status_of("slow-1") == "CANCELLED"
+
+
+# -- senders (contract v1.1) ---------------------------------------------------------------
+
+
+def test_deliver_at_and_outcome_callbacks(lambdas: AwsResources, partner: Partner) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    at = datetime.now(UTC) + timedelta(seconds=2)
+    stamp = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    code, body, _ = call_api("POST", "/v1/messages", message(
+        "later-1", partner.url("/ok/later"), deliverAt=stamp,
+        callbackUrl=partner.url("/callbacks/later")))
+    assert code == 202, body
+    assert view_of("later-1")["nextAttemptAt"] == stamp
+    events = source(lambdas)
+    events.run_until(lambda: len(partner.received("/callbacks/later")) == 1, timeout=20)
+    assert len(partner.received("/ok/later")) == 1
+    view = view_of("later-1")
+    assert datetime.fromisoformat(view["attempts"][0]["startedAt"]) >= at
+    (notice,) = partner.received("/callbacks/later")
+    assert orjson.loads(notice.body)["type"] == "message.delivered"
+    assert notice.header("Idempotency-Key") == "orders:later-1:callback:1"
+    events.run_until(lambda: (view_of("later-1")["callback"] or {}).get("status")
+                     == "DELIVERED")
+    code, body, _ = call_api("GET", "/v1/messages")
+    assert [m["messageId"] for m in body["items"]] == ["later-1"]

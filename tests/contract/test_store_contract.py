@@ -224,6 +224,23 @@ async def test_cancelled_round_trips(store: MessageStore) -> None:
     assert [m.key for m in page.items] == [stored.key]
 
 
+async def test_callback_and_schedule_round_trip_and_notices_are_not_listed(
+    store: MessageStore,
+) -> None:
+    message = replace(make_message(), callback_url="https://cb.example/hook",
+                      next_attempt_at=NOW + timedelta(days=2))
+    stored, _ = await store.create(message)
+    noticed = await store.update(replace(stored, callback_notice=1))
+    fetched = await store.get(stored.key)
+    assert fetched is not None
+    assert (fetched.callback_url, fetched.callback_notice) == ("https://cb.example/hook", 1)
+    assert fetched.next_attempt_at == NOW + timedelta(days=2)
+    assert fetched.version == noticed.version
+    await store.create(make_message("m-1~callback~1"))
+    page = await store.list("sender-a", None, 10, None)
+    assert [m.key.message_id for m in page.items] == ["m-1"]
+
+
 async def test_ping(store: MessageStore) -> None:
     await store.ping()
 

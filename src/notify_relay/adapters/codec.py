@@ -64,6 +64,8 @@ def message_to_doc(m: Message) -> dict[str, Any]:
         "lastStatusCode": m.last_status_code,
         "lastError": m.last_error,
         "attempts": [attempt_to_doc(a) for a in m.attempts],
+        "callbackUrl": m.callback_url,
+        "callbackNotice": m.callback_notice,
     }
 
 
@@ -109,6 +111,8 @@ def message_from_doc(
         attempts=tuple(attempt_from_doc(a) for a in doc["attempts"]),
         queued=queued,
         version=version,
+        callback_url=doc.get("callbackUrl"),
+        callback_notice=doc.get("callbackNotice"),
     )
 
 

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from notify_relay.adapters.paging import decode_cursor, decode_position, encode_cursor
 from notify_relay.adapters.turns import RoundRobin
 from notify_relay.clock import utcnow
+from notify_relay.domain.callback import is_notice
 from notify_relay.domain.destination import (
     BreakerState,
     Destination,
@@ -58,7 +59,7 @@ class MemoryStore:
             (
                 (seq, m)
                 for seq, m in self._rows.values()
-                if m.key.sender_id == sender_id
+                if m.key.sender_id == sender_id and not is_notice(m.key)
                 and (status is None or m.status is status)
                 and (before is None or seq < before)
             ),
@@ -76,6 +77,7 @@ class MemoryStore:
         found = sorted(
             (m for _, m in self._rows.values()
              if m.key.sender_id == sender_id and m.status is Status.FAILED
+             and not is_notice(m.key)
              and (destination is None or m.destination == destination)
              and since <= m.updated_at < until),
             key=lambda m: m.updated_at)

@@ -42,6 +42,15 @@ class AttemptOut(_Strict):
     response: PartnerResponseOut | None
 
 
+class CallbackOut(_Strict):
+    """The latest outcome notice (contract v1.1 Callbacks): its status uses the message
+    statuses."""
+
+    status: Status
+    attemptCount: int
+    lastError: str | None
+
+
 class MessageOut(_Strict):
     messageId: str
     senderId: str
@@ -61,6 +70,8 @@ class MessageOut(_Strict):
     lastStatusCode: int | None
     lastError: str | None
     attempts: list[AttemptOut]
+    callbackUrl: str | None = None  # present when the message has one
+    callback: CallbackOut | None = None  # present (null before a notice) with callbackUrl
 
 
 class MessagePage(_Strict):

@@ -101,6 +101,16 @@ class Submission(BaseModel):
     retryPolicy: RetryPolicyIn | None = None
     timeoutSeconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     destination: Annotated[str, StringConstraints(pattern=NAME_PATTERN)] | None = None
+    deliverAt: Annotated[str, Field(json_schema_extra={"pattern": TIMESTAMP_PATTERN}),
+                         AfterValidator(check_timestamp)] | None = Field(
+        default=None, description="no attempt before this time; a past time means now; "
+                                  "at most the server's cap ahead (default 30 days)")
+    callbackUrl: Annotated[
+        str, Field(max_length=MAX_URL_LENGTH, json_schema_extra={
+            "pattern": TARGET_URL_PATTERN, "format": "uri"}),
+        AfterValidator(check_target_url),
+    ] | None = Field(default=None, description="told the outcome when the message is "
+                                               "DELIVERED or FAILED")
 
     @field_validator("headers")
     @classmethod
@@ -137,4 +147,6 @@ class Submission(BaseModel):
             initial_delay=policy.initialDelaySeconds if policy else None,
             max_delay=policy.maxDelaySeconds if policy else None,
             timeout_seconds=self.timeoutSeconds,
+            deliver_at=parse_rfc3339(self.deliverAt) if self.deliverAt else None,
+            callback_url=self.callbackUrl,
         )

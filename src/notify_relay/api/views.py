@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from notify_relay.domain.destination import BreakerState
-from notify_relay.domain.message import Attempt, Message
+from notify_relay.domain.message import Attempt, CallbackState, Message
 from notify_relay.domain.redaction import redact_headers
 from notify_relay.domain.response import PartnerResponse
 from notify_relay.gate import DestinationView
@@ -50,7 +50,16 @@ def message_view(m: Message) -> dict[str, Any]:
         "lastStatusCode": m.last_status_code,
         "lastError": m.last_error,
         "attempts": [attempt_view(a) for a in m.attempts],
+        **({"callbackUrl": m.callback_url, "callback": callback_view(m.callback)}
+           if m.callback_url is not None else {}),
     }
+
+
+def callback_view(c: CallbackState | None) -> dict[str, Any] | None:
+    if c is None:
+        return None
+    return {"status": c.status.value, "attemptCount": c.attempt_count,
+            "lastError": c.last_error}
 
 
 def submit_view(m: Message, *, duplicate: bool, correlation_id: str) -> dict[str, Any]:

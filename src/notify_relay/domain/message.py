@@ -43,6 +43,15 @@ class Attempt:
 
 
 @dataclass(frozen=True, slots=True)
+class CallbackState:
+    """What a message's view shows of its latest outcome notice (domain/callback.py)."""
+
+    status: Status
+    attempt_count: int
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Content:
     """What the partner receives; identical content makes a resubmission a duplicate."""
 
@@ -101,6 +110,10 @@ class Message:
     attempts: tuple[Attempt, ...] = field(default=())
     queued: bool = False
     version: int = 0
+    callback_url: str | None = None  # told the outcome (contract v1.1)
+    callback_notice: int | None = None  # attempt count of the latest outcome told
+    # read-time only, never stored: the latest notice's state, for the view
+    callback: CallbackState | None = None
 
     @classmethod
     def new(
@@ -114,7 +127,10 @@ class Message:
         now: datetime,
         event_timestamp: datetime | None = None,
         destination: str | None = None,
+        deliver_at: datetime | None = None,
+        callback_url: str | None = None,
     ) -> Message:
+        """`deliver_at`: no attempt before it (a past time means now)."""
         return cls(
             key=key,
             content=content,
@@ -126,7 +142,8 @@ class Message:
             updated_at=now,
             event_timestamp=event_timestamp,
             destination=destination or default_destination(content.target_url),
-            next_attempt_at=now,
+            next_attempt_at=max(now, deliver_at) if deliver_at is not None else now,
+            callback_url=callback_url,
         )
 
     @property

@@ -151,3 +151,5 @@ class NewMessage:
     initial_delay: float | None = None
     max_delay: float | None = None
     timeout_seconds: float | None = None
+    deliver_at: datetime | None = None
+    callback_url: str | None = None

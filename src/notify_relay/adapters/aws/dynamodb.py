@@ -272,15 +272,19 @@ class DynamoStore:
             "TableName": self._table,
             "ScanIndexForward": False,
             "Limit": limit,
+            # outcome notices are the relay's own (domain/callback): a page may come short
+            "FilterExpression": "NOT contains(messageId, :notice)",
         }
         if status is None:
             query |= {"IndexName": "bySender", "KeyConditionExpression": "sender = :p",
-                      "ExpressionAttributeValues": {":p": {"S": sender_id}}}
+                      "ExpressionAttributeValues": {":p": {"S": sender_id},
+                                                    ":notice": {"S": "~"}}}
         else:
             query |= {"IndexName": "bySenderStatus",
                       "KeyConditionExpression": "senderStatus = :p",
                       "ExpressionAttributeValues": {
-                          ":p": {"S": f"{sender_id}#{status.value}"}}}
+                          ":p": {"S": f"{sender_id}#{status.value}"},
+                          ":notice": {"S": "~"}}}
         if cursor:
             query["ExclusiveStartKey"] = _start_key(cursor, sender_id, status)
         response = self._db.query(**query)
@@ -306,10 +310,12 @@ class DynamoStore:
             "IndexName": "bySenderStatus",
             "KeyConditionExpression": "senderStatus = :p",
             "ScanIndexForward": True,
-            "FilterExpression": "updatedAt >= :since AND updatedAt < :until",
+            "FilterExpression": "updatedAt >= :since AND updatedAt < :until "
+                                "AND NOT contains(messageId, :notice)",
             "ExpressionAttributeValues": {
                 ":p": {"S": f"{sender_id}#{Status.FAILED.value}"},
-                ":since": {"S": since.isoformat()}, ":until": {"S": until.isoformat()}},
+                ":since": {"S": since.isoformat()}, ":until": {"S": until.isoformat()},
+                ":notice": {"S": "~"}},
         }
         while True:
             response = self._db.query(**query)

@@ -34,6 +34,7 @@ LIST_MESSAGES = f"""
 SELECT {MESSAGE_COLUMNS}, NULL FROM messages m
 WHERE m.sender_id = :sender AND (:status IS NULL OR m.status = :status)
   AND (:before IS NULL OR m.seq < :before)
+  AND instr(m.message_id, '~') = 0  -- outcome notices are the relay's own (domain/callback)
 ORDER BY m.seq DESC LIMIT :limit
 """
 
@@ -42,6 +43,7 @@ SELECT {MESSAGE_COLUMNS}, NULL FROM messages m INDEXED BY messages_by_sender_sta
 WHERE m.sender_id = :sender AND m.status = 'FAILED'
   AND m.updated_at >= :since AND m.updated_at < :until
   AND (:destination IS NULL OR m.destination = :destination)
+  AND instr(m.message_id, '~') = 0
 ORDER BY m.updated_at LIMIT :limit
 """
 

@@ -1,0 +1,68 @@
+"""Outcome callbacks (contract v1.1): the notice a sender gets when a message ends.
+
+A notice is a message of its own, stored, queued and delivered by the same machinery (the
+same durability, retries, signing, network policy and destinations), under a key no
+sender can choose: message ids cannot contain `~`. So nothing about delivery is written
+twice, and a notice's failure is its own, never its message's.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from notify_relay.domain.message import BodyKind, CallbackState, Content, Message, MessageKey
+from notify_relay.domain.retry import RetryPolicy
+from notify_relay.domain.status import Status
+
+NOTICE_MARK = "~callback~"  # `~` is outside the message id alphabet: no sender's id has it
+NOTICE_TYPES = {Status.DELIVERED: "message.delivered", Status.FAILED: "message.failed"}
+
+
+def callback_state(notice: Message) -> CallbackState:
+    return CallbackState(notice.status, notice.attempt_count, notice.last_error)
+
+
+def is_notice(key: MessageKey) -> bool:
+    return "~" in key.message_id
+
+
+def notice_key(key: MessageKey, notice: int) -> MessageKey:
+    """The notice of `key`'s outcome after its attempt number `notice`."""
+    return MessageKey(key.sender_id, f"{key.message_id}{NOTICE_MARK}{notice}")
+
+
+def _rfc3339(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def notice_due(message: Message) -> bool:
+    """Whether `message` has just ended in a way its sender asked to be told of."""
+    return (message.callback_url is not None and message.status in NOTICE_TYPES
+            and not is_notice(message.key))
+
+
+def outcome_notice(message: Message, *, policy: RetryPolicy, timeout_seconds: float,
+                   now: datetime) -> Message:
+    """The notice of `message`'s outcome, as a new message to its callback URL, with the
+    contract's Idempotency-Key (the same for every attempt of this notice)."""
+    assert message.callback_url is not None
+    body = {
+        "type": NOTICE_TYPES[message.status],
+        "messageId": message.key.message_id,
+        "senderId": message.key.sender_id,
+        "status": message.status.value,
+        "attemptCount": message.attempt_count,
+        "lastStatusCode": message.last_status_code,
+        "lastError": message.last_error,
+        "deliveredAt": _rfc3339(message.delivered_at),
+        "correlationId": message.correlation_id,
+    }
+    idempotency = f"{message.key.idempotency_key}:callback:{message.attempt_count}"
+    content = Content(message.callback_url, "POST", (("Idempotency-Key", idempotency),),
+                      json.dumps(body, separators=(",", ":")).encode(), BodyKind.JSON)
+    return Message.new(notice_key(message.key, message.attempt_count), content,
+                       correlation_id=message.correlation_id, policy=policy,
+                       timeout_seconds=timeout_seconds, now=now)
