@@ -6,6 +6,8 @@ only for its own (the API Lambda never loads aiohttp, SQLite or the worker).
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from notify_relay.adapters.signing import StandardWebhooksSigner
 from notify_relay.auth import Authenticator
 from notify_relay.config import AwsSettings, Settings
@@ -63,6 +65,7 @@ def build_embedded(settings: Settings) -> Runtime:
         signer=StandardWebhooksSigner(settings.signing_secrets),
         observer=metrics,
         on_scheduled=wakeup.scheduled,
+        schedule_cap=timedelta(seconds=settings.deliver_at_cap),
     )
     worker = Worker(relay, queue, WorkerSettings(
         concurrency=settings.concurrency,
@@ -134,6 +137,7 @@ def build_aws(settings: AwsSettings, *, worker: bool, observer: Observer | None 
         network=network,
         signer=StandardWebhooksSigner(settings.signing_secrets),
         observer=observer,
+        schedule_cap=timedelta(seconds=settings.deliver_at_cap),
     )
     runtime = Runtime(relay=relay, auth=Authenticator.from_principals(settings.iam_senders),
                       dead_letters=queue)

@@ -361,6 +361,8 @@ class Settings(_Model):
     timeout: Seconds = _setting(30.0, "default per-attempt timeout", "DURATION")
     max_timeout: Seconds = _setting(120.0, "cap on a request's timeoutSeconds", "DURATION")
     retry_after_cap: Seconds = _setting(3600.0, "cap on a partner's Retry-After", "DURATION")
+    deliver_at_cap: Seconds = _setting(30 * 86400.0, "how far ahead a submission's deliverAt "
+                                       "may be", "DURATION")
     destination_concurrency: int = _setting(
         32, "attempts in flight per destination unless set on it", ge=1,
         le=MAX_CONCURRENCY_LIMIT)
@@ -466,6 +468,7 @@ class Settings(_Model):
             "timeoutSeconds": self.timeout,
             "maxTimeoutSeconds": self.max_timeout,
             "retryAfterCapSeconds": self.retry_after_cap,
+            "deliverAtCapSeconds": self.deliver_at_cap,
             "destinationConcurrency": self.destination_concurrency,
             "breakerFailures": self.breaker_failures,
             "breakerCooldownSeconds": self.breaker_cooldown,
@@ -525,7 +528,7 @@ def load(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> 
 
 # settings of the embedded server that the Lambdas read too
 _LIMIT_FIELDS = frozenset({"max_attempts", "initial_delay", "max_delay", "max_delay_cap",
-                           "timeout", "max_timeout", "retry_after_cap",
+                           "timeout", "max_timeout", "retry_after_cap", "deliver_at_cap",
                            "destination_concurrency", "breaker_failures", "breaker_cooldown"})
 
 
@@ -568,6 +571,7 @@ class AwsSettings:
     reconcile_grace: float  # a younger message may still be in its API Lambda's hands
     retry_limits: RetryLimits
     destination_rules: Rules
+    deliver_at_cap: float
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AwsSettings:
@@ -589,4 +593,5 @@ class AwsSettings:
             reconcile_grace=aws.reconcile_grace,
             retry_limits=base.retry_limits,
             destination_rules=base.destination_rules,
+            deliver_at_cap=base.deliver_at_cap,
         )

@@ -133,8 +133,8 @@ class Relay:
         now = self.clock()
         if new.deliver_at is not None and new.deliver_at > now + self.schedule_cap:
             raise ValidationFailed([FieldError(
-                "deliverAt", f"must be at most {self.schedule_cap.days} days ahead "
-                             f"({self.schedule_cap.total_seconds():g} s)")])
+                "deliverAt", f"must be at most {self.schedule_cap.total_seconds():g} s "
+                             "ahead (the server's cap)")])
         policy = self.limits.effective_policy(new.max_attempts, new.initial_delay,
                                               new.max_delay)
         message = Message.new(

@@ -10,10 +10,11 @@ import json
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from notify_relay.api.schemas import MessageOut
-from tests.e2e.api_client import Api
+from tests.e2e.api_client import Api, ServerProcess
 from tests.e2e.test_api import problem
 from tests.partner import Partner
 
@@ -171,3 +172,15 @@ def test_a_refused_callback_address_is_a_422(api: Api, partner: Partner) -> None
                                "callbackUrl": "ftp://example.com/x"}),
                    400, "VALIDATION_ERROR")
     assert [e["field"] for e in body["errors"]] == ["callbackUrl"]
+
+
+def test_the_deliver_at_cap_is_a_setting(tmp_path: Path, partner: Partner) -> None:
+    with ServerProcess(tmp_path / "r.db", "--allow-networks", "127.0.0.0/8",
+                       "--deliver-at-cap", "1h") as server, Api(server.base_url) as api:
+        later = rfc3339(datetime.now(UTC) + timedelta(minutes=50))
+        too_late = rfc3339(datetime.now(UTC) + timedelta(minutes=70))
+        assert api.submit({"messageId": "a", "targetUrl": partner.url("/ok"),
+                           "deliverAt": later}).status_code == 202
+        body = problem(api.submit({"messageId": "b", "targetUrl": partner.url("/ok"),
+                                   "deliverAt": too_late}), 400, "VALIDATION_ERROR")
+        assert "3600 s" in body["detail"]
