@@ -9,14 +9,7 @@ import signal
 import sqlite3
 import sys
 
-import uvicorn
-
 from notify_relay import __version__
-from notify_relay.adapters.sqlite import DatabaseLocked
-from notify_relay.adapters.sqlite.database import backup
-from notify_relay.api.app import create_app
-from notify_relay.api.guarded_protocol import guarded_protocol
-from notify_relay.bootstrap import build_embedded
 from notify_relay.config import ConfigError, add_arguments, load
 from notify_relay.logs import configure_logging
 
@@ -43,6 +36,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def backup_command(db: str | None, target: str) -> int:
+    from notify_relay.adapters.sqlite.database import backup
+
     source = db or os.environ.get("NOTIFY_RELAY_DB") or "./notify-relay.db"
     if not os.path.exists(source):
         print(f"notify-relay: error: {source} does not exist", file=sys.stderr)
@@ -58,6 +53,14 @@ def backup_command(db: str | None, target: str) -> int:
 
 
 def serve(flags: dict[str, str | None]) -> int:
+    # imported here: the other commands (a CLI over HTTP) start without the server's stack
+    import uvicorn
+
+    from notify_relay.adapters.sqlite import DatabaseLocked
+    from notify_relay.api.app import create_app
+    from notify_relay.api.guarded_protocol import guarded_protocol
+    from notify_relay.bootstrap import build_embedded
+
     try:
         settings = load(flags)
     except ConfigError as exc:
