@@ -115,6 +115,16 @@ class SlotLimiter(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Entry:
+    """One entry to queue: what WorkQueue.enqueue takes, for enqueue_many."""
+
+    key: MessageKey
+    due_at: datetime
+    correlation_id: str | None = None
+    destination: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Claim:
     """A lease on one queue entry: invisible to other claims until `lease_until`.
 
@@ -158,6 +168,12 @@ class WorkQueue(Protocol):
         hand while a cancelled attempt's entry still waits), else stays as it is. SQS
         cannot, and the Relay's `queued` flag and conditional updates cover that.
         """
+        ...
+
+    async def enqueue_many(self, entries: Sequence[Entry]) -> None:
+        """enqueue() for each, in as few calls as the queue allows (one SQLite
+        transaction; SQS batches of 10). All or none is not promised: a failure leaves
+        some queued, and enqueueing again is the caller's repair, as for enqueue()."""
         ...
 
     async def claim(

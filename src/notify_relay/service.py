@@ -9,7 +9,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
@@ -31,6 +31,7 @@ from notify_relay.domain.errors import (
     IdempotencyConflict,
     InvalidState,
     NotFound,
+    NotifyRelayError,
     StaleWrite,
     StoreUnavailable,
     TargetNotAllowed,
@@ -52,6 +53,7 @@ from notify_relay.gate import Gate, Ticket
 from notify_relay.ports import (
     Claim,
     Deliverer,
+    Entry,
     MessageStore,
     NoSigning,
     NullObserver,
@@ -124,20 +126,76 @@ class Relay:
     # -- submission side ---------------------------------------------------------------
 
     async def submit(self, new: NewMessage, sender_id: str, correlation_id: str) -> Accepted:
+        message = self._prepare(new, sender_id, correlation_id, self.clock())
+        stored, created = await self.store.create(message)
+        accepted = self._judge(message, stored, created, correlation_id)
+        if stored.status is Status.QUEUED and not stored.queued:
+            accepted = Accepted(await self._enqueue(stored), accepted.duplicate)
+        return accepted
+
+    async def submit_many(
+        self, items: Sequence[tuple[NewMessage, str]], correlation_id: str
+    ) -> list[Accepted | NotifyRelayError]:
+        """Each (submission, sender) judged on its own, answered in order; an id given
+        twice is judged as a resubmission of its first. The creates go to the store at
+        once (SQLite: one group-committed transaction; DynamoDB: conditional puts in
+        parallel), the new entries to the queue in one call (SQLite: one transaction; SQS:
+        SendMessageBatch). A store or queue failure raises: the whole batch may then be
+        sent again, as every item is idempotent by its messageId."""
+        now = self.clock()
+        results: list[Accepted | NotifyRelayError | None] = [None] * len(items)
+        firsts: list[tuple[int, Message]] = []
+        repeats: list[tuple[int, Message]] = []
+        seen: set[MessageKey] = set()
+        for index, (new, sender_id) in enumerate(items):
+            try:
+                message = self._prepare(new, sender_id, correlation_id, now)
+            except NotifyRelayError as exc:
+                results[index] = exc
+                continue
+            (repeats if message.key in seen else firsts).append((index, message))
+            seen.add(message.key)
+        unqueued: dict[MessageKey, Message] = {}
+        for group in (firsts, repeats):
+            created = await asyncio.gather(*(self.store.create(m) for _, m in group))
+            for (index, message), (stored, is_new) in zip(group, created, strict=True):
+                try:
+                    results[index] = self._judge(message, stored, is_new, correlation_id)
+                except IdempotencyConflict as exc:
+                    results[index] = exc
+                    continue
+                if stored.status is Status.QUEUED and not stored.queued:
+                    unqueued.setdefault(stored.key, stored)
+        if unqueued:
+            await self.queue.enqueue_many([
+                Entry(m.key, m.next_attempt_at or now, m.correlation_id, m.destination)
+                for m in unqueued.values()])
+            for message in unqueued.values():
+                self.on_scheduled(message.next_attempt_at or now)
+            marked = await asyncio.gather(*(self._mark_queued(m) for m in unqueued.values()))
+            queued = {m.key: m for m in marked}
+            for index, result in enumerate(results):
+                if isinstance(result, Accepted) and result.message.key in queued:
+                    results[index] = Accepted(queued[result.message.key], result.duplicate)
+        return [r for r in results if r is not None]
+
+    def _prepare(self, new: NewMessage, sender_id: str, correlation_id: str,
+                 now: datetime) -> Message:
+        """The message a submission makes, once the rules that need the server's
+        settings hold (the network policy on literal addresses, the deliverAt cap)."""
         content = new.content
         for field_name, url in (("targetUrl", content.target_url),
                                 ("callbackUrl", new.callback_url)):
             refusal = self.network.literal_refusal(urlsplit(url).hostname or "") if url else None
             if refusal is not None:
                 raise TargetNotAllowed(f"{field_name}: {refusal}")
-        now = self.clock()
         if new.deliver_at is not None and new.deliver_at > now + self.schedule_cap:
             raise ValidationFailed([FieldError(
                 "deliverAt", f"must be at most {self.schedule_cap.total_seconds():g} s "
                              "ahead (the server's cap)")])
         policy = self.limits.effective_policy(new.max_attempts, new.initial_delay,
                                               new.max_delay)
-        message = Message.new(
+        return Message.new(
             MessageKey(sender_id, new.message_id),
             content,
             correlation_id=correlation_id,
@@ -149,31 +207,36 @@ class Relay:
             deliver_at=new.deliver_at,
             callback_url=new.callback_url,
         )
-        stored, created = await self.store.create(message)
-        if not created:
-            if stored.fingerprint != message.fingerprint:
-                raise IdempotencyConflict(
-                    f"messageId {new.message_id} was accepted with different content"
-                )
-            if stored.status is Status.QUEUED and not stored.queued:
-                stored = await self._enqueue(stored)
+
+    def _judge(self, message: Message, stored: Message, created: bool,
+               correlation_id: str) -> Accepted:
+        """New, a duplicate, or a conflict (only the content is compared)."""
+        if created:
             if log.isEnabledFor(logging.INFO):
-                log.info("duplicate submission", extra=message_context(stored, correlation_id))
-            return Accepted(stored, duplicate=True)
+                log.info("accepted", extra=message_context(stored))
+            return Accepted(stored, duplicate=False)
+        if stored.fingerprint != message.fingerprint:
+            raise IdempotencyConflict(
+                f"messageId {message.key.message_id} was accepted with different content")
         if log.isEnabledFor(logging.INFO):
-            log.info("accepted", extra=message_context(stored))
-        return Accepted(await self._enqueue(stored), duplicate=False)
+            log.info("duplicate submission", extra=message_context(stored, correlation_id))
+        return Accepted(stored, duplicate=True)
 
     async def _enqueue(self, message: Message) -> Message:
         """Queue, then record that it is queued: a crash between leaves it to reconcile()."""
         due_at = message.next_attempt_at or self.clock()
         await self.queue.enqueue(message.key, due_at, message.correlation_id, message.destination)
         self.on_scheduled(due_at)
+        return await self._mark_queued(message)
+
+    async def _mark_queued(self, message: Message) -> Message:
+        """The message as queued; if a worker (or a twin submission) moved it on before
+        this write, it was queued all the same, and the answer is still the state at
+        queueing (QUEUED, as the contract's 202 says), not what happened since."""
         try:
             return await self.store.update(message.mark_queued())
-        except StaleWrite:  # a worker (or a twin submission) moved it on: it was queued
-            current = await self.store.get(message.key, with_body=False)
-            return current if current is not None else message
+        except StaleWrite:
+            return message.mark_queued()
 
     async def get(self, key: MessageKey) -> Message:
         """The message as a reader sees it; its body is not fetched. Outcome notices are

@@ -415,3 +415,18 @@ def test_deliver_at_and_outcome_callbacks(lambdas: AwsResources, partner: Partne
                      == "DELIVERED")
     code, body, _ = call_api("GET", "/v1/messages")
     assert [m["messageId"] for m in body["items"]] == ["later-1"]
+
+
+def test_batch_submit_on_aws(lambdas: AwsResources, partner: Partner) -> None:
+    items: list[Any] = [message(f"batch-{i}", partner.url("/ok/batch"), body={"i": i})
+                        for i in range(25)]
+    items += [message("batch-0", partner.url("/ok/batch"), body={"i": 0}),  # again
+              message("batch-1", partner.url("/ok/batch"), body="other"),  # conflict
+              message("bad", "ftp://example.com/")]
+    code, body, _ = call_api("POST", "/v1/messages/batch", {"messages": items})
+    assert code == 200, body
+    assert [a["httpStatus"] for a in body["items"]] == [202] * 25 + [200, 409, 400]
+    # one SQS entry per new message (SendMessageBatch, 10 a call), none for the others
+    assert queue_counts(lambdas)["ApproximateNumberOfMessages"] == 25
+    source(lambdas).run_until(lambda: len(partner.received("/ok/batch")) == 25)
+    assert all(status_of(f"batch-{i}") == "DELIVERED" for i in range(25))

@@ -18,7 +18,6 @@ from notify_relay_client import (
 from tests.partner import Partner
 
 pytestmark = pytest.mark.e2e
-NEEDS_BATCH = pytest.mark.skip(reason="needs POST /v1/messages/batch on the server")
 
 
 def test_deliver_at(relay: Client, partner: Partner, sender: str) -> None:
@@ -36,7 +35,6 @@ def test_deliver_at(relay: Client, partner: Partner, sender: str) -> None:
     assert [e.field for e in raised.value.errors] == ["deliverAt"]
 
 
-@NEEDS_BATCH
 def test_submit_batch(relay: Client, partner: Partner, sender: str) -> None:
     relay.submit(partner.url("/ok?first"), message_id="b-taken", body="one")
     results = relay.submit_batch([
@@ -65,7 +63,6 @@ def test_submit_batch(relay: Client, partner: Partner, sender: str) -> None:
     assert listed == {first.message_id, "b-2", "b-taken"}
 
 
-@NEEDS_BATCH
 def test_a_batch_that_is_not_one_is_refused(relay: Client, partner: Partner) -> None:
     with pytest.raises(ValidationError):
         relay.submit_batch([])

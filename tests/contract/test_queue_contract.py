@@ -11,7 +11,7 @@ import pytest
 from notify_relay.adapters.aws.sqs import SqsQueue
 from notify_relay.domain.destination import DestinationKey
 from notify_relay.domain.message import MessageKey
-from notify_relay.ports import WorkQueue
+from notify_relay.ports import Claim, Entry, WorkQueue
 from tests.contract.conftest import FakeClock
 
 pytestmark = pytest.mark.anyio
@@ -120,6 +120,19 @@ async def test_enqueue_leaves_a_leased_entry_to_its_holder(
     assert await queue.claim(10, 30) == []
     await queue.complete(claim)
     assert await queue.depth() == 0
+
+
+async def test_enqueue_many_queues_each_entry(queue: WorkQueue, clock: FakeClock) -> None:
+    keys = [MessageKey("s", f"many-{i}") for i in range(25)]  # SQS: three batch calls
+    await queue.enqueue_many([Entry(k, clock.now, f"corr-{i}", "d.example:443")
+                              for i, k in enumerate(keys)])
+    claimed: list[Claim] = []
+    for _ in range(10):
+        claimed += await queue.claim(25, 30)
+        if len(claimed) >= 25:
+            break
+    assert sorted(c.key for c in claimed) == sorted(keys)
+    assert {c.destination for c in claimed} == {"d.example:443"}
 
 
 async def test_enqueue_after_complete_queues_again(queue: WorkQueue, clock: FakeClock) -> None:

@@ -20,7 +20,7 @@ from notify_relay.domain.destination import (
 from notify_relay.domain.errors import InvalidCursor, StaleWrite
 from notify_relay.domain.message import Message, MessageKey
 from notify_relay.domain.status import Status
-from notify_relay.ports import Claim, DestinationPage, Page, Slots
+from notify_relay.ports import Claim, DestinationPage, Entry, Page, Slots
 
 
 class MemoryStore:
@@ -160,6 +160,10 @@ class MemoryQueue:
         entry = self._entries.setdefault(key, _Entry(due_at, None, destination))
         if entry.receipt is None and due_at < entry.due:
             entry.due = due_at
+
+    async def enqueue_many(self, entries: Sequence[Entry]) -> None:
+        for e in entries:
+            await self.enqueue(e.key, e.due_at, e.correlation_id, e.destination)
 
     def _lease(self, key: MessageKey, now: datetime, lease_seconds: float) -> Claim:
         entry = self._entries[key]

@@ -9,6 +9,7 @@ from starlette.datastructures import Headers
 
 from notify_relay import __version__
 from notify_relay.api import problems
+from notify_relay.api.batch import router as batch_router
 from notify_relay.api.destinations import router as destinations_router
 from notify_relay.api.middleware import (
     BodyGuardMiddleware,
@@ -45,6 +46,7 @@ def create_app(rt: Runtime, listen_host: str = "127.0.0.1") -> DescribedApp:
     app.state.runtime = rt
     problems.install(app)
     app.include_router(router)
+    app.include_router(batch_router)
     app.include_router(destinations_router)
     serve_docs(app)
     mount_console(app, rt)

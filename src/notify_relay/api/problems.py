@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -97,9 +97,13 @@ def _message(error: dict[str, Any]) -> str:
     return message.removeprefix("Value error, ")
 
 
+def field_errors(errors: Sequence[Any]) -> list[FieldError]:
+    """pydantic's errors as the contract's: dotted paths, plain messages."""
+    return [FieldError(_field(e), _message(e)) for e in errors]
+
+
 def validation_problem(exc: RequestValidationError) -> JSONResponse:
-    errors = [FieldError(_field(e), _message(e)) for e in exc.errors()]
-    return problem_for(ValidationFailed(errors))
+    return problem_for(ValidationFailed(field_errors(exc.errors())))
 
 
 _METHODS = ("DELETE", "GET", "PATCH", "POST", "PUT")

@@ -124,3 +124,26 @@ class Problem(_Strict):
 
 class Health(_Strict):
     status: str
+
+
+class BatchItemOut(BaseModel):
+    """One item's answer: POST /v1/messages's answer (with `httpStatus` 202 or 200), or a
+    4xx's problem fields (`code`, `detail`, `errors`) and the item's `messageId`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    httpStatus: int
+    messageId: str | None = None
+    senderId: str | None = None
+    status: Status | None = None
+    stored: bool | None = None
+    queued: bool | None = None
+    duplicate: bool | None = None
+    correlationId: str | None = None
+    code: str | None = None
+    detail: str | None = None
+    errors: list[FieldErrorOut] | None = None
+
+
+class BatchOut(_Strict):
+    items: list[BatchItemOut]

@@ -14,7 +14,7 @@ from notify_relay.adapters.turns import RoundRobin
 from notify_relay.clock import utcnow
 from notify_relay.domain.destination import DestinationKey, fair_shares
 from notify_relay.domain.message import MessageKey
-from notify_relay.ports import Claim, Slots
+from notify_relay.ports import Claim, Entry, Slots
 
 
 def _execute(sql: str, params: tuple[object, ...]) -> Callable[[sqlite3.Connection], int]:
@@ -35,6 +35,11 @@ class SqliteQueue:
     ) -> None:
         params = (key.sender_id, key.message_id, due_at.timestamp(), destination)
         await self._db.write(_execute(queries.ENQUEUE, params))
+
+    async def enqueue_many(self, entries: Sequence[Entry]) -> None:
+        rows = [(e.key.sender_id, e.key.message_id, e.due_at.timestamp(), e.destination)
+                for e in entries]
+        await self._db.write(lambda conn: conn.executemany(queries.ENQUEUE, rows).rowcount)
 
     async def claim(
         self, limit: int, lease_seconds: float, slots: Slots | None = None
