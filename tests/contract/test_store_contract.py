@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -192,6 +192,21 @@ async def test_failed_between_selects_by_failure_time_and_destination(
                                           2)) == 2
     assert await store.failed_between("sender-b", None, NOW, NOW + timedelta(hours=1),
                                       10) == []
+
+
+async def test_failed_between_takes_a_window_in_any_time_zone(store: MessageStore) -> None:
+    """Stored times are UTC text: a window given with an offset must still select by the
+    instant (SQLite and DynamoDB compare the text)."""
+    await _failed(store, "noon", NOW)  # 12:00 UTC
+    plus_two = timezone(timedelta(hours=2))
+    around = await store.failed_between("sender-a", None,
+                                        (NOW - timedelta(minutes=30)).astimezone(plus_two),
+                                        (NOW + timedelta(minutes=30)).astimezone(plus_two), 10)
+    assert [m.key.message_id for m in around] == ["noon"]
+    after = await store.failed_between("sender-a", None,
+                                       (NOW + timedelta(minutes=30)).astimezone(plus_two),
+                                       (NOW + timedelta(hours=3)).astimezone(plus_two), 10)
+    assert after == []
 
 
 async def test_failed_between_leaves_out_what_is_no_longer_failed(store: MessageStore) -> None:

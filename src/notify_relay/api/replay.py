@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import (
@@ -38,7 +38,7 @@ class ReplayRequest(BaseModel):
     def window(self) -> tuple[datetime | None, datetime | None]:
         """[since, until): an `until` before `since` is an empty window, not an error, as
         a rule across two fields is one that no schema can tell a client."""
-        since = parse_rfc3339(self.since) if self.since else None
-        until = parse_rfc3339(self.until) if self.until else None
+        since = parse_rfc3339(self.since).astimezone(UTC) if self.since else None
+        until = parse_rfc3339(self.until).astimezone(UTC) if self.until else None
         return since, until
 

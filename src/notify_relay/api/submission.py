@@ -7,7 +7,7 @@ the JSON schema that /openapi.json gives generated clients.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import (
@@ -147,6 +147,6 @@ class Submission(BaseModel):
             initial_delay=policy.initialDelaySeconds if policy else None,
             max_delay=policy.maxDelaySeconds if policy else None,
             timeout_seconds=self.timeoutSeconds,
-            deliver_at=parse_rfc3339(self.deliverAt) if self.deliverAt else None,
+            deliver_at=parse_rfc3339(self.deliverAt).astimezone(UTC) if self.deliverAt else None,
             callback_url=self.callbackUrl,
         )

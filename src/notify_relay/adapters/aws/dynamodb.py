@@ -26,7 +26,7 @@ import asyncio
 import hashlib
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -314,7 +314,9 @@ class DynamoStore:
                                 "AND NOT contains(messageId, :notice)",
             "ExpressionAttributeValues": {
                 ":p": {"S": f"{sender_id}#{Status.FAILED.value}"},
-                ":since": {"S": since.isoformat()}, ":until": {"S": until.isoformat()},
+                # compared as text with the stored times, which are UTC
+                ":since": {"S": since.astimezone(UTC).isoformat()},
+                ":until": {"S": until.astimezone(UTC).isoformat()},
                 ":notice": {"S": "~"}},
         }
         while True:

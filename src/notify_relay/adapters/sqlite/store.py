@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -125,8 +125,10 @@ class SqliteStore:
         self, sender_id: str, destination: str | None, since: datetime, until: datetime,
         limit: int,
     ) -> Sequence[Message]:
-        params = {"sender": sender_id, "destination": destination, "since": since.isoformat(),
-                  "until": until.isoformat(), "limit": limit}
+        # compared as text with the stored times, which are UTC
+        params = {"sender": sender_id, "destination": destination,
+                  "since": since.astimezone(UTC).isoformat(),
+                  "until": until.astimezone(UTC).isoformat(), "limit": limit}
         rows = await self._db.read(
             lambda conn: conn.execute(queries.FAILED_BETWEEN, params).fetchall())
         return _readable(rows)
