@@ -184,3 +184,18 @@ def test_cancelled_is_final_until_retried_by_hand_with_a_fresh_budget() -> None:
     assert requeued.attempt_budget == 1 + 2
     with pytest.raises(InvalidState):
         requeued.cancel(NOW).cancel(NOW)
+
+
+def test_only_the_latest_attempts_keep_the_partners_answer() -> None:
+    from notify_relay.domain.message import RESPONSES_KEPT
+    from notify_relay.domain.response import PartnerResponse
+
+    answer = PartnerResponse((("content-type", "text/plain"),), "busy", False)
+    message = new_message(max_attempts=30)
+    for _ in range(RESPONSES_KEPT + 5):
+        message = message.start_attempt(NOW).finish_attempt(
+            AttemptResult(status_code=503, response=answer), Decision(Outcome.RETRY, NOW),
+            started_at=NOW, duration_ms=1, now=NOW)
+    kept = [a.response is not None for a in message.attempts]
+    assert kept == [False] * 5 + [True] * RESPONSES_KEPT
+    assert [a.status_code for a in message.attempts] == [503] * (RESPONSES_KEPT + 5)

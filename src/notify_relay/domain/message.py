@@ -80,6 +80,9 @@ class Content:
         return next((v for k, v in self.headers if k.lower() == lowered), None)
 
 
+# the partner's answer is kept on the latest attempts only: up to ~4 KB each, it would
+# otherwise grow a DynamoDB item towards its 400 KB limit over a long retry history
+RESPONSES_KEPT = 10
 INTERRUPTED_ERROR = "attempt interrupted: the worker stopped before it recorded a result"
 # a message whose attempts keep ending with the worker's death is taken for the cause
 POISON_INTERRUPTIONS = 3
@@ -210,9 +213,14 @@ class Message:
         number = self.attempt_count + 1
         attempt = Attempt(number, started_at, duration_ms, result.status_code,
                           result.description, decision.outcome, result.response)
+        attempts = (*self.attempts, attempt)
+        if len(attempts) > RESPONSES_KEPT:  # older answers go: the item stays bounded
+            cut = len(attempts) - RESPONSES_KEPT
+            attempts = tuple(replace(a, response=None) if i < cut and a.response else a
+                             for i, a in enumerate(attempts))
         common: dict[str, object] = {
             "attempt_count": number,
-            "attempts": (*self.attempts, attempt),
+            "attempts": attempts,
             "last_status_code": result.status_code,
             "last_error": result.description,
         }
