@@ -84,6 +84,7 @@ def test_every_error_the_server_answers_is_described_for_its_operation(
     messages, one = "/v1/messages", "/v1/messages/{messageId}"
     retry, cancel = "/v1/messages/{messageId}/retry", "/v1/messages/{messageId}/cancel"
     replay, dests = "/v1/messages/replay", "/v1/destinations"
+    batch = "/v1/messages/batch"
     dest = "/v1/destinations/{destination}"
     # (operation path, method, status, url, request options)
     cases: list[tuple[str, str, int, str, dict[str, Any]]] = [
@@ -114,6 +115,10 @@ def test_every_error_the_server_answers_is_described_for_its_operation(
                                        "headers": alice}),
         (replay, "POST", 413, replay, {"content": TOO_LARGE, "headers": {**alice, **json_body}}),
         (replay, "POST", 415, replay, {"content": b"{}", "headers": {**alice, **text_body}}),
+        (batch, "POST", 400, batch, {"json": {"messages": []}, "headers": alice}),
+        (batch, "POST", 401, batch, {"json": {"messages": [message("oa-b")]}}),
+        (batch, "POST", 413, batch, {"content": TOO_LARGE, "headers": {**alice, **json_body}}),
+        (batch, "POST", 415, batch, {"content": b"{}", "headers": {**alice, **text_body}}),
         (dests, "GET", 400, dests, {"params": {"state": "SHUT"}, "headers": alice}),
         (dests, "GET", 401, dests, {}),
         (dests, "GET", 403, dests, {"params": {"senderId": "bob"}, "headers": alice}),
@@ -210,6 +215,9 @@ def test_a_keyless_server_refuses_a_foreign_host_as_described(
         answer = http.post("/v1/messages", json=message("oa-origin"),
                            headers={"Origin": "http://attacker.example"})
         assert_described(spec, "/v1/messages", "POST", answer, 403)
+        answer = http.post("/v1/messages/batch", json={"messages": [message("oa-origin")]},
+                           headers={"Origin": "http://attacker.example"})
+        assert_described(spec, "/v1/messages/batch", "POST", answer, 403)
 
 
 def test_docs_load_from_this_server_alone(http: httpx.Client, server: ServerProcess) -> None:

@@ -21,6 +21,7 @@ CONTRACT_PATHS = {
     "/v1/messages/{messageId}/retry": {"post"},
     "/v1/messages/{messageId}/cancel": {"post"},
     "/v1/messages/replay": {"post"},
+    "/v1/messages/batch": {"post"},
     "/v1/destinations": {"get"},
     "/v1/destinations/{destination}": {"get", "patch"},
     "/healthz": {"get"},

@@ -61,9 +61,12 @@ def _item_problem(exc: NotifyRelayError, raw: Any) -> dict[str, Any]:
     "/v1/messages/batch",
     response_model=BatchOut,
     response_description="Each item's answer, in request order",
-    responses=errors(400, 401, *BODY, 500, 503, described={
+    responses=errors(400, 401, 403, *BODY, 500, 503, described={
         400: "`VALIDATION_ERROR`: not a batch (malformed JSON, no `messages`, none or more "
              "than 100); an invalid item is answered in its place instead",
+        403: "`FORBIDDEN`: on a server without keys, a `Host` that is not a loopback name "
+             "or the listen address, or a request from another `Origin`; an item whose "
+             "`senderId` is not the key's is answered 403 in its place instead",
     }),
     summary="Submit 1-100 notifications in one request",
 )
