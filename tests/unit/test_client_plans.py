@@ -357,3 +357,19 @@ def test_wait_for_given_statuses_and_timeout() -> None:
               lambda call: respond(call, 200, message_json("QUEUED")))
     assert isinstance(raised.value, TimeoutError)
     assert raised.value.message.status is MessageStatus.QUEUED
+
+
+def replayed(call: Call) -> httpx.Response:
+    return respond(call, 202, {"replayed": 3, "more": False})
+
+
+def test_replay_is_retried_only_when_the_server_surely_did_not_act() -> None:
+    """A second replay after a lost answer would replay up to `limit` more."""
+    calls = lambda steps: sum(isinstance(s, Call) for s in steps)  # noqa: E731
+    result, steps = drive(Core(retries=FAST).replay("d", None, None, 10),
+                          scripted(refused, problem(429, "RATE_LIMITED"), replayed))
+    assert (result.replayed, calls(steps)) == (3, 3)
+    for doubtful in (cut, problem(503, "SYSTEM_ERROR")):
+        plan = Core(retries=FAST).replay("d", None, None, 10)
+        with pytest.raises((TransportError, ServerError)):
+            drive(plan, scripted(doubtful, replayed))

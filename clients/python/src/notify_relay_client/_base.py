@@ -222,13 +222,19 @@ class Core:
             query["senderId"] = self.sender_id
         return query
 
-    def exchange(self, call: Call) -> Plan[Exchanged]:
-        """`call`, repeated per `retries`; its last answer, or TransportError."""
+    def exchange(self, call: Call, *, repeatable: bool = True) -> Plan[Exchanged]:
+        """`call`, repeated per `retries`; its last answer, or TransportError.
+
+        `repeatable=False`: a call that is not safe to repeat once it may have been acted
+        on (replay: a second try would replay up to `limit` more) is retried only when the
+        server surely did not act on it."""
         doubt = False
         retry = 0
         while True:
             reply = yield call
             delay = retry_delay(reply, retry, self.retries)
+            if not repeatable and may_have_reached(reply):
+                delay = None
             if delay is None:
                 if isinstance(reply, httpx.TransportError):
                     raise TransportError(
@@ -306,10 +312,10 @@ class Core:
         selection = {"destination": destination,
                      "since": format_time(since) if since else None,
                      "until": format_time(until) if until else None, "limit": limit}
-        data = yield from self._json(Call(
+        exchanged = yield from self.exchange(Call(
             "POST", "/v1/messages/replay", params=self._query(),
-            json={k: v for k, v in selection.items() if v is not None}))
-        return ReplayResult.from_json(data)
+            json={k: v for k, v in selection.items() if v is not None}), repeatable=False)
+        return ReplayResult.from_json(json_of(exchanged.response))
 
     def wait_for(self, message_id: str, timeout: float,
                  statuses: Collection[MessageStatus | str] | None) -> Plan[Message]:

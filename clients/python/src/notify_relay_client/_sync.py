@@ -46,7 +46,9 @@ class Client:
     `sender_id` names the sender. `auth` takes any `httpx.Auth` (see `for_aws` for SigV4).
     Every call is retried up to `max_retries` times on connection errors, timeouts, 408,
     429 and 5xx, with full-jitter backoff or the server's `Retry-After`: safe, since
-    submissions carry their `messageId` and the other calls are reads or idempotent.
+    submissions carry their `messageId`, retry and cancel re-read the message when a
+    repeat meets the state they left, and the rest are reads; replay alone, which is not
+    idempotent, is retried only when the server surely did not act on it.
     """
 
     def __init__(self, base_url: str, api_key: str | None = None, *,
