@@ -6,6 +6,7 @@ No framework here: the API, the embedded worker and the Lambdas all call this.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -19,9 +20,11 @@ from notify_relay.clock import utcnow
 from notify_relay.domain.callback import (
     callback_state,
     is_notice,
+    is_orphan,
     notice_due,
     notice_key,
     outcome_notice,
+    parent_of,
 )
 from notify_relay.domain.delivery import outbound_headers
 from notify_relay.domain.destination import DestinationKey
@@ -86,6 +89,14 @@ def message_context(message: Message, request_cid: str | None = None) -> dict[st
     if request_cid and request_cid != message.correlation_id:
         context["messageCorrelationId"] = message.correlation_id
     return context
+
+
+def _duration(span: timedelta) -> str:
+    seconds = span.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +188,10 @@ class Relay:
             for index, result in enumerate(results):
                 if isinstance(result, Accepted) and result.message.key in queued:
                     results[index] = Accepted(queued[result.message.key], result.duplicate)
-        return [r for r in results if r is not None]
+        answered = [r for r in results if r is not None]
+        if len(answered) != len(items):  # every item is judged above: a bug otherwise
+            raise RuntimeError("submit_many left an item unanswered")
+        return answered
 
     def _prepare(self, new: NewMessage, sender_id: str, correlation_id: str,
                  now: datetime) -> Message:
@@ -191,8 +205,8 @@ class Relay:
                 raise TargetNotAllowed(f"{field_name}: {refusal}")
         if new.deliver_at is not None and new.deliver_at > now + self.schedule_cap:
             raise ValidationFailed([FieldError(
-                "deliverAt", f"must be at most {self.schedule_cap.total_seconds():g} s "
-                             "ahead (the server's cap)")])
+                "deliverAt", f"must be at most {_duration(self.schedule_cap)} ahead "
+                             "(the server's cap)")])
         policy = self.limits.effective_policy(new.max_attempts, new.initial_delay,
                                               new.max_delay)
         return Message.new(
@@ -250,8 +264,11 @@ class Relay:
         self, sender_id: str, status: Status | None, limit: int, cursor: str | None
     ) -> Page:
         page = await self.store.list(sender_id, status, limit, cursor)
-        return Page([await self._with_callback(await self._as_expected(m))
-                     for m in page.items], page.next_cursor)
+        async def view(message: Message) -> Message:
+            return await self._with_callback(await self._as_expected(message))
+
+        items = await asyncio.gather(*(view(m) for m in page.items))
+        return Page(items, page.next_cursor)
 
     async def _with_callback(self, message: Message) -> Message:
         """With the state of its latest outcome notice, when one is due."""
@@ -294,7 +311,7 @@ class Relay:
         drops entries of final messages.
         """
         for _ in range(CANCEL_TRIES):
-            message = await self.store.get(key, with_body=False)
+            message = await self.store.get(key, with_body=False) if not is_notice(key) else None
             if message is None:
                 raise NotFound(f"no message {key.message_id} for sender {key.sender_id}")
             try:  # cancel() raises InvalidState unless the message still waits
@@ -414,6 +431,9 @@ class Relay:
             await self.queue.complete(claim)
             await self._requeue_if_retried(claim.key)
             return
+        if is_notice(message.key) and await self._orphan(message):
+            await self.queue.complete(claim)
+            return
         now = self.clock()
         wait_until = self._not_before(message)
         if wait_until is not None and wait_until > now:
@@ -482,6 +502,18 @@ class Relay:
             message, policy=self.limits.default_policy,
             timeout_seconds=self.limits.default_timeout, now=self.clock()))
         return replace(message, callback_notice=message.attempt_count), notice
+
+    async def _orphan(self, notice: Message) -> bool:
+        """Drop a notice whose outcome was never recorded (domain/callback.is_orphan): it
+        ends CANCELLED, without an attempt, and its entry goes."""
+        parent_key, _ = parent_of(notice.key)
+        if not is_orphan(notice.key, await self.store.get(parent_key, with_body=False)):
+            return False
+        log.warning("dropped the notice of an outcome that was never recorded",
+                    extra=message_context(notice))
+        with contextlib.suppress(StaleWrite, InvalidState):
+            await self.store.update(notice.cancel(self.clock()))
+        return True
 
     async def _send_notice(self, notice: Message | None) -> None:
         """Queue a stored notice (a failed enqueue is the reconciler's, as for any message)."""

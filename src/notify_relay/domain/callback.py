@@ -12,7 +12,7 @@ import json
 from datetime import UTC, datetime
 
 from notify_relay.domain.message import BodyKind, CallbackState, Content, Message, MessageKey
-from notify_relay.domain.retry import RetryPolicy
+from notify_relay.domain.retry import Outcome, RetryPolicy
 from notify_relay.domain.status import Status
 
 NOTICE_MARK = "~callback~"  # `~` is outside the message id alphabet: no sender's id has it
@@ -32,6 +32,24 @@ def notice_key(key: MessageKey, notice: int) -> MessageKey:
     return MessageKey(key.sender_id, f"{key.message_id}{NOTICE_MARK}{notice}")
 
 
+def parent_of(notice: MessageKey) -> tuple[MessageKey, int]:
+    """The message a notice tells of, and the attempt number whose outcome it tells."""
+    message_id, _, number = notice.message_id.rpartition(NOTICE_MARK)
+    return MessageKey(notice.sender_id, message_id), int(number)
+
+
+def is_orphan(notice: MessageKey, parent: Message | None) -> bool:
+    """A notice of an outcome that was never recorded. A notice is stored before its
+    message's outcome; if that write then failed (a crash, a lost race between duplicate
+    SQS workers), the attempt it tells of was never recorded, or was recorded as cut short
+    and tried again: the notice must not go (the next outcome has its own)."""
+    _, number = parent_of(notice)
+    if parent is None or parent.attempt_count < number:
+        return True
+    recorded = next((a for a in parent.attempts if a.number == number), None)
+    return recorded is not None and recorded.outcome is Outcome.RETRY
+
+
 def _rfc3339(value: datetime | None) -> str | None:
     if value is None:
         return None
@@ -48,7 +66,8 @@ def outcome_notice(message: Message, *, policy: RetryPolicy, timeout_seconds: fl
                    now: datetime) -> Message:
     """The notice of `message`'s outcome, as a new message to its callback URL, with the
     contract's Idempotency-Key (the same for every attempt of this notice)."""
-    assert message.callback_url is not None
+    if message.callback_url is None:
+        raise ValueError("a message without a callbackUrl has no outcome notice")
     body = {
         "type": NOTICE_TYPES[message.status],
         "messageId": message.key.message_id,

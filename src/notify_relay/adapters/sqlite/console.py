@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from notify_relay.adapters.paging import decode_position, encode_cursor
 from notify_relay.adapters.sqlite.database import BUSY_TIMEOUT_MS, SqliteDatabase
-from notify_relay.adapters.sqlite.queries import MESSAGE_COLUMNS
+from notify_relay.adapters.sqlite.queries import MESSAGE_COLUMNS, NOT_A_NOTICE
 from notify_relay.adapters.sqlite.store import SqliteStore, _readable
 from notify_relay.console.reads import MessageFilter, MinuteCount
 from notify_relay.domain.errors import StoreUnavailable
@@ -26,14 +26,15 @@ from notify_relay.ports import Page
 
 T = TypeVar("T")
 
-COUNTS_BY_STATUS = """
-SELECT status, count(*) FROM messages WHERE sender_id = ? GROUP BY status
+COUNTS_BY_STATUS = f"""
+SELECT status, count(*) FROM messages WHERE sender_id = ? AND {NOT_A_NOTICE} GROUP BY status
 """
 
 # updated_at is RFC 3339 text in UTC: its first 16 characters name the minute
-FINISHED_PER_MINUTE = """
+FINISHED_PER_MINUTE = f"""
 SELECT substr(updated_at, 1, 16) AS minute, status, count(*) FROM messages
 WHERE sender_id = ? AND status IN ('DELIVERED', 'FAILED') AND updated_at >= ?
+  AND {NOT_A_NOTICE}
 GROUP BY minute, status
 """
 
@@ -55,7 +56,7 @@ def _stored_time(value: datetime) -> str:
 
 def _list_query(params: Mapping[str, object], time_field: str) -> str:
     column = {"created": "created", "updated": "updated"}[time_field]
-    conditions = ["m.sender_id = :sender"]
+    conditions = ["m.sender_id = :sender", NOT_A_NOTICE]
     conditions += [sql.format(time=column) for name, sql in _CONDITIONS.items()
                    if params.get(name) is not None]
     return (f"SELECT {MESSAGE_COLUMNS}, NULL FROM messages m WHERE {' AND '.join(conditions)} "

@@ -1,6 +1,10 @@
 """Every SQL statement of the SQLite adapters, named, in one place."""
 # ruff: noqa: S608 - the f-strings splice constant column lists, never input
 
+# outcome notices are messages of the relay's own, under ids with `~` (domain/callback.py):
+# never the sender's to list, count or replay
+NOT_A_NOTICE = "instr(message_id, '~') = 0"
+
 MESSAGE_COLUMNS = (
     "m.seq, m.sender_id, m.message_id, m.status, m.fingerprint, m.created_at, m.updated_at, "
     "m.queued, m.version, m.doc"
@@ -34,7 +38,7 @@ LIST_MESSAGES = f"""
 SELECT {MESSAGE_COLUMNS}, NULL FROM messages m
 WHERE m.sender_id = :sender AND (:status IS NULL OR m.status = :status)
   AND (:before IS NULL OR m.seq < :before)
-  AND instr(m.message_id, '~') = 0  -- outcome notices are the relay's own (domain/callback)
+  AND {NOT_A_NOTICE}
 ORDER BY m.seq DESC LIMIT :limit
 """
 
@@ -43,7 +47,7 @@ SELECT {MESSAGE_COLUMNS}, NULL FROM messages m INDEXED BY messages_by_sender_sta
 WHERE m.sender_id = :sender AND m.status = 'FAILED'
   AND m.updated_at >= :since AND m.updated_at < :until
   AND (:destination IS NULL OR m.destination = :destination)
-  AND instr(m.message_id, '~') = 0
+  AND {NOT_A_NOTICE}
 ORDER BY m.updated_at LIMIT :limit
 """
 
