@@ -41,6 +41,7 @@ def build_embedded(settings: Settings) -> Runtime:
         SqliteQueue,
         SqliteStore,
     )
+    from notify_relay.adapters.sqlite.console import SqliteConsoleReads
     from notify_relay.worker.loop import Worker, WorkerSettings
     from notify_relay.worker.wakeup import WakeUp
 
@@ -76,6 +77,7 @@ def build_embedded(settings: Settings) -> Runtime:
     async def close_database() -> None:
         database.close()
 
+    console = SqliteConsoleReads(database)
     return Runtime(
         relay=relay,
         auth=Authenticator.from_keys(settings.api_keys),
@@ -83,8 +85,9 @@ def build_embedded(settings: Settings) -> Runtime:
         limiter=(RateLimiter(settings.rate_limit, settings.rate_burst)
                  if settings.rate_limit > 0 else None),
         metrics_need_key=settings.metrics_need_key,
+        console=console,
         starts=[deliverer.open, worker.start],
-        stops=[close_database, deliverer.close, worker.stop],
+        stops=[close_database, console.close, deliverer.close, worker.stop],
         checks=[worker.check_alive],
     )
 

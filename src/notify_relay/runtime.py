@@ -13,6 +13,7 @@ from notify_relay.service import Relay
 
 if TYPE_CHECKING:
     from notify_relay.adapters.prometheus import PrometheusObserver
+    from notify_relay.console.reads import ConsoleReads
 
 Step = Callable[[], Awaitable[None]]
 
@@ -25,6 +26,7 @@ class Runtime:
     limiter: RateLimiter | None = None
     metrics_need_key: bool = False
     dead_letters: DeadLetterSweeper | None = None
+    console: ConsoleReads | None = None  # the embedded server's console reads; none on AWS
     starts: list[Step] = field(default_factory=list)
     stops: list[Step] = field(default_factory=list)
     checks: list[Step] = field(default_factory=list)

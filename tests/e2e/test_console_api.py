@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from notify_relay.adapters.sqlite import SqliteDatabase, SqliteStore
-from notify_relay.adapters.sqlite.console import SqliteConsoleReads, console_reads_of
+from notify_relay.adapters.sqlite.console import SqliteConsoleReads
 from notify_relay.console.reads import MessageFilter
 from notify_relay.console.router import CONTENT_SECURITY_POLICY
 from notify_relay.domain.errors import StoreUnavailable
@@ -241,8 +241,7 @@ async def test_sqlite_reads_never_write(tmp_path: Path) -> None:
     try:
         store = SqliteStore(database)
         await store.create(make_message("m-1", "s"))
-        reads = console_reads_of(store)
-        assert isinstance(reads, SqliteConsoleReads)
+        reads = SqliteConsoleReads(database)
         try:
             assert await reads.counts("s") == {"QUEUED": 1}
             page = await reads.messages("s", MessageFilter(id_prefix="m-"), 10, None)
@@ -254,4 +253,3 @@ async def test_sqlite_reads_never_write(tmp_path: Path) -> None:
             await reads.close()
     finally:
         database.close()
-    assert console_reads_of(object()) is None

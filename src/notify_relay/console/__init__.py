@@ -10,19 +10,10 @@ __all__ = ["mount_console"]
 
 
 def mount_console(app: FastAPI, rt: Runtime) -> None:
-    """Serve the console when the runtime's store is SQLite (the embedded server).
-
-    The AWS deployment has no console: its store is not SQLite, and the SQLite adapter is
-    imported only when the store already comes from it, so the API Lambda never loads it.
-    The console's read connection closes with the runtime.
-    """
-    if not type(rt.relay.store).__module__.startswith("notify_relay.adapters.sqlite."):
+    """Serve the console when the runtime has its reads (the embedded server: bootstrap
+    builds them on the SQLite file; the AWS deployment has no console)."""
+    if rt.console is None:
         return
-    from notify_relay.adapters.sqlite.console import console_reads_of
     from notify_relay.console.router import console_router
 
-    reads = console_reads_of(rt.relay.store)
-    if reads is None:
-        return
-    rt.stops.append(reads.close)
-    app.include_router(console_router(reads))
+    app.include_router(console_router(rt.console))

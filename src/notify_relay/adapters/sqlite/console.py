@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from notify_relay.adapters.paging import decode_position, encode_cursor
 from notify_relay.adapters.sqlite.database import BUSY_TIMEOUT_MS, SqliteDatabase
 from notify_relay.adapters.sqlite.queries import MESSAGE_COLUMNS, NOT_A_NOTICE
-from notify_relay.adapters.sqlite.store import SqliteStore, _readable
+from notify_relay.adapters.sqlite.store import readable_rows
 from notify_relay.console.reads import MessageFilter, MinuteCount
 from notify_relay.domain.errors import StoreUnavailable
 from notify_relay.ports import Page
@@ -118,17 +118,10 @@ class SqliteConsoleReads:
         more = len(rows) > limit
         rows = rows[:limit]
         # the rows are the store's own (its columns, no body): read them as it does
-        return Page(_readable(rows), encode_cursor(rows[-1][0]) if more else None)
+        return Page(readable_rows(rows), encode_cursor(rows[-1][0]) if more else None)
 
     async def close(self) -> None:
         async with self._lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-
-
-def console_reads_of(store: object) -> SqliteConsoleReads | None:
-    """The console's reads over the database of a SQLite store; None for any other store."""
-    if not isinstance(store, SqliteStore):
-        return None
-    return SqliteConsoleReads(store._db)

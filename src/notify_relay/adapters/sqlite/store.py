@@ -49,7 +49,7 @@ def _decode(row: tuple[Any, ...]) -> Message:
     )
 
 
-def _readable(rows: list[tuple[Any, ...]]) -> list[Message]:
+def readable_rows(rows: list[tuple[Any, ...]]) -> list[Message]:
     """The messages of the rows that can be read; each one that cannot is logged and left
     out, so that one damaged row does not take a whole listing down."""
     messages = []
@@ -119,7 +119,7 @@ class SqliteStore:
         )
         more = len(rows) > limit
         rows = rows[:limit]
-        return Page(_readable(rows), encode_cursor(rows[-1][0]) if more else None)
+        return Page(readable_rows(rows), encode_cursor(rows[-1][0]) if more else None)
 
     async def failed_between(
         self, sender_id: str, destination: str | None, since: datetime, until: datetime,
@@ -131,7 +131,7 @@ class SqliteStore:
                   "until": until.astimezone(UTC).isoformat(), "limit": limit}
         rows = await self._db.read(
             lambda conn: conn.execute(queries.FAILED_BETWEEN, params).fetchall())
-        return _readable(rows)
+        return readable_rows(rows)
 
     async def unqueued(self, created_before: datetime, limit: int) -> Sequence[Message]:
         rows = await self._db.read(
@@ -139,7 +139,7 @@ class SqliteStore:
                 queries.UNQUEUED_MESSAGES, (created_before.isoformat(), limit)
             ).fetchall()
         )
-        return _readable(rows)
+        return readable_rows(rows)
 
     async def ping(self) -> None:
         await self._db.check_writable()
