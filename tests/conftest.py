@@ -3,9 +3,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.aws.moto import AwsResources, create_resources, start_moto
 from tests.partner import Partner
+
+# property tests judge inputs, not speed: on a loaded 2-core machine (CI, other tests'
+# servers) a slow example is no failure
+settings.register_profile("suite", deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("suite")
 
 
 @pytest.fixture
@@ -17,6 +24,8 @@ def anyio_backend() -> str:
 def partner() -> Iterator[Partner]:
     with Partner() as running:
         yield running
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     server, endpoint = start_moto()
