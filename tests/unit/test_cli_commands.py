@@ -160,3 +160,15 @@ def test_one_line_per_request() -> None:
     assert fields[-1].startswith("body=line 1\\nline 2xxx")
     assert fields[-1].endswith("… (313 bytes)")
     assert request_line("GET", "/", {}, b"", 200, Behaviour(), None).endswith("body=(none)")
+
+
+def test_times_take_units_as_serve_does() -> None:
+    import argparse
+
+    from notify_relay.cli.remote import positive
+
+    assert (positive("2h"), positive("30s"), positive("500ms"), positive("5")) == (
+        7200.0, 30.0, 0.5, 5.0)
+    for bad in ("2x", "-5s", "0", "soon"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            positive(bad)

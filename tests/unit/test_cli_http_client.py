@@ -44,7 +44,8 @@ def test_a_submission_carries_the_sender_in_its_body() -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(202, json={"messageId": "m-1", "status": "QUEUED"})
+        return httpx.Response(202, json={"messageId": "m-1", "status": "QUEUED",
+                                         "duplicate": False})
 
     with client(handler, sender="team-a") as relay:
         assert relay.submit({"messageId": "m-1", "targetUrl": "http://x"})["status"] == "QUEUED"
@@ -58,7 +59,10 @@ def test_ids_and_names_are_one_path_segment_each() -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         paths.append(request.url.raw_path.decode())
-        return httpx.Response(200, json={})
+        # the fields each call checks for, all in one answer
+        return httpx.Response(200, json={"messageId": "m", "status": "QUEUED", "attempts": [],
+                                         "destination": "d", "state": "CLOSED",
+                                         "replayed": 0, "more": False})
 
     with client(handler) as relay:
         relay.get_message("a:b@c")
@@ -143,3 +147,17 @@ def test_pages_follow_the_cursor_up_to_the_limit() -> None:
     calls.clear()
     assert [i for p in pages(fetch, limit=4) for i in p["items"]] == [0, 1, 2, 3]
     assert [c["limit"] for c in calls] == [4, 1]
+
+
+@pytest.mark.parametrize("answer", [{}, {"ok": True}, [], "hello"])
+def test_an_answer_that_is_not_notify_relays_is_an_error(answer: object) -> None:
+    """A mistyped --url (a partner's port, say) must not print a made-up success."""
+    with client(lambda request: httpx.Response(200, json=answer)) as relay:
+        for call in (lambda: relay.submit({"messageId": "m", "targetUrl": "http://x"}),
+                     lambda: relay.get_message("m"), lambda: relay.list_messages(),
+                     lambda: relay.list_destinations()):
+            with pytest.raises(ApiError) as raised:
+                call()
+            assert raised.value.code == "BAD_RESPONSE"
+            assert not raised.value.refused  # exit 3: no notify-relay answered
+            assert "is http://relay.test a notify-relay server?" in raised.value.detail

@@ -60,6 +60,13 @@ def _problem(response: httpx.Response) -> ApiError:
     return ApiError(response.status_code, f"HTTP_{response.status_code}", detail, correlation_id)
 
 
+# the fields each answer must have to be taken for notify-relay's
+SUBMITTED = ("messageId", "status", "duplicate")
+MESSAGE = ("messageId", "status", "attempts")
+PAGE = ("items", "nextCursor")
+DESTINATION = ("destination", "state")
+
+
 class RelayClient:
     """The API of one server, as one sender: its key, or `sender` on a key-less server."""
 
@@ -85,8 +92,11 @@ class RelayClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
-                 json: Any = None, sender_in_query: bool = True) -> Any:
+    def _request(self, method: str, path: str, *, expect: tuple[str, ...],
+                 params: Mapping[str, Any] | None = None, json: Any = None,
+                 sender_in_query: bool = True) -> dict[str, Any]:
+        """The answer's JSON object, which must have the `expect` fields: a 200 from
+        something that is not notify-relay (a mistyped --url) is an error, not a result."""
         query = {k: v for k, v in (params or {}).items() if v is not None}
         if sender_in_query and self.sender:
             query["senderId"] = self.sender
@@ -102,11 +112,15 @@ class RelayClient:
         if not response.is_success:
             raise _problem(response)
         try:
-            return response.json()
+            answer = response.json()
         except ValueError:
-            raise ApiError(response.status_code, "BAD_RESPONSE",
-                           f"{method} {path} answered {response.status_code} without JSON",
-                           response.headers.get("x-correlation-id")) from None
+            answer = None
+        if not isinstance(answer, dict) or not all(field in answer for field in expect):
+            raise ApiError(None, "BAD_RESPONSE",
+                           f"{method} {path} got a {response.status_code} answer that is not "
+                           f"notify-relay's: is {self.base_url} a notify-relay server?",
+                           response.headers.get("x-correlation-id"))
+        return answer
 
     # messages
 
@@ -114,35 +128,37 @@ class RelayClient:
         body = dict(submission)
         if self.sender and "senderId" not in body:
             body["senderId"] = self.sender
-        result: dict[str, Any] = self._request("POST", "/v1/messages", json=body,
+        result: dict[str, Any] = self._request("POST", "/v1/messages", json=body, expect=SUBMITTED,
                                                sender_in_query=False)
         return result
 
     def list_messages(self, *, status: str | None = None, limit: int | None = None,
                       cursor: str | None = None) -> dict[str, Any]:
         page: dict[str, Any] = self._request(
-            "GET", "/v1/messages", params={"status": status, "limit": limit, "cursor": cursor})
+            "GET", "/v1/messages", expect=PAGE,
+            params={"status": status, "limit": limit, "cursor": cursor})
         return page
 
     def get_message(self, message_id: str) -> dict[str, Any]:
-        view: dict[str, Any] = self._request("GET", f"/v1/messages/{path_segment(message_id)}")
+        view: dict[str, Any] = self._request("GET", f"/v1/messages/{path_segment(message_id)}",
+                                             expect=MESSAGE)
         return view
 
     def retry(self, message_id: str) -> dict[str, Any]:
         view: dict[str, Any] = self._request(
-            "POST", f"/v1/messages/{path_segment(message_id)}/retry")
+            "POST", f"/v1/messages/{path_segment(message_id)}/retry", expect=MESSAGE)
         return view
 
     def cancel(self, message_id: str) -> dict[str, Any]:
         view: dict[str, Any] = self._request(
-            "POST", f"/v1/messages/{path_segment(message_id)}/cancel")
+            "POST", f"/v1/messages/{path_segment(message_id)}/cancel", expect=MESSAGE)
         return view
 
     def replay(self, *, destination: str | None = None, since: str | None = None,
                until: str | None = None, limit: int | None = None) -> dict[str, Any]:
         filters = {"destination": destination, "since": since, "until": until, "limit": limit}
         result: dict[str, Any] = self._request(
-            "POST", "/v1/messages/replay",
+            "POST", "/v1/messages/replay", expect=("replayed", "more"),
             json={k: v for k, v in filters.items() if v is not None})
         return result
 
@@ -151,16 +167,19 @@ class RelayClient:
     def list_destinations(self, *, state: str | None = None, limit: int | None = None,
                           cursor: str | None = None) -> dict[str, Any]:
         page: dict[str, Any] = self._request(
-            "GET", "/v1/destinations", params={"state": state, "limit": limit, "cursor": cursor})
+            "GET", "/v1/destinations", expect=PAGE,
+            params={"state": state, "limit": limit, "cursor": cursor})
         return page
 
     def get_destination(self, name: str) -> dict[str, Any]:
-        view: dict[str, Any] = self._request("GET", f"/v1/destinations/{path_segment(name)}")
+        view: dict[str, Any] = self._request("GET", f"/v1/destinations/{path_segment(name)}",
+                                             expect=DESTINATION)
         return view
 
     def patch_destination(self, name: str, changes: Mapping[str, Any]) -> dict[str, Any]:
         view: dict[str, Any] = self._request(
-            "PATCH", f"/v1/destinations/{path_segment(name)}", json=dict(changes))
+            "PATCH", f"/v1/destinations/{path_segment(name)}", json=dict(changes),
+            expect=DESTINATION)
         return view
 
 

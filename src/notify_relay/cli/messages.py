@@ -75,12 +75,13 @@ def register(commands: Subparsers) -> None:
                         help="the messageId, the idempotency key [default: a new UUID]")
     submit.add_argument("--destination", default=None, metavar="NAME",
                         help="the destination [default: the target's host:port]")
-    submit.add_argument("--max-attempts", type=count(1, 100), default=None, metavar="N")
-    submit.add_argument("--initial-delay", type=positive, default=None, metavar="SECONDS",
+    submit.add_argument("--max-attempts", type=count(1, 100), default=None, metavar="N",
+                        help="attempts before it fails [default: the server's, 12]")
+    submit.add_argument("--initial-delay", type=positive, default=None, metavar="TIME",
                         help="the first retry's delay")
-    submit.add_argument("--max-delay", type=positive, default=None, metavar="SECONDS",
+    submit.add_argument("--max-delay", type=positive, default=None, metavar="TIME",
                         help="the longest retry delay")
-    submit.add_argument("--attempt-timeout", type=positive, default=None, metavar="SECONDS",
+    submit.add_argument("--attempt-timeout", type=positive, default=None, metavar="TIME",
                         help="each attempt's timeout")
     add_wait(submit)
 
@@ -97,7 +98,8 @@ def register(commands: Subparsers) -> None:
                          help="retry FAILED messages by hand, in one call",
                          description="Retry by hand the sender's FAILED messages that match "
                                      "(times bound when they failed).")
-    replay.add_argument("--destination", default=None, metavar="NAME")
+    replay.add_argument("--destination", default=None, metavar="NAME",
+                        help="only this destination's (host:port, or the name given at submit)")
     replay.add_argument("--since", default=None, metavar="TIME", help="RFC 3339")
     replay.add_argument("--until", default=None, metavar="TIME", help="RFC 3339")
     replay.add_argument("--limit", type=count(1, 10_000), default=None, metavar="N",
@@ -110,8 +112,8 @@ WAIT_POLL_SECONDS = 0.2
 
 def add_wait(command: argparse.ArgumentParser) -> None:
     command.add_argument(
-        "--wait", type=positive, nargs="?", const=30.0, default=None, metavar="SECONDS",
-        help="then wait, up to SECONDS [30], for the attempt's outcome (DELIVERED, "
+        "--wait", type=positive, nargs="?", const=30.0, default=None, metavar="TIME",
+        help="then wait, up to TIME [30s], for the attempt's outcome (DELIVERED, "
              "RETRYING, FAILED) and print it; exit 3 if none came in time")
 
 

@@ -12,6 +12,7 @@ from typing import Any, TypeAlias
 
 from notify_relay.cli.http_client import DEFAULT_TIMEOUT, DEFAULT_URL, ApiError, RelayClient
 from notify_relay.cli.output import error_line
+from notify_relay.config import parse_duration
 
 OK = 0
 REFUSED = 1  # the server answered 4xx
@@ -46,12 +47,13 @@ def base_url(text: str) -> str:
 
 
 def positive(text: str) -> float:
+    """A positive time in seconds, written as serve's settings are: `30s`, `2h`, `5`."""
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        value = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
     if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive time")
     return value
 
 
