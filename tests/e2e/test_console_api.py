@@ -172,6 +172,11 @@ def test_page_and_files_carry_a_strict_content_security_policy(api: Api) -> None
         problem(api.http.get(missing), 404, "NOT_FOUND")
 
 
+def test_the_servers_address_leads_to_the_console(api: Api) -> None:
+    response = api.http.get("/")
+    assert (response.status_code, response.headers["location"]) == (307, "/console")
+
+
 def test_console_is_not_in_the_contract_openapi(api: Api) -> None:
     paths = api.http.get("/openapi.json").json()["paths"]
     assert not [path for path in paths if path.startswith("/console")]

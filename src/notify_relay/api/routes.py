@@ -126,7 +126,7 @@ async def get_message(
              response_description="Queued again, with a fresh attempt budget",
              responses=errors(400, 401, 403, 404, 409, *BODY, 500, 503, described={
                  409: "`INVALID_STATE`: the message is not `FAILED` or `CANCELLED`"}),
-             summary="Send a FAILED message again with a fresh budget")
+             summary="Send a FAILED or CANCELLED message again with a fresh budget")
 async def retry_message(
     message_id: MessageId, request: Request, sender_id: SenderQuery = None
 ) -> Response:

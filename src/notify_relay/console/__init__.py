@@ -14,6 +14,13 @@ def mount_console(app: FastAPI, rt: Runtime) -> None:
     builds them on the SQLite file; the AWS deployment has no console)."""
     if rt.console is None:
         return
+    from fastapi.responses import RedirectResponse
+
     from notify_relay.console.router import console_router
 
     app.include_router(console_router(rt.console))
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> RedirectResponse:
+        """A person who opens the server's address finds the console."""
+        return RedirectResponse("/console", status_code=307)

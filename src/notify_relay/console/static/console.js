@@ -67,11 +67,14 @@
     return el("a", { href: "#/message/" + encodeURIComponent(id), text: id });
   }
 
+  let flashedAt = 0;
+
   function flash(text, isError) {
     const node = $("flash");
     node.textContent = text;
     node.className = isError ? "error" : "";
     node.hidden = !text;
+    flashedAt = Date.now();
   }
 
   // ---- the API ------------------------------------------------------------------------
@@ -198,6 +201,9 @@
   function render() {
     if (state.senderId === null) return;
     stopPolling();
+    // a note belongs to the page it was made on: going elsewhere clears it, unless it was
+    // just made by the action that navigated (a replay that opens the dead letters)
+    if (Date.now() - flashedAt > 1000) flash("");
     const { view, arg, params } = route();
     for (const link of document.querySelectorAll("#nav a")) {
       const active = link.dataset.view === view || (view === "message" && link.dataset.view === "messages");
@@ -567,7 +573,10 @@
   async function activityView(container) {
     const chart = el("div", { id: "chart" });
     const totals = el("p", { id: "activity-totals" });
-    append(container, [el("h2", { text: "Deliveries and failures per minute" }),
+    append(container, [el("h2", { text: "Messages that ended, per minute" }),
+      el("p", { class: "hint", text: "Each message counted once, by its current status " +
+                "(DELIVERED or FAILED) at the minute it last changed: one failed, then " +
+                "retried and delivered, counts as delivered." }),
       el("div", { class: "legend" },
         el("span", {}, el("span", { class: "swatch delivered" }), "delivered"),
         el("span", {}, el("span", { class: "swatch failed" }), "failed")),
