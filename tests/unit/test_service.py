@@ -246,3 +246,40 @@ async def test_an_attempts_outcome_is_recorded_through_a_briefly_unavailable_sto
     message = await r.get(KEY)
     assert message.status is Status.DELIVERED
     assert len(r.deliverer.sent) == 1  # type: ignore[attr-defined]
+
+
+async def test_a_scheduled_message_that_arrives_early_goes_back_until_its_time() -> None:
+    """SQS delays at most 15 minutes: an entry for a deliverAt an hour ahead arrives
+    early (or a duplicate does) and must go back, unattempted, until then."""
+    r, clock = relay(ScriptedDeliverer(AttemptResult(status_code=200)))
+    at = clock.now + timedelta(hours=1)
+    await r.submit(submission(deliverAt=at.isoformat().replace("+00:00", "Z")), "s", "c")
+    assert (await r.get(KEY)).next_attempt_at == at
+    clock.now += timedelta(minutes=15)
+    await r.queue.enqueue(KEY, clock.now)  # makes the entry due now, as an SQS hop does
+    assert await deliver_due(r) == 1
+    assert r.deliverer.sent == []  # type: ignore[attr-defined]
+    assert await r.queue.next_due() == at
+    clock.now = at
+    assert await deliver_due(r) == 1
+    assert (await r.get(KEY)).status is Status.DELIVERED
+
+
+async def test_submit_many_judges_each_and_queues_the_new_in_one_call() -> None:
+    r, _ = relay()
+    calls: list[int] = []
+    original = r.queue.enqueue_many
+
+    async def counted(entries: Sequence) -> None:  # type: ignore[type-arg]
+        calls.append(len(entries))
+        await original(entries)
+
+    r.queue.enqueue_many = counted  # type: ignore[method-assign]
+    items = [(submission(messageId=f"m-{i}"), "s") for i in range(5)]
+    items.append((submission(messageId="m-0"), "s"))  # a resubmission of the first
+    items.append((submission(messageId="m-1", body="other"), "s"))  # a conflict
+    results = await r.submit_many(items, "c")
+    assert [getattr(x, "duplicate", None) for x in results] == [False] * 5 + [True, None]
+    assert isinstance(results[-1], IdempotencyConflict)
+    assert calls == [5]
+    assert await r.queue.depth() == 5
