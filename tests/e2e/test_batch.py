@@ -115,3 +115,22 @@ def test_items_over_the_rate_are_429_in_their_place(tmp_path: Path, partner: Par
                               for i in range(5)]).json()["items"]
         assert [a["httpStatus"] for a in answers] == [202, 202, 202, 429, 429]
         assert answers[3]["code"] == "RATE_LIMITED"
+
+
+def test_an_item_as_deep_as_a_single_submission_may_be_is_judged_alone(
+    api: Api, partner: Partner
+) -> None:
+    sender = new_sender()
+    deep: Any = "leaf"
+    for _ in range(200):
+        deep = [deep]
+    single = api.submit({"messageId": "deep-single", "senderId": sender,
+                         "targetUrl": partner.url("/ok"), "body": deep})
+    assert single.status_code == 202, single.text
+    answers = batch(api, [
+        {"messageId": "good", "senderId": sender, "targetUrl": partner.url("/ok")},
+        {"messageId": "deep", "senderId": sender, "targetUrl": partner.url("/ok"),
+         "body": deep},
+    ])
+    assert answers.status_code == 200, answers.text
+    assert [a["httpStatus"] for a in answers.json()["items"]] == [202, 202]

@@ -161,3 +161,24 @@ def test_an_answer_that_is_not_notify_relays_is_an_error(answer: object) -> None
             assert raised.value.code == "BAD_RESPONSE"
             assert not raised.value.refused  # exit 3: no notify-relay answered
             assert "is http://relay.test a notify-relay server?" in raised.value.detail
+
+
+def test_nan_or_infinity_is_not_an_answer() -> None:
+    raw = b'{"messageId": "m", "status": NaN, "attempts": []}'
+    with client(lambda request: httpx.Response(200, content=raw)) as relay, \
+            pytest.raises(ApiError) as raised:
+        relay.get_message("m")
+    assert raised.value.code == "BAD_RESPONSE"
+
+
+def test_an_answer_of_the_right_outline_but_wrong_insides_is_exit_3(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from notify_relay.cli.remote import call
+
+    def lists(client: RelayClient, args: dict[str, object]) -> int:
+        items: object = {"items": 5, "nextCursor": None}["items"]  # as a hostile server
+        return len(items)  # type: ignore[arg-type]
+
+    assert call(lists, {"url": "http://127.0.0.1:9", "json": False}) == 3
+    assert "not notify-relay's API (TypeError" in capsys.readouterr().err

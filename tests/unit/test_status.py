@@ -199,3 +199,16 @@ def test_only_the_latest_attempts_keep_the_partners_answer() -> None:
     kept = [a.response is not None for a in message.attempts]
     assert kept == [False] * 5 + [True] * RESPONSES_KEPT
     assert [a.status_code for a in message.attempts] == [503] * (RESPONSES_KEPT + 5)
+
+
+def test_a_retry_by_hand_still_waits_for_the_deliver_at() -> None:
+    content = Content("https://p.example/h", "POST", (), None, BodyKind.NONE)
+    at = NOW + timedelta(hours=1)
+    scheduled = Message.new(MessageKey("s", "m"), content, correlation_id="c",
+                            policy=RetryPolicy(3, 1.0, 10.0), timeout_seconds=5.0, now=NOW,
+                            deliver_at=at)
+    assert scheduled.next_attempt_at == at
+    again = scheduled.cancel(NOW).retry_by_hand(NOW + timedelta(minutes=1))
+    assert again.next_attempt_at == at
+    late = scheduled.cancel(NOW).retry_by_hand(at + timedelta(minutes=1))
+    assert late.next_attempt_at == at + timedelta(minutes=1)

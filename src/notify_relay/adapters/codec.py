@@ -66,6 +66,7 @@ def message_to_doc(m: Message) -> dict[str, Any]:
         "attempts": [attempt_to_doc(a) for a in m.attempts],
         "callbackUrl": m.callback_url,
         "callbackNotice": m.callback_notice,
+        "deliverAt": iso(m.deliver_at),
     }
 
 
@@ -113,6 +114,7 @@ def message_from_doc(
         version=version,
         callback_url=doc.get("callbackUrl"),
         callback_notice=doc.get("callbackNotice"),
+        deliver_at=from_iso(doc.get("deliverAt")),
     )
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from notify_relay.api.openapi import errors
 from notify_relay.api.problems import JSONResponse, field_errors
@@ -42,7 +42,10 @@ class Batch(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    messages: Annotated[list[JsonValue], Field(
+    # Any, not JsonValue: its depth limit counts the batch's own levels, so an item as deep
+    # as a single submission may be would fail the whole batch (the strict JSON parser has
+    # already bounded the depth, and each item is validated as a submission below)
+    messages: Annotated[list[Any], Field(
         min_length=1, max_length=MAX_ITEMS,
         json_schema_extra={"items": {"$ref": "#/components/schemas/Submission"}})]
 

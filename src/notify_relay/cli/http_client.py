@@ -8,6 +8,7 @@ with no `status`, the reason the server could not be reached.
 from __future__ import annotations
 
 import contextlib
+import json as json_module
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -43,6 +44,10 @@ def path_segment(value: str) -> str:
     """`value` as one percent-encoded path segment; `.` and `..` are kept literal too."""
     quoted = urllib.parse.quote(value, safe="")
     return quoted.replace(".", "%2E") if set(value) <= {"."} else quoted
+
+
+def _not_json(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _problem(response: httpx.Response) -> ApiError:
@@ -111,9 +116,9 @@ class RelayClient:
                            f"cannot reach {self.base_url}: {reason}") from None
         if not response.is_success:
             raise _problem(response)
-        try:
-            answer = response.json()
-        except ValueError:
+        try:  # strict: NaN or Infinity would make --json print what is not JSON
+            answer = json_module.loads(response.content, parse_constant=_not_json)
+        except (ValueError, RecursionError):
             answer = None
         if not isinstance(answer, dict) or not all(field in answer for field in expect):
             raise ApiError(None, "BAD_RESPONSE",

@@ -124,6 +124,11 @@ def call(run: Run, args: dict[str, Any]) -> int:
         return USAGE
     except ApiError as error:
         return report(error)
+    except (KeyError, TypeError, AttributeError, ValueError, RecursionError) as exc:
+        # an answer of the right outline whose insides are not the API's
+        print(f"notify-relay: error: the server's answer is not notify-relay's API "
+              f"({type(exc).__name__}: {str(exc)[:200]})", file=sys.stderr)
+        return UNAVAILABLE
     except BrokenPipeError:
         # the reader went away (`| head`): stop quietly, as other tools do
         devnull = os.open(os.devnull, os.O_WRONLY)

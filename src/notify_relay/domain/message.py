@@ -114,6 +114,7 @@ class Message:
     queued: bool = False
     version: int = 0
     callback_url: str | None = None  # told the outcome (contract v1.1)
+    deliver_at: datetime | None = None  # no attempt before it (contract v1.1)
     callback_notice: int | None = None  # attempt count of the latest outcome told
     # read-time only, never stored: the latest notice's state, for the view
     callback: CallbackState | None = None
@@ -147,6 +148,7 @@ class Message:
             destination=destination or default_destination(content.target_url),
             next_attempt_at=max(now, deliver_at) if deliver_at is not None else now,
             callback_url=callback_url,
+            deliver_at=deliver_at,
         )
 
     @property
@@ -239,7 +241,8 @@ class Message:
         return self._move(
             Status.QUEUED,
             now,
-            next_attempt_at=now,
+            # a message cancelled before its deliverAt still waits for it
+            next_attempt_at=max(now, self.deliver_at) if self.deliver_at else now,
             round_start=self.attempt_count,
             uncounted=0,
             queued=False,
