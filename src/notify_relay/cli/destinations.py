@@ -3,11 +3,10 @@ on a running server, over its HTTP API."""
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
-from notify_relay.cli.http_client import RelayClient, pages
-from notify_relay.cli.output import clean, fields, print_json, table
+from notify_relay.cli.http_client import RelayClient
+from notify_relay.cli.output import clean, fields, print_json, print_list
 from notify_relay.cli.remote import OK, Subparsers, add_command, count
 
 STATES = ("CLOSED", "OPEN", "HALF_OPEN")
@@ -83,22 +82,8 @@ def destination_fields(d: dict[str, Any]) -> str:
 
 
 def list_destinations(client: RelayClient, args: dict[str, Any]) -> int:
-    limit = None if args["all"] else args["limit"]
-    items: list[dict[str, Any]] = []
-    next_cursor = None
-    for page in pages(client.list_destinations, limit=limit, cursor=args["cursor"],
-                      state=args["state"]):
-        items.extend(page["items"])
-        next_cursor = page.get("nextCursor")
-    if args["json"]:
-        print_json({"items": items, "nextCursor": next_cursor})
-        return OK
-    if items:
-        print(table(DESTINATION_COLUMNS, [destination_row(d) for d in items]))
-    else:
-        print("no destinations", file=sys.stderr)
-    if next_cursor is not None:
-        print(f"more destinations: --all, --limit, or --cursor {next_cursor}", file=sys.stderr)
+    print_list(client.list_destinations, args, noun="destinations",
+               columns=DESTINATION_COLUMNS, row=destination_row, state=args["state"])
     return OK
 
 

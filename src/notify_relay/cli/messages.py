@@ -11,13 +11,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from notify_relay.cli.http_client import ApiError, RelayClient, pages
+from notify_relay.cli.http_client import ApiError, RelayClient
 from notify_relay.cli.output import (
     clean,
     duration_ms,
     fields,
     indent,
     print_json,
+    print_list,
     table,
 )
 from notify_relay.cli.remote import (
@@ -178,22 +179,8 @@ def message_row(m: dict[str, Any]) -> list[object]:
 
 
 def list_messages(client: RelayClient, args: dict[str, Any]) -> int:
-    limit = None if args["all"] else args["limit"]
-    items: list[dict[str, Any]] = []
-    next_cursor = None
-    for page in pages(client.list_messages, limit=limit, cursor=args["cursor"],
-                      status=args["status"]):
-        items.extend(page["items"])
-        next_cursor = page.get("nextCursor")
-    if args["json"]:
-        print_json({"items": items, "nextCursor": next_cursor})
-        return OK
-    if items:
-        print(table(MESSAGE_COLUMNS, [message_row(m) for m in items]))
-    else:
-        print("no messages", file=sys.stderr)
-    if next_cursor is not None:
-        print(f"more messages: --all, --limit, or --cursor {next_cursor}", file=sys.stderr)
+    print_list(client.list_messages, args, noun="messages", columns=MESSAGE_COLUMNS,
+               row=message_row, status=args["status"])
     return OK
 
 

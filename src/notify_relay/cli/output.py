@@ -11,10 +11,10 @@ import json
 import re
 import sys
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TextIO
 
-from notify_relay.cli.http_client import ApiError
+from notify_relay.cli.http_client import ApiError, pages
 
 EMPTY = "-"
 ELLIPSIS = "…"
@@ -110,3 +110,25 @@ def duration_ms(value: object) -> str:
 
 __all__ = ["clean", "duration_ms", "error_line", "fields", "indent", "print_json", "table",
            "truncate", "width"]
+
+
+def print_list(fetch: Callable[..., dict[str, Any]], args: dict[str, Any], *, noun: str,
+               columns: Sequence[str], row: Callable[[dict[str, Any]], Sequence[object]],
+               **filters: Any) -> None:
+    """A list command's output: its pages followed to --limit (or --all), as a table, or
+    as the API's JSON with the last nextCursor; what remains is said on stderr."""
+    limit = None if args["all"] else args["limit"]
+    items: list[dict[str, Any]] = []
+    next_cursor = None
+    for page in pages(fetch, limit=limit, cursor=args["cursor"], **filters):
+        items.extend(page["items"])
+        next_cursor = page.get("nextCursor")
+    if args["json"]:
+        print_json({"items": items, "nextCursor": next_cursor})
+        return
+    if items:
+        print(table(columns, [row(item) for item in items]))
+    else:
+        print(f"no {noun}", file=sys.stderr)
+    if next_cursor is not None:
+        print(f"more {noun}: --all, --limit, or --cursor {next_cursor}", file=sys.stderr)
