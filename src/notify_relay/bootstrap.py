@@ -16,7 +16,8 @@ from notify_relay.domain.ratelimit import RateLimiter
 from notify_relay.domain.retry import AttemptResult
 from notify_relay.gate import Gate
 from notify_relay.ports import NullObserver, Observer, OutboundRequest
-from notify_relay.runtime import Runtime
+from notify_relay.retention import RetentionSweeper
+from notify_relay.runtime import Runtime, Step
 from notify_relay.service import Relay
 
 
@@ -78,6 +79,12 @@ def build_embedded(settings: Settings) -> Runtime:
         database.close()
 
     console = SqliteConsoleReads(database)
+    starts: list[Step] = [deliverer.open, worker.start]
+    stops: list[Step] = [close_database, console.close, deliverer.close, worker.stop]
+    if settings.retention > 0:
+        sweeper = RetentionSweeper(relay.store, timedelta(days=settings.retention))
+        starts.append(sweeper.start)
+        stops.append(sweeper.stop)
     return Runtime(
         relay=relay,
         auth=Authenticator.from_keys(settings.api_keys),
@@ -86,8 +93,8 @@ def build_embedded(settings: Settings) -> Runtime:
                  if settings.rate_limit > 0 else None),
         metrics_need_key=settings.metrics_need_key,
         console=console,
-        starts=[deliverer.open, worker.start],
-        stops=[close_database, console.close, deliverer.close, worker.stop],
+        starts=starts,
+        stops=stops,
         checks=[worker.check_alive],
     )
 
@@ -132,6 +139,7 @@ def build_aws(settings: AwsSettings, *, worker: bool, observer: Observer | None 
     )
     relay = Relay(
         store=DynamoStore(dynamodb, settings.table, session.client("s3"), settings.bucket,
+                          retention=timedelta(days=settings.retention_days or 36500),
                           destinations_table=settings.destinations_table),
         queue=queue,
         deliverer=aiohttp_deliverer or NoDelivery(),

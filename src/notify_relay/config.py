@@ -370,6 +370,8 @@ class Settings(_Model):
                                      gt=0)
     breaker_cooldown: Seconds = _setting(
         30.0, "first cool-down of an open breaker; doubles, to 10 min", "DURATION")
+    retention: float = _setting(30.0, "days a final message is kept, then deleted with its "
+                                "attempts; 0 keeps all", "DAYS", ge=0, allow_inf_nan=False)
     rate_limit: float = _setting(0.0, "submissions per second per sender; 0: unlimited",
                                  ge=0, allow_inf_nan=False)
     rate_burst: float = _setting(100.0, "burst above --rate-limit", gt=0, allow_inf_nan=False)
@@ -469,6 +471,7 @@ class Settings(_Model):
             "maxTimeoutSeconds": self.max_timeout,
             "retryAfterCapSeconds": self.retry_after_cap,
             "deliverAtCapSeconds": self.deliver_at_cap,
+            "retentionDays": self.retention,
             "destinationConcurrency": self.destination_concurrency,
             "breakerFailures": self.breaker_failures,
             "breakerCooldownSeconds": self.breaker_cooldown,
@@ -529,7 +532,8 @@ def load(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> 
 # settings of the embedded server that the Lambdas read too
 _LIMIT_FIELDS = frozenset({"max_attempts", "initial_delay", "max_delay", "max_delay_cap",
                            "timeout", "max_timeout", "retry_after_cap", "deliver_at_cap",
-                           "destination_concurrency", "breaker_failures", "breaker_cooldown"})
+                           "retention", "destination_concurrency", "breaker_failures",
+                           "breaker_cooldown"})
 
 
 class _AwsEnvironment(_Model):
@@ -572,6 +576,7 @@ class AwsSettings:
     retry_limits: RetryLimits
     destination_rules: Rules
     deliver_at_cap: float
+    retention_days: float
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AwsSettings:
@@ -594,4 +599,5 @@ class AwsSettings:
             retry_limits=base.retry_limits,
             destination_rules=base.destination_rules,
             deliver_at_cap=base.deliver_at_cap,
+            retention_days=base.retention,
         )

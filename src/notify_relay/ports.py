@@ -60,6 +60,12 @@ class MessageStore(Protocol):
         earliest failure first; DynamoDB: earliest created first)."""
         ...
 
+    async def expire(self, changed_before: datetime, limit: int) -> int:
+        """Delete up to `limit` final messages (DELIVERED, FAILED, CANCELLED) last changed
+        before `changed_before`, with their bodies and attempts; returns how many. A store
+        whose records expire by themselves (DynamoDB's TTL) deletes none here."""
+        ...
+
     async def unqueued(self, created_before: datetime, limit: int) -> Sequence[Message]:
         """QUEUED messages whose enqueue never happened (the dual-write gap)."""
         ...

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from notify_relay.adapters.aws.dynamodb import DynamoStore
 from notify_relay.adapters.sqlite import SqliteStore
 from notify_relay.domain.errors import StaleWrite
 from notify_relay.domain.message import Message, MessageKey
@@ -254,6 +255,33 @@ async def test_callback_and_schedule_round_trip_and_notices_are_not_listed(
     await store.create(make_message("m-1~callback~1"))
     page = await store.list("sender-a", None, 10, None)
     assert [m.key.message_id for m in page.items] == ["m-1"]
+
+
+async def test_expire_deletes_only_final_messages_past_the_window(store: MessageStore) -> None:
+    if isinstance(store, DynamoStore):
+        pytest.skip("DynamoDB expires items by its TTL (expiresAt), not by expire()")
+    old_done = await _failed(store, "old-failed", NOW)
+    delivered, _ = await store.create(make_message("old-delivered", now=NOW))
+    delivered = await store.update(delivered.start_attempt(NOW))
+    await store.update(delivered.finish_attempt(
+        AttemptResult(status_code=200), Decision(Outcome.SUCCESS), started_at=NOW,
+        duration_ms=1, now=NOW))
+    cancelled, _ = await store.create(make_message("old-cancelled", now=NOW))
+    await store.update(cancelled.cancel(NOW))
+    await store.create(make_message("old-waiting", now=NOW))  # QUEUED since then
+    await _failed(store, "recent-failed", NOW + timedelta(days=2))
+    cut = NOW + timedelta(days=1)
+    assert await store.expire(cut, 2) == 2  # a batch at a time
+    assert await store.expire(cut, 10) == 1
+    assert await store.expire(cut, 10) == 0
+    for gone in ("old-failed", "old-delivered", "old-cancelled"):
+        assert await store.get(MessageKey("sender-a", gone)) is None
+    assert await store.get(MessageKey("sender-a", "old-waiting")) is not None
+    assert await store.get(MessageKey("sender-a", "recent-failed")) is not None
+    # the id may be used again (contract: reads then answer 404; the id is free)
+    _, created = await store.create(make_message("old-failed", now=NOW))
+    assert created
+    assert old_done.key == MessageKey("sender-a", "old-failed")
 
 
 async def test_ping(store: MessageStore) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from notify_relay.api.schemas import MessageOut, ReplayOut
@@ -244,3 +245,30 @@ def test_a_refused_request_is_logged_with_its_correlation_id(
     assert '"code": "VALIDATION_ERROR"' in line
     assert '"path": "/v1/messages"' in line
     assert '"status": 400' in line
+
+
+# -- retention (contract v1.1) -------------------------------------------------------
+
+
+def test_retention_deletes_final_messages_past_the_window_and_keeps_the_rest(
+    tmp_path: Path, partner: Partner
+) -> None:
+    # 0.00003 days: 2.6 s, swept every second
+    with ServerProcess(tmp_path / "r.db", "--allow-networks", "127.0.0.0/8",
+                       "--retention", "0.00003") as server, Api(server.base_url) as api:
+        assert api.patch_destination("held", {"paused": True}).status_code == 200
+        done = submit(api, "default", partner.url("/ok"))
+        waiting = submit(api, "default", partner.url("/ok"), destination="held")
+        api.wait_for(done, {"DELIVERED"})
+        api.wait_until(lambda: api.get(done).status_code == 404, "the delivered one gone",
+                       timeout=15)
+        assert api.get(waiting).json()["status"] == "QUEUED"
+        # its id may be used again
+        assert api.submit({"messageId": done, "targetUrl": partner.url("/ok")}
+                          ).status_code == 202
+    with ServerProcess(tmp_path / "keep.db", "--allow-networks", "127.0.0.0/8",
+                       "--retention", "0") as server, Api(server.base_url) as api:
+        kept = submit(api, "default", partner.url("/ok"))
+        api.wait_for(kept, {"DELIVERED"})
+        time.sleep(1.5)
+        assert api.get(kept).status_code == 200

@@ -83,6 +83,13 @@ class MemoryStore:
             key=lambda m: m.updated_at)
         return found[:limit]
 
+    async def expire(self, changed_before: datetime, limit: int) -> int:
+        old = sorted((m.updated_at, key) for key, (_, m) in self._rows.items()
+                     if m.status.is_final and m.updated_at < changed_before)[:limit]
+        for _, key in old:
+            del self._rows[key]
+        return len(old)
+
     async def unqueued(self, created_before: datetime, limit: int) -> Sequence[Message]:
         found = [
             m

@@ -128,7 +128,11 @@ class DynamoStore:
             "queued": {"BOOL": message.queued},
             "doc": {"B": orjson.dumps(doc)},
             "senderStatus": {"S": f"{message.key.sender_id}#{message.status.value}"},
-            "expiresAt": {"N": str(int((message.updated_at + self._retention).timestamp()))},
+            # counted from its last change, or from its next attempt when that is later (a
+            # deliverAt up to 30 days ahead must not expire before it is attempted)
+            "expiresAt": {"N": str(int((max(message.updated_at, message.next_attempt_at
+                                            or message.updated_at)
+                                        + self._retention).timestamp()))},
         }
 
     def _item(self, message: Message, body_ref: str | None) -> dict[str, Any]:
@@ -329,6 +333,10 @@ class DynamoStore:
             if not last or len(found) >= limit:
                 return found[:limit]
             query["ExclusiveStartKey"] = last
+
+    async def expire(self, changed_before: datetime, limit: int) -> int:
+        """None here: every item carries `expiresAt`, and DynamoDB's TTL deletes it."""
+        return 0
 
     async def unqueued(self, created_before: datetime, limit: int) -> Sequence[Message]:
         return await asyncio.to_thread(self._unqueued, created_before, limit)

@@ -51,6 +51,16 @@ WHERE m.sender_id = :sender AND m.status = 'FAILED'
 ORDER BY m.updated_at LIMIT :limit
 """
 
+EXPIRED_MESSAGES = """
+SELECT seq FROM messages INDEXED BY messages_final_by_updated
+WHERE status IN ('DELIVERED', 'FAILED', 'CANCELLED') AND updated_at < ?
+ORDER BY updated_at LIMIT ?
+"""
+
+DELETE_MESSAGE = "DELETE FROM messages WHERE seq = ?"
+
+DELETE_BODY = "DELETE FROM bodies WHERE seq = ?"
+
 UNQUEUED_MESSAGES = f"""
 SELECT {MESSAGE_COLUMNS}, b.body FROM messages m LEFT JOIN bodies b ON b.seq = m.seq
 WHERE m.queued = 0 AND m.status = 'QUEUED' AND m.created_at < ?

@@ -107,6 +107,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX messages_by_sender_status_updated ON messages (sender_id, status, updated_at);
     CREATE INDEX messages_by_sender_destination ON messages (sender_id, destination, seq);
     """,
+    # 5: retention finds the oldest final messages of every sender without a scan
+    """
+    CREATE INDEX messages_final_by_updated ON messages (updated_at)
+        WHERE status IN ('DELIVERED', 'FAILED', 'CANCELLED');
+    """,
 )
 
 

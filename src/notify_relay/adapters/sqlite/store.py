@@ -133,6 +133,21 @@ class SqliteStore:
             lambda conn: conn.execute(queries.FAILED_BETWEEN, params).fetchall())
         return readable_rows(rows)
 
+    async def expire(self, changed_before: datetime, limit: int) -> int:
+        """One short write transaction per call: the caller keeps batches small, so that
+        submissions and attempts never wait long behind it. Freed pages are reused by
+        later writes, so a steady rate keeps a steady file size."""
+        before = changed_before.astimezone(UTC).isoformat()
+
+        def delete(conn: sqlite3.Connection) -> int:
+            rows = [(seq,) for (seq,) in conn.execute(queries.EXPIRED_MESSAGES,
+                                                       (before, limit))]
+            conn.executemany(queries.DELETE_BODY, rows)
+            conn.executemany(queries.DELETE_MESSAGE, rows)
+            return len(rows)
+
+        return await self._db.write(delete)
+
     async def unqueued(self, created_before: datetime, limit: int) -> Sequence[Message]:
         rows = await self._db.read(
             lambda conn: conn.execute(
