@@ -137,12 +137,11 @@ class Relay:
     # -- submission side ---------------------------------------------------------------
 
     async def submit(self, new: NewMessage, sender_id: str, correlation_id: str) -> Accepted:
-        message = self._prepare(new, sender_id, correlation_id, self.clock())
-        stored, created = await self.store.create(message)
-        accepted = self._judge(message, stored, created, correlation_id)
-        if stored.status is Status.QUEUED and not stored.queued:
-            accepted = Accepted(await self._enqueue(stored), accepted.duplicate)
-        return accepted
+        """A batch of one: the same judging, storing and queueing as submit_many."""
+        (result,) = await self.submit_many([(new, sender_id)], correlation_id)
+        if isinstance(result, NotifyRelayError):
+            raise result
+        return result
 
     async def submit_many(
         self, items: Sequence[tuple[NewMessage, str]], correlation_id: str
