@@ -17,7 +17,7 @@ from notify_relay.api.submission import Submission
 from notify_relay.bootstrap import build_embedded
 from notify_relay.config import Settings, load
 from notify_relay.domain.destination import DestinationKey
-from notify_relay.domain.errors import CorruptRecord, TargetNotAllowed
+from notify_relay.domain.errors import CorruptRecord, StoreUnavailable, TargetNotAllowed
 from notify_relay.domain.message import INTERRUPTED_ERROR, Message, MessageKey
 from notify_relay.domain.retry import AttemptResult, Outcome
 from notify_relay.domain.status import Status
@@ -324,3 +324,35 @@ async def test_a_row_that_cannot_be_read_is_quarantined_not_retried_forever(
         assert await e.relay.queue.depth() == 0  # dead-lettered, not leased again forever
         assert e.metrics is not None
         assert b"notify_relay_quarantined_total 1.0" in e.metrics.render(0)
+
+
+async def test_an_entry_whose_step_failed_is_released_in_seconds_not_at_its_lease_end(
+    tmp_path: Path, partner: Partner
+) -> None:
+    """A store that refuses a write (a full disk, a read-only remount) fails the attempt's
+    first step; the lease (180 s) then held the message QUEUED for minutes. The worker gives
+    the lease back, and retries that too while the queue refuses it."""
+    async with engine(settings(tmp_path / "r.db")) as e:
+        store, queue = e.relay.store, e.relay.queue
+        real_update, real_reschedule = store.update, queue.reschedule
+        failures = {"update": 1, "reschedule": 1}
+
+        async def update(message: Message) -> Message:
+            if message.status is Status.DELIVERING and failures["update"]:
+                failures["update"] -= 1
+                raise StoreUnavailable("attempt to write a readonly database")
+            return await real_update(message)
+
+        async def reschedule(claim: Any, due_at: Any) -> None:
+            if failures["reschedule"]:
+                failures["reschedule"] -= 1
+                raise StoreUnavailable("attempt to write a readonly database")
+            await real_reschedule(claim, due_at)
+
+        store.update = update  # type: ignore[method-assign]
+        queue.reschedule = reschedule  # type: ignore[method-assign]
+        await submit(e, "ro-1", partner.url("/ok"))
+        message = await settled(e, "ro-1", timeout=20)
+    assert message.status is Status.DELIVERED
+    assert failures == {"update": 0, "reschedule": 0}
+    assert outcomes(message) == [Outcome.SUCCESS]

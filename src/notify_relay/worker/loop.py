@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -23,6 +24,8 @@ from notify_relay.service import Relay
 from notify_relay.worker.wakeup import WakeUp
 
 log = logging.getLogger("notify_relay.worker")
+
+RELEASE_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 30.0, 30.0, 30.0, 30.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +53,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         self._claims: dict[asyncio.Task[None], Claim] = {}  # what each attempt works on
+        self._releases: set[asyncio.Task[None]] = set()  # leases given back after a fault
         self._main: asyncio.Task[None] | None = None
         self._reconciler: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
@@ -97,6 +101,10 @@ class Worker:
                 log.warning("abandoned an attempt at shutdown", extra={
                     "messageId": claim.key.message_id, "senderId": claim.key.sender_id,
                     "destination": claim.destination})
+        for task in list(self._releases):  # the next start's recover() releases those leases
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         try:
             await self._gate.flush()
         except Exception:
@@ -128,8 +136,8 @@ class Worker:
                         ticket = await self._relay.admit(claim, destination)
                     except Exception:
                         log.exception("asking the destination failed; the entry returns "
-                                      "when its lease ends",
-                                      extra={"destination": destination.name})
+                                      "shortly", extra={"destination": destination.name})
+                        self._release_later(claim)
                         continue
                     if ticket is None:  # held back: rescheduled without an attempt
                         continue
@@ -151,9 +159,37 @@ class Worker:
         try:
             await self._relay.deliver(claim, ticket)
         except Exception:
-            log.exception("delivery failed; the entry returns when its lease ends",
+            log.exception("delivery failed; the entry returns shortly",
                           extra={"messageId": claim.key.message_id,
                                  "senderId": claim.key.sender_id})
+            self._release_later(claim)
+
+    def _release_later(self, claim: Claim) -> None:
+        task = asyncio.create_task(self._release(claim))
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
+    async def _release(self, claim: Claim) -> None:
+        """Give back the lease of an entry whose step failed (most often a store briefly
+        unwritable), so that it is tried again in seconds, not when its lease ends.
+
+        The release is itself a write: it is tried again with backoff for as long as the
+        lease would last. Whatever it does not manage, the lease's end still does.
+        """
+        deadline = time.monotonic() + self._settings.lease_seconds
+        for delay in RELEASE_DELAYS:
+            try:
+                await self._queue.reschedule(claim, datetime.now(UTC) + timedelta(seconds=delay))
+            except Exception as exc:
+                log.warning("releasing an entry failed; trying again", extra={
+                    "messageId": claim.key.message_id, "senderId": claim.key.sender_id,
+                    "error": f"{type(exc).__name__}: {exc}"[:200]})
+            else:
+                self._wake.ready()
+                return
+            if time.monotonic() + delay >= deadline or self._stopping.is_set():
+                return
+            await asyncio.sleep(delay)
 
     async def _idle_time(self) -> float:
         times = [t for t in (await self._queue.next_due(self._gate.slots),
