@@ -34,11 +34,17 @@ UPDATE messages SET status = ?, updated_at = ?, queued = ?, version = version + 
 WHERE sender_id = ? AND message_id = ? AND version = ?
 """
 
+# one statement per shape, never `(:x IS NULL OR ...)`: such a form keeps SQLite from
+# ordering by an index, and every page then sorts the sender's whole history
 LIST_MESSAGES = f"""
-SELECT {MESSAGE_COLUMNS}, NULL FROM messages m
-WHERE m.sender_id = :sender AND (:status IS NULL OR m.status = :status)
-  AND (:before IS NULL OR m.seq < :before)
-  AND {NOT_A_NOTICE}
+SELECT {MESSAGE_COLUMNS}, NULL FROM messages m INDEXED BY messages_by_sender
+WHERE m.sender_id = :sender AND m.seq < :before AND {NOT_A_NOTICE}
+ORDER BY m.seq DESC LIMIT :limit
+"""
+
+LIST_MESSAGES_IN_STATUS = f"""
+SELECT {MESSAGE_COLUMNS}, NULL FROM messages m INDEXED BY messages_by_sender_status
+WHERE m.sender_id = :sender AND m.status = :status AND m.seq < :before AND {NOT_A_NOTICE}
 ORDER BY m.seq DESC LIMIT :limit
 """
 
@@ -105,7 +111,8 @@ NEXT_DUE = "SELECT min(visible_at) FROM queue"
 
 RECOVER = "UPDATE queue SET visible_at = ?, receipt = NULL WHERE receipt IS NOT NULL"
 
-DEPTH = "SELECT count(*) FROM queue"
+# kept by the queue triggers: O(destinations), where count(*) would read every entry
+DEPTH = "SELECT coalesce(sum(entries), 0) FROM queue_destinations"
 
 ENSURE_DESTINATION = "INSERT OR IGNORE INTO destinations (sender_id, name) VALUES (?, ?)"
 
@@ -127,13 +134,14 @@ WHERE sender_id = :sender AND name > :after ORDER BY name LIMIT :limit
 """
 
 LIST_DESTINATIONS_IN_STATE = """
-SELECT sender_id, name, version, doc FROM destinations
+SELECT sender_id, name, version, doc FROM destinations INDEXED BY destinations_by_state
 WHERE sender_id = :sender AND state = :state AND name > :after ORDER BY name LIMIT :limit
 """
 
 ACTIVE_DESTINATIONS = "SELECT sender_id, name, version, doc FROM destinations WHERE doc IS NOT NULL"
 
 PENDING = """
-SELECT count(*) FROM messages WHERE sender_id = ? AND destination = ?
+SELECT count(*) FROM messages INDEXED BY messages_pending_by_destination
+WHERE sender_id = ? AND destination = ?
   AND status IN ('QUEUED', 'DELIVERING', 'RETRYING')
 """

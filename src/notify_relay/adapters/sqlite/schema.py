@@ -112,6 +112,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX messages_final_by_updated ON messages (updated_at)
         WHERE status IN ('DELIVERED', 'FAILED', 'CANCELLED');
     """,
+    # 6: a sender's messages newest first, with no status given, in index order
+    """
+    CREATE INDEX messages_by_sender ON messages (sender_id, seq);
+    """,
 )
 
 

@@ -20,6 +20,7 @@ from notify_relay.domain.status import Status
 from notify_relay.ports import Page
 
 log = logging.getLogger("notify_relay.sqlite")
+END = 2**63 - 1  # above every seq: the first page's `before`
 
 
 def _from_row(row: tuple[Any, ...]) -> Message:
@@ -113,10 +114,9 @@ class SqliteStore:
     ) -> Page:
         before = decode_position(cursor)
         params = {"sender": sender_id, "status": status.value if status else None,
-                  "before": before, "limit": limit + 1}
-        rows = await self._db.read(
-            lambda conn: conn.execute(queries.LIST_MESSAGES, params).fetchall()
-        )
+                  "before": END if before is None else before, "limit": limit + 1}
+        sql = queries.LIST_MESSAGES if status is None else queries.LIST_MESSAGES_IN_STATUS
+        rows = await self._db.read(lambda conn: conn.execute(sql, params).fetchall())
         more = len(rows) > limit
         rows = rows[:limit]
         return Page(readable_rows(rows), encode_cursor(rows[-1][0]) if more else None)
