@@ -82,7 +82,8 @@ def build_embedded(settings: Settings) -> Runtime:
     starts: list[Step] = [deliverer.open, worker.start]
     stops: list[Step] = [close_database, console.close, deliverer.close, worker.stop]
     if settings.retention > 0:
-        sweeper = RetentionSweeper(relay.store, timedelta(days=settings.retention))
+        sweeper = RetentionSweeper(relay.store, timedelta(days=settings.retention),
+                                   release_space=database.release_free_pages)
         starts.append(sweeper.start)
         stops.append(sweeper.stop)
     return Runtime(

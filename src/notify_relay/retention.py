@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from notify_relay.clock import utcnow
@@ -24,8 +24,12 @@ LONGEST_INTERVAL_SECONDS = 60.0
 
 class RetentionSweeper:
     def __init__(self, store: MessageStore, keep: timedelta, *,
-                 clock: Callable[[], datetime] = utcnow, batch: int = BATCH) -> None:
+                 clock: Callable[[], datetime] = utcnow, batch: int = BATCH,
+                 release_space: Callable[[], Awaitable[int]] | None = None) -> None:
+        """`release_space`: gives freed space back to the disk after a sweep (SQLite's
+        incremental vacuum); a store that frees space by itself has none."""
         self._store = store
+        self._release_space = release_space
         self._keep = keep
         self._clock = clock
         self._batch = batch
@@ -44,8 +48,10 @@ class RetentionSweeper:
                 break
             await asyncio.sleep(PAUSE_SECONDS)
         if deleted:
+            released = await self._release_space() if self._release_space else 0
             log.info("expired final messages past the retention window",
-                     extra={"deleted": deleted, "changedBefore": before.isoformat()})
+                     extra={"deleted": deleted, "changedBefore": before.isoformat(),
+                            "pagesReleased": released})
         return deleted
 
     async def _run(self) -> None:

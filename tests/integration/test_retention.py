@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from notify_relay.adapters.sqlite import SqliteDatabase, SqliteStore, queries
+from notify_relay.adapters.sqlite.database import FREE_SLACK
 from notify_relay.domain.retry import AttemptResult, Decision, Outcome
 from notify_relay.retention import RetentionSweeper
 from tests.factories import NOW, make_message
@@ -76,3 +77,60 @@ def test_the_expiry_query_reads_its_index(tmp_path: Path) -> None:
     assert "USING INDEX messages_final_by_updated" in plan or \
         "USING COVERING INDEX messages_final_by_updated" in plan, plan
     assert "TEMP B-TREE" not in plan, plan
+
+
+def file_bytes(path: Path) -> int:
+    return path.stat().st_size
+
+
+async def test_a_burst_expired_gives_its_space_back_to_the_disk(tmp_path: Path) -> None:
+    """A backlog delivered once (an outage caught up) and then expired: a new file
+    releases the pages beyond a small slack instead of keeping its high-water mark."""
+    path = tmp_path / "relay.db"
+    db = SqliteDatabase(path)
+    db.open()
+    store = SqliteStore(db)
+    try:
+        await fill(store, 0, 1500)  # about 6 MiB of bodies
+        await db.read(lambda c: c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
+        peak = file_bytes(path)
+        sweeper = RetentionSweeper(store, timedelta(days=1), clock=lambda: NOW + timedelta(days=2),
+                                   release_space=db.release_free_pages)
+        assert await sweeper.sweep() == 1500
+        await db.read(lambda c: c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
+        after = file_bytes(path)
+        (free,) = await db.read(lambda c: c.execute("PRAGMA freelist_count").fetchone())
+        (pages,) = await db.read(lambda c: c.execute("PRAGMA page_count").fetchone())
+    finally:
+        db.close()
+    assert peak > 6_000_000, peak
+    assert after < peak * 0.2, (peak, after)
+    assert free <= pages * FREE_SLACK + 1, (free, pages)
+
+
+async def test_a_file_from_before_incremental_vacuum_still_reuses_its_pages(
+    tmp_path: Path
+) -> None:
+    path = tmp_path / "relay.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA auto_vacuum = NONE")
+    conn.execute("CREATE TABLE earlier (x)")  # the mode is fixed once a table exists
+    conn.close()
+    db = SqliteDatabase(path)
+    db.open()
+    store = SqliteStore(db)
+    try:
+        await fill(store, 0, 300)
+        sweeper = RetentionSweeper(store, timedelta(days=1), clock=lambda: NOW + timedelta(days=2),
+                                   release_space=db.release_free_pages)
+        assert await sweeper.sweep() == 300
+        assert await db.release_free_pages() == 0
+        (free,) = await db.read(lambda c: c.execute("PRAGMA freelist_count").fetchone())
+        await db.read(lambda c: c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
+        size = file_bytes(path)
+        await fill(store, 5, 300)  # the same amount again fits in the freed pages
+        await db.read(lambda c: c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
+        assert file_bytes(path) <= size * 1.05
+    finally:
+        db.close()
+    assert free > 300  # the first fill's pages were freed, not given back

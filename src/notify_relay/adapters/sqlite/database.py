@@ -30,6 +30,12 @@ T = TypeVar("T")
 BUSY_TIMEOUT_MS = 250
 # ready only with room for the largest submission (6 MiB) and its WAL frames
 READY_FREE_BYTES = 8 * 1024 * 1024
+WAL_SIZE_LIMIT_BYTES = 32 * 1024 * 1024
+# free pages kept for reuse, as a share of the file: a steady rate refills them each
+# retention sweep, so giving them back would only make the file shrink and regrow
+FREE_SLACK = 0.10
+INCREMENTAL = 2  # PRAGMA auto_vacuum's value for incremental
+RELEASE_STEP_PAGES = 256  # one short write (about 3 ms here) per MiB given back
 log = logging.getLogger("notify_relay.sqlite")
 
 
@@ -55,7 +61,12 @@ class DatabaseCorrupt(RuntimeError):
 
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    # before anything is written: a new file can give freed pages back to the disk
+    # (release_free_pages); on an existing file this is a no-op until a full VACUUM
+    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     conn.execute("PRAGMA journal_mode = WAL")
+    # after a burst the -wal file is cut back to this when it restarts, not kept at its peak
+    conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
     # FULL: a transaction is on disk before the API answers 202, power loss included
     conn.execute("PRAGMA synchronous = FULL")
     # another process holding the write lock (an operator's sqlite3 shell) makes a commit
@@ -143,6 +154,28 @@ class SqliteDatabase:
         now = time.time()
         await self.write(lambda conn: conn.execute(
             "UPDATE heartbeat SET at = ? WHERE id = 1", (now,)))
+
+    async def release_free_pages(self) -> int:
+        """Give the disk back what a retention sweep freed beyond the slack, in short
+        writes between the others; returns the pages released (0 on a file created
+        before incremental vacuum, which keeps reusing its free pages instead)."""
+        released = 0
+        while True:
+            (mode,) = await self.read(lambda c: c.execute("PRAGMA auto_vacuum").fetchone())
+            (free,) = await self.read(lambda c: c.execute("PRAGMA freelist_count").fetchone())
+            (pages,) = await self.read(lambda c: c.execute("PRAGMA page_count").fetchone())
+            excess = min(free - int(pages * FREE_SLACK), RELEASE_STEP_PAGES)
+            if mode != INCREMENTAL or excess <= 0:
+                return released
+
+            def vacuum(conn: sqlite3.Connection, pages: int = excess) -> None:
+                # Python's sqlite3 steps a PRAGMA once, and each step frees one page
+                for _ in range(pages):
+                    conn.execute("PRAGMA incremental_vacuum")
+
+            await self.write(vacuum)
+            released += excess
+            await asyncio.sleep(0)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
