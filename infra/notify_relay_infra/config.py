@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk.aws_logs import RetentionDays
+
+from notify_relay.config import load
 
 # Lambda's worker timeout: the longest attempt (max-timeout 120 s) plus the store writes.
 WORKER_TIMEOUT = Duration.seconds(150)
@@ -25,6 +28,15 @@ class StageConfig:
     oldest_message_alarm: Duration
     removal_policy: RemovalPolicy
     log_retention: RetentionDays
+
+    @property
+    def body_lifetime(self) -> Duration:
+        """How long an S3 body is kept after its upload (or a retry by hand, which renews
+        it): the furthest deliverAt, the longest retry span the Lambdas' caps allow, then
+        the retention window of the final message, and a day's margin."""
+        lambdas = load({}, environ={})  # the Lambdas run on these defaults
+        span = lambdas.deliver_at_cap + lambdas.retry_limits.longest_span()
+        return Duration.days(math.ceil(span / 86400) + self.retention_days + 1)
 
 
 STAGES = {

@@ -29,6 +29,8 @@ class Functions(Construct):
             "NOTIFY_RELAY_DEAD_LETTER_URL": queues.dead_letter.queue_url,
             "NOTIFY_RELAY_VISIBILITY_TIMEOUT": str(int(WORKER_TIMEOUT.to_seconds() * 6)),
             "NOTIFY_RELAY_IAM_SENDERS": iam_senders,
+            # each item's TTL: without it the Lambdas kept the default 30 days on every stage
+            "NOTIFY_RELAY_RETENTION": str(stage.retention_days),
             "POWERTOOLS_SERVICE_NAME": "notify-relay",
         }
 

@@ -69,7 +69,7 @@ class Storage(Construct):
             versioned=False,
             lifecycle_rules=[
                 s3.LifecycleRule(id="expire-with-the-message",
-                                 expiration=Duration.days(stage.retention_days + 1)),
+                                 expiration=stage.body_lifetime),
                 s3.LifecycleRule(id="abort-incomplete-uploads",
                                  abort_incomplete_multipart_upload_after=Duration.days(1)),
             ],

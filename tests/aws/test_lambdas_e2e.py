@@ -117,6 +117,23 @@ def test_large_body_goes_through_s3(lambdas: AwsResources, partner: Partner) -> 
     assert got.body == text.encode()
 
 
+def test_a_retry_by_hand_renews_the_s3_body(lambdas: AwsResources, partner: Partner) -> None:
+    """The bucket's lifecycle counts from the object's last write: a retry by hand starts
+    a new retry span, so the body is rewritten, or it could expire before the last try."""
+    text = "r" * (300 * 1024)
+    call_api("POST", "/v1/messages", message("renew-1", partner.url("/status/400"), body=text))
+    s3 = client("s3", lambdas.endpoint)
+    (first,) = s3.list_objects_v2(Bucket=lambdas.bucket)["Contents"]
+    source(lambdas).run_until(lambda: status_of("renew-1") == "FAILED")
+    time.sleep(1.1)  # S3 times have a resolution of a second
+    code, _, _ = call_api("POST", "/v1/messages/renew-1/retry")
+    assert code == 202
+    (renewed,) = s3.list_objects_v2(Bucket=lambdas.bucket)["Contents"]
+    assert renewed["Key"] == first["Key"]
+    assert renewed["LastModified"] > first["LastModified"]
+    assert s3.get_object(Bucket=lambdas.bucket, Key=renewed["Key"])["Body"].read() == text.encode()
+
+
 def test_failed_send_is_reconciled(lambdas: AwsResources, partner: Partner,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     # Given an API whose SQS send fails (a queue that does not exist)

@@ -110,7 +110,8 @@ def test_bucket(prod: Synth) -> None:
     assert bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0][
         "ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
     rules = {r["Id"]: r for r in bucket["LifecycleConfiguration"]["Rules"]}
-    assert rules["expire-with-the-message"]["ExpirationInDays"] == 31
+    # 30 days of deliverAt + 100 attempts of at most a day and 120 s + 30 days + a day
+    assert rules["expire-with-the-message"]["ExpirationInDays"] == 30 + 101 + 30 + 1
 
 
 def test_lambdas(prod: Synth) -> None:
@@ -133,6 +134,7 @@ def test_lambdas(prod: Synth) -> None:
                 "NOTIFY_RELAY_BUCKET", "NOTIFY_RELAY_IAM_SENDERS",
                 "NOTIFY_RELAY_DESTINATIONS_TABLE"} <= set(env)
         assert env["NOTIFY_RELAY_DESTINATIONS_TABLE"] == {"Ref": destinations}
+        assert env["NOTIFY_RELAY_RETENTION"] == "30"  # the stage's, for each item's TTL
     worker = handlers["notify_relay.lambdas.worker.handler"]
     assert worker["ReservedConcurrentExecutions"] == 3000
     mapping = one(prod, "AWS::Lambda::EventSourceMapping")

@@ -210,3 +210,15 @@ def test_effective_timeout_capped() -> None:
     assert limits.effective_timeout(None) == 30.0
     assert limits.effective_timeout(5.0) == 5.0
     assert limits.effective_timeout(1000.0) == 120.0
+
+
+def test_longest_span_bounds_every_schedule_the_caps_allow() -> None:
+    """The most a request may ask for, with every attempt timing out and the partner
+    asking for the longest Retry-After, still ends within longest_span()."""
+    limits = RetryLimits()
+    policy = limits.effective_policy(10**6, 10**9, 10**9)
+    timeout = limits.effective_timeout(10**9)
+    worst = sum(max(backoff_delay(n, policy, limits, no_jitter), limits.retry_after_cap)
+                + timeout for n in range(1, policy.max_attempts + 1))
+    assert worst <= limits.longest_span()
+    assert limits.longest_span() == 100 * (86400.0 + 120.0)

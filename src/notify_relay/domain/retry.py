@@ -61,6 +61,13 @@ class RetryLimits:
     default_timeout: float = 30.0
     max_timeout: float = 120.0
 
+    def longest_span(self) -> float:
+        """Seconds from a message's first attempt to its last at most, under the caps:
+        every attempt times out and waits the longest delay or Retry-After. What must
+        outlive it (an S3 body) is sized from this, not from the default policy."""
+        wait = max(self.max_delay_cap, self.retry_after_cap)
+        return self.max_attempts_cap * (self.max_timeout + wait)
+
     def effective_policy(
         self,
         max_attempts: int | None,

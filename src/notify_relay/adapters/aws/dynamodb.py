@@ -250,20 +250,32 @@ class DynamoStore:
         update = "SET " + ", ".join(sets)
         if removes:
             update += " REMOVE " + ", ".join(removes)
+        # the write of a retry by hand, before its enqueue (which marks it queued)
+        retried_by_hand = (message.status is Status.QUEUED and message.round_start > 0
+                           and not message.queued)
         try:
-            self._db.update_item(
+            response = self._db.update_item(
                 TableName=self._table,
                 Key={"pk": {"S": _pk(message.key)}},
                 UpdateExpression=update,
                 ConditionExpression="attribute_exists(pk) AND #version = :expected",
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=expression_values,
+                ReturnValues="ALL_NEW" if retried_by_hand else "NONE",
             )
         except ClientError as exc:
             if is_conditional_failure(exc):
                 raise StaleWrite() from None
             raise
+        if retried_by_hand and "bodyRef" in response.get("Attributes", {}):
+            self._renew_body(response["Attributes"]["bodyRef"]["S"])
         return message.with_version(message.version + 1)
+
+    def _renew_body(self, ref: str) -> None:
+        """A retry by hand starts a new retry span: copy the body onto itself, so that the
+        bucket's lifecycle (sized for one span plus retention) counts from now."""
+        self._s3.copy_object(Bucket=self._bucket, Key=ref, MetadataDirective="REPLACE",
+                             CopySource={"Bucket": self._bucket, "Key": ref})
 
     async def list(
         self, sender_id: str, status: Status | None, limit: int, cursor: str | None
