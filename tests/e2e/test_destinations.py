@@ -117,7 +117,7 @@ def test_breaker_opens_sends_nothing_while_cooling_then_a_probe_closes_it(
     # one attempt per message, plus the failures before the breaker opened and the probes
     assert len(partner.received(f"/switch/{switch}")) <= len(ids) + sent_when_open + 2
     logs = server.logs()
-    assert '"message": "breaker opened"' in logs or '"breaker opened"' in logs
+    assert "breaker opened" in logs
     assert "breaker closed" in logs
     assert name in logs
 

@@ -6,6 +6,7 @@ own sender.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from pathlib import Path
@@ -137,6 +138,19 @@ def test_cancel_refuses_final_messages_and_unknown_ids(api: Api, partner: Partne
     problem(api.cancel("no-such-id", senderId=sender), 404, "NOT_FOUND")
 
 
+def logged(server: ServerProcess, correlation_id: str, timeout: float = 5.0) -> dict[str, Any]:
+    """The server's first JSON log line with this correlation id, once it is written."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for text in server.logs().splitlines():
+            if correlation_id in text:
+                line: dict[str, Any] = json.loads(text)
+                if line.get("correlationId") == correlation_id:
+                    return line
+        assert time.monotonic() < deadline, server.logs()[-2000:]
+        time.sleep(0.05)
+
+
 def test_cancel_is_logged_with_the_requests_correlation_id(
     api: Api, partner: Partner, server: ServerProcess
 ) -> None:
@@ -147,14 +161,10 @@ def test_cancel_is_logged_with_the_requests_correlation_id(
     response = api.http.post(f"/v1/messages/{mid}/cancel", params={"senderId": sender},
                              headers={"X-Correlation-Id": "cancel-request-1"})
     assert response.status_code == 200
-    deadline = time.monotonic() + 5
-    while '"correlationId": "cancel-request-1"' not in server.logs():
-        assert time.monotonic() < deadline, server.logs()[-2000:]
-        time.sleep(0.05)
-    line = next(line for line in server.logs().splitlines() if "cancel-request-1" in line)
-    assert '"message": "cancelled"' in line
-    assert f'"messageId": "{mid}"' in line
-    assert '"messageCorrelationId"' in line
+    line = logged(server, "cancel-request-1")
+    assert line["correlationId"] == "cancel-request-1"
+    assert (line["message"], line["messageId"]) == ("cancelled", mid)
+    assert "messageCorrelationId" in line
 
 
 # -- replay --------------------------------------------------------------------------
@@ -236,15 +246,9 @@ def test_a_refused_request_is_logged_with_its_correlation_id(
     response = api.http.post("/v1/messages", json={"messageId": "no target"},
                              headers={"X-Correlation-Id": "refused-request-1"})
     problem(response, 400, "VALIDATION_ERROR")
-    deadline = time.monotonic() + 5
-    while "refused-request-1" not in server.logs():
-        assert time.monotonic() < deadline, server.logs()[-2000:]
-        time.sleep(0.05)
-    line = next(line for line in server.logs().splitlines() if "refused-request-1" in line)
-    assert '"message": "request refused"' in line
-    assert '"code": "VALIDATION_ERROR"' in line
-    assert '"path": "/v1/messages"' in line
-    assert '"status": 400' in line
+    line = logged(server, "refused-request-1")
+    assert line["message"] == "request refused"
+    assert (line["code"], line["path"], line["status"]) == ("VALIDATION_ERROR", "/v1/messages", 400)
 
 
 # -- retention (contract v1.1) -------------------------------------------------------

@@ -1,0 +1,86 @@
+"""The JSON log lines: one object a line, every extra field, written to a real pipe."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from notify_relay.context import correlation_id
+from notify_relay.logs import LineHandler
+
+Log = Callable[[Callable[[logging.Logger], None]], list[dict[str, Any]]]
+
+
+@pytest.fixture
+def log() -> Iterator[Log]:
+    """Runs the calls against a logger whose handler writes to a pipe; the lines read back."""
+    read, write = os.pipe()
+    logger = logging.getLogger("notify_relay.test_logs")
+    logger.propagate = False
+    logger.handlers[:] = [LineHandler(write)]
+    logger.setLevel(logging.INFO)
+
+    def run(calls: Callable[[logging.Logger], None]) -> list[dict[str, Any]]:
+        calls(logger)
+        os.set_blocking(read, False)
+        data = b""
+        while True:
+            try:
+                chunk = os.read(read, 65536)
+            except BlockingIOError:
+                break
+            data += chunk
+        assert data.endswith(b"\n")
+        return [json.loads(line) for line in data.splitlines()]
+
+    yield run
+    logger.handlers[:] = []
+    os.close(read)
+    os.close(write)
+
+
+def test_a_line_has_time_level_logger_message_correlation_and_every_extra(log: Log) -> None:
+    def calls(logger: logging.Logger) -> None:
+        token = correlation_id.set("corr-9")
+        try:
+            logger.info("attempt", extra={"messageId": "m-1", "statusCode": 503, "error": None,
+                                          "at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)})
+        finally:
+            correlation_id.reset(token)
+
+    (line,) = log(calls)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line.pop("time"))
+    assert line == {"level": "INFO", "logger": "notify_relay.test_logs", "message": "attempt",
+                    "correlationId": "corr-9", "messageId": "m-1", "statusCode": 503,
+                    "error": None, "at": "2026-01-02T03:04:05+00:00"}
+
+
+def test_the_time_is_the_records_own_in_utc(log: Log) -> None:
+    def calls(logger: logging.Logger) -> None:
+        for created in (1_800_000_000.5, 1_800_000_000.999, 1_800_000_001.0):
+            record = logger.makeRecord(logger.name, logging.INFO, "f", 1, "t", (), None)
+            record.created = created
+            logger.handle(record)
+
+    times = [line["time"] for line in log(calls)]
+    assert times == ["2027-01-15T08:00:00.500Z", "2027-01-15T08:00:00.999Z",
+                     "2027-01-15T08:00:01.000Z"]
+
+
+def test_what_orjson_refuses_and_exceptions_still_make_a_line(log: Log) -> None:
+    def calls(logger: logging.Logger) -> None:
+        try:
+            raise ValueError("bad thing")
+        except ValueError:
+            logger.exception("failed %s", "here", extra={"huge": 2**70})
+
+    (line,) = log(calls)
+    assert (line["message"], line["level"], line["huge"]) == ("failed here", "ERROR", 2**70)
+    assert "ValueError: bad thing" in line["exception"]
