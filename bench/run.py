@@ -6,6 +6,11 @@ Starts bench/partner.py and `notify-relay serve` as processes of their own, subm
 messages over HTTP with C in flight, and prints: accepted/s, delivered/s end to end,
 accept -> first attempt latency p50/p99, the server's peak RSS, and the ceiling: the same
 partner hit directly by the delivery client with no persistence.
+
+Then, unless --skip-forwarder, the same N through bench/forwarder.py (answers 202 and
+forwards, nothing stored) with the same harness and partner, and notify-relay's delivered/s
+as a share of the forwarder's (issue 9: at least 60 %). Both are measured in one run
+because this machine's figures drift from run to run (780-1,300/s for the same server).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from notify_relay.domain.network import NetworkPolicy, parse_networks
 from notify_relay.ports import OutboundRequest
 
 HERE = Path(__file__).parent
+STALL_SECONDS = 30.0  # no delivery for this long: something was lost, stop waiting
 
 
 def free_port() -> int:
@@ -44,6 +50,17 @@ def start_partner() -> tuple[subprocess.Popen[str], int]:
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     proc.stdout.readline()
+    return proc, port
+
+
+def start_forwarder(concurrency: int) -> tuple[subprocess.Popen[str], int]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(HERE / "forwarder.py"), str(port),
+                             "--concurrency", str(concurrency)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    if not proc.stdout.readline():
+        raise RuntimeError("forwarder did not start")
     return proc, port
 
 
@@ -95,31 +112,48 @@ def start_server(db: Path, port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("server did not start")
 
 
+async def submit_and_wait(session: aiohttp.ClientSession, base: str, partner_port: int,
+                          n: int, concurrency: int, rate: float | None,
+                          path: str) -> tuple[float, float]:
+    """(accepted/s, delivered/s) of N submissions through base: one harness for every system.
+
+    Delivered means counted by the partner: the time runs from the first submit until the
+    partner's count has grown by N, so the systems must run one after the other.
+    """
+    target = f"http://127.0.0.1:{partner_port}{path}"
+    before = await partner_count(session, partner_port)
+    sem = asyncio.Semaphore(concurrency)
+
+    start = time.perf_counter()
+
+    async def submit(i: int) -> None:
+        if rate:  # paced: message i leaves at i / rate seconds
+            await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
+        body = {"messageId": f"bench-{i}", "targetUrl": target, "body": {"n": i}}
+        async with sem, session.post(base + "/v1/messages", json=body) as response:
+            if response.status != 202:
+                raise RuntimeError(f"submit {i}: {response.status} {await response.text()}")
+
+    await asyncio.gather(*(submit(i) for i in range(n)))
+    accepted_at = time.perf_counter()
+    seen, progress_at = -1, accepted_at
+    while (count := await partner_count(session, partner_port) - before) < n:
+        if count > seen:
+            seen, progress_at = count, time.perf_counter()
+        elif time.perf_counter() - progress_at > STALL_SECONDS:  # a lost forward, say
+            raise RuntimeError(f"{base}: {count} of {n} delivered, none for {STALL_SECONDS} s")
+        await asyncio.sleep(0.01)
+    delivered_at = time.perf_counter()
+    return n / (accepted_at - start), n / (delivered_at - start)
+
+
 async def end_to_end(server_port: int, partner_port: int, n: int, concurrency: int,
                      sample: int, rate: float | None) -> dict[str, float]:
     base = f"http://127.0.0.1:{server_port}"
-    target = f"http://127.0.0.1:{partner_port}/hook"
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
-        before = await partner_count(session, partner_port)
-        sem = asyncio.Semaphore(concurrency)
-
-        start = time.perf_counter()
-
-        async def submit(i: int) -> None:
-            if rate:  # paced: message i leaves at i / rate seconds
-                await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
-            body = {"messageId": f"bench-{i}", "targetUrl": target, "body": {"n": i}}
-            async with sem, session.post(base + "/v1/messages", json=body) as response:
-                if response.status != 202:
-                    raise RuntimeError(f"submit {i}: {response.status} {await response.text()}")
-
-        await asyncio.gather(*(submit(i) for i in range(n)))
-        accepted_at = time.perf_counter()
-        while await partner_count(session, partner_port) - before < n:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-        delivered_at = time.perf_counter()
-
+        accepted, delivered = await submit_and_wait(session, base, partner_port, n,
+                                                    concurrency, rate, "/relay")
         latencies = []
         for i in range(0, n, max(1, n // sample)):
             async with session.get(f"{base}/v1/messages/bench-{i}") as response:
@@ -129,11 +163,27 @@ async def end_to_end(server_port: int, partner_port: int, n: int, concurrency: i
             latencies.append((first - created).total_seconds() * 1000)
     latencies.sort()
     return {
-        "accepted_per_s": n / (accepted_at - start),
-        "delivered_per_s": n / (delivered_at - start),
+        "accepted_per_s": accepted,
+        "delivered_per_s": delivered,
         "p50_ms": statistics.median(latencies),
         "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
     }
+
+
+async def forwarded(forwarder_port: int, partner_port: int, n: int, concurrency: int,
+                    rate: float | None) -> dict[str, float]:
+    """The same submissions through bench/forwarder.py: the reference for the ratio."""
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        accepted, delivered = await submit_and_wait(
+            session, f"http://127.0.0.1:{forwarder_port}", partner_port, n, concurrency,
+            rate, "/forwarder")
+    return {"accepted_per_s": accepted, "delivered_per_s": delivered}
+
+
+async def count_once(partner_port: int) -> int:
+    async with aiohttp.ClientSession() as session:
+        return await partner_count(session, partner_port)
 
 
 def main() -> None:
@@ -144,24 +194,44 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=2000, help="messages read for latency")
     parser.add_argument("--rate", type=float, default=None,
                         help="submit at this many per second instead of as fast as possible")
+    parser.add_argument("--skip-forwarder", action="store_true",
+                        help="measure notify-relay alone, without the stateless reference")
+    parser.add_argument("--forward-concurrency", type=int, default=128,
+                        help="the forwarder's sends in flight (notify-relay's --concurrency "
+                             "default)")
     args = parser.parse_args()
     partner, partner_port = start_partner()
     server = None
+    forwarder = None
+    reference: dict[str, float] | None = None
+    extra = {"relay": 0, "forwarder": 0}  # deliveries beyond N, counted once each has stopped
     try:
         asyncio.run(ceiling(partner_port, min(2000, args.messages), args.concurrency))  # warm
         top = asyncio.run(ceiling(partner_port, args.messages, args.concurrency))
         with tempfile.TemporaryDirectory() as tmp:
             server_port = free_port()
             server = start_server(Path(tmp) / "bench.db", server_port)
+            before = asyncio.run(count_once(partner_port))
             figures = asyncio.run(end_to_end(server_port, partner_port, args.messages,
                                              args.concurrency, args.sample, args.rate))
             rss = peak_rss_mib(server.pid)
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=60)
+            extra["relay"] = asyncio.run(count_once(partner_port)) - before - args.messages
             db_size = (Path(tmp) / "bench.db").stat().st_size / 2**20
+        if not args.skip_forwarder:
+            forwarder, forwarder_port = start_forwarder(args.forward_concurrency)
+            before = asyncio.run(count_once(partner_port))
+            reference = asyncio.run(forwarded(forwarder_port, partner_port, args.messages,
+                                              args.concurrency, args.rate))
+            forwarder_rss = peak_rss_mib(forwarder.pid)
+            forwarder.send_signal(signal.SIGTERM)
+            forwarder.wait(timeout=30)
+            extra["forwarder"] = asyncio.run(count_once(partner_port)) - before - args.messages
     finally:
-        if server is not None and server.poll() is None:
-            server.kill()
+        for proc in (server, forwarder):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
         partner.terminate()
         partner.wait(timeout=10)
     paced = f" paced at {args.rate:g}/s" if args.rate else ""
@@ -172,6 +242,16 @@ def main() -> None:
     print(f"server peak RSS   {rss:8.1f} MiB   (database {db_size:.1f} MiB)")
     print(f"ceiling (client)  {top:8.0f} /s")
     print(f"e2e / ceiling     {figures['delivered_per_s'] / top:8.2f}")
+    if reference is not None:
+        print(f"forwarder accepted {reference['accepted_per_s']:7.0f} /s   "
+              f"(stateless, {args.forward_concurrency} forwards in flight)")
+        print(f"forwarder e2e     {reference['delivered_per_s']:8.0f} /s   "
+              f"(peak RSS {forwarder_rss:.1f} MiB)")
+        ratio = figures["delivered_per_s"] / reference["delivered_per_s"]
+        print(f"relay / forwarder {ratio:8.1%}   (issue 9 target: >= 60 %)")
+    for name, count in extra.items():
+        if count:
+            print(f"note: the partner received {count} more than N from the {name}")
 
 
 if __name__ == "__main__":
