@@ -95,3 +95,11 @@ def configure_logging(level: str = "INFO") -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+
+
+def configure_lambda_logging() -> None:
+    """The same JSON lines on Lambda, at INFO unless NOTIFY_RELAY_LOG_LEVEL says otherwise:
+    the runtime's own root handler writes text at WARNING, which dropped every "accepted"
+    and "attempt" line and the ids of the warnings. Idempotent: each handler calls it
+    as it builds its runtime."""
+    configure_logging(os.environ.get("NOTIFY_RELAY_LOG_LEVEL", "INFO"))

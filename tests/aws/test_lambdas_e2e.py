@@ -4,6 +4,7 @@ driving the worker, a real partner on 127.0.0.1."""
 from __future__ import annotations
 
 import base64
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -103,6 +104,27 @@ def test_duplicate_submission_queues_once(lambdas: AwsResources, partner: Partne
     assert attributes["Attributes"]["ApproximateNumberOfMessages"] == "1"
     source(lambdas).run_until(lambda: status_of("d-1") == "DELIVERED")
     assert len(partner.received("/ok")) == 1
+
+
+def test_every_lambda_logs_json_lines_at_info_with_the_ids(
+    lambdas: AwsResources, partner: Partner, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """As the Lambda runtime leaves it: a text handler on the root logger at WARNING, which
+    dropped the "accepted" and "attempt" lines and the ids of every warning."""
+    root = logging.getLogger()
+    root.handlers[:] = [logging.StreamHandler()]
+    root.setLevel(logging.WARNING)
+    call_api("POST", "/v1/messages", message("log-1", partner.url("/ok")),
+             headers={"X-Correlation-Id": "corr-log-1"})
+    source(lambdas).run_until(lambda: status_of("log-1") == "DELIVERED")
+    lines = [orjson.loads(text) for text in capfd.readouterr().err.splitlines()
+             if text.startswith("{") and "log-1" in text]
+    by_message = {line["message"]: line for line in lines}
+    assert {"accepted", "attempt"} <= set(by_message), lines
+    for name in ("accepted", "attempt"):
+        assert by_message[name]["level"] == "INFO"
+        assert by_message[name]["messageId"] == "log-1"
+        assert by_message[name]["correlationId"] == "corr-log-1"
 
 
 def test_large_body_goes_through_s3(lambdas: AwsResources, partner: Partner) -> None:

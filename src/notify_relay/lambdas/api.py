@@ -24,7 +24,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         from notify_relay.api.app import create_app
         from notify_relay.bootstrap import build_aws
         from notify_relay.config import AwsSettings
+        from notify_relay.logs import configure_lambda_logging
 
+        configure_lambda_logging()
         runtime = build_aws(AwsSettings.from_env(), worker=False)
         # lifespan off: the API runtime has nothing to start, and Mangum would otherwise
         # run startup and shutdown around every invocation

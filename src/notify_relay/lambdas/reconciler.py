@@ -14,6 +14,7 @@ from typing import Any
 
 from notify_relay.bootstrap import build_aws
 from notify_relay.config import AwsSettings
+from notify_relay.logs import configure_lambda_logging
 from notify_relay.runtime import Runtime
 
 DEAD_LETTERS_PER_RUN = 500
@@ -37,6 +38,7 @@ async def _run(runtime: Runtime, grace: timedelta) -> dict[str, int]:
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
     """Messages younger than the grace may still be in their API Lambda's hands."""
+    configure_lambda_logging()
     settings = AwsSettings.from_env()
     runtime = build_aws(settings, worker=False)
     return asyncio.run(_run(runtime, timedelta(seconds=settings.reconcile_grace)))

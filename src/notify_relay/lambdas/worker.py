@@ -27,6 +27,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from notify_relay.adapters.aws.sqs import SqsQueue
 from notify_relay.bootstrap import build_aws
 from notify_relay.config import AwsSettings
+from notify_relay.logs import configure_lambda_logging
 from notify_relay.runtime import Runtime
 
 logger = Logger(service="notify-relay-worker")
@@ -70,6 +71,7 @@ class EmfObserver:
 async def _started() -> tuple[Runtime, AwsSettings]:
     global _runtime, _settings
     if _runtime is None or _settings is None:
+        configure_lambda_logging()
         _settings = AwsSettings.from_env()
         runtime = build_aws(_settings, worker=True, observer=EmfObserver())
         await runtime.start()
