@@ -1,7 +1,8 @@
 """CDK entry point: `python app.py` (or `cdk synth`) writes the template to cdk.out/.
 
-Context: `stage` (dev or prod, default dev), `assetPath` (the Lambda bundle folder that
-scripts/build-lambda makes; default build/lambda, or src/ for a synth-only check).
+Context: `stage` (dev or prod, default dev), `assetPath` (the Lambda bundle folder; default
+build/lambda, which scripts/build-lambda makes: without it the synth stops with an error,
+as src/ alone has none of the dependencies; `-c assetPath=../src` for a template-only check).
 """
 
 from __future__ import annotations

@@ -75,12 +75,22 @@ def suppress_nag_findings(stack: cdk.Stack) -> None:
     ])
 
 
+class MissingBundle(RuntimeError):
+    """No Lambda bundle to deploy: packaging src/ alone would ship code without its
+    dependencies, and every handler would fail at import once deployed."""
+
+
 def asset_path(app: cdk.App) -> str:
+    """`assetPath` from the context (scripts/synth passes src/ for a template-only check),
+    else the bundle scripts/build-lambda made; never src/ by default."""
     given = app.node.try_get_context("assetPath")
     if given:
         return str(Path(given).resolve())
     built = REPO / "build" / "lambda"
-    return str(built if built.is_dir() else REPO / "src")
+    if not built.is_dir():
+        raise MissingBundle(f"{built} is missing: run scripts/build-lambda first (or pass "
+                            "-c assetPath=../src to synthesize a template only)")
+    return str(built)
 
 
 def build_app(app: cdk.App) -> NotifyRelayStack:

@@ -267,3 +267,26 @@ def test_cfn_lint_finds_no_errors(prod: Synth, tmp_path: Path) -> None:
                              str(template)], capture_output=True, text=True, check=False)
     errors = [line for line in result.stdout.splitlines() if ":E" in line]
     assert errors == [], result.stdout
+
+
+def test_no_bundle_stops_the_synth_instead_of_shipping_src_alone(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without build/lambda, src/ used to be packaged silently, without its dependencies."""
+    from notify_relay_infra import stack
+
+    monkeypatch.setattr(stack, "REPO", tmp_path)
+    app = cdk.App(context={"stage": "dev"})
+    with pytest.raises(stack.MissingBundle, match="scripts/build-lambda"):
+        stack.asset_path(app)
+    (tmp_path / "build" / "lambda").mkdir(parents=True)
+    assert stack.asset_path(app) == str(tmp_path / "build" / "lambda")
+
+
+def test_cdk_runs_the_app_with_the_projects_interpreter() -> None:
+    """`cdk deploy` from infra/ works without an activated virtualenv."""
+    command = json.loads((INFRA / "cdk.json").read_text())["app"].split()
+    assert command[1:] == ["app.py"]
+    interpreter = (INFRA / command[0]).resolve()
+    assert interpreter == (INFRA.parent / ".venv" / "bin" / "python").resolve()
+    assert interpreter.exists()
