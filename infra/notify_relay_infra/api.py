@@ -1,10 +1,12 @@
-"""API Gateway (REST) in front of the API Lambda, every method behind IAM (SigV4)."""
+"""API Gateway (REST) in front of the API Lambda, every method behind IAM (SigV4) except
+`GET /healthz`."""
 
 from __future__ import annotations
 
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
 from notify_relay_infra.config import StageConfig
@@ -41,6 +43,15 @@ class Api(Construct):
                     status=True, user=True),
             ),
         )
+        # liveness for load balancers and uptime checks, which cannot sign: it answers
+        # 200 or 503 and reveals nothing (the app's /healthz needs no sender)
+        self.health = self.rest_api.root.add_resource("healthz").add_method(
+            "GET", apigw.LambdaIntegration(handler),
+            authorization_type=apigw.AuthorizationType.NONE)
+        NagSuppressions.add_resource_suppressions(self.health, [NagPackSuppression(
+            id="AwsSolutions-APIG4",
+            reason="GET /healthz only: liveness for uptime checks that cannot sign SigV4; it "
+                   "answers 200 or 503 with no data, and the stage throttle bounds it.")])
         self.rest_api.add_request_validator(
             "ValidateParameters", validate_request_parameters=True,
             validate_request_body=False)

@@ -193,6 +193,18 @@ def test_poison_record_fails_alone_and_is_redriven(lambdas: AwsResources,
     events.run_until(in_dlq, timeout=20)
 
 
+def test_health_answers_a_caller_that_did_not_sign(lambdas: AwsResources) -> None:
+    """GET /healthz is open at API Gateway (uptime checks cannot sign): the event then has
+    no IAM identity, and the app must still answer it, and only it."""
+    event = api_event("GET", "/healthz")
+    event["requestContext"]["identity"] = {"userArn": None, "sourceIp": "127.0.0.1"}
+    response = api_lambda.handler(event, FakeContext())
+    assert response["statusCode"] == 200, response
+    event = api_event("GET", "/v1/messages")
+    event["requestContext"]["identity"] = {"userArn": None, "sourceIp": "127.0.0.1"}
+    assert api_lambda.handler(event, FakeContext())["statusCode"] in (401, 403)
+
+
 def test_unmapped_principal_is_forbidden(lambdas: AwsResources) -> None:
     code, body, _ = call_api("GET", "/v1/messages",
                              principal="arn:aws:iam::123456789012:role/stranger")

@@ -206,8 +206,15 @@ def test_destinations_grants(prod: Synth) -> None:
 def test_api_gateway_iam_and_throttling(prod: Synth) -> None:
     methods = prod.resources("AWS::ApiGateway::Method")
     assert methods
-    for method in methods.values():
-        assert method["Properties"]["AuthorizationType"] == "AWS_IAM"
+    open_methods = []
+    for name, method in methods.items():
+        if method["Properties"]["AuthorizationType"] != "AWS_IAM":
+            open_methods.append((name, method["Properties"]))
+    # only the health check is open (uptime checks cannot sign), and only for GET
+    ((name, health),) = open_methods
+    assert (health["HttpMethod"], health["AuthorizationType"]) == ("GET", "NONE")
+    resource = prod.resources("AWS::ApiGateway::Resource")[health["ResourceId"]["Ref"]]
+    assert resource["Properties"]["PathPart"] == "healthz"
     stage = one(prod, "AWS::ApiGateway::Stage")
     settings = stage["MethodSettings"][0]
     assert settings["ThrottlingRateLimit"] == 100_000
