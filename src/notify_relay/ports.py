@@ -134,13 +134,16 @@ class Entry:
 class Claim:
     """A lease on one queue entry: invisible to other claims until `lease_until`.
 
-    `destination` is the destination's name where the queue knows it.
+    `destination` is the destination's name where the queue knows it; `correlation_id`
+    the request's that queued the entry, where the queue carries it (SQS), so that a
+    rescheduled or dead-lettered entry keeps it.
     """
 
     key: MessageKey
     receipt: str
     lease_until: datetime
     destination: str | None = None
+    correlation_id: str | None = None
 
     @property
     def destination_key(self) -> DestinationKey | None:

@@ -82,11 +82,11 @@ async def _started() -> tuple[Runtime, AwsSettings]:
 async def record_handler(record: SQSRecord) -> None:
     runtime, settings = await _started()
     lease_until = datetime.now(UTC) + timedelta(seconds=settings.visibility_timeout)
-    claim = SqsQueue.claim_of(record.body, record.receipt_handle, lease_until)
-    attributes = record.message_attributes
-    correlation = attributes["correlationId"]
+    correlation = record.message_attributes["correlationId"]
+    claim = SqsQueue.claim_of(record.body, record.receipt_handle, lease_until,
+                              correlation.string_value if correlation else None)
     logger.append_keys(messageId=claim.key.message_id, senderId=claim.key.sender_id,
-                       correlationId=correlation.string_value if correlation else None)
+                       correlationId=claim.correlation_id)
     await runtime.relay.deliver(claim)  # raises: this record is reported failed, and retried
 
 

@@ -127,15 +127,21 @@ class SqsQueue:
         a delay, what a destination cannot take."""
         response = await asyncio.to_thread(
             self._sqs.receive_message, QueueUrl=self._url, MaxNumberOfMessages=min(limit, 10),
-            VisibilityTimeout=int(lease_seconds), WaitTimeSeconds=0)
+            VisibilityTimeout=int(lease_seconds), WaitTimeSeconds=0,
+            MessageAttributeNames=["correlationId"])
         lease_until = self._clock() + timedelta(seconds=lease_seconds)
-        return [self.claim_of(m["Body"], m["ReceiptHandle"], lease_until)
-                for m in response.get("Messages", [])]
+        claims = []
+        for m in response.get("Messages", []):
+            correlation = m.get("MessageAttributes", {}).get("correlationId")
+            claims.append(self.claim_of(m["Body"], m["ReceiptHandle"], lease_until,
+                                        correlation.get("StringValue") if correlation else None))
+        return claims
 
     @staticmethod
-    def claim_of(body: str, receipt: str, lease_until: datetime) -> Claim:
+    def claim_of(body: str, receipt: str, lease_until: datetime,
+                 correlation_id: str | None = None) -> Claim:
         key, _, destination = decode_entry(body)
-        return Claim(key, receipt, lease_until, destination)
+        return Claim(key, receipt, lease_until, destination, correlation_id)
 
     async def complete(self, claim: Claim) -> None:
         if not self._deletes_by_caller:
@@ -143,12 +149,13 @@ class SqsQueue:
                                     ReceiptHandle=claim.receipt)
 
     async def reschedule(self, claim: Claim, due_at: datetime) -> None:
-        await asyncio.to_thread(self._send, self._url, claim.key, due_at, "", False,
-                                claim.destination)
+        await asyncio.to_thread(self._send, self._url, claim.key, due_at,
+                                claim.correlation_id or "", False, claim.destination)
         await self.complete(claim)
 
     async def dead_letter(self, claim: Claim) -> None:
-        await asyncio.to_thread(self._send, self._dlq_url, claim.key, self._clock(), "", True)
+        await asyncio.to_thread(self._send, self._dlq_url, claim.key, self._clock(),
+                                claim.correlation_id or "", True, claim.destination)
         await self.complete(claim)
 
     async def peek_dead_letters(self, limit: int, hide_seconds: int = 30) -> list[DeadLetter]:
