@@ -26,6 +26,7 @@ class StageConfig:
     api_burst_limit: int
     max_receive_count: int
     oldest_message_alarm: Duration
+    dead_letter_alarm_percent: float  # of final outcomes, over three 5-minute periods
     removal_policy: RemovalPolicy
     log_retention: RetentionDays
 
@@ -44,12 +45,14 @@ STAGES = {
         name="dev", retention_days=7, worker_reserved_concurrency=20,
         worker_max_concurrency=10, api_memory_mb=512, worker_memory_mb=512,
         api_rate_limit=100, api_burst_limit=200, max_receive_count=5,
-        oldest_message_alarm=Duration.minutes(20), removal_policy=RemovalPolicy.DESTROY,
+        oldest_message_alarm=Duration.minutes(20), dead_letter_alarm_percent=20.0,
+        removal_policy=RemovalPolicy.DESTROY,
         log_retention=RetentionDays.ONE_WEEK),
     "prod": StageConfig(
         name="prod", retention_days=30, worker_reserved_concurrency=3000,
         worker_max_concurrency=1000, api_memory_mb=1024, worker_memory_mb=1024,
         api_rate_limit=100_000, api_burst_limit=50_000, max_receive_count=5,
-        oldest_message_alarm=Duration.minutes(20), removal_policy=RemovalPolicy.RETAIN,
+        oldest_message_alarm=Duration.minutes(20), dead_letter_alarm_percent=5.0,
+        removal_policy=RemovalPolicy.RETAIN,
         log_retention=RetentionDays.THREE_MONTHS),
 }

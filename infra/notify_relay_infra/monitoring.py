@@ -32,6 +32,11 @@ class Monitoring(Construct):
         self.topic = sns.Topic(self, "Alarms", enforce_ssl=True)
         alarm_action = actions.SnsAction(self.topic)
 
+        def emf(service: str, name: str, minutes: int = 5) -> cw.Metric:
+            return cw.Metric(namespace=NAMESPACE, metric_name=name,
+                             dimensions_map={"service": service}, statistic="Sum",
+                             period=Duration.minutes(minutes))
+
         def alarm(name: str, metric: cw.IMetric, threshold: float, periods: int = 1,
                   description: str = "") -> cw.Alarm:
             created = cw.Alarm(
@@ -43,17 +48,19 @@ class Monitoring(Construct):
             return created
 
         self.alarms = [
-            alarm("DeadLettersWaiting",
-                  # visible + in flight: the reconciler's sweep hides entries for a moment
+            # a rate, not the DLQ's depth: FAILED entries stay there (the reconciler reads
+            # them), so a depth alarm stayed in ALARM for 14 days after one failure
+            alarm("DeadLetterRate",
                   cw.MathExpression(
-                      expression="visible + hidden", label="dead letters",
-                      period=Duration.minutes(1), using_metrics={
-                          "visible": queues.dead_letter
-                          .metric_approximate_number_of_messages_visible(statistic="Maximum"),
-                          "hidden": queues.dead_letter
-                          .metric_approximate_number_of_messages_not_visible(
-                              statistic="Maximum")}), 0,
-                  description="A message was dead-lettered: see GET /v1/messages?status=FAILED"),
+                      expression="100 * dead / MAX([dead + delivered, 1])",
+                      label="dead letters (% of final outcomes)", period=Duration.minutes(5),
+                      using_metrics={"dead": emf("worker", "DeadLettered"),
+                                     "delivered": emf("worker", "Delivered")}),
+                  stage.dead_letter_alarm_percent, periods=3,
+                  description="More dead letters than usual: see GET /v1/messages?status=FAILED"),
+            alarm("PoisonRedriven", emf("reconciler", "Redriven"), 0,
+                  description="The queue dead-lettered an entry whose processing kept "
+                              "crashing; its message is FAILED with the reason"),
             alarm("OldestMessageAge",
                   queues.work.metric_approximate_age_of_oldest_message(
                       period=Duration.minutes(1), statistic="Maximum"),
@@ -74,10 +81,6 @@ class Monitoring(Construct):
                   description="API Gateway answers 5xx"),
         ]
 
-        def emf(name: str) -> cw.Metric:
-            return cw.Metric(namespace=NAMESPACE, metric_name=name,
-                             dimensions_map={"service": "worker"}, statistic="Sum",
-                             period=Duration.minutes(1))
 
         self.dashboard = cw.Dashboard(self, "Dashboard",
                                       dashboard_name=f"notify-relay-{stage.name}")
@@ -87,8 +90,8 @@ class Monitoring(Construct):
                                  rest_api.metric_server_error()],
                            right=[rest_api.metric_latency(statistic="p99")]),
             cw.GraphWidget(title="Deliveries",
-                           left=[emf("Delivered"), emf("DeadLettered"), emf("AttemptsRetry"),
-                                 emf("AttemptsGiveUp")]),
+                           left=[emf("worker", name, 1) for name in (
+                               "Delivered", "DeadLettered", "AttemptsRetry", "AttemptsGiveUp")]),
             cw.GraphWidget(title="Queue",
                            left=[queues.work.metric_approximate_number_of_messages_visible(),
                                  queues.dead_letter.metric_approximate_number_of_messages_visible()],

@@ -8,6 +8,7 @@ names), and a line goes to the file descriptor in one write, with no text layer 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -90,7 +91,12 @@ def configure_logging(level: str = "INFO") -> None:
     logging.logProcesses = False
     logging.logMultiprocessing = False
     root = logging.getLogger()
-    root.handlers[:] = [LineHandler(sys.stderr.fileno())]
+    try:
+        handler: logging.Handler = LineHandler(sys.stderr.fileno())
+    except (AttributeError, io.UnsupportedOperation):  # stderr replaced by an object
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+    root.handlers[:] = [handler]
     root.setLevel(level.upper())
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []

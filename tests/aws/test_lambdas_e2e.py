@@ -211,8 +211,22 @@ def test_unmapped_principal_is_forbidden(lambdas: AwsResources) -> None:
     assert (code, body["code"]) == (403, "FORBIDDEN")
 
 
+def emf_metrics(output: str, service: str) -> dict[str, float]:
+    """The metric values of the EMF documents of `service` printed on stdout."""
+    values: dict[str, float] = {}
+    for text in output.splitlines():
+        if text.startswith("{") and '"_aws"' in text:
+            document = orjson.loads(text)
+            if document.get("service") == service:
+                for metric in document["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
+                    value = document[metric["Name"]]
+                    values[metric["Name"]] = sum(value) if isinstance(value, list) else value
+    return values
+
+
 def test_redriven_poison_is_marked_failed(lambdas: AwsResources, partner: Partner,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+                                          monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
     # Given a message whose processing always crashes: its body is gone from S3
     text = "x" * (300 * 1024)
     call_api("POST", "/v1/messages", message("poison-1", partner.url("/ok"), body=text))
@@ -233,8 +247,13 @@ def test_redriven_poison_is_marked_failed(lambdas: AwsResources, partner: Partne
     assert status_of("poison-1") == "QUEUED"
     # Then the reconciler marks it FAILED and leaves the dead letter for the alarm
     monkeypatch.setenv("NOTIFY_RELAY_RECONCILE_GRACE", "60")
+    capsys.readouterr()
     result = reconciler_lambda.handler({}, FakeContext())
     assert result == {"queued": 0, "deadLettersKept": 1, "deadLettersDropped": 0}
+    # the PoisonRedriven alarm's metric, once: a second run finds it FAILED already
+    assert emf_metrics(capsys.readouterr().out, "reconciler")["Redriven"] == 1
+    reconciler_lambda.handler({}, FakeContext())
+    assert "Redriven" not in emf_metrics(capsys.readouterr().out, "reconciler")
     _, body, _ = call_api("GET", "/v1/messages/poison-1")
     assert body["status"] == "FAILED"
     assert body["attempts"][-1]["outcome"] == "GIVE_UP"

@@ -230,12 +230,17 @@ def test_alarms_and_dashboard(prod: Synth) -> None:
     assert {"ApproximateAgeOfOldestMessage", "Throttles", "5XXError"} <= names
     expressions = {a["Properties"]["AlarmDescription"]: a for a in alarms.values()
                    if "Metrics" in a["Properties"]}
-    assert len(expressions) == 3  # the two error rates and the dead letters
-    dead = next(a for d, a in expressions.items() if d.startswith("A message was dead"))
+    assert len(expressions) == 3  # the two error rates and the dead-letter rate
+    # the rate of dead letters, not the DLQ's depth (FAILED entries stay in the DLQ)
+    dead = next(a for d, a in expressions.items() if d.startswith("More dead letters"))
     dead_metrics = {m["MetricStat"]["Metric"]["MetricName"]
                     for m in dead["Properties"]["Metrics"] if "MetricStat" in m}
-    assert dead_metrics == {"ApproximateNumberOfMessagesVisible",
-                            "ApproximateNumberOfMessagesNotVisible"}
+    assert dead_metrics == {"DeadLettered", "Delivered"}
+    assert dead["Properties"]["Threshold"] == 5.0
+    assert not any("ApproximateNumberOfMessages" in str(a) for a in alarms.values())
+    poison = next(a for a in alarms.values() if a["Properties"].get("MetricName") == "Redriven")
+    assert poison["Properties"]["Dimensions"] == [{"Name": "service", "Value": "reconciler"}]
+    assert poison["Properties"]["Threshold"] == 0
     for alarm in alarms.values():
         assert alarm["Properties"]["AlarmActions"], "every alarm notifies the topic"
     assert len(prod.resources("AWS::CloudWatch::Dashboard")) == 1

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import re
+import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -13,7 +15,7 @@ from typing import Any
 import pytest
 
 from notify_relay.context import correlation_id
-from notify_relay.logs import LineHandler
+from notify_relay.logs import LineHandler, configure_logging
 
 Log = Callable[[Callable[[logging.Logger], None]], list[dict[str, Any]]]
 
@@ -42,6 +44,7 @@ def log() -> Iterator[Log]:
 
     yield run
     logger.handlers[:] = []
+    logger.propagate = True
     os.close(read)
     os.close(write)
 
@@ -84,3 +87,21 @@ def test_what_orjson_refuses_and_exceptions_still_make_a_line(log: Log) -> None:
     (line,) = log(calls)
     assert (line["message"], line["level"], line["huge"]) == ("failed here", "ERROR", 2**70)
     assert "ValueError: bad thing" in line["exception"]
+
+
+def test_a_stderr_without_a_descriptor_still_gets_json_lines(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host that replaces sys.stderr with an object (a test runner, an embedding app)."""
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging("INFO")
+        logging.getLogger("notify_relay.fallback_check").info("hello", extra={"n": 1})
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    line = json.loads(stream.getvalue().splitlines()[-1])
+    assert (line["message"], line["n"]) == ("hello", 1)

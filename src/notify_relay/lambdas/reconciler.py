@@ -1,9 +1,9 @@
 """Scheduled every minute: close the dual-write gap, and keep FAILED and the DLQ in step.
 
 1. Messages stored but never queued (the SQS send failed) are queued.
-2. The dead-letter queue is swept (entries are looked at, not consumed, so the DLQ alarm
-   keeps firing while dead letters wait): an entry the redrive policy moved there marks its
-   message FAILED; an entry whose message was retried by hand since is removed.
+2. The dead-letter queue is swept (entries are looked at, not consumed): an entry the
+   redrive policy moved there marks its message FAILED and counts as `Redriven` (an EMF
+   metric, alarmed on); an entry whose message was retried by hand since is removed.
 """
 
 from __future__ import annotations
@@ -12,12 +12,25 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+from aws_lambda_powertools import Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+
 from notify_relay.bootstrap import build_aws
 from notify_relay.config import AwsSettings
 from notify_relay.logs import configure_lambda_logging
+from notify_relay.ports import NullObserver
 from notify_relay.runtime import Runtime
 
 DEAD_LETTERS_PER_RUN = 500
+metrics = Metrics(namespace="NotifyRelay", service="reconciler")
+
+
+class RedriveObserver(NullObserver):
+    """A message the queue's redrive policy dead-lettered (its processing kept crashing)
+    is counted: each one is an alarm (infra: PoisonRedriven), unlike a FAILED outcome."""
+
+    def dead_lettered(self) -> None:
+        metrics.add_metric(name="Redriven", unit=MetricUnit.Count, value=1)
 
 
 async def _run(runtime: Runtime, grace: timedelta) -> dict[str, int]:
@@ -33,12 +46,15 @@ async def _run(runtime: Runtime, grace: timedelta) -> dict[str, int]:
                 dropped += 1
             else:
                 kept += 1
+    metrics.add_metric(name="Requeued", unit=MetricUnit.Count, value=queued)
+    metrics.add_metric(name="DeadLettersKept", unit=MetricUnit.Count, value=kept)
     return {"queued": queued, "deadLettersKept": kept, "deadLettersDropped": dropped}
 
 
+@metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
     """Messages younger than the grace may still be in their API Lambda's hands."""
     configure_lambda_logging()
     settings = AwsSettings.from_env()
-    runtime = build_aws(settings, worker=False)
+    runtime = build_aws(settings, worker=False, observer=RedriveObserver())
     return asyncio.run(_run(runtime, timedelta(seconds=settings.reconcile_grace)))
