@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration
+from aws_cdk import Duration, SecretValue
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_secretsmanager as secretsmanager
+from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 
 from notify_relay_infra.config import WORKER_TIMEOUT, StageConfig
@@ -33,6 +35,19 @@ class Functions(Construct):
             "NOTIFY_RELAY_RETENTION": str(stage.retention_days),
             "POWERTOOLS_SERVICE_NAME": "notify-relay",
         }
+
+        # the worker signs deliveries with these: in Secrets Manager, not in the environment
+        # that anyone allowed to read the functions' configuration sees; a space: no sender
+        # signs until an operator puts `senderId=whsec_...` pairs there
+        self.signing_secrets = secretsmanager.Secret(
+            self, "SigningSecrets", removal_policy=stage.removal_policy,
+            description="notify-relay: senderId=whsec_... pairs, comma-separated",
+            secret_string_value=SecretValue.unsafe_plain_text(" "))
+        NagSuppressions.add_resource_suppressions(self.signing_secrets, [NagPackSuppression(
+            id="AwsSolutions-SMG4",
+            reason="Webhook signing secrets are shared with partners, who verify with them: a "
+                   "rotation is agreed with each partner, never scheduled by AWS alone.")])
+        environment["NOTIFY_RELAY_SIGNING_SECRETS_ARN"] = self.signing_secrets.secret_arn
 
         def function(name: str, handler: str, memory: int, timeout: Duration,
                      **extra: object) -> lambda_.Function:
@@ -77,4 +92,5 @@ class Functions(Construct):
         queues.work.grant_send_messages(self.worker)
         queues.work.grant_send_messages(self.reconciler)
         queues.dead_letter.grant_send_messages(self.worker)
+        self.signing_secrets.grant_read(self.worker)
         queues.dead_letter.grant_consume_messages(self.reconciler)  # it sweeps, see reconciler.py

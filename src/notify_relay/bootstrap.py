@@ -116,6 +116,12 @@ def build_aws(settings: AwsSettings, *, worker: bool, observer: Observer | None 
 
     session = boto3.session.Session()
     dynamodb = session.client("dynamodb")
+    secrets = settings.signing_secrets
+    if worker and settings.signing_secrets_arn:  # only the worker signs (and may read it)
+        from notify_relay.adapters.aws.secrets import signing_secrets
+
+        secrets = {**secrets, **signing_secrets(session.client("secretsmanager"),
+                                                settings.signing_secrets_arn)}
     network = NetworkPolicy(settings.allow_networks)
     limits = settings.retry_limits
     aiohttp_deliverer = None
@@ -147,7 +153,7 @@ def build_aws(settings: AwsSettings, *, worker: bool, observer: Observer | None 
         gate=gate,
         limits=limits,
         network=network,
-        signer=StandardWebhooksSigner(settings.signing_secrets),
+        signer=StandardWebhooksSigner(secrets),
         observer=observer,
         schedule_cap=timedelta(seconds=settings.deliver_at_cap),
     )

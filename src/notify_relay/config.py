@@ -548,6 +548,8 @@ class _AwsEnvironment(_Model):
     bucket: str = Field(min_length=1)
     iam_senders: Annotated[Pairs, PlainValidator(_mapping(parse_iam_senders))] = {}
     signing_secrets: Annotated[Pairs, PlainValidator(_mapping(parse_signing_secrets))] = {}
+    # where the stack keeps them (Secrets Manager); read once per execution environment
+    signing_secrets_arn: str | None = None
     allow_networks: Networks = ()
     visibility_timeout: Seconds = 900.0
     paused_recheck: Seconds = 30.0
@@ -569,6 +571,7 @@ class AwsSettings:
     bucket: str
     iam_senders: Mapping[str, str]
     signing_secrets: Mapping[str, str]
+    signing_secrets_arn: str | None
     allow_networks: tuple[IPNetwork, ...]
     visibility_timeout: float
     paused_recheck: float  # how long a paused destination's records wait in SQS per hold
@@ -592,6 +595,7 @@ class AwsSettings:
             bucket=aws.bucket,
             iam_senders=dict(aws.iam_senders),
             signing_secrets=dict(aws.signing_secrets),
+            signing_secrets_arn=aws.signing_secrets_arn or None,
             allow_networks=aws.allow_networks,
             visibility_timeout=aws.visibility_timeout,
             paused_recheck=aws.paused_recheck,

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
+from standardwebhooks import Webhook
 
 from notify_relay.lambdas import api as api_lambda
 from notify_relay.lambdas import reconciler as reconciler_lambda
@@ -125,6 +126,19 @@ def test_every_lambda_logs_json_lines_at_info_with_the_ids(
         assert by_message[name]["level"] == "INFO"
         assert by_message[name]["messageId"] == "log-1"
         assert by_message[name]["correlationId"] == "corr-log-1"
+
+
+def test_the_worker_signs_with_the_secrets_in_secrets_manager(
+    lambdas: AwsResources, partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    arn = client("secretsmanager", lambdas.endpoint).create_secret(
+        Name=f"signing-{time.monotonic_ns()}", SecretString=f"orders={secret}")["ARN"]
+    monkeypatch.setenv("NOTIFY_RELAY_SIGNING_SECRETS_ARN", arn)
+    call_api("POST", "/v1/messages", message("sig-1", partner.url("/ok"), body={"n": 1}))
+    source(lambdas).run_until(lambda: status_of("sig-1") == "DELIVERED")
+    (got,) = partner.received("/ok")
+    assert Webhook(secret).verify(got.body, got.headers) == {"n": 1}
 
 
 def test_large_body_goes_through_s3(lambdas: AwsResources, partner: Partner) -> None:

@@ -302,3 +302,20 @@ def test_cdk_runs_the_app_with_the_projects_interpreter() -> None:
     interpreter = (INFRA / command[0]).resolve()
     assert interpreter == (INFRA.parent / ".venv" / "bin" / "python").resolve()
     assert interpreter.exists()
+
+
+def test_signing_secrets_live_in_secrets_manager_and_only_the_worker_reads_them(
+    prod: Synth
+) -> None:
+    secret = next(iter(prod.resources("AWS::SecretsManager::Secret")))
+    functions = {props["Properties"]["Handler"]: props["Properties"]
+                 for props in prod.resources("AWS::Lambda::Function").values()
+                 if props["Properties"].get("Handler", "").startswith("notify_relay.")}
+    for function in functions.values():
+        env = function["Environment"]["Variables"]
+        assert env["NOTIFY_RELAY_SIGNING_SECRETS_ARN"] == {"Ref": secret}
+        assert "NOTIFY_RELAY_SIGNING_SECRETS" not in env  # never the values themselves
+    readers = [handler for handler in functions
+               if secret in str(_resources_of(_statements(prod, handler),
+                                              "secretsmanager:GetSecretValue"))]
+    assert readers == ["notify_relay.lambdas.worker.handler"]
