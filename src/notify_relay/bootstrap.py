@@ -109,19 +109,23 @@ def build_aws(settings: AwsSettings, *, worker: bool, observer: Observer | None 
     never pays for it.
     """
     import boto3
+    from botocore.config import Config
 
     from notify_relay.adapters.aws.destinations import DynamoDestinationStore, DynamoSlotLimiter
     from notify_relay.adapters.aws.dynamodb import DynamoStore
     from notify_relay.adapters.aws.sqs import SqsQueue
 
     session = boto3.session.Session()
-    dynamodb = session.client("dynamodb")
+    # botocore's standard mode: more transient errors retried than the legacy mode, with
+    # jittered backoff and a retry quota that stops a storm; 3 attempts in all
+    config = Config(retries={"mode": "standard", "max_attempts": 3})
+    dynamodb = session.client("dynamodb", config=config)
     secrets = settings.signing_secrets
     if worker and settings.signing_secrets_arn:  # only the worker signs (and may read it)
         from notify_relay.adapters.aws.secrets import signing_secrets
 
-        secrets = {**secrets, **signing_secrets(session.client("secretsmanager"),
-                                                settings.signing_secrets_arn)}
+        manager = session.client("secretsmanager", config=config)
+        secrets = {**secrets, **signing_secrets(manager, settings.signing_secrets_arn)}
     network = NetworkPolicy(settings.allow_networks)
     limits = settings.retry_limits
     aiohttp_deliverer = None
@@ -130,7 +134,8 @@ def build_aws(settings: AwsSettings, *, worker: bool, observer: Observer | None 
 
         aiohttp_deliverer = AiohttpDeliverer(network)
     observer = observer or NullObserver()
-    queue = SqsQueue(session.client("sqs"), settings.queue_url, settings.dead_letter_url,
+    queue = SqsQueue(session.client("sqs", config=config), settings.queue_url,
+                     settings.dead_letter_url,
                      deletes_by_caller=worker)
     gate = Gate(
         DynamoDestinationStore(dynamodb, settings.destinations_table, settings.table),
@@ -145,7 +150,8 @@ def build_aws(settings: AwsSettings, *, worker: bool, observer: Observer | None 
         probe_seconds=limits.max_timeout + 60.0,
     )
     relay = Relay(
-        store=DynamoStore(dynamodb, settings.table, session.client("s3"), settings.bucket,
+        store=DynamoStore(dynamodb, settings.table, session.client("s3", config=config),
+                          settings.bucket,
                           retention=timedelta(days=settings.retention_days or 36500),
                           destinations_table=settings.destinations_table),
         queue=queue,

@@ -275,6 +275,39 @@ def test_redriven_poison_is_marked_failed(lambdas: AwsResources, partner: Partne
     assert dead_letters() == 1
 
 
+def test_a_failed_record_comes_back_in_seconds_not_after_the_visibility_timeout(
+    lambdas: AwsResources, partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store that refuses a write once (a throttle beyond botocore's retries) fails the
+    record; with the visibility timeout production uses (900 s), it used to wait that long."""
+    call_api("POST", "/v1/messages", message("t-1", partner.url("/ok")))
+    events = SqsEventSource(client("sqs", lambdas.endpoint), lambdas.queue_url,
+                            worker_lambda.handler, visibility_timeout=900)
+    from notify_relay.adapters.aws.dynamodb import DynamoStore
+
+    real_update = DynamoStore.update
+    failures = [1]
+
+    async def throttled_once(self: DynamoStore, message: Any) -> Any:
+        if failures[0]:
+            failures[0] -= 1
+            raise RuntimeError("ProvisionedThroughputExceededException (simulated)")
+        return await real_update(self, message)
+
+    monkeypatch.setattr(DynamoStore, "update", throttled_once)
+    assert events.poll_once() == 1
+    assert events.failures == 1
+    started = time.monotonic()
+    events.run_until(lambda: status_of("t-1") == "DELIVERED", timeout=20)
+    assert time.monotonic() - started < 20  # back after 1 s, at its first receive
+    assert len(partner.received("/ok")) == 1
+
+
+def test_retry_delays_grow_by_receive_and_stop_at_the_visibility_timeout() -> None:
+    assert [worker_lambda.retry_delay(n) for n in (1, 2, 3, 5)] == [1, 2, 4, 16]
+    assert worker_lambda.retry_delay(40) == 900
+
+
 def test_manual_retry_clears_the_old_dead_letter(lambdas: AwsResources, partner: Partner,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     call_api("POST", "/v1/messages", message("m-1", partner.url("/flaky/1"),

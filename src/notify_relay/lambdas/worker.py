@@ -30,6 +30,7 @@ from notify_relay.config import AwsSettings
 from notify_relay.logs import configure_lambda_logging
 from notify_relay.runtime import Runtime
 
+MAX_RETRY_DELAY_SECONDS = 900
 logger = Logger(service="notify-relay-worker")
 metrics = Metrics(namespace="NotifyRelay", service="worker")
 processor = AsyncBatchProcessor(event_type=EventType.SQS)
@@ -87,7 +88,25 @@ async def record_handler(record: SQSRecord) -> None:
                               correlation.string_value if correlation else None)
     logger.append_keys(messageId=claim.key.message_id, senderId=claim.key.sender_id,
                        correlationId=claim.correlation_id)
-    await runtime.relay.deliver(claim)  # raises: this record is reported failed, and retried
+    try:
+        await runtime.relay.deliver(claim)
+    except Exception:  # reported failed: back in seconds, not after the visibility timeout
+        receives = int(record.attributes.approximate_receive_count)
+        queue = runtime.relay.queue
+        if isinstance(queue, SqsQueue):
+            try:
+                await queue.retry_in(claim, retry_delay(receives))
+            except Exception:
+                logger.exception("shortening the visibility failed; the visibility timeout "
+                                 "brings the record back")
+        raise
+
+
+def retry_delay(receives: int) -> int:
+    """Seconds before a failed record is received again: 1, 2, 4, ... by its receive count,
+    so that a throttle or a stale write costs seconds and a poison record still reaches
+    the queue's maxReceiveCount (and the DLQ) within seconds too."""
+    return min(MAX_RETRY_DELAY_SECONDS, 1 << max(0, min(receives - 1, 10)))
 
 
 async def flush_destinations() -> None:

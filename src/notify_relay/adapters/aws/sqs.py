@@ -143,6 +143,13 @@ class SqsQueue:
         key, _, destination = decode_entry(body)
         return Claim(key, receipt, lease_until, destination, correlation_id)
 
+    async def retry_in(self, claim: Claim, seconds: int) -> None:
+        """The same entry visible again after `seconds` (its receive count goes on, so
+        the redrive policy still moves one that keeps failing): for a failed step, where
+        waiting out the whole visibility timeout (15 minutes) would stall it."""
+        await asyncio.to_thread(self._sqs.change_message_visibility, QueueUrl=self._url,
+                                ReceiptHandle=claim.receipt, VisibilityTimeout=seconds)
+
     async def complete(self, claim: Claim) -> None:
         if not self._deletes_by_caller:
             await asyncio.to_thread(self._sqs.delete_message, QueueUrl=self._url,
