@@ -96,10 +96,19 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def start_server(db: Path, port: int) -> subprocess.Popen[bytes]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU the process has used: per message, the cost that a ratio of
+    rates hides when something else on the machine takes the other core."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_server(db: Path, port: int, log_level: str = "INFO") -> subprocess.Popen[bytes]:
+    """`notify-relay serve` with its defaults (INFO logs, the issue's target) but for the
+    port, the file and loopback partners; its log lines go to /dev/null, still written."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "notify_relay.cli", "serve", "--port", str(port), "--db", str(db),
-         "--allow-networks", "127.0.0.0/8", "--log-level", "WARNING"],
+         "--allow-networks", "127.0.0.0/8", "--log-level", log_level],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30
@@ -114,8 +123,9 @@ def start_server(db: Path, port: int) -> subprocess.Popen[bytes]:
 
 async def submit_and_wait(session: aiohttp.ClientSession, base: str, partner_port: int,
                           n: int, concurrency: int, rate: float | None,
-                          path: str) -> tuple[float, float]:
-    """(accepted/s, delivered/s) of N submissions through base: one harness for every system.
+                          path: str, waits: list[float] | None = None) -> tuple[float, float]:
+    """(accepted/s, delivered/s) of N submissions through base: one harness for every system;
+    each submission's answer time (ms, from its send) goes into `waits`.
 
     Delivered means counted by the partner: the time runs from the first submit until the
     partner's count has grown by N, so the systems must run one after the other.
@@ -130,9 +140,13 @@ async def submit_and_wait(session: aiohttp.ClientSession, base: str, partner_por
         if rate:  # paced: message i leaves at i / rate seconds
             await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
         body = {"messageId": f"bench-{i}", "targetUrl": target, "body": {"n": i}}
-        async with sem, session.post(base + "/v1/messages", json=body) as response:
-            if response.status != 202:
-                raise RuntimeError(f"submit {i}: {response.status} {await response.text()}")
+        async with sem:
+            sent = time.perf_counter()
+            async with session.post(base + "/v1/messages", json=body) as response:
+                if response.status != 202:
+                    raise RuntimeError(f"submit {i}: {response.status} {await response.text()}")
+            if waits is not None:
+                waits.append((time.perf_counter() - sent) * 1000)
 
     await asyncio.gather(*(submit(i) for i in range(n)))
     accepted_at = time.perf_counter()
@@ -152,8 +166,9 @@ async def end_to_end(server_port: int, partner_port: int, n: int, concurrency: i
     base = f"http://127.0.0.1:{server_port}"
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
+        waits: list[float] = []
         accepted, delivered = await submit_and_wait(session, base, partner_port, n,
-                                                    concurrency, rate, "/relay")
+                                                    concurrency, rate, "/relay", waits)
         latencies = []
         for i in range(0, n, max(1, n // sample)):
             async with session.get(f"{base}/v1/messages/bench-{i}") as response:
@@ -162,11 +177,14 @@ async def end_to_end(server_port: int, partner_port: int, n: int, concurrency: i
             first = datetime.fromisoformat(message["attempts"][0]["startedAt"])
             latencies.append((first - created).total_seconds() * 1000)
     latencies.sort()
+    waits.sort()
     return {
         "accepted_per_s": accepted,
         "delivered_per_s": delivered,
         "p50_ms": statistics.median(latencies),
         "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        "submit_p50_ms": statistics.median(waits),
+        "submit_p99_ms": waits[min(len(waits) - 1, int(len(waits) * 0.99))],
     }
 
 
@@ -191,6 +209,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--log-level", default="INFO",
+                        help="the server's (INFO: its default, what the target is set for)")
     parser.add_argument("--sample", type=int, default=2000, help="messages read for latency")
     parser.add_argument("--rate", type=float, default=None,
                         help="submit at this many per second instead of as fast as possible")
@@ -210,11 +230,12 @@ def main() -> None:
         top = asyncio.run(ceiling(partner_port, args.messages, args.concurrency))
         with tempfile.TemporaryDirectory() as tmp:
             server_port = free_port()
-            server = start_server(Path(tmp) / "bench.db", server_port)
+            server = start_server(Path(tmp) / "bench.db", server_port, args.log_level)
             before = asyncio.run(count_once(partner_port))
             figures = asyncio.run(end_to_end(server_port, partner_port, args.messages,
                                              args.concurrency, args.sample, args.rate))
             rss = peak_rss_mib(server.pid)
+            cpu_ms = cpu_seconds(server.pid) * 1000 / args.messages
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=60)
             extra["relay"] = asyncio.run(count_once(partner_port)) - before - args.messages
@@ -238,8 +259,11 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores; N={args.messages} C={args.concurrency}{paced}")
     print(f"accepted          {figures['accepted_per_s']:8.0f} /s")
     print(f"delivered e2e     {figures['delivered_per_s']:8.0f} /s")
+    print(f"submit answer     p50 {figures['submit_p50_ms']:.1f} ms  "
+          f"p99 {figures['submit_p99_ms']:.1f} ms")
     print(f"accept->attempt   p50 {figures['p50_ms']:.1f} ms  p99 {figures['p99_ms']:.1f} ms")
     print(f"server peak RSS   {rss:8.1f} MiB   (database {db_size:.1f} MiB)")
+    print(f"server CPU        {cpu_ms:8.2f} ms a message (start-up included)")
     print(f"ceiling (client)  {top:8.0f} /s")
     print(f"e2e / ceiling     {figures['delivered_per_s'] / top:8.2f}")
     if reference is not None:
