@@ -73,7 +73,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from run import end_to_end, free_port, peak_rss_mib, start_partner, start_server
 
 CACHE_DIR = Path("/tmp/notify-relay-bench")
-GENERATOR = "scale-1"  # bump when the rows change: the cache key carries it
+GENERATOR = "scale-2"  # bump when the rows change: the cache key carries it
 BASELINE_WAITING = 600  # RETRYING pages 1-5 of 100 are full in the empty database too
 LIMITS = RetryLimits()  # the server's defaults: the policies below are what it would apply
 WINDOW = timedelta(days=7)  # final messages: well inside the 30-day retention
@@ -214,16 +214,16 @@ def steps_of(spec: Spec) -> list[Step]:
 
 
 def real_message(spec: Spec) -> Message:
-    """The message as the server leaves it: each store write bumps the version (create 1,
-    marked queued 2, then two an attempt), as SqliteStore.create and update do."""
+    """The message as the server leaves it: each store write bumps the version (created
+    queued, 1, by SqliteStore.create_queued; then two an attempt: its start and its outcome
+    with the entry settled)."""
     body, body_kind = encode_body({"event": "order.shipped", "order": spec.index,
                                    "sku": "A-100", "quantity": 2})
     content = Content(spec.target, "POST", HEADERS, body, body_kind)
     message = Message.new(MessageKey(spec.sender, spec.message_id), content,
                           correlation_id=spec.correlation_id, policy=spec.kind.policy,
                           timeout_seconds=LIMITS.effective_timeout(None), now=spec.created,
-                          deliver_at=spec.deliver_at).with_version(1)
-    message = message.mark_queued().with_version(2)
+                          deliver_at=spec.deliver_at).mark_queued().with_version(1)
     for step in steps_of(spec):
         message = message.start_attempt(step.started)
         message = message.with_version(message.version + 1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from notify_relay.domain.destination import BreakerState, Destination, DestinationKey
 from notify_relay.domain.message import Message, MessageKey
@@ -220,6 +220,25 @@ class WorkQueue(Protocol):
     async def depth(self) -> int: ...
 
     async def ping(self) -> None: ...
+
+
+@runtime_checkable
+class QueueInStore(Protocol):
+    """A MessageStore whose WorkQueue lives in the same database (SQLite): a message and
+    its queue entry change in one transaction, one commit where there were two or three.
+    The Relay uses it where the store has it; SQS and DynamoDB cannot share one."""
+
+    async def create_queued(self, message: Message) -> tuple[Message, bool]:
+        """create(), with a new message's queue entry (due at its next_attempt_at) in the
+        same transaction, so it is stored already queued. An existing message comes back
+        untouched, as from create()."""
+        ...
+
+    async def update_settled(self, message: Message, claim: Claim) -> Message:
+        """update() with an attempt's outcome, and the claimed entry settled in the same
+        transaction: due again at next_attempt_at while RETRYING, dropped otherwise.
+        StaleWrite leaves both as they were."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

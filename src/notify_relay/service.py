@@ -10,7 +10,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
@@ -63,6 +63,7 @@ from notify_relay.ports import (
     Observer,
     OutboundRequest,
     Page,
+    QueueInStore,
     Signer,
     WorkQueue,
 )
@@ -166,15 +167,20 @@ class Relay:
             (repeats if message.key in seen else firsts).append((index, message))
             seen.add(message.key)
         unqueued: dict[MessageKey, Message] = {}
+        # where the queue shares the store's database, a new message is stored queued
+        store = self.store
+        create = store.create_queued if isinstance(store, QueueInStore) else store.create
         for group in (firsts, repeats):
-            created = await asyncio.gather(*(self.store.create(m) for _, m in group))
+            created = await asyncio.gather(*(create(m) for _, m in group))
             for (index, message), (stored, is_new) in zip(group, created, strict=True):
                 try:
                     results[index] = self._judge(message, stored, is_new, correlation_id)
                 except IdempotencyConflict as exc:
                     results[index] = exc
                     continue
-                if stored.status is Status.QUEUED and not stored.queued:
+                if is_new and stored.queued:
+                    self.on_scheduled(stored.next_attempt_at or now)
+                elif stored.status is Status.QUEUED and not stored.queued:
                     unqueued.setdefault(stored.key, stored)
         if unqueued:
             await self.queue.enqueue_many([
@@ -476,7 +482,8 @@ class Relay:
         message, notice = await self._noticed(message.finish_attempt(
             result, decision, started_at=started, duration_ms=round(elapsed * 1000),
             now=finished))
-        message = await self._record(message)
+        shared = isinstance(self.store, QueueInStore)
+        message = await self._record(message, claim if shared else None)
         self.observer.attempt(decision.outcome.value, elapsed)
         if log.isEnabledFor(logging.INFO):
             log.info("attempt", extra={
@@ -487,7 +494,7 @@ class Relay:
                 "targetHost": urlsplit(message.content.target_url).hostname,
                 "nextAttemptAt": message.next_attempt_at.isoformat()
                 if message.next_attempt_at else None})
-        await self._settle(claim, message, decision.outcome)
+        await self._settle(claim, message, decision.outcome, entry_settled=shared)
         await self._send_notice(notice)
 
     async def _noticed(self, message: Message) -> tuple[Message, Message | None]:
@@ -520,17 +527,23 @@ class Relay:
             log.info("outcome notice", extra=message_context(notice))
             await self._enqueue(notice)
 
-    async def _record(self, message: Message) -> Message:
+    async def _record(self, message: Message, claim: Claim | None) -> Message:
         """Write an attempt's outcome, through a store that is briefly unavailable: the
-        partner has answered, and losing that costs a whole lease and a repeated request."""
+        partner has answered, and losing that costs a whole lease and a repeated request.
+        With `claim` (a QueueInStore), its entry is settled in the same write."""
+        def write() -> Awaitable[Message]:
+            if claim is not None and isinstance(self.store, QueueInStore):
+                return self.store.update_settled(message, claim)
+            return self.store.update(message)
+
         for delay in RECORD_RETRY_DELAYS:
             try:
-                return await self.store.update(message)
+                return await write()
             except StoreUnavailable:
                 log.warning("recording an attempt failed; trying again",
                             extra={**message_context(message), "retryInSeconds": delay})
                 await asyncio.sleep(delay)
-        return await self.store.update(message)
+        return await write()
 
     async def _requeue_if_retried(self, key: MessageKey) -> None:
         """A final message retried by hand between this worker's read and its complete():
@@ -559,16 +572,22 @@ class Relay:
                 seconds=message.timeout_seconds + IN_FLIGHT_MARGIN_SECONDS)
         return None
 
-    async def _settle(self, claim: Claim, message: Message, outcome: Outcome) -> None:
+    async def _settle(self, claim: Claim, message: Message, outcome: Outcome, *,
+                      entry_settled: bool = False) -> None:
+        """The claimed entry follows the message's outcome; `entry_settled`: the store
+        already did that in the outcome's own write (QueueInStore.update_settled)."""
         if outcome is Outcome.RETRY and message.next_attempt_at is not None:
-            await self.queue.reschedule(claim, message.next_attempt_at)
+            if not entry_settled:
+                await self.queue.reschedule(claim, message.next_attempt_at)
             self.on_scheduled(message.next_attempt_at)
             return
         if message.status is Status.DELIVERED:
-            await self.queue.complete(claim)
+            if not entry_settled:
+                await self.queue.complete(claim)
             self.observer.delivered((self.clock() - message.created_at).total_seconds())
         else:
-            await self.queue.dead_letter(claim)
+            if not entry_settled:
+                await self.queue.dead_letter(claim)
             self.observer.dead_lettered()
             log.warning("dead-lettered", extra={**message_context(message),
                                                 "error": message.last_error})

@@ -17,7 +17,7 @@ from notify_relay.adapters.sqlite.database import SqliteDatabase
 from notify_relay.domain.errors import CorruptRecord, StaleWrite
 from notify_relay.domain.message import Message, MessageKey
 from notify_relay.domain.status import Status
-from notify_relay.ports import Page
+from notify_relay.ports import Claim, Page
 
 log = logging.getLogger("notify_relay.sqlite")
 END = 2**63 - 1  # above every seq: the first page's `before`
@@ -68,27 +68,47 @@ class SqliteStore:
         self._db = db
 
     async def create(self, message: Message) -> tuple[Message, bool]:
+        return await self._create(message, queue_it=False)
+
+    async def create_queued(self, message: Message) -> tuple[Message, bool]:
+        return await self._create(message.mark_queued(), queue_it=True)
+
+    async def _create(self, message: Message, *, queue_it: bool) -> tuple[Message, bool]:
         doc = orjson.dumps(message_to_doc(message))
+        key = message.key
 
         def insert(conn: sqlite3.Connection) -> tuple[Message, bool]:
             row = conn.execute(
                 queries.INSERT_MESSAGE,
-                (message.key.sender_id, message.key.message_id, message.status.value,
+                (key.sender_id, key.message_id, message.status.value,
                  message.fingerprint, message.created_at.isoformat(),
                  message.updated_at.isoformat(), int(message.queued), doc,
                  message.destination),
             ).fetchone()
             if row is None:
                 existing = conn.execute(
-                    queries.GET_MESSAGE, (message.key.sender_id, message.key.message_id)
-                ).fetchone()
+                    queries.GET_MESSAGE, (key.sender_id, key.message_id)).fetchone()
                 return _from_row(existing), False
             conn.execute(queries.INSERT_BODY, (row[0], message.content.body))
-            conn.execute(queries.ENSURE_DESTINATION, (message.key.sender_id, message.destination))
+            conn.execute(queries.ENSURE_DESTINATION, (key.sender_id, message.destination))
+            if queue_it:
+                due_at = message.next_attempt_at or message.created_at
+                conn.execute(queries.ENQUEUE, (key.sender_id, key.message_id,
+                                               due_at.timestamp(), message.destination))
             return message, True
 
         stored, created = await self._db.write(insert)
         return (stored.with_version(1) if created else stored), created
+
+    async def update_settled(self, message: Message, claim: Claim) -> Message:
+        key = claim.key
+        if message.status is Status.RETRYING and message.next_attempt_at is not None:
+            settle: tuple[str, tuple[object, ...]] = (queries.RESCHEDULE, (
+                message.next_attempt_at.timestamp(), key.sender_id, key.message_id,
+                claim.receipt))
+        else:
+            settle = (queries.COMPLETE, (key.sender_id, key.message_id, claim.receipt))
+        return await self._update(message, settle)
 
     async def get(self, key: MessageKey, *, with_body: bool = True) -> Message | None:
         """Without the body, the BLOB (up to 6 MiB) is not read at all."""
@@ -98,15 +118,21 @@ class SqliteStore:
         return _from_row(row) if row is not None else None
 
     async def update(self, message: Message) -> Message:
+        return await self._update(message, None)
+
+    async def _update(self, message: Message,
+                      then: tuple[str, tuple[object, ...]] | None) -> Message:
         doc = orjson.dumps(message_to_doc(message))
         params = (message.status.value, message.updated_at.isoformat(), int(message.queued), doc,
                   message.key.sender_id, message.key.message_id, message.version)
 
-        def update(conn: sqlite3.Connection) -> int:
-            return conn.execute(queries.UPDATE_MESSAGE, params).rowcount
+        def update(conn: sqlite3.Connection) -> None:
+            if conn.execute(queries.UPDATE_MESSAGE, params).rowcount != 1:
+                raise StaleWrite()  # the savepoint is rolled back: `then` never ran
+            if then is not None:
+                conn.execute(*then)
 
-        if await self._db.write(update) != 1:
-            raise StaleWrite()
+        await self._db.write(update)
         return message.with_version(message.version + 1)
 
     async def list(

@@ -1,0 +1,131 @@
+"""QueueInStore: a message and its queue entry change in one transaction.
+
+Run on every adapter that has it (the SQLite store, with the SQLite queue on the same file);
+the Relay's use of it is covered by the e2e and crash tests, which run on SQLite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from notify_relay.adapters.sqlite import SqliteDatabase, SqliteQueue, SqliteStore
+from notify_relay.domain.errors import StaleWrite, StoreUnavailable
+from notify_relay.domain.retry import AttemptResult, Decision, Outcome
+from notify_relay.domain.status import Status
+from notify_relay.ports import QueueInStore, WorkQueue
+from tests.factories import NOW, make_message
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["sqlite"])
+def pair(sqlite_db: SqliteDatabase) -> tuple[QueueInStore, WorkQueue]:
+    store = SqliteStore(sqlite_db)
+    assert isinstance(store, QueueInStore)
+    return store, SqliteQueue(sqlite_db)
+
+
+async def test_a_new_message_is_stored_queued_with_its_entry(
+    pair: tuple[QueueInStore, WorkQueue]
+) -> None:
+    store, queue = pair
+    stored, created = await store.create_queued(make_message("q-1"))
+    assert created
+    assert stored.queued
+    assert stored.version == 1
+    (claim,) = await queue.claim(10, 30.0)
+    assert claim.key == stored.key
+
+
+async def test_a_repeat_is_returned_untouched_and_queues_nothing(
+    pair: tuple[QueueInStore, WorkQueue]
+) -> None:
+    store, queue = pair
+    first, _ = await store.create_queued(make_message("q-1"))
+    (claim,) = await queue.claim(10, 30.0)  # leased: a second entry would be claimable
+    again, created = await store.create_queued(make_message("q-1"))
+    assert not created
+    assert (again.version, again.queued) == (first.version, True)
+    assert await queue.claim(10, 30.0) == []
+    assert await queue.depth() == 1
+    await queue.complete(claim)
+
+
+async def test_a_scheduled_message_is_due_at_its_next_attempt(
+    pair: tuple[QueueInStore, WorkQueue]
+) -> None:
+    store, queue = pair
+    due = NOW + timedelta(days=3650)
+    await store.create_queued(replace(make_message("later"), next_attempt_at=due))
+    assert await queue.claim(10, 30.0) == []
+    next_due = await queue.next_due()
+    assert next_due is not None
+    assert abs((next_due - due).total_seconds()) < 0.001
+
+
+async def outcome(store: QueueInStore, queue: WorkQueue, result: AttemptResult,
+                  decision: Decision) -> None:
+    stored, _ = await store.create_queued(make_message("s-1"))
+    (claim,) = await queue.claim(10, 30.0)
+    assert isinstance(store, SqliteStore)
+    started = await store.update(stored.start_attempt(NOW))
+    finished = started.finish_attempt(result, decision, started_at=NOW, duration_ms=1, now=NOW)
+    written = await store.update_settled(finished, claim)
+    assert written.version == started.version + 1
+    assert (await store.get(stored.key)).status is finished.status  # type: ignore[union-attr]
+
+
+async def test_a_retry_makes_the_entry_due_at_the_next_attempt(
+    pair: tuple[QueueInStore, WorkQueue]
+) -> None:
+    store, queue = pair
+    retry_at = NOW + timedelta(days=3650)
+    await outcome(store, queue, AttemptResult(status_code=503), Decision(Outcome.RETRY, retry_at))
+    assert await queue.claim(10, 30.0) == []  # released, but not due before its time
+    next_due = await queue.next_due()
+    assert next_due is not None
+    assert abs((next_due - retry_at).total_seconds()) < 0.001
+
+
+@pytest.mark.parametrize(("result", "decision", "status"), [
+    (AttemptResult(status_code=200), Decision(Outcome.SUCCESS), Status.DELIVERED),
+    (AttemptResult(status_code=400), Decision(Outcome.GIVE_UP), Status.FAILED),
+])
+async def test_a_final_outcome_drops_the_entry(
+    pair: tuple[QueueInStore, WorkQueue], result: AttemptResult, decision: Decision,
+    status: Status,
+) -> None:
+    store, queue = pair
+    await outcome(store, queue, result, decision)
+    assert await queue.depth() == 0
+
+
+async def test_a_stale_outcome_changes_neither(pair: tuple[QueueInStore, WorkQueue]) -> None:
+    store, queue = pair
+    stored, _ = await store.create_queued(make_message("s-1"))
+    (claim,) = await queue.claim(10, 30.0)
+    assert isinstance(store, SqliteStore)
+    await store.update(stored.start_attempt(NOW))
+    stale = stored.start_attempt(NOW).finish_attempt(  # written from the version before
+        AttemptResult(status_code=200), Decision(Outcome.SUCCESS), started_at=NOW,
+        duration_ms=1, now=NOW)
+    with pytest.raises(StaleWrite):
+        await store.update_settled(stale, claim)
+    assert (await store.get(stored.key)).status is Status.DELIVERING  # type: ignore[union-attr]
+    assert await queue.depth() == 1  # the entry stays leased to its claim
+    assert await queue.claim(10, 30.0) == []
+
+
+async def test_a_failed_commit_keeps_neither(pair: tuple[QueueInStore, WorkQueue],
+                                             sqlite_db: SqliteDatabase) -> None:
+    """One transaction: a message never stands stored without its entry, nor the reverse."""
+    store, queue = pair
+    sqlite_db._connection().execute("PRAGMA query_only = ON")  # every write now fails
+    with pytest.raises(StoreUnavailable):
+        await store.create_queued(make_message("lost"))
+    sqlite_db._connection().execute("PRAGMA query_only = OFF")
+    assert await store.get(make_message("lost").key) is None
+    assert await queue.depth() == 0
