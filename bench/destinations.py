@@ -69,6 +69,7 @@ from typing import Any
 
 import aiohttp
 
+from machine import CpuMark, cpu_mark, foreign_cores
 from run import HERE, ceiling, free_port, partner_count, peak_rss_mib, start_partner
 
 SUMMARY: list[tuple[str, str, str, str, str]] = []  # scenario, figure, value, ratio, target
@@ -95,46 +96,6 @@ def pct(values: list[float], q: float) -> float:
 
 def wall(text: str | None) -> float | None:
     return datetime.fromisoformat(text).timestamp() if text else None
-
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-@dataclass(frozen=True)
-class CpuMark:
-    at: float
-    busy: int  # jiffies the whole machine was busy
-    ours: int  # jiffies of this process and its descendants (server, partners)
-
-
-def cpu_mark() -> CpuMark:
-    """For `foreign_cores`: the machine's busy time and ours, from /proc."""
-    usage: dict[int, int] = {}
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            text = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = text[text.rindex(")") + 2:].split()
-        usage[int(entry.name)] = int(fields[11]) + int(fields[12])
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-    ours, stack = 0, [os.getpid()]
-    while stack:
-        pid = stack.pop()
-        ours += usage.get(pid, 0)
-        stack += children.get(pid, [])
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return CpuMark(time.monotonic(), sum(values) - values[3] - values[4], ours)
-
-
-def foreign_cores(start: CpuMark, end: CpuMark) -> float:
-    """Cores used by processes other than this benchmark's between two marks: other work
-    on the machine, which the ratios cannot cancel when it changes within a run."""
-    foreign = (end.busy - start.busy) - (end.ours - start.ours)
-    return max(0.0, foreign / CLOCK_TICKS / max(end.at - start.at, 1e-9))
 
 
 def wait_quiet(args: argparse.Namespace, label: str) -> None:

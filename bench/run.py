@@ -30,6 +30,7 @@ from pathlib import Path
 
 import aiohttp
 
+from machine import cpu_seconds
 from notify_relay.adapters.http import AiohttpDeliverer
 from notify_relay.domain.network import NetworkPolicy, parse_networks
 from notify_relay.ports import OutboundRequest
@@ -94,13 +95,6 @@ def peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU the process has used: per message, the cost that a ratio of
-    rates hides when something else on the machine takes the other core."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_server(db: Path, port: int, log_level: str = "INFO") -> subprocess.Popen[bytes]:

@@ -70,6 +70,7 @@ from notify_relay.domain.retry import AttemptResult, Decision, RetryLimits, Retr
 from notify_relay.domain.submission import encode_body
 
 sys.path.insert(0, str(Path(__file__).parent))
+from machine import cpu_mark, cpu_seconds, foreign_cores
 from run import end_to_end, free_port, peak_rss_mib, start_partner, start_server
 
 CACHE_DIR = Path("/tmp/notify-relay-bench")
@@ -595,42 +596,6 @@ def run_round(dbs: dict[str, Path], partner_port: int,
 # Other work on the machine (another engineer's tests or benchmarks) lands on one side of
 # a comparison. As bench/destinations.py does, but not imported from it: mypy --strict
 # would then report that file's own findings against this one.
-
-
-def cpu_mark() -> tuple[float, int, int]:
-    """(when, jiffies the machine was busy, jiffies of this process and its descendants)."""
-    usage: dict[int, int] = {}
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                text = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields = text[text.rindex(")") + 2:].split()
-            # utime and stime, and those of its children it has waited for: a server that
-            # stopped before the second mark still counts as ours
-            usage[int(entry.name)] = sum(int(f) for f in fields[11:15])
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    ours, stack = 0, [os.getpid()]
-    while stack:
-        pid = stack.pop()
-        ours += usage.get(pid, 0)
-        stack += children.get(pid, [])
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return time.monotonic(), sum(values) - values[3] - values[4], ours
-
-
-def cpu_seconds(pid: int) -> float:
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def foreign_cores(start: tuple[float, int, int], end: tuple[float, int, int]) -> float:
-    """Cores that processes other than this benchmark's used between two marks."""
-    foreign = (end[1] - start[1]) - (end[2] - start[2])
-    return max(0.0, foreign / os.sysconf("SC_CLK_TCK") / max(end[0] - start[0], 1e-9))
 
 
 def wait_quiet(below: float, timeout: float, label: str) -> None:

@@ -1,0 +1,57 @@
+"""What else the machine is doing, from /proc: benchmarks compare within one run, and
+another process taking a core in one case and not its reference skews the ratio."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class CpuMark:
+    at: float
+    busy: int  # jiffies the whole machine was busy
+    ours: int  # jiffies of this process and its descendants (server, partners)
+
+
+def cpu_mark() -> CpuMark:
+    """For `foreign_cores`: the machine's busy time and ours."""
+    usage: dict[int, int] = {}
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2:].split()
+        # utime and stime, and those of the children it has waited for: a server that
+        # stopped before the second mark still counts as ours
+        usage[int(entry.name)] = sum(int(f) for f in fields[11:15])
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    ours, stack = 0, [os.getpid()]
+    while stack:
+        pid = stack.pop()
+        ours += usage.get(pid, 0)
+        stack += children.get(pid, [])
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return CpuMark(time.monotonic(), sum(values) - values[3] - values[4], ours)
+
+
+def foreign_cores(start: CpuMark, end: CpuMark) -> float:
+    """Cores used by processes other than this benchmark's between two marks."""
+    foreign = (end.busy - start.busy) - (end.ours - start.ours)
+    return max(0.0, foreign / CLOCK_TICKS / max(end.at - start.at, 1e-9))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used: per message, the cost that a ratio of rates
+    hides when something else on the machine takes the other core."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
