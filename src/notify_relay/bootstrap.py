@@ -117,9 +117,11 @@ def build_aws(settings: AwsSettings, *, worker: bool, observer: Observer | None 
 
     session = boto3.session.Session()
     # botocore's standard mode: more transient errors retried than the legacy mode, with
-    # jittered backoff and a retry quota that stops a storm; 3 attempts in all
-    config = Config(retries={"mode": "standard", "max_attempts": 3})
-    dynamodb = session.client("dynamodb", config=config)
+    # jittered backoff and a retry quota that stops a storm. DynamoDB keeps the legacy
+    # mode's 10 attempts in all (throttles are its usual transient error); the others 4.
+    config = Config(retries={"mode": "standard", "total_max_attempts": 4})
+    dynamodb = session.client("dynamodb", config=Config(
+        retries={"mode": "standard", "total_max_attempts": 10}))
     secrets = settings.signing_secrets
     if worker and settings.signing_secrets_arn:  # only the worker signs (and may read it)
         from notify_relay.adapters.aws.secrets import signing_secrets

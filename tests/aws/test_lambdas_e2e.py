@@ -298,14 +298,18 @@ def test_a_failed_record_comes_back_in_seconds_not_after_the_visibility_timeout(
     assert events.poll_once() == 1
     assert events.failures == 1
     started = time.monotonic()
+    # the tests' visibility timeout setting is 2 s, the cap of the delay (15 s deployed)
     events.run_until(lambda: status_of("t-1") == "DELIVERED", timeout=20)
-    assert time.monotonic() - started < 20  # back after 1 s, at its first receive
+    assert time.monotonic() - started < 20  # back at its second receive, not after 900 s
     assert len(partner.received("/ok")) == 1
 
 
 def test_retry_delays_grow_by_receive_and_stop_at_the_visibility_timeout() -> None:
-    assert [worker_lambda.retry_delay(n) for n in (1, 2, 3, 5)] == [1, 2, 4, 16]
+    assert [worker_lambda.retry_delay(n) for n in (1, 2, 3, 4, 5)] == [15, 60, 240, 900, 900]
     assert worker_lambda.retry_delay(40) == 900
+    assert worker_lambda.retry_delay(3, visibility_timeout=120) == 120
+    # with maxReceiveCount 5, four waits before the dead-letter queue: minutes, not seconds
+    assert sum(worker_lambda.retry_delay(n) for n in range(1, 5)) >= 20 * 60
 
 
 def test_manual_retry_clears_the_old_dead_letter(lambdas: AwsResources, partner: Partner,

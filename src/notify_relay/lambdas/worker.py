@@ -30,6 +30,7 @@ from notify_relay.config import AwsSettings
 from notify_relay.logs import configure_lambda_logging
 from notify_relay.runtime import Runtime
 
+FIRST_RETRY_DELAY_SECONDS = 15
 MAX_RETRY_DELAY_SECONDS = 900
 logger = Logger(service="notify-relay-worker")
 metrics = Metrics(namespace="NotifyRelay", service="worker")
@@ -95,18 +96,22 @@ async def record_handler(record: SQSRecord) -> None:
         queue = runtime.relay.queue
         if isinstance(queue, SqsQueue):
             try:
-                await queue.retry_in(claim, retry_delay(receives))
+                await queue.retry_in(claim, retry_delay(receives,
+                                                         int(settings.visibility_timeout)))
             except Exception:
                 logger.exception("shortening the visibility failed; the visibility timeout "
                                  "brings the record back")
         raise
 
 
-def retry_delay(receives: int) -> int:
-    """Seconds before a failed record is received again: 1, 2, 4, ... by its receive count,
-    so that a throttle or a stale write costs seconds and a poison record still reaches
-    the queue's maxReceiveCount (and the DLQ) within seconds too."""
-    return min(MAX_RETRY_DELAY_SECONDS, 1 << max(0, min(receives - 1, 10)))
+def retry_delay(receives: int, visibility_timeout: int = MAX_RETRY_DELAY_SECONDS) -> int:
+    """Seconds before a failed record is received again, by its receive count: 15, 60,
+    240, then the visibility timeout (900 s as deployed; never later than it would have
+    been). A throttle or a stale write costs 15 s, not 15 minutes; a longer fault still has
+    about 20 minutes before the queue's maxReceiveCount (5) moves the record to the DLQ,
+    where its message is marked FAILED."""
+    longest = min(visibility_timeout, MAX_RETRY_DELAY_SECONDS)
+    return min(longest, FIRST_RETRY_DELAY_SECONDS << 2 * max(0, receives - 1))
 
 
 async def flush_destinations() -> None:
