@@ -170,6 +170,21 @@ def test_a_retry_by_hand_renews_the_s3_body(lambdas: AwsResources, partner: Part
     assert s3.get_object(Bucket=lambdas.bucket, Key=renewed["Key"])["Body"].read() == text.encode()
 
 
+def test_a_retry_by_hand_is_answered_even_when_its_body_cannot_be_renewed(
+    lambdas: AwsResources, partner: Partner
+) -> None:
+    """The retry is committed before the copy: a failed copy must not turn it into a 5xx
+    (and the sender's next try into a 409)."""
+    call_api("POST", "/v1/messages", message("renew-2", partner.url("/status/400"),
+                                             body="r" * (300 * 1024)))
+    source(lambdas).run_until(lambda: status_of("renew-2") == "FAILED")
+    s3 = client("s3", lambdas.endpoint)
+    (stored,) = s3.list_objects_v2(Bucket=lambdas.bucket)["Contents"]
+    s3.delete_object(Bucket=lambdas.bucket, Key=stored["Key"])  # the copy now fails
+    code, body, _ = call_api("POST", "/v1/messages/renew-2/retry")
+    assert (code, body["status"]) == (202, "QUEUED")
+
+
 def test_failed_send_is_reconciled(lambdas: AwsResources, partner: Partner,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     # Given an API whose SQS send fails (a queue that does not exist)

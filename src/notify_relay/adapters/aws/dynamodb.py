@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from notify_relay.adapters.aws.destinations import (
     PENDING_SHARDS,
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
 
+log = logging.getLogger("notify_relay.dynamodb")
 INLINE_BODY_LIMIT = 256 * 1024
 ATTEMPTS_KEPT = 50
 UNQUEUED_SHARDS = 8
@@ -273,9 +275,17 @@ class DynamoStore:
 
     def _renew_body(self, ref: str) -> None:
         """A retry by hand starts a new retry span: copy the body onto itself, so that the
-        bucket's lifecycle (sized for one span plus retention) counts from now."""
-        self._s3.copy_object(Bucket=self._bucket, Key=ref, MetadataDirective="REPLACE",
-                             CopySource={"Bucket": self._bucket, "Key": ref})
+        bucket's lifecycle (sized for one span plus retention) counts from now.
+
+        Best effort: the retry is committed by then, and failing it here would answer 5xx
+        for a retry that happened (and 409 to the sender's next try). The body then keeps
+        its old lifetime: logged, as a long retry span may outlive it."""
+        try:
+            self._s3.copy_object(Bucket=self._bucket, Key=ref, MetadataDirective="REPLACE",
+                                 CopySource={"Bucket": self._bucket, "Key": ref})
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("renewing a retried message's body failed",
+                        extra={"bodyRef": ref, "error": f"{type(exc).__name__}: {exc}"[:300]})
 
     async def list(
         self, sender_id: str, status: Status | None, limit: int, cursor: str | None
