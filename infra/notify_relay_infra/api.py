@@ -11,6 +11,8 @@ from constructs import Construct
 
 from notify_relay_infra.config import StageConfig
 
+HEALTH_RATE = 10  # requests/s for the open /healthz: uptime checks, not traffic
+
 
 class Api(Construct):
     def __init__(self, scope: Construct, id: str, *, stage: StageConfig,
@@ -34,6 +36,8 @@ class Api(Construct):
                 throttling_rate_limit=stage.api_rate_limit,
                 throttling_burst_limit=stage.api_burst_limit,
                 logging_level=apigw.MethodLoggingLevel.ERROR,
+                method_options={"/healthz/GET": apigw.MethodDeploymentOptions(
+                    throttling_rate_limit=HEALTH_RATE, throttling_burst_limit=HEALTH_RATE * 2)},
                 metrics_enabled=True,
                 tracing_enabled=True,
                 access_log_destination=apigw.LogGroupLogDestination(access_logs),
@@ -44,14 +48,16 @@ class Api(Construct):
             ),
         )
         # liveness for load balancers and uptime checks, which cannot sign: it answers
-        # 200 or 503 and reveals nothing (the app's /healthz needs no sender)
+        # 200 {"status": "ok"} and reveals nothing (the app's /healthz needs no sender);
+        # throttled on its own (HEALTH_RATE), so unsigned calls cannot take the API
+        # Lambda's concurrency from signed callers
         self.health = self.rest_api.root.add_resource("healthz").add_method(
             "GET", apigw.LambdaIntegration(handler),
             authorization_type=apigw.AuthorizationType.NONE)
         NagSuppressions.add_resource_suppressions(self.health, [NagPackSuppression(
             id="AwsSolutions-APIG4",
             reason="GET /healthz only: liveness for uptime checks that cannot sign SigV4; it "
-                   "answers 200 or 503 with no data, and the stage throttle bounds it.")])
+                   "answers 200 with no data, and its own method throttle (10/s) bounds it.")])
         self.rest_api.add_request_validator(
             "ValidateParameters", validate_request_parameters=True,
             validate_request_body=False)

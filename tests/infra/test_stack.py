@@ -215,6 +215,10 @@ def test_api_gateway_iam_and_throttling(prod: Synth) -> None:
     assert (health["HttpMethod"], health["AuthorizationType"]) == ("GET", "NONE")
     resource = prod.resources("AWS::ApiGateway::Resource")[health["ResourceId"]["Ref"]]
     assert resource["Properties"]["PathPart"] == "healthz"
+    # its own throttle: unsigned calls cannot use the stage's 100,000/s
+    (health_throttle,) = [m for m in one(prod, "AWS::ApiGateway::Stage")["MethodSettings"]
+                          if m["ResourcePath"] == "/~1healthz"]
+    assert (health_throttle["HttpMethod"], health_throttle["ThrottlingRateLimit"]) == ("GET", 10)
     stage = one(prod, "AWS::ApiGateway::Stage")
     settings = stage["MethodSettings"][0]
     assert settings["ThrottlingRateLimit"] == 100_000
