@@ -52,7 +52,10 @@ class Monitoring(Construct):
             # them), so a depth alarm stayed in ALARM for 14 days after one failure
             alarm("DeadLetterRate",
                   cw.MathExpression(
-                      expression="100 * dead / MAX([dead + delivered, 1])",
+                      # FILL: in a period with dead letters and no delivery, Delivered has
+                      # no datapoint and the sum none either: a total outage never alarmed
+                      expression="100 * FILL(dead, 0) / "
+                                 "MAX([FILL(dead, 0) + FILL(delivered, 0), 1])",
                       label="dead letters (% of final outcomes)", period=Duration.minutes(5),
                       using_metrics={"dead": emf("worker", "DeadLettered"),
                                      "delivered": emf("worker", "Delivered")}),
@@ -80,7 +83,6 @@ class Monitoring(Construct):
                                                          statistic="Sum"), 10, periods=3,
                   description="API Gateway answers 5xx"),
         ]
-
 
         self.dashboard = cw.Dashboard(self, "Dashboard",
                                       dashboard_name=f"notify-relay-{stage.name}")

@@ -241,6 +241,8 @@ def test_alarms_and_dashboard(prod: Synth) -> None:
                     for m in dead["Properties"]["Metrics"] if "MetricStat" in m}
     assert dead_metrics == {"DeadLettered", "Delivered"}
     assert dead["Properties"]["Threshold"] == 5.0
+    (expression,) = [m["Expression"] for m in dead["Properties"]["Metrics"] if "Expression" in m]
+    assert "FILL(delivered, 0)" in expression  # all dead, none delivered: 100 %, not no data
     assert not any("ApproximateNumberOfMessages" in str(a) for a in alarms.values())
     poison = next(a for a in alarms.values() if a["Properties"].get("MetricName") == "Redriven")
     assert poison["Properties"]["Dimensions"] == [{"Name": "service", "Value": "reconciler"}]
