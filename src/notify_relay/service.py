@@ -100,6 +100,12 @@ def _duration(span: timedelta) -> str:
     return f"{seconds:g}s"
 
 
+class OutcomeNotRecorded(Exception):
+    """The partner was sent the request, and its outcome could not be written even after
+    retrying (the store is unwritable). The entry should come back only when its lease
+    ends: sooner would send the request again every few seconds."""
+
+
 @dataclass(frozen=True, slots=True)
 class Replayed:
     replayed: int
@@ -483,7 +489,10 @@ class Relay:
             result, decision, started_at=started, duration_ms=round(elapsed * 1000),
             now=finished))
         shared = isinstance(self.store, QueueInStore)
-        message = await self._record(message, claim if shared else None)
+        try:
+            message = await self._record(message, claim if shared else None)
+        except StoreUnavailable as exc:
+            raise OutcomeNotRecorded(str(exc)) from exc
         self.observer.attempt(decision.outcome.value, elapsed)
         if log.isEnabledFor(logging.INFO):
             log.info("attempt", extra={

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from standardwebhooks import Webhook
 
+from notify_relay import service
 from notify_relay.api.submission import Submission
 from notify_relay.bootstrap import build_embedded
 from notify_relay.config import Settings, load
@@ -356,3 +357,21 @@ async def test_an_entry_whose_step_failed_is_released_in_seconds_not_at_its_leas
     assert message.status is Status.DELIVERED
     assert failures == {"update": 0, "reschedule": 0}
     assert outcomes(message) == [Outcome.SUCCESS]
+
+
+async def test_an_outcome_that_cannot_be_recorded_is_not_sent_again_at_once(
+    tmp_path: Path, partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request went out; only writing its outcome failed. Releasing that entry in a
+    second (as for a failed first step) would send the request again every few seconds."""
+    monkeypatch.setattr(service, "RECORD_RETRY_DELAYS", (0.01,))
+    async with engine(settings(tmp_path / "r.db")) as e:
+        async def refuse(message: Message, claim: Any) -> Message:
+            raise StoreUnavailable("database or disk is full")
+
+        monkeypatch.setattr(e.relay.store, "update_settled", refuse)
+        await submit(e, "full-1", partner.url("/ok"))
+        await asyncio.sleep(4)
+        assert len(partner.received("/ok")) == 1
+        message = await e.relay.get(MessageKey("sender-a", "full-1"))
+        assert message.status is Status.DELIVERING  # the lease's end will record it interrupted

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 from notify_relay.gate import Ticket
 from notify_relay.ports import Claim, WorkQueue
-from notify_relay.service import Relay
+from notify_relay.service import OutcomeNotRecorded, Relay
 from notify_relay.worker.wakeup import WakeUp
 
 log = logging.getLogger("notify_relay.worker")
@@ -158,6 +158,10 @@ class Worker:
     async def _deliver(self, claim: Claim, ticket: Ticket | None) -> None:
         try:
             await self._relay.deliver(claim, ticket)
+        except OutcomeNotRecorded:  # sent: the lease's end spaces a second request
+            log.exception("an attempt's outcome could not be recorded; the entry returns "
+                          "when its lease ends", extra={"messageId": claim.key.message_id,
+                                                        "senderId": claim.key.sender_id})
         except Exception:
             log.exception("delivery failed; the entry returns shortly",
                           extra={"messageId": claim.key.message_id,
