@@ -24,16 +24,19 @@ from notify_relay.console import mount_console
 from notify_relay.runtime import Runtime
 
 
-def create_app(rt: Runtime, listen_host: str = "127.0.0.1") -> DescribedApp:
-    """`listen_host`: where the server listens, one more Host a key-less server answers."""
+def create_app(rt: Runtime, listen_host: str = "127.0.0.1", *,
+               freeze_at_start: bool = False) -> DescribedApp:
+    """`listen_host`: where the server listens, one more Host a key-less server answers.
+    `freeze_at_start`: for the process that runs only this app (`serve`), see lifespan."""
     @asynccontextmanager
     async def lifespan(_: DescribedApp) -> AsyncIterator[None]:
         await rt.start()
         # what exists now (the app, its models, the runtime: some 80,000 objects) lives as
         # long as the process: frozen, a full collection no longer walks it (49 ms here,
         # paid by whichever request triggered it, every few hundred requests)
-        gc.collect()
-        gc.freeze()
+        if freeze_at_start:
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:

@@ -82,7 +82,7 @@ def serve(flags: dict[str, str | None]) -> int:
         print(f"notify-relay: error: cannot open {settings.db}: {exc}", file=sys.stderr)
         return 1
     server = uvicorn.Server(uvicorn.Config(
-        create_app(runtime, listen_host=settings.host),
+        create_app(runtime, listen_host=settings.host, freeze_at_start=True),
         host=settings.host,
         port=settings.port,
         log_config=None,
