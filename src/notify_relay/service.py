@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from notify_relay import __version__
@@ -71,6 +72,7 @@ from notify_relay.ports import (
 log = logging.getLogger("notify_relay.service")
 # beyond an attempt's timeout, the time its worker may still need to record the result
 IN_FLIGHT_MARGIN_SECONDS = 30.0
+T = TypeVar("T")
 RECORD_RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
 REDRIVEN_ERROR = "the queue dead-lettered this message after its processing failed repeatedly"
 
@@ -485,12 +487,13 @@ class Relay:
                           extra={**message_context(message), "destination": message.destination})
         decision = decide(result, attempt_in_round=message.attempt_in_round,
                           policy=message.policy, limits=self.limits, now=finished, rand=self.rand)
-        message, notice = await self._noticed(message.finish_attempt(
-            result, decision, started_at=started, duration_ms=round(elapsed * 1000),
-            now=finished))
         shared = isinstance(self.store, QueueInStore)
-        try:
-            message = await self._record(message, claim if shared else None)
+        outcome = message.finish_attempt(result, decision, started_at=started,
+                                         duration_ms=round(elapsed * 1000), now=finished)
+        try:  # the request is out: its notice (idempotent) and outcome go through faults
+            noticed, notice = await self._through_faults(lambda: self._noticed(outcome),
+                                                         outcome)
+            message = await self._record(noticed, claim if shared else None)
         except StoreUnavailable as exc:
             raise OutcomeNotRecorded(str(exc)) from exc
         self.observer.attempt(decision.outcome.value, elapsed)
@@ -545,6 +548,10 @@ class Relay:
                 return self.store.update_settled(message, claim)
             return self.store.update(message)
 
+        return await self._through_faults(write, message)
+
+    async def _through_faults(self, write: Callable[[], Awaitable[T]], message: Message) -> T:
+        """`write`, tried again over RECORD_RETRY_DELAYS while the store is unavailable."""
         for delay in RECORD_RETRY_DELAYS:
             try:
                 return await write()

@@ -375,3 +375,31 @@ async def test_an_outcome_that_cannot_be_recorded_is_not_sent_again_at_once(
         assert len(partner.received("/ok")) == 1
         message = await e.relay.get(MessageKey("sender-a", "full-1"))
         assert message.status is Status.DELIVERING  # the lease's end will record it interrupted
+
+
+async def test_a_notice_write_that_fails_once_does_not_send_the_request_again(
+    tmp_path: Path, partner: Partner
+) -> None:
+    """The outcome notice is stored after the partner answered: a store fault there is
+    ridden through as the outcome's own write is, not turned into an interrupted attempt
+    and a second request (found by an adversarial test: the partner saw two)."""
+    async with engine(settings(tmp_path / "r.db")) as e:
+        real_create = e.relay.store.create
+        failures = [1]
+
+        async def create(message: Message) -> tuple[Message, bool]:
+            if "~" in message.key.message_id and failures[0]:
+                failures[0] -= 1
+                raise StoreUnavailable("attempt to write a readonly database")
+            return await real_create(message)
+
+        e.relay.store.create = create  # type: ignore[method-assign]
+        await submit(e, "cb-1", partner.url("/ok"), callbackUrl=partner.url("/callback"))
+        message = await settled(e, "cb-1")
+        deadline = time.monotonic() + 10
+        while not partner.received("/callback") and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    assert failures == [0]
+    assert outcomes(message) == [Outcome.SUCCESS]
+    assert len(partner.received("/ok")) == 1
+    assert len(partner.received("/callback")) == 1
