@@ -183,7 +183,8 @@ class Worker:
         deadline = time.monotonic() + self._settings.lease_seconds
         for delay in RELEASE_DELAYS:
             try:
-                await self._queue.reschedule(claim, datetime.now(UTC) + timedelta(seconds=delay))
+                # due now: the backoff spaces the tries, never delays a released entry
+                await self._queue.reschedule(claim, datetime.now(UTC))
             except Exception as exc:
                 log.warning("releasing an entry failed; trying again", extra={
                     "messageId": claim.key.message_id, "senderId": claim.key.sender_id,
