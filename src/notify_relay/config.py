@@ -371,7 +371,8 @@ class Settings(_Model):
     breaker_cooldown: Seconds = _setting(
         30.0, "first cool-down of an open breaker; doubles, to 10 min", "DURATION")
     retention: float = _setting(30.0, "days a final message is kept, then deleted with its "
-                                "attempts; 0 keeps all", "DAYS", ge=0, allow_inf_nan=False)
+                                "attempts; 0 keeps all", "DAYS", ge=0, le=36500,
+                                allow_inf_nan=False)  # 100 years: dates stay in range
     rate_limit: float = _setting(0.0, "submissions per second per sender; 0: unlimited",
                                  ge=0, allow_inf_nan=False)
     rate_burst: float = _setting(100.0, "burst above --rate-limit", gt=0, allow_inf_nan=False)

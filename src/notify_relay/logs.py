@@ -59,8 +59,9 @@ class JsonFormatter(logging.Formatter):
         entry = self.entry(record)
         try:
             return orjson.dumps(entry, default=str)
-        except TypeError:  # what orjson refuses (an int beyond 64 bits, a non-str key)
-            return json.dumps(entry, default=str, ensure_ascii=False).encode()
+        except TypeError:  # what orjson refuses (an int beyond 64 bits, a non-str key, a
+            # lone surrogate from undecodable bytes): escaped to ASCII, never a lost line
+            return json.dumps(entry, default=str).encode()
 
     def format(self, record: logging.LogRecord) -> str:
         return self.line(record).decode()

@@ -131,6 +131,8 @@ def test_every_time_setting_takes_units() -> None:
                                "or 'ERROR'"),
         ({"db": "/nonexistent/dir/x.db"}, "--db: .*the directory /nonexistent/dir does not exist"),
         ({"retention_days": "3"}, "retention_days: no such setting"),
+        ({"retention": "1e308"}, "--retention"),  # crashed at start, or every sweep failed
+        ({"retention": "1000000"}, "--retention"),
     ],
 )
 def test_bad_values_are_named(flags: dict[str, str], message: str) -> None:

@@ -105,3 +105,12 @@ def test_a_stderr_without_a_descriptor_still_gets_json_lines(
         root.setLevel(level)
     line = json.loads(stream.getvalue().splitlines()[-1])
     assert (line["message"], line["n"]) == ("hello", 1)
+
+
+def test_a_lone_surrogate_still_makes_a_line(log: Log) -> None:
+    """Undecodable bytes (a file name, say) decoded with surrogateescape: orjson refuses
+    them, and the fallback must not refuse them too (the line was lost)."""
+    path = b"/tmp/x\xff".decode("utf-8", "surrogateescape")
+
+    (line,) = log(lambda logger: logger.warning("a file", extra={"path": path}))
+    assert line["path"] == path
