@@ -69,7 +69,7 @@ from typing import Any
 
 import aiohttp
 
-from machine import CpuMark, cpu_mark, foreign_cores
+from machine import CpuMark, cpu_mark, foreign_cores, wait_quiet
 from run import HERE, ceiling, free_port, partner_count, peak_rss_mib, start_partner
 
 SUMMARY: list[tuple[str, str, str, str, str]] = []  # scenario, figure, value, ratio, target
@@ -96,31 +96,6 @@ def pct(values: list[float], q: float) -> float:
 
 def wall(text: str | None) -> float | None:
     return datetime.fromisoformat(text).timestamp() if text else None
-
-
-def wait_quiet(args: argparse.Namespace, label: str) -> None:
-    """Before a run: wait (at most --quiet-timeout s) until other processes use less than
-    --quiet-below cores over 3 s, so that a test suite running beside this one does not
-    land in one case of a comparison and not in its reference."""
-    if args.quiet_below <= 0:
-        return
-    deadline, waited = time.monotonic() + args.quiet_timeout, False
-    while True:
-        start = cpu_mark()
-        time.sleep(3)
-        load = foreign_cores(start, cpu_mark())
-        if load < args.quiet_below:
-            if waited:
-                note(f"  (machine quiet again: other processes {load:.2f} cores)")
-            return
-        if time.monotonic() > deadline:
-            note(f"  ! {label}: other processes still use {load:.2f} cores after "
-                 f"{args.quiet_timeout:g} s of waiting; running anyway")
-            return
-        if not waited:
-            note(f"  ({label}: other processes use {load:.2f} cores; waiting up to "
-                 f"{args.quiet_timeout:g} s for them to drop below {args.quiet_below:g})")
-            waited = True
 
 
 # -- processes -----------------------------------------------------------------------------
@@ -337,7 +312,7 @@ class IsolationRun:
 
 async def isolation_run(args: argparse.Namespace, workdir: Path, healthy: int, hang: int | None,
                         label: str) -> IsolationRun:
-    wait_quiet(args, label)
+    wait_quiet(args.quiet_below, args.quiet_timeout, label)
     with Server(label, workdir, [], args.keep_db) as server:
         async with session(args.submit_concurrency + 8) as s:
             open_start = 0
@@ -481,7 +456,7 @@ async def outage_run(args: argparse.Namespace, workdir: Path, healthy: int,
     note(f"\n-- outage, --breaker-cooldown {tag}: {n} to {dest} (closed for "
          f"{args.outage:g} s), trickle {args.trickle_rate:g}/s to the healthy partner --")
     partner = None
-    wait_quiet(args, label)
+    wait_quiet(args.quiet_below, args.quiet_timeout, label)
     with Server(label, workdir, extra, args.keep_db) as server:
         try:
             async with session(args.submit_concurrency + 8) as s, session(64) as ts:
@@ -697,7 +672,7 @@ async def many_run(args: argparse.Namespace, workdir: Path, partner: int, label:
     """`paused`: the one destination is paused while everything is submitted, then
     resumed, so that the drain rate is the delivery side's alone, with no submissions."""
     extra = ["--destination-concurrency", str(cap)]
-    wait_quiet(args, label)
+    wait_quiet(args.quiet_below, args.quiet_timeout, label)
     with Server(label, workdir, extra, args.keep_db) as server:
         async with session(args.submit_concurrency + 8) as s:
             if paused:

@@ -55,3 +55,28 @@ def cpu_seconds(pid: int) -> float:
     text = Path(f"/proc/{pid}/stat").read_text()
     fields = text[text.rindex(")") + 2:].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def wait_quiet(below: float, timeout: float, label: str, window: float = 3.0) -> None:
+    """Before a measurement: wait (at most `timeout` s) until other processes use fewer
+    than `below` cores over `window` s, so that a test suite running beside a benchmark
+    does not land in one case of a comparison and not in its reference."""
+    if below <= 0:
+        return
+    deadline, waited = time.monotonic() + timeout, False
+    while True:
+        start = cpu_mark()
+        time.sleep(window)
+        load = foreign_cores(start, cpu_mark())
+        if load < below:
+            if waited:
+                print(f"  (machine quiet again: other processes {load:.2f} cores)", flush=True)
+            return
+        if time.monotonic() > deadline:
+            print(f"  ! {label}: other processes still use {load:.2f} cores after "
+                  f"{timeout:g} s of waiting; running anyway", flush=True)
+            return
+        if not waited:
+            print(f"  ({label}: other processes use {load:.2f} cores; waiting up to "
+                  f"{timeout:g} s for them to drop below {below:g})", flush=True)
+            waited = True

@@ -70,7 +70,7 @@ from notify_relay.domain.retry import AttemptResult, Decision, RetryLimits, Retr
 from notify_relay.domain.submission import encode_body
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import cpu_mark, cpu_seconds, foreign_cores
+from machine import cpu_mark, cpu_seconds, foreign_cores, wait_quiet
 from run import end_to_end, free_port, peak_rss_mib, start_partner, start_server
 
 CACHE_DIR = Path("/tmp/notify-relay-bench")
@@ -571,7 +571,7 @@ def run_round(dbs: dict[str, Path], partner_port: int,
             servers[label] = start_server(db, ports[label])
             info[label]["server start s"] = time.perf_counter() - t0
         for label, server in servers.items():
-            wait_quiet(args.quiet_below, args.quiet_timeout, label)
+            wait_quiet(args.quiet_below, args.quiet_timeout, label, window=2.0)
             mark = cpu_mark()
             ready = cpu_seconds(server.pid)  # start-up (quick_check reads the whole file) apart
             flow = asyncio.run(end_to_end(ports[label], partner_port, args.submit,
@@ -583,7 +583,7 @@ def run_round(dbs: dict[str, Path], partner_port: int,
                             "accept->attempt p99 ms": flow["p99_ms"]}
             info[label]["server CPU ms a message"] = busy * 1000 / args.submit
             info[label]["other processes, cores"] = foreign_cores(mark, cpu_mark())
-        wait_quiet(args.quiet_below, args.quiet_timeout, "lists")
+        wait_quiet(args.quiet_below, args.quiet_timeout, "lists", window=2.0)
         lists = asyncio.run(list_latencies(ports, args.requests, args.budget))
         for label, server in servers.items():
             info[label]["server peak RSS MiB"] = peak_rss_mib(server.pid)
@@ -596,21 +596,6 @@ def run_round(dbs: dict[str, Path], partner_port: int,
 # Other work on the machine (another engineer's tests or benchmarks) lands on one side of
 # a comparison. As bench/destinations.py does, but not imported from it: mypy --strict
 # would then report that file's own findings against this one.
-
-
-def wait_quiet(below: float, timeout: float, label: str) -> None:
-    """Wait (at most `timeout` s) until other processes use fewer than `below` cores."""
-    deadline = time.monotonic() + timeout
-    while below > 0:
-        start = cpu_mark()
-        time.sleep(2)
-        load = foreign_cores(start, cpu_mark())
-        if load < below:
-            return
-        if time.monotonic() > deadline:
-            print(f"  {label}: other processes still use {load:.2f} cores; measuring anyway",
-                  flush=True)
-            return
 
 
 def copy_db(source: Path, target: Path) -> float:
