@@ -487,13 +487,13 @@ class Relay:
                           extra={**message_context(message), "destination": message.destination})
         decision = decide(result, attempt_in_round=message.attempt_in_round,
                           policy=message.policy, limits=self.limits, now=finished, rand=self.rand)
-        shared = isinstance(self.store, QueueInStore)
+        shared = self.store if isinstance(self.store, QueueInStore) else None
         outcome = message.finish_attempt(result, decision, started_at=started,
                                          duration_ms=round(elapsed * 1000), now=finished)
         try:  # the request is out: its notice (idempotent) and outcome go through faults
             noticed, notice = await self._through_faults(lambda: self._noticed(outcome),
                                                          outcome)
-            message = await self._record(noticed, claim if shared else None)
+            message = await self._record(noticed, claim, shared)
         except StoreUnavailable as exc:
             raise OutcomeNotRecorded(str(exc)) from exc
         self.observer.attempt(decision.outcome.value, elapsed)
@@ -506,7 +506,7 @@ class Relay:
                 "targetHost": urlsplit(message.content.target_url).hostname,
                 "nextAttemptAt": message.next_attempt_at.isoformat()
                 if message.next_attempt_at else None})
-        await self._settle(claim, message, decision.outcome, entry_settled=shared)
+        await self._settle(claim, message, decision.outcome, entry_settled=shared is not None)
         await self._send_notice(notice)
 
     async def _noticed(self, message: Message) -> tuple[Message, Message | None]:
@@ -539,13 +539,15 @@ class Relay:
             log.info("outcome notice", extra=message_context(notice))
             await self._enqueue(notice)
 
-    async def _record(self, message: Message, claim: Claim | None) -> Message:
+    async def _record(self, message: Message, claim: Claim,
+                      shared: QueueInStore | None) -> Message:
         """Write an attempt's outcome, through a store that is briefly unavailable: the
         partner has answered, and losing that costs a whole lease and a repeated request.
-        With `claim` (a QueueInStore), its entry is settled in the same write."""
+        With `shared` (the store, when its queue shares it), the entry is settled in the
+        same write."""
         def write() -> Awaitable[Message]:
-            if claim is not None and isinstance(self.store, QueueInStore):
-                return self.store.update_settled(message, claim)
+            if shared is not None:
+                return shared.update_settled(message, claim)
             return self.store.update(message)
 
         return await self._through_faults(write, message)
