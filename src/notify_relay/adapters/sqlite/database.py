@@ -159,13 +159,17 @@ class SqliteDatabase:
         """Give the disk back what a retention sweep freed beyond the slack, in short
         writes between the others; returns the pages released (0 on a file created
         before incremental vacuum, which keeps reusing its free pages instead)."""
+        def pragma(name: str) -> Callable[[sqlite3.Connection], int]:
+            return lambda conn: int(conn.execute(f"PRAGMA {name}").fetchone()[0])
+
+        if await self.read(pragma("auto_vacuum")) != INCREMENTAL:
+            return 0
         released = 0
         while True:
-            (mode,) = await self.read(lambda c: c.execute("PRAGMA auto_vacuum").fetchone())
-            (free,) = await self.read(lambda c: c.execute("PRAGMA freelist_count").fetchone())
-            (pages,) = await self.read(lambda c: c.execute("PRAGMA page_count").fetchone())
+            free = await self.read(pragma("freelist_count"))
+            pages = await self.read(pragma("page_count"))
             excess = min(free - int(pages * FREE_SLACK), RELEASE_STEP_PAGES)
-            if mode != INCREMENTAL or excess <= 0:
+            if excess <= 0:
                 return released
 
             def vacuum(conn: sqlite3.Connection, pages: int = excess) -> None:
