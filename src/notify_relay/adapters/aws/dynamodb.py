@@ -15,7 +15,8 @@ Item layout (one item per message, key `pk = <senderId>#<messageId>`):
   attributes are set or removed by every write, as the status says.
 - a message puts its destination on record in the destinations table (a bare record, once
   per destination and process: see _note_destination).
-- retention: `expiresAt` (epoch seconds) is the table's TTL attribute.
+- retention: `expiresAt` (epoch seconds), the table's TTL attribute, is set on final
+  messages only (their last change + retention) and removed when one is retried by hand.
 - size: attempts beyond ATTEMPTS_KEPT are dropped from the item (attemptCount keeps
   counting) so that an item stays far below DynamoDB's 400 KB limit.
 """
@@ -130,12 +131,16 @@ class DynamoStore:
             "queued": {"BOOL": message.queued},
             "doc": {"B": orjson.dumps(doc)},
             "senderStatus": {"S": f"{message.key.sender_id}#{message.status.value}"},
-            # counted from its last change, or from its next attempt when that is later (a
-            # deliverAt up to 30 days ahead must not expire before it is attempted)
-            "expiresAt": {"N": str(int((max(message.updated_at, message.next_attempt_at
-                                            or message.updated_at)
-                                        + self._retention).timestamp()))},
         }
+
+    def _optional(self, message: Message) -> dict[str, dict[str, str] | None]:
+        """The sparse attributes, and the TTL: only a final message expires (counted from
+        its final change), as in SQLite; a waiting one (held by a paused destination, a
+        long retry span) must never vanish under the TTL however long it waits."""
+        expires_at = (str(int((message.updated_at + self._retention).timestamp()))
+                      if message.status.is_final else None)
+        return _sparse(message) | {"expiresAt": None if expires_at is None
+                                   else {"N": expires_at}}
 
     def _item(self, message: Message, body_ref: str | None) -> dict[str, Any]:
         item: dict[str, Any] = {
@@ -148,7 +153,8 @@ class DynamoStore:
             "version": {"N": "1"},
             **self._mutable(message),
         }
-        item |= {name: value for name, value in _sparse(message).items() if value is not None}
+        item |= {name: value for name, value in self._optional(message).items()
+                 if value is not None}
         if body_ref is not None:
             item["bodyRef"] = {"S": body_ref}
         elif message.content.body is not None:
@@ -243,7 +249,7 @@ class DynamoStore:
         expression_values[":expected"] = {"N": str(message.version)}
         expression_values[":next"] = {"N": str(message.version + 1)}
         removes: list[str] = []
-        for name, value in _sparse(message).items():
+        for name, value in self._optional(message).items():
             if value is None:
                 removes.append(name)
             else:
@@ -357,7 +363,7 @@ class DynamoStore:
             query["ExclusiveStartKey"] = last
 
     async def expire(self, changed_before: datetime, limit: int) -> int:
-        """None here: every item carries `expiresAt`, and DynamoDB's TTL deletes it."""
+        """None here: every final item carries `expiresAt`, and DynamoDB's TTL deletes it."""
         return 0
 
     async def unqueued(self, created_before: datetime, limit: int) -> Sequence[Message]:
