@@ -295,6 +295,10 @@ class Observer(Protocol):
 
     def delivered(self, latency_seconds: float) -> None: ...
 
+    def first_attempt(self, delay_seconds: float) -> None:
+        """A message's first attempt started this long after it was due (its acceptance,
+        or its deliverAt): the relay's own delay, whatever the partner does."""
+
     def dead_lettered(self) -> None: ...
 
     def breaker_transition(self, old: str, new: str) -> None: ...
@@ -312,6 +316,9 @@ class NullObserver:
         return None
 
     def delivered(self, latency_seconds: float) -> None:
+        return None
+
+    def first_attempt(self, delay_seconds: float) -> None:
         return None
 
     def dead_lettered(self) -> None:

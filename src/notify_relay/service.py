@@ -457,6 +457,8 @@ class Relay:
             held.ticket = await self.admit(claim, message.destination_key)
             if held.ticket is None:
                 return
+        due = max(message.created_at, message.next_attempt_at or message.created_at)
+        first = message.attempt_count == 0
         started_message, notice = await self._noticed(message.start_attempt(now))
         try:
             message = await self.store.update(started_message)
@@ -470,6 +472,8 @@ class Relay:
             return
 
         started = self.clock()
+        if first:
+            self.observer.first_attempt(max(0.0, (started - due).total_seconds()))
         t0 = time.perf_counter()
         try:
             result = await self.deliverer.send(self.request_for(message, started))

@@ -7,6 +7,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -403,3 +404,31 @@ async def test_a_notice_write_that_fails_once_does_not_send_the_request_again(
     assert outcomes(message) == [Outcome.SUCCESS]
     assert len(partner.received("/ok")) == 1
     assert len(partner.received("/callback")) == 1
+
+
+def first_attempt_delays(runtime: Runtime) -> tuple[float, float]:
+    """(count, sum) of the first-attempt delay histogram."""
+    assert runtime.metrics is not None
+    values = {sample.name: sample.value
+              for metric in runtime.metrics.registry.collect()
+              if metric.name == "notify_relay_first_attempt_delay_seconds"
+              for sample in metric.samples}
+    return (values["notify_relay_first_attempt_delay_seconds_count"],
+            values["notify_relay_first_attempt_delay_seconds_sum"])
+
+
+async def test_first_attempt_delay_counts_once_from_when_the_message_is_due(
+    tmp_path: Path, partner: Partner,
+) -> None:
+    async with engine(settings(tmp_path / "r.db")) as e:
+        await submit(e, "d-1", partner.url("/flaky/2"), retryPolicy=FAST)
+        await settled(e, "d-1")  # three attempts, one first attempt
+        assert first_attempt_delays(e)[0] == 1
+        due = datetime.now(UTC) + timedelta(seconds=1)
+        await submit(e, "d-2", partner.url("/ok"),
+                     deliverAt=due.isoformat().replace("+00:00", "Z"))
+        await settled(e, "d-2")
+        count, total = first_attempt_delays(e)
+    assert count == 2
+    # from deliverAt, not from acceptance a second earlier: the relay's own delay only
+    assert 0 <= total < 0.8

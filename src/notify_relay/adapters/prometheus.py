@@ -37,6 +37,10 @@ class PrometheusObserver:
         self._latency = Histogram(
             "notify_relay_delivery_latency_seconds", "From acceptance to delivery",
             buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self._first_attempt = Histogram(
+            "notify_relay_first_attempt_delay_seconds",
+            "From when a message is due (accepted, or its deliverAt) to its first attempt",
+            buckets=_LATENCY_BUCKETS, registry=self.registry)
         self._depth = Gauge(
             "notify_relay_queue_depth", "Entries in the work queue, leased ones included",
             registry=self.registry)
@@ -71,6 +75,9 @@ class PrometheusObserver:
     def delivered(self, latency_seconds: float) -> None:
         self._deliveries.inc()
         self._latency.observe(latency_seconds)
+
+    def first_attempt(self, delay_seconds: float) -> None:
+        self._first_attempt.observe(delay_seconds)
 
     def dead_lettered(self) -> None:
         self._dead_letters.inc()

@@ -56,6 +56,11 @@ class EmfObserver:
         metrics.add_metric(name="Delivered", unit=MetricUnit.Count, value=1)
         metrics.add_metric(name="DeliveryLatency", unit=MetricUnit.Seconds, value=latency_seconds)
 
+    def first_attempt(self, delay_seconds: float) -> None:
+        # alarmed on at p99 (infra: FirstAttemptDelay): the relay's own delay
+        metrics.add_metric(name="FirstAttemptDelay", unit=MetricUnit.Seconds,
+                           value=delay_seconds)
+
     def dead_lettered(self) -> None:
         metrics.add_metric(name="DeadLettered", unit=MetricUnit.Count, value=1)
 
