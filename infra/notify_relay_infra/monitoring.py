@@ -6,6 +6,7 @@ from aws_cdk import Duration
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
 from constructs import Construct
@@ -14,6 +15,12 @@ from notify_relay_infra.config import StageConfig
 from notify_relay_infra.queues import Queues
 
 NAMESPACE = "NotifyRelay"
+FIRST_ATTEMPT_P99_SECONDS = 10  # the embedded server's target, kept on AWS
+RECONCILE_BATCH = 500  # Relay.reconcile's limit: a full batch each run means more is left
+# what the adapters call; a throttle on any of them slows submissions or deliveries
+TABLE_OPERATIONS = [dynamodb.Operation.PUT_ITEM, dynamodb.Operation.UPDATE_ITEM,
+                    dynamodb.Operation.GET_ITEM, dynamodb.Operation.QUERY,
+                    dynamodb.Operation.DELETE_ITEM]
 
 
 def _error_rate(function: lambda_.Function, label: str) -> cw.MathExpression:
@@ -27,14 +34,15 @@ def _error_rate(function: lambda_.Function, label: str) -> cw.MathExpression:
 class Monitoring(Construct):
     def __init__(self, scope: Construct, id: str, *, stage: StageConfig, queues: Queues,
                  api_function: lambda_.Function, worker: lambda_.Function,
+                 reconciler: lambda_.Function, tables: list[dynamodb.Table],
                  rest_api: apigw.RestApi) -> None:
         super().__init__(scope, id)
         self.topic = sns.Topic(self, "Alarms", enforce_ssl=True)
         alarm_action = actions.SnsAction(self.topic)
 
-        def emf(service: str, name: str, minutes: int = 5) -> cw.Metric:
+        def emf(service: str, name: str, minutes: int = 5, statistic: str = "Sum") -> cw.Metric:
             return cw.Metric(namespace=NAMESPACE, metric_name=name,
-                             dimensions_map={"service": service}, statistic="Sum",
+                             dimensions_map={"service": service}, statistic=statistic,
                              period=Duration.minutes(minutes))
 
         def alarm(name: str, metric: cw.IMetric, threshold: float, periods: int = 1,
@@ -82,7 +90,28 @@ class Monitoring(Construct):
             alarm("Api5xx", rest_api.metric_server_error(period=Duration.minutes(1),
                                                          statistic="Sum"), 10, periods=3,
                   description="API Gateway answers 5xx"),
+            alarm("FirstAttemptDelay", emf("worker", "FirstAttemptDelay", 1, "p99"),
+                  FIRST_ATTEMPT_P99_SECONDS, periods=3,
+                  description="p99 from due to first attempt over 10 s: the worker falls "
+                              "behind (concurrency, throttles) or destinations hold work"),
+            alarm("ReconcilerBehind", emf("reconciler", "Requeued", 1, "Maximum"),
+                  RECONCILE_BATCH - 1, periods=3,
+                  description="The reconciler finds a full batch of stored-but-unqueued "
+                              "messages every run: SQS sends fail faster than it drains them"),
+            alarm("ReconcilerErrors", reconciler.metric_errors(period=Duration.minutes(1),
+                                                              statistic="Sum"), 0, periods=3,
+                  description="The reconciler fails: unqueued messages and the DLQ sweep "
+                              "wait"),
         ]
+        for table in tables:
+            # on-demand still throttles a hot partition key (1,000 WRU/s) or a GSI that
+            # cannot keep up (the table's writes are then throttled too)
+            self.alarms.append(alarm(
+                f"Throttles{table.node.id}",
+                table.metric_throttled_requests_for_operations(
+                    operations=TABLE_OPERATIONS, period=Duration.minutes(1)), 0, periods=3,
+                description=f"DynamoDB throttles requests to the {table.node.id} table: a "
+                            "hot key or index, or the account's table limits"))
 
         self.dashboard = cw.Dashboard(self, "Dashboard",
                                       dashboard_name=f"notify-relay-{stage.name}")
@@ -102,5 +131,8 @@ class Monitoring(Construct):
                            left=[worker.metric_invocations(), worker.metric_errors(),
                                  worker.metric_throttles()],
                            right=[worker.metric_duration(statistic="p99")]),
+            cw.GraphWidget(title="Time to first attempt (s)",
+                           left=[emf("worker", "FirstAttemptDelay", 1, stat)
+                                 for stat in ("p50", "p99")]),
             cw.AlarmStatusWidget(title="Alarms", alarms=self.alarms, width=24),
         )

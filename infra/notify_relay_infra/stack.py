@@ -31,6 +31,8 @@ class NotifyRelayStack(cdk.Stack):
         self.monitoring = Monitoring(self, "Monitoring", stage=stage, queues=self.queues,
                                      api_function=self.functions.api,
                                      worker=self.functions.worker,
+                                     reconciler=self.functions.reconciler,
+                                     tables=[self.storage.table, self.storage.destinations],
                                      rest_api=self.api.rest_api)
         cdk.CfnOutput(self, "ApiUrl", value=self.api.rest_api.url)
         cdk.CfnOutput(self, "DeadLetterQueueUrl", value=self.queues.dead_letter.queue_url)

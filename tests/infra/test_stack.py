@@ -234,7 +234,8 @@ def test_alarms_and_dashboard(prod: Synth) -> None:
     assert {"ApproximateAgeOfOldestMessage", "Throttles", "5XXError"} <= names
     expressions = {a["Properties"]["AlarmDescription"]: a for a in alarms.values()
                    if "Metrics" in a["Properties"]}
-    assert len(expressions) == 3  # the two error rates and the dead-letter rate
+    # the two error rates, the dead-letter rate, throttles on each table
+    assert len(expressions) == 5
     # the rate of dead letters, not the DLQ's depth (FAILED entries stay in the DLQ)
     dead = next(a for d, a in expressions.items() if d.startswith("More dead letters"))
     dead_metrics = {m["MetricStat"]["Metric"]["MetricName"]
@@ -247,6 +248,22 @@ def test_alarms_and_dashboard(prod: Synth) -> None:
     poison = next(a for a in alarms.values() if a["Properties"].get("MetricName") == "Redriven")
     assert poison["Properties"]["Dimensions"] == [{"Name": "service", "Value": "reconciler"}]
     assert poison["Properties"]["Threshold"] == 0
+    first = next(a["Properties"] for a in alarms.values()
+                 if a["Properties"].get("MetricName") == "FirstAttemptDelay")
+    assert (first["ExtendedStatistic"], first["Threshold"], first["Period"]) == ("p99", 10, 60)
+    assert first["Dimensions"] == [{"Name": "service", "Value": "worker"}]
+    behind = next(a["Properties"] for a in alarms.values()
+                  if a["Properties"].get("MetricName") == "Requeued")
+    assert (behind["Statistic"], behind["Threshold"]) == ("Maximum", 499)
+    throttles = [a for d, a in expressions.items() if d.startswith("DynamoDB throttles")]
+    throttled = {m["MetricStat"]["Metric"]["MetricName"] for a in throttles
+                 for m in a["Properties"]["Metrics"] if "MetricStat" in m}
+    assert len(throttles) == 2
+    assert throttled == {"ThrottledRequests"}
+    reconciler_errors = [a for a in alarms.values()
+                         if a["Properties"].get("AlarmDescription", "").startswith(
+                             "The reconciler fails")]
+    assert len(reconciler_errors) == 1
     for alarm in alarms.values():
         assert alarm["Properties"]["AlarmActions"], "every alarm notifies the topic"
     assert len(prod.resources("AWS::CloudWatch::Dashboard")) == 1
