@@ -27,12 +27,20 @@ class Storage(Construct):
             deletion_protection=stage.removal_policy is RemovalPolicy.RETAIN,
             removal_policy=stage.removal_policy,
         )
-        for name, partition, sort in (("bySender", "sender", "sortKey"),
-                                      ("bySenderStatus", "senderStatus", "sortKey")):
-            self.table.add_global_secondary_index(
-                index_name=name, partition_key=dynamodb.Attribute(name=partition, type=S),
-                sort_key=dynamodb.Attribute(name=sort, type=S),
-                projection_type=dynamodb.ProjectionType.ALL)
+        # a sender's list, all and by status: keys sharded by message (sender#n,
+        # sender#status#n) so one busy sender is no hot partition; keys only, so that an
+        # update writes these indexes only when the status changes, and then a few bytes
+        # (see the adapter, src/notify_relay/adapters/aws/dynamodb.py)
+        self.table.add_global_secondary_index(
+            index_name="bySender", partition_key=dynamodb.Attribute(name="listShard", type=S),
+            sort_key=dynamodb.Attribute(name="sortKey", type=S),
+            projection_type=dynamodb.ProjectionType.KEYS_ONLY)
+        self.table.add_global_secondary_index(
+            index_name="bySenderStatus",
+            partition_key=dynamodb.Attribute(name="statusShard", type=S),
+            sort_key=dynamodb.Attribute(name="sortKey", type=S),
+            projection_type=dynamodb.ProjectionType.INCLUDE,
+            non_key_attributes=["updatedAt"])  # replay filters failures by time
         # sparse: only items stored but not yet queued carry unqueuedShard
         self.table.add_global_secondary_index(
             index_name="unqueued", partition_key=dynamodb.Attribute(name="unqueuedShard", type=S),

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -14,18 +15,18 @@ from notify_relay.domain.destination import Destination, DestinationKey
 from notify_relay.domain.errors import InvalidCursor
 from notify_relay.domain.status import Status
 from tests.aws.moto import AwsResources, client
-from tests.factories import make_message
+from tests.factories import NOW, make_message
 
 pytestmark = pytest.mark.anyio
 
-S = {"S": "x"}
 FORGED_MESSAGE_KEYS: list[Any] = [
-    {"pk": {"S": "other#m"}, "sender": {"S": "other"}, "sortKey": S},  # another sender's
-    {"pk": {"S": "s#m"}, "senderStatus": {"S": "s#FAILED"}, "sortKey": S},  # another index's
-    {"pk": {"S": "s#m"}, "sender": {"S": "s"}, "sortKey": S, "extra": S},
-    {"pk": {"S": "s#m"}, "sender": {"S": "s"}},
-    {"pk": {"N": "1"}, "sender": {"S": "s"}, "sortKey": S},
-    {"pk": "s#m", "sender": "s", "sortKey": "x"},
+    {"sender": "other", "status": None, "after": "x"},  # another sender's
+    {"sender": "s", "status": "FAILED", "after": "x"},  # another filter's
+    {"sender": "s", "status": None, "after": "x", "extra": 1},
+    {"sender": "s", "status": None},
+    {"sender": "s", "status": None, "after": 1},
+    {"sender": "s", "status": None, "after": ""},
+    {"pk": {"S": "s#m"}, "sender": {"S": "s"}, "sortKey": {"S": "x"}},  # the old format
     ["s"],
     "s",
 ]
@@ -70,3 +71,35 @@ async def test_forged_destination_cursors_are_refused(aws: AwsResources) -> None
     for key in FORGED_DESTINATION_KEYS:
         with pytest.raises(InvalidCursor):
             await destinations.list("s", None, 10, encode_cursor(key))
+
+
+async def test_pages_across_shards_come_newest_first_without_gaps_or_repeats(
+    aws: AwsResources,
+) -> None:
+    """A sender's messages are spread over SENDER_SHARDS index keys: each page merges
+    them, and following the cursors yields every message once, newest first."""
+    messages, _ = stores(aws)
+    stored = []
+    for i in range(45):
+        message, _ = await messages.create(
+            make_message(f"m-{i:02d}", "s", now=NOW + timedelta(seconds=i)))
+        stored.append(message)
+    await messages.create(make_message("m-00~callback~1", "s"))  # a notice: never listed
+    await messages.create(make_message("x-1", "other"))  # another sender's
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        page = await messages.list("s", None, 10, cursor)
+        seen += [m.key.message_id for m in page.items]
+        pages += 1
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == [f"m-{i:02d}" for i in reversed(range(45))]
+    assert pages == 5
+    queued = await messages.list("s", Status.QUEUED, 500, None)
+    assert len(queued.items) == 45
+    assert queued.next_cursor is None
+    delivered = await messages.list("s", Status.DELIVERED, 10, None)
+    assert (delivered.items, delivered.next_cursor) == ([], None)

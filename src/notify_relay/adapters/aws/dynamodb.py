@@ -4,9 +4,17 @@ Item layout (one item per message, key `pk = <senderId>#<messageId>`):
 - idempotency: `put_item` with `attribute_not_exists(pk)`; the fingerprint is compared after.
 - concurrency: every update is conditional on `version`, so of two workers racing to record
   an outcome, exactly one wins; the other gets StaleWrite.
-- listing: GSI `bySender` (sender, sortKey) and `bySenderStatus` (sender#status, sortKey),
-  where sortKey = createdAt#messageId, queried newest first with the cursor as the
-  LastEvaluatedKey.
+- listing: GSIs `bySender` (listShard = sender#n, sortKey) and `bySenderStatus`
+  (statusShard = sender#status#n, sortKey), sortKey = createdAt#messageId, KEYS_ONLY (the
+  second with updatedAt too, for replay's failure window).
+  A sender's messages are spread over SENDER_SHARDS keys by a hash of the message id, so
+  that one sender at 10,000/s is no hot partition (each takes 1,000 writes/s, and a sort
+  key that only grows cannot be split for heat); KEYS_ONLY, so that an update that keeps
+  the status writes no index and one that changes it writes two small index entries, not
+  the whole item twice. A page queries every shard for the next `limit` keys after the
+  cursor (the last sortKey returned: unique within a sender), merges them newest first
+  and reads the page's items in batches. The relay's own outcome notices carry neither
+  attribute, so they are never listed.
 - the dual-write gap: a sparse GSI `unqueued` holds only items stored but not yet queued,
   spread over UNQUEUED_SHARDS partition keys so that no partition runs hot.
 - destinations: a sparse GSI `destPending` (KEYS_ONLY) holds only messages that are not
@@ -18,7 +26,9 @@ Item layout (one item per message, key `pk = <senderId>#<messageId>`):
 - retention: `expiresAt` (epoch seconds), the table's TTL attribute, is set on final
   messages only (their last change + retention) and removed when one is retried by hand.
 - size: attempts beyond ATTEMPTS_KEPT are dropped from the item (attemptCount keeps
-  counting) so that an item stays far below DynamoDB's 400 KB limit.
+  counting) so that an item stays far below DynamoDB's 400 KB limit; a body above
+  INLINE_BODY_LIMIT goes to S3, since every write of an item costs a unit per KB of it:
+  a 10 KiB body inline costs about 40 write units a notification, in S3 one PUT.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -42,6 +53,7 @@ from notify_relay.adapters.aws.destinations import (
 )
 from notify_relay.adapters.codec import message_from_doc, message_to_doc
 from notify_relay.adapters.paging import decode_cursor, encode_cursor
+from notify_relay.domain.callback import is_notice
 from notify_relay.domain.destination import DestinationKey
 from notify_relay.domain.errors import InvalidCursor, StaleWrite
 from notify_relay.domain.message import Message, MessageKey
@@ -53,9 +65,13 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger("notify_relay.dynamodb")
-INLINE_BODY_LIMIT = 256 * 1024
+INLINE_BODY_LIMIT = 4 * 1024
 ATTEMPTS_KEPT = 50
 UNQUEUED_SHARDS = 8
+# fixed for the table's life: items keep the shard they were written with, and a list
+# reads shards 0..SENDER_SHARDS-1 only
+SENDER_SHARDS = 32
+BATCH_GET_KEYS = 100  # DynamoDB's BatchGetItem limit
 DEFAULT_RETENTION = timedelta(days=30)
 DESTINATIONS_REMEMBERED = 10_000
 
@@ -77,25 +93,28 @@ def _sparse(message: Message) -> dict[str, dict[str, str] | None]:
     """The sparse index attributes the message's state calls for (None: removed)."""
     digest = hashlib.sha256(_pk(message.key).encode()).digest()
     unqueued = message.status is Status.QUEUED and not message.queued
+    listed = not is_notice(message.key)
+    sender, shard = message.key.sender_id, digest[2] % SENDER_SHARDS
     return {
         "unqueuedShard": {"S": _shard(message.key)} if unqueued else None,
         "destPending": None if message.status.is_final else {
             "S": pending_key(message.destination_key, digest[1] % PENDING_SHARDS)},
+        "listShard": {"S": f"{sender}#{shard}"} if listed else None,
+        "statusShard": {"S": f"{sender}#{message.status.value}#{shard}"} if listed else None,
     }
 
 
-def _start_key(cursor: str, sender_id: str, status: Status | None) -> dict[str, Any]:
-    """The cursor's LastEvaluatedKey, which must be of the index queried and in the
-    sender's partition: anything else is InvalidCursor (a 400), never a DynamoDB error."""
-    start = decode_cursor(cursor)
-    index_key = "sender" if status is None else "senderStatus"
-    expected = sender_id if status is None else f"{sender_id}#{status.value}"
-    if (not isinstance(start, dict) or set(start) != {"pk", "sortKey", index_key}
-            or not all(isinstance(v, dict) and set(v) == {"S"} and isinstance(v["S"], str)
-                       for v in start.values())
-            or start[index_key]["S"] != expected):
+def _after(cursor: str, sender_id: str, status: Status | None) -> str:
+    """The sortKey a cursor resumes after. A cursor names its sender and filter: one of
+    another sender or filter is InvalidCursor (a 400), never another list's page."""
+    position = decode_cursor(cursor)
+    expected = {"sender": sender_id, "status": status.value if status else None}
+    if (not isinstance(position, dict) or set(position) != {"sender", "status", "after"}
+            or {k: position[k] for k in expected} != expected
+            or not isinstance(position["after"], str) or not position["after"]):
         raise InvalidCursor()
-    return start
+    after: str = position["after"]
+    return after
 
 
 class DynamoStore:
@@ -130,7 +149,6 @@ class DynamoStore:
             "updatedAt": {"S": message.updated_at.isoformat()},
             "queued": {"BOOL": message.queued},
             "doc": {"B": orjson.dumps(doc)},
-            "senderStatus": {"S": f"{message.key.sender_id}#{message.status.value}"},
         }
 
     def _optional(self, message: Message) -> dict[str, dict[str, str] | None]:
@@ -300,30 +318,54 @@ class DynamoStore:
 
     def _list(self, sender_id: str, status: Status | None, limit: int,
               cursor: str | None) -> Page:
-        query: dict[str, Any] = {
-            "TableName": self._table,
-            "ScanIndexForward": False,
-            "Limit": limit,
-            # outcome notices are the relay's own (domain/callback): a page may come short
-            "FilterExpression": "NOT contains(messageId, :notice)",
-        }
         if status is None:
-            query |= {"IndexName": "bySender", "KeyConditionExpression": "sender = :p",
-                      "ExpressionAttributeValues": {":p": {"S": sender_id},
-                                                    ":notice": {"S": "~"}}}
+            index, key, prefix = "bySender", "listShard", sender_id
         else:
-            query |= {"IndexName": "bySenderStatus",
-                      "KeyConditionExpression": "senderStatus = :p",
-                      "ExpressionAttributeValues": {
-                          ":p": {"S": f"{sender_id}#{status.value}"},
-                          ":notice": {"S": "~"}}}
-        if cursor:
-            query["ExclusiveStartKey"] = _start_key(cursor, sender_id, status)
-        response = self._db.query(**query)
+            index, key, prefix = "bySenderStatus", "statusShard", f"{sender_id}#{status.value}"
+        after = _after(cursor, sender_id, status) if cursor else None
+
+        def shard_keys(shard: int) -> tuple[list[str], bool]:
+            query: dict[str, Any] = {
+                "TableName": self._table, "IndexName": index, "ScanIndexForward": False,
+                "Limit": limit, "KeyConditionExpression": "#k = :k",
+                "ExpressionAttributeNames": {"#k": key},
+                "ExpressionAttributeValues": {":k": {"S": f"{prefix}#{shard}"}}}
+            if after is not None:
+                query["KeyConditionExpression"] += " AND sortKey < :after"
+                query["ExpressionAttributeValues"][":after"] = {"S": after}
+            response = self._db.query(**query)
+            return ([f"{item['sortKey']['S']}\n{item['pk']['S']}"
+                     for item in response.get("Items", [])],
+                    "LastEvaluatedKey" in response)
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            shards = list(pool.map(shard_keys, range(SENDER_SHARDS)))
+        merged = sorted((entry for keys, _ in shards for entry in keys), reverse=True)
+        page = [entry.split("\n", 1) for entry in merged[:limit]]
+        more = len(merged) > limit or any(truncated for _, truncated in shards)
+        items = self._items([pk for _, pk in page])
         # list items carry no body: a listing never needs it, and it may live in S3
-        items = [self._message(item, None) for item in response.get("Items", [])]
-        last = response.get("LastEvaluatedKey")
-        return Page(items, encode_cursor(last) if last else None)
+        messages = [self._message(items[pk], None) for _, pk in page if pk in items]
+        next_cursor = (encode_cursor({"sender": sender_id,
+                                      "status": status.value if status else None,
+                                      "after": page[-1][0]})
+                       if more and page else None)
+        return Page(messages, next_cursor)
+
+    def _items(self, pks: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The items of these keys (the ones that exist), strongly consistent: a list
+        shows each message as it is now, not as the index last saw it."""
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(pks), BATCH_GET_KEYS):
+            wanted: dict[str, Any] = {self._table: {
+                "Keys": [{"pk": {"S": pk}} for pk in pks[start:start + BATCH_GET_KEYS]],
+                "ConsistentRead": True}}
+            while wanted:
+                response = self._db.batch_get_item(RequestItems=wanted)
+                for item in response.get("Responses", {}).get(self._table, []):
+                    found[item["pk"]["S"]] = item
+                wanted = dict(response.get("UnprocessedKeys") or {})
+        return found
 
     async def failed_between(
         self, sender_id: str, destination: str | None, since: datetime, until: datetime,
@@ -334,33 +376,49 @@ class DynamoStore:
 
     def _failed_between(self, sender_id: str, destination: str | None, since: datetime,
                         until: datetime, limit: int) -> Sequence[Message]:
-        """A query of the sender's FAILED partition of `bySenderStatus` (no table scan),
-        oldest created first, filtered by failure time; it stops at `limit` matches."""
+        """Queries of the sender's FAILED shards of `bySenderStatus` (no table scan), the
+        matches read and filtered by failure time and destination, oldest created first;
+        it stops at `limit` matches."""
+        since_text = since.astimezone(UTC).isoformat()  # compared as text: stored in UTC
+        until_text = until.astimezone(UTC).isoformat()
+
+        def shard_keys(shard: int) -> list[tuple[str, str]]:
+            query: dict[str, Any] = {
+                "TableName": self._table, "IndexName": "bySenderStatus",
+                "KeyConditionExpression": "statusShard = :p", "ScanIndexForward": True,
+                # updatedAt is projected into this index for this filter alone
+                "FilterExpression": "updatedAt >= :since AND updatedAt < :until",
+                "ExpressionAttributeValues": {
+                    ":p": {"S": f"{sender_id}#{Status.FAILED.value}#{shard}"},
+                    ":since": {"S": since_text}, ":until": {"S": until_text}}}
+            keys: list[tuple[str, str]] = []
+            while True:
+                response = self._db.query(**query)
+                keys += [(item["sortKey"]["S"], item["pk"]["S"])
+                         for item in response.get("Items", [])]
+                last = response.get("LastEvaluatedKey")
+                if not last:
+                    return keys
+                query["ExclusiveStartKey"] = last
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            candidates = sorted(key for keys in pool.map(shard_keys, range(SENDER_SHARDS))
+                                for key in keys)
         found: list[Message] = []
-        query: dict[str, Any] = {
-            "TableName": self._table,
-            "IndexName": "bySenderStatus",
-            "KeyConditionExpression": "senderStatus = :p",
-            "ScanIndexForward": True,
-            "FilterExpression": "updatedAt >= :since AND updatedAt < :until "
-                                "AND NOT contains(messageId, :notice)",
-            "ExpressionAttributeValues": {
-                ":p": {"S": f"{sender_id}#{Status.FAILED.value}"},
-                # compared as text with the stored times, which are UTC
-                ":since": {"S": since.astimezone(UTC).isoformat()},
-                ":until": {"S": until.astimezone(UTC).isoformat()},
-                ":notice": {"S": "~"}},
-        }
-        while True:
-            response = self._db.query(**query)
-            for item in response.get("Items", []):
+        for start in range(0, len(candidates), BATCH_GET_KEYS):
+            chunk = [pk for _, pk in candidates[start:start + BATCH_GET_KEYS]]
+            items = self._items(chunk)
+            for pk in chunk:
+                item = items.get(pk)
+                if (item is None or item["status"]["S"] != Status.FAILED.value
+                        or not since_text <= item["updatedAt"]["S"] < until_text):
+                    continue
                 message = self._message(item, None)
                 if destination is None or message.destination == destination:
                     found.append(message)
-            last = response.get("LastEvaluatedKey")
-            if not last or len(found) >= limit:
-                return found[:limit]
-            query["ExclusiveStartKey"] = last
+                    if len(found) >= limit:
+                        return found
+        return found
 
     async def expire(self, changed_before: datetime, limit: int) -> int:
         """None here: every final item carries `expiresAt`, and DynamoDB's TTL deletes it."""
