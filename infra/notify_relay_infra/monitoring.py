@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aws_cdk import Duration
 from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_dynamodb as dynamodb
@@ -35,7 +36,7 @@ class Monitoring(Construct):
     def __init__(self, scope: Construct, id: str, *, stage: StageConfig, queues: Queues,
                  api_function: lambda_.Function, worker: lambda_.Function,
                  reconciler: lambda_.Function, tables: list[dynamodb.Table],
-                 rest_api: apigw.RestApi) -> None:
+                 rest_api: apigw.RestApi, http_api: apigwv2.HttpApi) -> None:
         super().__init__(scope, id)
         self.topic = sns.Topic(self, "Alarms", enforce_ssl=True)
         alarm_action = actions.SnsAction(self.topic)
@@ -90,6 +91,9 @@ class Monitoring(Construct):
             alarm("Api5xx", rest_api.metric_server_error(period=Duration.minutes(1),
                                                          statistic="Sum"), 10, periods=3,
                   description="API Gateway answers 5xx"),
+            alarm("HttpApi5xx", http_api.metric_server_error(period=Duration.minutes(1),
+                                                             statistic="Sum"), 10, periods=3,
+                  description="The HTTP API answers 5xx"),
             alarm("FirstAttemptDelay", emf("worker", "FirstAttemptDelay", 1, "p99"),
                   FIRST_ATTEMPT_P99_SECONDS, periods=3,
                   description="p99 from due to first attempt over 10 s: the worker falls "

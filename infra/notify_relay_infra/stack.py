@@ -33,8 +33,10 @@ class NotifyRelayStack(cdk.Stack):
                                      worker=self.functions.worker,
                                      reconciler=self.functions.reconciler,
                                      tables=[self.storage.table, self.storage.destinations],
-                                     rest_api=self.api.rest_api)
+                                     rest_api=self.api.rest_api,
+                                     http_api=self.api.http_api)
         cdk.CfnOutput(self, "ApiUrl", value=self.api.rest_api.url)
+        cdk.CfnOutput(self, "HttpApiUrl", value=self.api.http_stage.url)
         cdk.CfnOutput(self, "DeadLetterQueueUrl", value=self.queues.dead_letter.queue_url)
         suppress_nag_findings(self)
 

@@ -18,12 +18,18 @@ _ASSUMED_ROLE = re.compile(r"arn:(aws[\w-]*):sts::(\d+):assumed-role/([^/]+)/.*"
 
 
 def principal_of(scope: Mapping[str, Any]) -> str | None:
-    """The IAM principal API Gateway authenticated, from the event Mangum passes along.
+    """The IAM principal API Gateway authenticated, from the event Mangum passes along: a
+    REST API's (payload 1.0, requestContext.identity) or an HTTP API's (payload 2.0,
+    requestContext.authorizer.iam).
 
     An assumed-role session is reported as its role, so configuration names roles.
     """
     event = scope.get("aws.event") or {}
-    identity = (event.get("requestContext") or {}).get("identity") or {}
+    context = event.get("requestContext") or {}
+    if event.get("version") == "2.0":
+        identity = (context.get("authorizer") or {}).get("iam") or {}
+    else:
+        identity = context.get("identity") or {}
     arn = identity.get("userArn")
     if not isinstance(arn, str):
         return None

@@ -53,6 +53,33 @@ def api_event(method: str, path: str, body: Any = None, *, query: dict[str, str]
     }
 
 
+def http_api_event(method: str, path: str, body: Any = None, *,
+                   query: dict[str, str] | None = None,
+                   principal: str | None = ROLE) -> dict[str, Any]:
+    """An HTTP API (payload 2.0) event on the $default stage, after IAM authorization
+    (`principal` None: a route without authorization, as GET /healthz)."""
+    raw = orjson.dumps(body).decode() if body is not None else None
+    context: dict[str, Any] = {
+        "accountId": ACCOUNT, "apiId": "api-1", "domainName": "api.example",
+        "http": {"method": method, "path": path, "protocol": "HTTP/1.1",
+                 "sourceIp": "127.0.0.1", "userAgent": "test"},
+        "requestId": str(uuid.uuid4()), "routeKey": "$default", "stage": "$default",
+        "time": "29/Nov/2026:19:00:00 +0000", "timeEpoch": 1_795_978_800_000}
+    if principal is not None:
+        session = principal.replace(":iam::", ":sts::").replace(":role/", ":assumed-role/")
+        context["authorizer"] = {"iam": {"accountId": ACCOUNT, "userArn": f"{session}/s-1",
+                                         "callerId": "AROAEXAMPLE:s-1"}}
+    return {
+        "version": "2.0", "routeKey": "$default", "rawPath": path,
+        "rawQueryString": urlencode(query or {}),
+        "headers": {"content-type": "application/json", "host": "api.example"},
+        **({"queryStringParameters": query} if query else {}),
+        "requestContext": context,
+        **({"body": raw} if raw is not None else {}),
+        "isBase64Encoded": False,
+    }
+
+
 def query_string(params: dict[str, str]) -> str:
     return urlencode(params)
 

@@ -237,6 +237,25 @@ def test_api_gateway_iam_and_throttling(prod: Synth) -> None:
         "REGIONAL"]
 
 
+def test_http_api_iam_health_open_and_throttled(prod: Synth) -> None:
+    (api,) = prod.resources("AWS::ApiGatewayV2::Api").values()
+    assert api["Properties"]["ProtocolType"] == "HTTP"
+    routes = {r["Properties"]["RouteKey"]: r["Properties"]["AuthorizationType"]
+              for r in prod.resources("AWS::ApiGatewayV2::Route").values()}
+    assert routes == {"$default": "AWS_IAM", "GET /healthz": "NONE"}
+    (integration,) = prod.resources("AWS::ApiGatewayV2::Integration").values()
+    assert integration["Properties"]["PayloadFormatVersion"] == "2.0"
+    (stage,) = prod.resources("AWS::ApiGatewayV2::Stage").values()
+    settings = stage["Properties"]
+    assert settings["StageName"] == "$default"  # no stage prefix in the app's paths
+    assert settings["DefaultRouteSettings"] == {"ThrottlingBurstLimit": 50_000,
+                                                "ThrottlingRateLimit": 100_000}
+    assert settings["RouteSettings"] == {"GET /healthz": {"ThrottlingBurstLimit": 20,
+                                                          "ThrottlingRateLimit": 10}}
+    assert "requestId" in settings["AccessLogSettings"]["Format"]
+    assert "HttpApiUrl" in prod.json["Outputs"]
+
+
 def test_alarms_and_dashboard(prod: Synth) -> None:
     alarms = prod.resources("AWS::CloudWatch::Alarm")
     names = {a["Properties"].get("MetricName") for a in alarms.values()}
