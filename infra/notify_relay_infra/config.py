@@ -18,8 +18,7 @@ WORKER_TIMEOUT = Duration.seconds(150)
 class StageConfig:
     name: str
     retention_days: int
-    worker_reserved_concurrency: int
-    worker_max_concurrency: int
+    worker_max_concurrency: int  # the SQS event source's cap (2-1,000), not a reservation
     api_memory_mb: int
     worker_memory_mb: int
     api_rate_limit: int
@@ -42,14 +41,15 @@ class StageConfig:
 
 STAGES = {
     "dev": StageConfig(
-        name="dev", retention_days=7, worker_reserved_concurrency=20,
-        worker_max_concurrency=10, api_memory_mb=512, worker_memory_mb=512,
+        # a new account's concurrency quota is 10: leave room for the API and reconciler
+        name="dev", retention_days=7,
+        worker_max_concurrency=5, api_memory_mb=512, worker_memory_mb=512,
         api_rate_limit=100, api_burst_limit=200, max_receive_count=5,
         oldest_message_alarm=Duration.minutes(20), dead_letter_alarm_percent=20.0,
         removal_policy=RemovalPolicy.DESTROY,
         log_retention=RetentionDays.ONE_WEEK),
     "prod": StageConfig(
-        name="prod", retention_days=30, worker_reserved_concurrency=3000,
+        name="prod", retention_days=30,
         worker_max_concurrency=1000, api_memory_mb=1024, worker_memory_mb=1024,
         api_rate_limit=100_000, api_burst_limit=50_000, max_receive_count=5,
         oldest_message_alarm=Duration.minutes(20), dead_letter_alarm_percent=5.0,

@@ -21,7 +21,12 @@ RUNTIME = lambda_.Runtime.PYTHON_3_13
 
 class Functions(Construct):
     def __init__(self, scope: Construct, id: str, *, stage: StageConfig, storage: Storage,
-                 queues: Queues, code: lambda_.Code, iam_senders: str) -> None:
+                 queues: Queues, code: lambda_.Code, iam_senders: str,
+                 reserved_concurrency: int | None = None) -> None:
+        """`reserved_concurrency`: the worker's reservation (and one for the reconciler),
+        only on an account whose quota was raised: Lambda refuses any reservation that
+        leaves fewer than 100 unreserved executions, so a new account (a quota of 10, or
+        1,000) cannot deploy one. Without it, the event source's cap bounds the worker."""
         super().__init__(scope, id)
         environment = {
             "NOTIFY_RELAY_TABLE": storage.table.table_name,
@@ -64,9 +69,11 @@ class Functions(Construct):
                             Duration.seconds(29))
         self.worker = function("Worker", "notify_relay.lambdas.worker.handler",
                                stage.worker_memory_mb, WORKER_TIMEOUT,
-                               reserved_concurrent_executions=stage.worker_reserved_concurrency)
+                               reserved_concurrent_executions=reserved_concurrency)
         self.reconciler = function("Reconciler", "notify_relay.lambdas.reconciler.handler",
-                                   256, Duration.seconds(60), reserved_concurrent_executions=1)
+                                   256, Duration.seconds(60),
+                                   reserved_concurrent_executions=1 if reserved_concurrency
+                                   else None)
 
         self.worker.add_event_source(sources.SqsEventSource(
             queues.work, batch_size=10, max_batching_window=Duration.seconds(1),

@@ -84,7 +84,8 @@ class Monitoring(Construct):
                   description="More than 1 % of API invocations fail"),
             alarm("WorkerThrottles", worker.metric_throttles(period=Duration.minutes(1),
                                                              statistic="Sum"), 0, periods=5,
-                  description="The worker hits its reserved concurrency"),
+                  description="The worker is throttled: its reserved concurrency, or the "
+                              "account's, is used up"),
             alarm("ApiThrottles", api_function.metric_throttles(period=Duration.minutes(1),
                                                                 statistic="Sum"), 0, periods=3,
                   description="The API Lambda is throttled: submissions get 5xx"),

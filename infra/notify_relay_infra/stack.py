@@ -21,12 +21,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 class NotifyRelayStack(cdk.Stack):
     def __init__(self, scope: Construct, id: str, *, stage: StageConfig, code: lambda_.Code,
-                 iam_senders: str, **kwargs: object) -> None:
+                 iam_senders: str, reserved_concurrency: int | None = None,
+                 **kwargs: object) -> None:
         super().__init__(scope, id, **kwargs)  # type: ignore[arg-type]
         self.storage = Storage(self, "Storage", stage)
         self.queues = Queues(self, "Queues", stage)
         self.functions = Functions(self, "Functions", stage=stage, storage=self.storage,
-                                   queues=self.queues, code=code, iam_senders=iam_senders)
+                                   queues=self.queues, code=code, iam_senders=iam_senders,
+                                   reserved_concurrency=reserved_concurrency)
         self.api = Api(self, "Api", stage=stage, handler=self.functions.api)
         self.monitoring = Monitoring(self, "Monitoring", stage=stage, queues=self.queues,
                                      api_function=self.functions.api,
@@ -97,6 +99,17 @@ def asset_path(app: cdk.App) -> str:
     return str(built)
 
 
+def reserved_concurrency(app: cdk.App) -> int | None:
+    """Context `reservedConcurrency`: the worker's reserved executions, for an account
+    whose Lambda quota was raised (none by default, so that any account can deploy)."""
+    raw = app.node.try_get_context("reservedConcurrency")
+    if raw is None or raw == "":
+        return None
+    if not str(raw).isdigit() or int(raw) < 1:
+        raise ValueError(f"reservedConcurrency must be a positive integer, not {raw!r}")
+    return int(raw)
+
+
 def build_app(app: cdk.App) -> NotifyRelayStack:
     stage_name = app.node.try_get_context("stage") or "dev"
     if stage_name not in STAGES:
@@ -106,6 +119,7 @@ def build_app(app: cdk.App) -> NotifyRelayStack:
         stage=STAGES[stage_name],
         code=lambda_.Code.from_asset(asset_path(app)),
         iam_senders=app.node.try_get_context("iamSenders") or "",
+        reserved_concurrency=reserved_concurrency(app),
         description=f"notify-relay ({stage_name}): reliable HTTP notifications",
     )
     cdk.Aspects.of(app).add(AwsSolutionsChecks(verbose=True))

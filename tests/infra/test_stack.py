@@ -144,8 +144,10 @@ def test_lambdas(prod: Synth) -> None:
                 "NOTIFY_RELAY_DESTINATIONS_TABLE"} <= set(env)
         assert env["NOTIFY_RELAY_DESTINATIONS_TABLE"] == {"Ref": destinations}
         assert env["NOTIFY_RELAY_RETENTION"] == "30"  # the stage's, for each item's TTL
-    worker = handlers["notify_relay.lambdas.worker.handler"]
-    assert worker["ReservedConcurrentExecutions"] == 3000
+    # no reservation by default: Lambda refuses one that leaves fewer than 100 unreserved
+    # executions, so a new account could not deploy the stack
+    for props in handlers.values():
+        assert "ReservedConcurrentExecutions" not in props
     mapping = one(prod, "AWS::Lambda::EventSourceMapping")
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping["BatchSize"] == 10
@@ -303,9 +305,27 @@ def test_stages_differ() -> None:
     assert messages_table(dev)["DeletionProtectionEnabled"] is False
     assert destinations_table(dev)["DeletionProtectionEnabled"] is False
     worker = one(dev, "AWS::Lambda::Function", Handler="notify_relay.lambdas.worker.handler")
-    assert worker["ReservedConcurrentExecutions"] == 20
+    assert "ReservedConcurrentExecutions" not in worker
+    # within a new account's quota of 10 executions, with room for the API and reconciler
+    assert one(dev, "AWS::Lambda::EventSourceMapping")["ScalingConfig"] == {
+        "MaximumConcurrency": 5}
     with pytest.raises(ValueError, match="unknown stage"):
         build_app(cdk.App(context={"stage": "qa"}))
+
+
+def test_reserved_concurrency_only_when_asked_for() -> None:
+    app = cdk.App(context={"stage": "prod", "assetPath": str(INFRA.parent / "src"),
+                           "reservedConcurrency": "3000"})
+    template = assertions.Template.from_stack(build_app(app)).to_json()
+    reserved = {r["Properties"]["Handler"].split(".")[2]:
+                r["Properties"].get("ReservedConcurrentExecutions")
+                for r in template["Resources"].values()
+                if r["Type"] == "AWS::Lambda::Function"
+                and r["Properties"].get("Handler", "").startswith("notify_relay.")}
+    assert reserved == {"api": None, "worker": 3000, "reconciler": 1}
+    with pytest.raises(ValueError, match="positive integer"):
+        build_app(cdk.App(context={"stage": "dev", "assetPath": str(INFRA.parent / "src"),
+                                   "reservedConcurrency": "-5"}))
 
 
 def test_cdk_nag_has_no_unsuppressed_findings(prod: Synth) -> None:
