@@ -76,7 +76,7 @@ class Functions(Construct):
                                    else None)
 
         self.worker.add_event_source(sources.SqsEventSource(
-            queues.work, batch_size=10, max_batching_window=Duration.seconds(1),
+            queues.work, batch_size=100, max_batching_window=Duration.seconds(1),
             report_batch_item_failures=True, max_concurrency=stage.worker_max_concurrency))
         events.Rule(self, "ReconcileEveryMinute",
                     schedule=events.Schedule.rate(Duration.minutes(1)),

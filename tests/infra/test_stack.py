@@ -150,7 +150,7 @@ def test_lambdas(prod: Synth) -> None:
         assert "ReservedConcurrentExecutions" not in props
     mapping = one(prod, "AWS::Lambda::EventSourceMapping")
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert mapping["BatchSize"] == 10
+    assert mapping["BatchSize"] == 100  # above 10 needs the batching window (1 s)
     assert mapping["ScalingConfig"] == {"MaximumConcurrency": 1000}
     rule = one(prod, "AWS::Events::Rule")
     assert rule["ScheduleExpression"] == "rate(1 minute)"

@@ -1,0 +1,49 @@
+"""The worker Lambda with a batch of 100, as the stack's event source sends them: one
+invocation delivers the free destinations' records together and holds a paused one's
+without waiting on it."""
+
+from __future__ import annotations
+
+from tests.aws.moto import AwsResources
+from tests.aws.test_lambdas_e2e import (  # noqa: F401  (lambdas: the fixture)
+    call_api,
+    destination,
+    lambdas,
+    queue_counts,
+    queued_entries,
+    source,
+    status_of,
+    view_of,
+)
+from tests.partner import Partner
+
+BATCH = 100  # infra/notify_relay_infra/functions.py: the event source's batch size
+
+
+def test_a_batch_of_100_with_a_paused_destination(lambdas: AwsResources,  # noqa: F811
+                                                  partner: Partner) -> None:
+    code, _, _ = call_api("PATCH", "/v1/destinations/held-one", {"paused": True})
+    assert code == 200
+    # Given 100 messages in two batch submissions: 80 over four free destinations, 20
+    # to the paused one
+    ids = {"free": [f"free-{i}" for i in range(80)], "held": [f"held-{i}" for i in range(20)]}
+    messages = [{"messageId": m, "targetUrl": partner.url(f"/ok/free{i % 4}"),
+                 "destination": f"free-{i % 4}"} for i, m in enumerate(ids["free"])]
+    messages += [{"messageId": m, "targetUrl": partner.url("/ok/held"),
+                  "destination": "held-one"} for m in ids["held"]]
+    for half in (messages[:50], messages[50:]):
+        code, body, _ = call_api("POST", "/v1/messages/batch", {"messages": half})
+        assert code in (200, 202, 207), body
+    # When one invocation gets all 100
+    events = source(lambdas, batch_size=BATCH)
+    assert events.poll_once() == BATCH
+    assert events.failures == 0
+    # Then every free record was delivered in it, once, and the paused one's held
+    assert all(status_of(m) == "DELIVERED" for m in ids["free"])
+    assert sum(len(partner.received(f"/ok/free{i}")) for i in range(4)) == 80
+    assert partner.received("/ok/held") == []
+    assert queue_counts(lambdas)["ApproximateNumberOfMessagesNotVisible"] == 0
+    for m in ids["held"]:
+        assert (view_of(m)["status"], view_of(m)["attemptCount"]) == ("QUEUED", 0)
+    assert destination("held-one")["pending"] == 20
+    assert sorted(queued_entries(lambdas, 20)) == sorted(ids["held"])
