@@ -103,6 +103,11 @@ def build_embedded(settings: Settings) -> Runtime:
 def build_aws(settings: AwsSettings, *, worker: bool, observer: Observer | None = None) -> Runtime:
     """DynamoDB + S3 store, SQS queue, aiohttp delivery (opened only for the worker).
 
+    Opens no connection and makes nothing bound to an event loop, since a Lambda builds it
+    at import (where SnapStart may snapshot it): start steps, run by the first invocation,
+    do that: aiohttp's session, and reading the signing secrets from Secrets Manager (the
+    worker's only).
+
     The gate is shared (every Lambda reads and writes the same destination records) and
     counts attempts in flight with slot leases in DynamoDB; the API gets the limiter too,
     only to show `inFlight`. Imports boto3 here, not at module level: the embedded server
@@ -122,12 +127,7 @@ def build_aws(settings: AwsSettings, *, worker: bool, observer: Observer | None 
     config = Config(retries={"mode": "standard", "total_max_attempts": 4})
     dynamodb = session.client("dynamodb", config=Config(
         retries={"mode": "standard", "total_max_attempts": 10}))
-    secrets = settings.signing_secrets
-    if worker and settings.signing_secrets_arn:  # only the worker signs (and may read it)
-        from notify_relay.adapters.aws.secrets import signing_secrets
-
-        manager = session.client("secretsmanager", config=config)
-        secrets = {**secrets, **signing_secrets(manager, settings.signing_secrets_arn)}
+    signer = StandardWebhooksSigner(settings.signing_secrets)
     network = NetworkPolicy(settings.allow_networks)
     limits = settings.retry_limits
     aiohttp_deliverer = None
@@ -161,12 +161,22 @@ def build_aws(settings: AwsSettings, *, worker: bool, observer: Observer | None 
         gate=gate,
         limits=limits,
         network=network,
-        signer=StandardWebhooksSigner(secrets),
+        signer=signer,
         observer=observer,
         schedule_cap=timedelta(seconds=settings.deliver_at_cap),
     )
     runtime = Runtime(relay=relay, auth=Authenticator.from_principals(settings.iam_senders),
                       dead_letters=queue)
+    if worker and settings.signing_secrets_arn:  # only the worker signs (and may read it)
+        from notify_relay.adapters.aws.secrets import signing_secrets
+
+        manager = session.client("secretsmanager", config=config)
+        arn = settings.signing_secrets_arn
+
+        async def read_signing_secrets() -> None:
+            signer.add(signing_secrets(manager, arn))
+
+        runtime.starts.append(read_signing_secrets)  # first: a failure leaves nothing open
     if aiohttp_deliverer is not None:
         runtime.starts.append(aiohttp_deliverer.open)
         runtime.stops.append(aiohttp_deliverer.close)

@@ -16,6 +16,10 @@ class StandardWebhooksSigner:
     def __init__(self, secrets: Mapping[str, str]) -> None:
         self._hooks = {sender: Webhook(secret) for sender, secret in secrets.items()}
 
+    def add(self, secrets: Mapping[str, str]) -> None:
+        """Signs for these senders too; a sender's secret given again replaces its own."""
+        self._hooks.update({sender: Webhook(secret) for sender, secret in secrets.items()})
+
     def headers(self, message: Message, now: datetime) -> Sequence[tuple[str, str]]:
         hook = self._hooks.get(message.key.sender_id)
         if hook is None:

@@ -1,7 +1,9 @@
 """The API Lambda: the same FastAPI app as the embedded server, behind API Gateway (IAM auth).
 
-Everything is imported on the first invocation's path, not at import, so that the cold
-start pays only for what a request needs (see docs/aws.md for the measured import times).
+The app, its runtime and the Mangum adapter are built at import in Lambda (see
+`notify_relay.lambdas`): the init phase pays for them, not the first request. Building them
+opens no connection (a botocore client connects on its first call) and makes no event
+loop: the first invocation makes the one every invocation then runs on.
 """
 
 from __future__ import annotations
@@ -9,7 +11,33 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-_handler: Any = None
+from mangum import Mangum
+
+from notify_relay.api.app import create_app
+from notify_relay.bootstrap import build_aws
+from notify_relay.config import AwsSettings
+from notify_relay.lambdas import in_lambda
+from notify_relay.logs import configure_lambda_logging
+
+
+class _Adapter(Mangum):
+    """Mangum, less the event loop it makes as it is built when none is current: a loop
+    (its file descriptors) made at import would outlive a SnapStart snapshot. It runs on
+    the current loop, which `handler` sets."""
+
+    def _setup_event_loop(self) -> None:
+        return None
+
+
+def build() -> Mangum:
+    configure_lambda_logging()
+    runtime = build_aws(AwsSettings.from_env(), worker=False)
+    # lifespan off: the API runtime has nothing to start, and Mangum would otherwise run
+    # startup and shutdown around every invocation
+    return _Adapter(create_app(runtime), lifespan="off")
+
+
+_handler: Mangum | None = build() if in_lambda() else None
 _loop: asyncio.AbstractEventLoop | None = None
 
 
@@ -18,18 +46,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if _loop is None:
         _loop = asyncio.new_event_loop()
     asyncio.set_event_loop(_loop)  # Mangum runs on the current loop: keep one for our life
-    if _handler is None:
-        from mangum import Mangum
-
-        from notify_relay.api.app import create_app
-        from notify_relay.bootstrap import build_aws
-        from notify_relay.config import AwsSettings
-        from notify_relay.logs import configure_lambda_logging
-
-        configure_lambda_logging()
-        runtime = build_aws(AwsSettings.from_env(), worker=False)
-        # lifespan off: the API runtime has nothing to start, and Mangum would otherwise
-        # run startup and shutdown around every invocation
-        _handler = Mangum(create_app(runtime), lifespan="off")
+    if _handler is None:  # not in Lambda (tests): built from the environment of this call
+        _handler = build()
     response: dict[str, Any] = _handler(event, context)
     return response

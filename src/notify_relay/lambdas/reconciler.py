@@ -4,6 +4,9 @@
 2. The dead-letter queue is swept (entries are looked at, not consumed): an entry the
    redrive policy moved there marks its message FAILED and counts as `Redriven` (an EMF
    metric, alarmed on); an entry whose message was retried by hand since is removed.
+
+The runtime is built at import in Lambda (see `notify_relay.lambdas`) and kept, with one
+event loop made by the first invocation, for the environment's life.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from notify_relay.bootstrap import build_aws
 from notify_relay.config import AwsSettings
+from notify_relay.lambdas import in_lambda
 from notify_relay.logs import configure_lambda_logging
 from notify_relay.ports import NullObserver
 from notify_relay.runtime import Runtime
@@ -51,10 +55,26 @@ async def _run(runtime: Runtime, grace: timedelta) -> dict[str, int]:
     return {"queued": queued, "deadLettersKept": kept, "deadLettersDropped": dropped}
 
 
+def build() -> tuple[Runtime, AwsSettings]:
+    configure_lambda_logging()
+    settings = AwsSettings.from_env()
+    return build_aws(settings, worker=False, observer=RedriveObserver()), settings
+
+
+_runtime: Runtime | None = None
+_settings: AwsSettings | None = None
+if in_lambda():
+    _runtime, _settings = build()
+_loop: asyncio.AbstractEventLoop | None = None
+
+
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
     """Messages younger than the grace may still be in their API Lambda's hands."""
-    configure_lambda_logging()
-    settings = AwsSettings.from_env()
-    runtime = build_aws(settings, worker=False, observer=RedriveObserver())
-    return asyncio.run(_run(runtime, timedelta(seconds=settings.reconcile_grace)))
+    global _runtime, _settings, _loop
+    if _runtime is None or _settings is None:  # not in Lambda (tests): built now
+        _runtime, _settings = build()
+    if _loop is None:  # one loop for the environment's life, as the other handlers keep
+        _loop = asyncio.new_event_loop()
+    return _loop.run_until_complete(
+        _run(_runtime, timedelta(seconds=_settings.reconcile_grace)))

@@ -4,9 +4,10 @@ Powertools does the batch bookkeeping (a record whose handler raises is reported
 batchItemFailures and only it is redelivered), the JSON logs with the message's ids, and
 EMF metrics. A record whose destination cannot take it now is sent back to the queue with a
 delay (the Relay's hold), so a batch never waits on a blocked destination; after the batch,
-the destinations' statistics are written (the gate's flush). The runtime (its aiohttp pool
-above all) lives as long as the execution environment, on one event loop kept across
-invocations.
+the destinations' statistics are written (the gate's flush). The runtime lives as long as
+the execution environment: built at import in Lambda (see `notify_relay.lambdas`), started
+by the first invocation (aiohttp's pool, the signing secrets), on one event loop made then
+and kept across invocations.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from notify_relay.adapters.aws.sqs import SqsQueue
 from notify_relay.bootstrap import build_aws
 from notify_relay.config import AwsSettings
+from notify_relay.lambdas import in_lambda
 from notify_relay.logs import configure_lambda_logging
 from notify_relay.runtime import Runtime
 
@@ -35,9 +37,6 @@ MAX_RETRY_DELAY_SECONDS = 900
 logger = Logger(service="notify-relay-worker")
 metrics = Metrics(namespace="NotifyRelay", service="worker")
 processor = AsyncBatchProcessor(event_type=EventType.SQS)
-_loop: asyncio.AbstractEventLoop | None = None
-_runtime: Runtime | None = None
-_settings: AwsSettings | None = None
 
 
 class EmfObserver:
@@ -75,19 +74,38 @@ class EmfObserver:
         metrics.add_metric(name="Quarantined", unit=MetricUnit.Count, value=1)
 
 
-async def _started() -> tuple[Runtime, AwsSettings]:
-    global _runtime, _settings
+def build() -> tuple[Runtime, AwsSettings]:
+    configure_lambda_logging()
+    settings = AwsSettings.from_env()
+    return build_aws(settings, worker=True, observer=EmfObserver()), settings
+
+
+_runtime: Runtime | None = None
+_settings: AwsSettings | None = None
+if in_lambda():
+    _runtime, _settings = build()
+_started: Runtime | None = None  # the runtime whose start steps have run, on _loop
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+async def _start() -> None:
+    """Builds the runtime if it was not at import (tests), and starts it once."""
+    global _runtime, _settings, _started
     if _runtime is None or _settings is None:
-        configure_lambda_logging()
-        _settings = AwsSettings.from_env()
-        runtime = build_aws(_settings, worker=True, observer=EmfObserver())
-        await runtime.start()
-        _runtime = runtime
+        _runtime, _settings = build()
+    if _started is not _runtime:
+        await _runtime.start()
+        _started = _runtime
+
+
+def _current() -> tuple[Runtime, AwsSettings]:
+    if _runtime is None or _settings is None:
+        raise RuntimeError("the worker's runtime is not built: handler() builds it")
     return _runtime, _settings
 
 
 async def record_handler(record: SQSRecord) -> None:
-    runtime, settings = await _started()
+    runtime, settings = _current()
     lease_until = datetime.now(UTC) + timedelta(seconds=settings.visibility_timeout)
     correlation = record.message_attributes["correlationId"]
     claim = SqsQueue.claim_of(record.body, record.receipt_handle, lease_until,
@@ -137,6 +155,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if _loop is None:
         _loop = asyncio.new_event_loop()
     asyncio.set_event_loop(_loop)  # Powertools runs the batch on the current loop
+    _loop.run_until_complete(_start())
     response: dict[str, Any] = async_process_partial_response(  # type: ignore[assignment]
         event=event, record_handler=record_handler, processor=processor, context=context)
     _loop.run_until_complete(flush_destinations())

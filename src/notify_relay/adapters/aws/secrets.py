@@ -3,7 +3,8 @@ environment, where anyone allowed to read the function's configuration could see
 
 The secret's string has the same form as NOTIFY_RELAY_SIGNING_SECRETS
 (`senderA=whsec_...,senderB=whsec_...`); empty means no sender signs. It is read once per
-execution environment, as the runtime is built: a rotated value reaches new environments.
+execution environment, as the runtime starts (its first invocation, so never into a
+SnapStart snapshot): a rotated value reaches new environments.
 """
 
 from __future__ import annotations
