@@ -7,6 +7,7 @@ only for its own (the API Lambda never loads aiohttp, SQLite or the worker).
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TYPE_CHECKING, cast
 
 from notify_relay.adapters.signing import StandardWebhooksSigner
 from notify_relay.auth import Authenticator
@@ -19,6 +20,12 @@ from notify_relay.ports import NullObserver, Observer, OutboundRequest
 from notify_relay.retention import RetentionSweeper
 from notify_relay.runtime import Runtime, Step
 from notify_relay.service import Relay
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_sqs import SQSClient
 
 
 class NoDelivery:
@@ -110,23 +117,25 @@ def build_aws(settings: AwsSettings, *, worker: bool, observer: Observer | None 
 
     The gate is shared (every Lambda reads and writes the same destination records) and
     counts attempts in flight with slot leases in DynamoDB; the API gets the limiter too,
-    only to show `inFlight`. Imports boto3 here, not at module level: the embedded server
-    never pays for it.
+    only to show `inFlight`. The clients are botocore's, without boto3, whose session
+    imports s3transfer as it makes an S3 client (about 50 ms of every cold start here) for
+    upload and download helpers nothing calls; imported here, not at module level: the
+    embedded server never pays for them.
     """
-    import boto3
+    import botocore.session
     from botocore.config import Config
 
     from notify_relay.adapters.aws.destinations import DynamoDestinationStore, DynamoSlotLimiter
     from notify_relay.adapters.aws.dynamodb import DynamoStore
     from notify_relay.adapters.aws.sqs import SqsQueue
 
-    session = boto3.session.Session()
+    session = botocore.session.get_session()
     # botocore's standard mode: more transient errors retried than the legacy mode, with
     # jittered backoff and a retry quota that stops a storm. DynamoDB keeps the legacy
     # mode's 10 attempts in all (throttles are its usual transient error); the others 4.
     config = Config(retries={"mode": "standard", "total_max_attempts": 4})
-    dynamodb = session.client("dynamodb", config=Config(
-        retries={"mode": "standard", "total_max_attempts": 10}))
+    dynamodb = cast("DynamoDBClient", session.create_client("dynamodb", config=Config(
+        retries={"mode": "standard", "total_max_attempts": 10})))
     signer = StandardWebhooksSigner(settings.signing_secrets)
     network = NetworkPolicy(settings.allow_networks)
     limits = settings.retry_limits
@@ -136,7 +145,8 @@ def build_aws(settings: AwsSettings, *, worker: bool, observer: Observer | None 
 
         aiohttp_deliverer = AiohttpDeliverer(network)
     observer = observer or NullObserver()
-    queue = SqsQueue(session.client("sqs", config=config), settings.queue_url,
+    queue = SqsQueue(cast("SQSClient", session.create_client("sqs", config=config)),
+                     settings.queue_url,
                      settings.dead_letter_url,
                      deletes_by_caller=worker)
     gate = Gate(
@@ -152,7 +162,8 @@ def build_aws(settings: AwsSettings, *, worker: bool, observer: Observer | None 
         probe_seconds=limits.max_timeout + 60.0,
     )
     relay = Relay(
-        store=DynamoStore(dynamodb, settings.table, session.client("s3", config=config),
+        store=DynamoStore(dynamodb, settings.table,
+                          cast("S3Client", session.create_client("s3", config=config)),
                           settings.bucket,
                           retention=timedelta(days=settings.retention_days or 36500),
                           destinations_table=settings.destinations_table),
@@ -170,7 +181,8 @@ def build_aws(settings: AwsSettings, *, worker: bool, observer: Observer | None 
     if worker and settings.signing_secrets_arn:  # only the worker signs (and may read it)
         from notify_relay.adapters.aws.secrets import signing_secrets
 
-        manager = session.client("secretsmanager", config=config)
+        manager = cast("SecretsManagerClient",
+                       session.create_client("secretsmanager", config=config))
         arn = settings.signing_secrets_arn
 
         async def read_signing_secrets() -> None:
