@@ -78,6 +78,20 @@ class Functions(Construct):
         self.worker.add_event_source(sources.SqsEventSource(
             queues.work, batch_size=100, max_batching_window=Duration.seconds(1),
             report_batch_item_failures=True, max_concurrency=stage.worker_max_concurrency))
+        # the outbox: the table's stream -> SQS. Only the writes that leave a message
+        # QUEUED and marked queued reach it (the handler keeps those that were not both
+        # before); a record it cannot queue is retried, from that record, for as long as
+        # the stream keeps it (24 h; retries and record age unbounded), then reported.
+        self.outbox = function("Outbox", "notify_relay.lambdas.outbox.handler", 256,
+                               Duration.seconds(60))
+        self.outbox.add_event_source(sources.DynamoEventSource(
+            storage.table, starting_position=lambda_.StartingPosition.TRIM_HORIZON,
+            batch_size=100, parallelization_factor=10, report_batch_item_failures=True,
+            filters=[lambda_.FilterCriteria.filter({
+                "eventName": ["INSERT", "MODIFY"],
+                "dynamodb": {"NewImage": {"status": {"S": ["QUEUED"]},
+                                          "queued": {"BOOL": [True]}}}})],
+            on_failure=sources.SqsDlq(queues.outbox_failures)))
         events.Rule(self, "ReconcileEveryMinute",
                     schedule=events.Schedule.rate(Duration.minutes(1)),
                     targets=[targets.LambdaFunction(self.reconciler)])
@@ -95,7 +109,10 @@ class Functions(Construct):
         storage.bucket.grant_read(self.api)
         storage.bucket.grant_read(self.worker)
         storage.bucket.grant_read(self.reconciler)
-        queues.work.grant_send_messages(self.api)
+        # the API stores; the outbox queues (the API reads the queue's attributes for
+        # /readyz only)
+        queues.work.grant(self.api, "sqs:GetQueueAttributes", "sqs:GetQueueUrl")
+        queues.work.grant_send_messages(self.outbox)
         queues.work.grant_send_messages(self.worker)
         queues.work.grant_send_messages(self.reconciler)
         queues.dead_letter.grant_send_messages(self.worker)

@@ -17,7 +17,7 @@ from notify_relay_infra.queues import Queues
 
 NAMESPACE = "NotifyRelay"
 FIRST_ATTEMPT_P99_SECONDS = 10  # the embedded server's target, kept on AWS
-RECONCILE_BATCH = 500  # Relay.reconcile's limit: a full batch each run means more is left
+OUTBOX_AGE_MS = 60_000  # the stream's oldest record not yet queued
 # what the adapters call; a throttle on any of them slows submissions or deliveries
 TABLE_OPERATIONS = [dynamodb.Operation.PUT_ITEM, dynamodb.Operation.UPDATE_ITEM,
                     dynamodb.Operation.GET_ITEM, dynamodb.Operation.QUERY,
@@ -35,7 +35,8 @@ def _error_rate(function: lambda_.Function, label: str) -> cw.MathExpression:
 class Monitoring(Construct):
     def __init__(self, scope: Construct, id: str, *, stage: StageConfig, queues: Queues,
                  api_function: lambda_.Function, worker: lambda_.Function,
-                 reconciler: lambda_.Function, tables: list[dynamodb.Table],
+                 reconciler: lambda_.Function, outbox: lambda_.Function,
+                 tables: list[dynamodb.Table],
                  rest_api: apigw.RestApi, http_api: apigwv2.HttpApi) -> None:
         super().__init__(scope, id)
         self.topic = sns.Topic(self, "Alarms", enforce_ssl=True)
@@ -99,14 +100,21 @@ class Monitoring(Construct):
                   FIRST_ATTEMPT_P99_SECONDS, periods=3,
                   description="p99 from due to first attempt over 10 s: the worker falls "
                               "behind (concurrency, throttles) or destinations hold work"),
-            alarm("ReconcilerBehind", emf("reconciler", "Requeued", 1, "Maximum"),
-                  RECONCILE_BATCH - 1, periods=3,
-                  description="The reconciler finds a full batch of stored-but-unqueued "
-                              "messages every run: SQS sends fail faster than it drains them"),
+            alarm("OutboxBehind", outbox.metric("IteratorAge", statistic="Maximum",
+                                                period=Duration.minutes(1)),
+                  OUTBOX_AGE_MS, periods=3,
+                  description="The outbox queues stored messages more than a minute late "
+                              "(SQS refuses, or the function fails): submissions wait; "
+                              "after 24 h the stream drops them"),
+            alarm("OutboxFailures",
+                  queues.outbox_failures.metric_approximate_number_of_messages_visible(
+                      period=Duration.minutes(1), statistic="Maximum"), 0,
+                  description="The outbox could not queue stream records for 24 h: their "
+                              "messages are stored but not queued; the queue holds their "
+                              "stream positions (see docs/aws.md, The outbox)"),
             alarm("ReconcilerErrors", reconciler.metric_errors(period=Duration.minutes(1),
                                                               statistic="Sum"), 0, periods=3,
-                  description="The reconciler fails: unqueued messages and the DLQ sweep "
-                              "wait"),
+                  description="The reconciler fails: the DLQ sweep waits"),
         ]
         for table in tables:
             # on-demand still throttles a hot partition key (1,000 WRU/s) or a GSI that

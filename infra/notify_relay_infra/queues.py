@@ -1,4 +1,5 @@
-"""The work queue and its dead-letter queue (SQS standard)."""
+"""The work queue, its dead-letter queue, and where the outbox reports what it could not
+queue (SQS standard)."""
 
 from __future__ import annotations
 
@@ -28,4 +29,12 @@ class Queues(Construct):
             enforce_ssl=True,
             dead_letter_queue=sqs.DeadLetterQueue(queue=self.dead_letter,
                                                   max_receive_count=stage.max_receive_count),
+        )
+        # records of the table's stream the outbox could not queue before the stream
+        # dropped them (24 hours of retries): only their positions, for a person (alarmed)
+        self.outbox_failures = sqs.Queue(
+            self, "OutboxFailures",
+            retention_period=Duration.days(14),
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
         )

@@ -34,6 +34,7 @@ class NotifyRelayStack(cdk.Stack):
                                      api_function=self.functions.api,
                                      worker=self.functions.worker,
                                      reconciler=self.functions.reconciler,
+                                     outbox=self.functions.outbox,
                                      tables=[self.storage.table, self.storage.destinations],
                                      rest_api=self.api.rest_api,
                                      http_api=self.api.http_api)

@@ -21,6 +21,8 @@ class Storage(Construct):
             partition_key=dynamodb.Attribute(name="pk", type=S),
             billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
             time_to_live_attribute="expiresAt",
+            # the outbox: its Lambda queues each write that marks a message queued
+            stream=dynamodb.StreamViewType.NEW_AND_OLD_IMAGES,
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
                 point_in_time_recovery_enabled=True),
             encryption=dynamodb.TableEncryption.AWS_MANAGED,
@@ -41,12 +43,6 @@ class Storage(Construct):
             sort_key=dynamodb.Attribute(name="sortKey", type=S),
             projection_type=dynamodb.ProjectionType.INCLUDE,
             non_key_attributes=["updatedAt"])  # replay filters failures by time
-        # sparse: only items stored but not yet queued carry unqueuedShard
-        self.table.add_global_secondary_index(
-            index_name="unqueued", partition_key=dynamodb.Attribute(name="unqueuedShard", type=S),
-            sort_key=dynamodb.Attribute(name="createdAt", type=S),
-            projection_type=dynamodb.ProjectionType.INCLUDE,
-            non_key_attributes=["sender", "messageId"])
         # sparse: only messages not final carry destPending (<sender>#<destination>#<shard>),
         # counted (Select=COUNT) for a destination's `pending`
         self.table.add_global_secondary_index(

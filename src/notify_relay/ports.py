@@ -241,6 +241,21 @@ class QueueInStore(Protocol):
         ...
 
 
+@runtime_checkable
+class OutboxStore(Protocol):
+    """A MessageStore whose own change feed queues messages: the outbox (DynamoDB: its
+    stream, read by the outbox Lambda, which sends to SQS). A write that leaves a message
+    QUEUED and marked queued, when it was not both before, is queued after it commits, at
+    least once. The Relay then never calls the queue to add work: nothing can be stored
+    but never queued, and there is nothing to reconcile."""
+
+    queued_by_outbox: bool  # a marker: True
+
+    async def create_queued(self, message: Message) -> tuple[Message, bool]:
+        """create() of the message marked queued: the outbox queues it once committed."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class OutboundRequest:
     url: str

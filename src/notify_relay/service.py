@@ -63,6 +63,7 @@ from notify_relay.ports import (
     NullObserver,
     Observer,
     OutboundRequest,
+    OutboxStore,
     Page,
     QueueInStore,
     Signer,
@@ -175,9 +176,11 @@ class Relay:
             (repeats if message.key in seen else firsts).append((index, message))
             seen.add(message.key)
         unqueued: dict[MessageKey, Message] = {}
-        # where the queue shares the store's database, a new message is stored queued
+        # where the queue shares the store's database, or the store's outbox queues what
+        # it stores, a new message is stored queued
         store = self.store
-        create = store.create_queued if isinstance(store, QueueInStore) else store.create
+        create = (store.create_queued if isinstance(store, (QueueInStore, OutboxStore))
+                  else store.create)
         for group in (firsts, repeats):
             created = await asyncio.gather(*(create(m) for _, m in group))
             for (index, message), (stored, is_new) in zip(group, created, strict=True):
@@ -190,12 +193,13 @@ class Relay:
                     self.on_scheduled(stored.next_attempt_at or now)
                 elif stored.status is Status.QUEUED and not stored.queued:
                     unqueued.setdefault(stored.key, stored)
-        if unqueued:
+        if unqueued and not self._outbox:  # with an outbox, marking them queues them
             await self.queue.enqueue_many([
                 Entry(m.key, m.next_attempt_at or now, m.correlation_id, m.destination)
                 for m in unqueued.values()])
             for message in unqueued.values():
                 self.on_scheduled(message.next_attempt_at or now)
+        if unqueued:
             marked = await asyncio.gather(*(self._mark_queued(m) for m in unqueued.values()))
             queued = {m.key: m for m in marked}
             for index, result in enumerate(results):
@@ -249,8 +253,15 @@ class Relay:
             log.info("duplicate submission", extra=message_context(stored, correlation_id))
         return Accepted(stored, duplicate=True)
 
+    @property
+    def _outbox(self) -> bool:
+        return isinstance(self.store, OutboxStore)
+
     async def _enqueue(self, message: Message) -> Message:
-        """Queue, then record that it is queued: a crash between leaves it to reconcile()."""
+        """Queue, then record that it is queued: a crash between leaves it to reconcile().
+        With an outbox, the record alone: its commit queues the message."""
+        if self._outbox:
+            return await self._mark_queued(message)
         due_at = message.next_attempt_at or self.clock()
         await self.queue.enqueue(message.key, due_at, message.correlation_id, message.destination)
         self.on_scheduled(due_at)
@@ -308,12 +319,15 @@ class Relay:
         return await self._retry(await self.get(key), correlation_id)
 
     async def _retry(self, message: Message, correlation_id: str | None) -> Message:
+        retried = message.retry_by_hand(self.clock())
+        if self._outbox:  # one write, QUEUED and marked queued: the outbox queues it
+            retried = retried.mark_queued()
         try:
-            message = await self.store.update(message.retry_by_hand(self.clock()))
+            message = await self.store.update(retried)
         except StaleWrite:
             raise InvalidState("the message changed while it was being retried") from None
         log.info("retried by hand", extra=message_context(message, correlation_id))
-        return await self._enqueue(message)
+        return message if message.queued else await self._enqueue(message)
 
     async def cancel(self, key: MessageKey, correlation_id: str | None = None) -> Message:
         """Stop a waiting message: once this returns, no attempt of it starts.
@@ -572,6 +586,8 @@ class Relay:
         the retry's enqueue found the entry this worker held and left it, and complete()
         dropped it. Queue it again (enqueue is idempotent where it can be, and conditional
         writes make an extra SQS entry harmless)."""
+        if self._outbox:  # the retry's own write was queued anew by the outbox
+            return
         message = await self.store.get(key, with_body=False)
         if message is not None and message.status is Status.QUEUED:
             await self.queue.enqueue(key, message.next_attempt_at or self.clock(),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -92,7 +94,11 @@ class SqsEventSource:
     from receives until full or the queue has nothing visible."""
 
     def __init__(self, sqs: Any, queue_url: str, handler: Callable[[dict[str, Any], Any], Any],
-                 batch_size: int = 10, visibility_timeout: int = 2) -> None:
+                 batch_size: int = 10, visibility_timeout: int = 2,
+                 outbox: StreamEventSource | None = None) -> None:
+        """`outbox`: the table's stream source, run before each poll (as Lambda would run
+        it all along), so that what the API stored reaches the queue."""
+        self.outbox = outbox
         self.sqs = sqs
         self.queue_url = queue_url
         self.handler = handler
@@ -117,6 +123,8 @@ class SqsEventSource:
         return messages
 
     def poll_once(self) -> int:
+        if self.outbox is not None:
+            self.outbox.poll_once()
         messages = self._receive()
         if not messages:
             return 0
@@ -155,3 +163,78 @@ class SqsEventSource:
                 raise AssertionError("the condition did not hold in time")
             if self.poll_once() == 0:
                 time.sleep(0.1)
+
+
+def _lambda_json(value: Any) -> Any:
+    """A stream record as Lambda's event carries it: binary values in base64, the time
+    in epoch seconds."""
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, datetime):
+        return int(value.timestamp())
+    if isinstance(value, dict):
+        return {k: _lambda_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_lambda_json(v) for v in value]
+    return value
+
+
+class StreamEventSource:
+    """Reads a table's stream like Lambda's DynamoDB event source: each shard from its
+    start and in order, batches of up to `batch_size`; when the handler reports a record
+    as failed, the records before it are done and the next poll starts again from it."""
+
+    def __init__(self, streams: Any, stream_arn: str,
+                 handler: Callable[[dict[str, Any], Any], Any], batch_size: int = 100) -> None:
+        self.streams = streams
+        self.arn = stream_arn
+        self.handler = handler
+        self.batch_size = batch_size
+        self._iterators: dict[str, str | None] = {}
+        self._pending: dict[str, list[dict[str, Any]]] = {}
+        self.retries = 0
+
+    def _read(self) -> None:
+        shards = self.streams.describe_stream(StreamArn=self.arn)["StreamDescription"]["Shards"]
+        for shard in shards:
+            shard_id = shard["ShardId"]
+            if shard_id not in self._iterators:
+                self._iterators[shard_id] = self.streams.get_shard_iterator(
+                    StreamArn=self.arn, ShardId=shard_id,
+                    ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+            iterator = self._iterators[shard_id]
+            while iterator is not None:
+                response = self.streams.get_records(ShardIterator=iterator)
+                iterator = response.get("NextShardIterator")
+                self._iterators[shard_id] = iterator
+                self._pending.setdefault(shard_id, []).extend(
+                    {**_lambda_json(record), "eventSourceARN": self.arn}
+                    for record in response.get("Records", []))
+                if not response.get("Records"):
+                    break
+
+    def poll_once(self) -> int:
+        """Hands every record read so far to the handler; returns how many were done."""
+        self._read()
+        done = 0
+        for records in self._pending.values():
+            while records:
+                batch = records[:self.batch_size]
+                result = self.handler({"Records": batch}, FakeContext()) or {}
+                failed = [f["itemIdentifier"] for f in result.get("batchItemFailures", [])]
+                if not failed:
+                    del records[:len(batch)]
+                    done += len(batch)
+                    continue
+                self.retries += 1
+                first = next(i for i, r in enumerate(batch)
+                             if r["dynamodb"]["SequenceNumber"] == failed[0])
+                del records[:first]
+                done += first
+                break  # this shard waits for the next poll, from the failed record
+        return done
+
+
+def stream_arn(dynamodb: Any, table: str) -> str:
+    arn: str = dynamodb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
+    return arn

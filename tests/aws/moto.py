@@ -100,7 +100,6 @@ def _gsi(name: str, partition: str, sort: str, projection: str = "ALL",
 MESSAGE_INDEXES = [
     _gsi("bySender", "listShard", "sortKey", "KEYS_ONLY"),
     _gsi("bySenderStatus", "statusShard", "sortKey", "INCLUDE", ("updatedAt",)),
-    _gsi("unqueued", "unqueuedShard", "createdAt", "INCLUDE", ("sender", "messageId")),
     _gsi("destPending", "destPending", "createdAt", "KEYS_ONLY"),
 ]
 
@@ -131,14 +130,15 @@ def create_resources(endpoint: str, max_receive_count: int = 3) -> AwsResources:
     suffix = uuid.uuid4().hex[:10]
     dynamodb = client("dynamodb", endpoint)
     table = f"messages-{suffix}"
-    attributes = ["pk", "listShard", "sortKey", "statusShard", "unqueuedShard", "createdAt",
-                  "destPending"]
+    attributes = ["pk", "listShard", "sortKey", "statusShard", "createdAt", "destPending"]
     dynamodb.create_table(
         TableName=table,
         BillingMode="PAY_PER_REQUEST",
         AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in attributes],
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
         GlobalSecondaryIndexes=MESSAGE_INDEXES,
+        # the outbox reads it (tests/aws/lambda_harness.StreamEventSource drives it)
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
     )
     destinations = f"destinations-{suffix}"
     dynamodb.create_table(

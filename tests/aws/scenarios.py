@@ -30,16 +30,25 @@ from typing import Any
 import orjson
 
 from notify_relay.lambdas import api as api_lambda
+from notify_relay.lambdas import outbox as outbox_lambda
 from notify_relay.lambdas import reconciler as reconciler_lambda
 from notify_relay.lambdas import worker as worker_lambda
-from tests.aws.lambda_harness import ROLE, FakeContext, SqsEventSource, api_event
+from tests.aws.lambda_harness import (
+    ROLE,
+    FakeContext,
+    SqsEventSource,
+    StreamEventSource,
+    api_event,
+    stream_arn,
+)
 from tests.aws.metering import Call, Meter, Tally, stored_bytes, tally
 from tests.aws.moto import AwsResources, client
 from tests.partner import Partner
 
 SENDER = "orders"
 BATCH = 100  # POST /v1/messages/batch takes at most 100
-API_PHASES = ("api",)
+# the outbox sends to SQS what the API stored: counted with the API's side
+API_PHASES = ("api", "outbox")
 DELIVERY_PHASES = ("worker", "event source")
 FAST_RETRY = {"initialDelaySeconds": 0.01, "maxDelaySeconds": 0.05}
 
@@ -89,6 +98,9 @@ class Rig:
         self._invocations: dict[str, int] = {}
         self._records = 0
         self._api_bytes = 0
+        # one reader of the table's stream for the rig's life: each record once
+        self._stream = _MeteredStream(meter, client("dynamodbstreams", aws.endpoint),
+                                      stream_arn(self._dynamodb, aws.table), self._outbox)
 
     # -- life ------------------------------------------------------------------------------
 
@@ -108,6 +120,7 @@ class Rig:
         api_lambda._handler = None
         worker_lambda._runtime = None
         worker_lambda._settings = None
+        outbox_lambda._queue = None
         self._flush = getattr(worker_lambda, "flush_destinations", None)
         if self._flush is not None:  # the statistics written after a batch: per environment
             flush = self._flush
@@ -166,9 +179,19 @@ class Rig:
         finally:
             self.meter.phase = "event source"
 
+    def _outbox(self, event: dict[str, Any], context: Any) -> Any:
+        self.meter.phase = "outbox"
+        self._invoked("outbox")
+        try:
+            return outbox_lambda.handler(event, context)
+        finally:
+            self.meter.phase = "stream poller"
+
     def drain(self, done: Callable[[], bool], timeout: float = 60.0) -> None:
-        """Poll as Lambda's SQS event source does (batches of 10) until `done`."""
-        source = SqsEventSource(self._sqs, self.aws.queue_url, self._worker, batch_size=10)
+        """Poll as Lambda's event sources do (the table's stream for the outbox, then SQS
+        in batches of 10) until `done`."""
+        source = SqsEventSource(self._sqs, self.aws.queue_url, self._worker, batch_size=10,
+                                outbox=self._stream)
         with self._phase("event source"):
             source.run_until(done, timeout)
 
@@ -216,7 +239,9 @@ class Rig:
         record = role == "destination records" and (
             call.operation == "GetItem" or call.phase in ("api", "flush"))
         return (record or call.phase == "flush" or call.service == "secretsmanager"
-                or call.operation == "ReceiveMessage (empty)")
+                or call.operation == "ReceiveMessage (empty)"
+                # Lambda's reads of the stream for the outbox: not billed per request
+                or call.phase == "stream poller")
 
     def warm(self) -> None:
         """Build the runtimes, put the destination on record: one message delivered."""
@@ -252,6 +277,7 @@ class Rig:
         api.add("requests apigw", api_invocations.get("api", 0))
         api.add("bytes apigw request", api_bytes)
         api.add("invocations api", api_invocations.get("api", 0))
+        api.add("invocations outbox", self._invocations.get("outbox", 0))
         delivery = tally([c for c in per_message if c.phase in DELIVERY_PHASES], self.role)
         delivery.add("invocations worker", self._invocations.get("worker", 0))
         delivery.add("records worker", self._records)
@@ -317,3 +343,19 @@ def large(rig: Rig, n: int, body_bytes: int) -> Measured:
                        _messages(rig, run, n, "/ok", text),
                        batch=False, requests_expected=n, prefix=f"/ok/{run}/")
 
+
+class _MeteredStream(StreamEventSource):
+    """The stream's reader, its own calls told to the meter as Lambda's polling."""
+
+    def __init__(self, meter: Meter, *args: Any) -> None:
+        super().__init__(*args)
+        self._meter = meter
+
+    def poll_once(self) -> int:
+        before = self._meter.phase
+        self._meter.phase = "stream poller"
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # the outbox's EMF lines
+                return super().poll_once()
+        finally:
+            self._meter.phase = before

@@ -14,9 +14,17 @@ import pytest
 from standardwebhooks import Webhook
 
 from notify_relay.lambdas import api as api_lambda
+from notify_relay.lambdas import outbox as outbox_lambda
 from notify_relay.lambdas import reconciler as reconciler_lambda
 from notify_relay.lambdas import worker as worker_lambda
-from tests.aws.lambda_harness import ROLE, FakeContext, SqsEventSource, api_event
+from tests.aws.lambda_harness import (
+    ROLE,
+    FakeContext,
+    SqsEventSource,
+    StreamEventSource,
+    api_event,
+    stream_arn,
+)
 from tests.aws.moto import AwsResources, client
 from tests.partner import Partner
 
@@ -29,11 +37,11 @@ def lambdas(aws: AwsResources, monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsR
                                NOTIFY_RELAY_ALLOW_NETWORKS="127.0.0.0/8").items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("LAMBDA_TASK_ROOT", "/var/task")  # as in Lambda: one loop, kept
+    monkeypatch.setattr(outbox_lambda, "_queue", None)
+    _outboxes.clear()
     monkeypatch.setattr(api_lambda, "_handler", None)
     monkeypatch.setattr(worker_lambda, "_runtime", None)
     monkeypatch.setattr(worker_lambda, "_settings", None)
-    monkeypatch.setattr(reconciler_lambda, "_runtime", None)
-    monkeypatch.setattr(reconciler_lambda, "_settings", None)
     yield aws
     if worker_lambda._runtime is not None and worker_lambda._loop is not None:
         worker_lambda._loop.run_until_complete(worker_lambda._runtime.stop())
@@ -48,9 +56,23 @@ def call_api(method: str, path: str, body: Any = None, **kwargs: Any) -> tuple[i
     return response["statusCode"], orjson.loads(raw) if raw else None, headers
 
 
+_outboxes: dict[str, StreamEventSource] = {}
+
+
+def outbox_of(aws: AwsResources) -> StreamEventSource:
+    """The table's stream as the outbox Lambda's event source reads it: one reader a test,
+    so that each record is handled once, as Lambda would."""
+    if aws.table not in _outboxes:
+        _outboxes[aws.table] = StreamEventSource(
+            client("dynamodbstreams", aws.endpoint),
+            stream_arn(client("dynamodb", aws.endpoint), aws.table), outbox_lambda.handler)
+    return _outboxes[aws.table]
+
+
 def source(aws: AwsResources, batch_size: int = 10) -> SqsEventSource:
+    """The worker's event source; before each poll, the outbox queues what was stored."""
     return SqsEventSource(client("sqs", aws.endpoint), aws.queue_url, worker_lambda.handler,
-                          batch_size=batch_size)
+                          batch_size=batch_size, outbox=outbox_of(aws))
 
 
 def status_of(message_id: str) -> str:
@@ -102,6 +124,7 @@ def test_duplicate_submission_queues_once(lambdas: AwsResources, partner: Partne
     assert again[1]["duplicate"] is True
     conflict = call_api("POST", "/v1/messages", message("d-1", partner.url("/ok"), body="x"))
     assert (conflict[0], conflict[1]["code"]) == (409, "IDEMPOTENCY_CONFLICT")
+    outbox_of(lambdas).poll_once()
     attributes = client("sqs", lambdas.endpoint).get_queue_attributes(
         QueueUrl=lambdas.queue_url, AttributeNames=["ApproximateNumberOfMessages"])
     assert attributes["Attributes"]["ApproximateNumberOfMessages"] == "1"
@@ -187,24 +210,24 @@ def test_a_retry_by_hand_is_answered_even_when_its_body_cannot_be_renewed(
     assert (code, body["status"]) == (202, "QUEUED")
 
 
-def test_failed_send_is_reconciled(lambdas: AwsResources, partner: Partner,
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    # Given an API whose SQS send fails (a queue that does not exist)
+def test_a_submission_needs_no_queue_and_the_outbox_catches_up(
+        lambdas: AwsResources, partner: Partner, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given SQS unreachable (a queue that does not exist)
     monkeypatch.setenv("NOTIFY_RELAY_QUEUE_URL", lambdas.queue_url + "-missing")
+    # a submission is still accepted: its write is the whole of it
     code, body, _ = call_api("POST", "/v1/messages", message("g-1", partner.url("/ok")))
-    assert (code, body["code"]) == (500, "SYSTEM_ERROR")
-    # the message is stored but in no queue
+    assert (code, body["status"]) == (202, "QUEUED")
+    outbox = outbox_of(lambdas)
+    assert outbox.poll_once() == 0  # the outbox cannot send: retried from that record
+    assert outbox.retries == 1
+    # When SQS is back, the outbox's next read queues it, and it is delivered once
     monkeypatch.setenv("NOTIFY_RELAY_QUEUE_URL", lambdas.queue_url)
-    monkeypatch.setattr(api_lambda, "_handler", None)
-    assert status_of("g-1") == "QUEUED"
-    assert source(lambdas).poll_once() == 0
-    # When the scheduled reconciler runs, without the sender's help
-    monkeypatch.setenv("NOTIFY_RELAY_RECONCILE_GRACE", "0")
-    assert reconciler_lambda.handler({}, FakeContext())["queued"] == 1
-    assert reconciler_lambda.handler({}, FakeContext())["queued"] == 0
-    # Then it is delivered, once
+    monkeypatch.setattr(outbox_lambda, "_queue", None)
     source(lambdas).run_until(lambda: status_of("g-1") == "DELIVERED")
     assert len(partner.received("/ok")) == 1
+    # and the reconciler, which reconciled the dual write before the outbox, finds nothing
+    monkeypatch.setenv("NOTIFY_RELAY_RECONCILE_GRACE", "0")
+    assert reconciler_lambda.handler({}, FakeContext())["queued"] == 0
 
 
 def test_poison_record_fails_alone_and_is_redriven(lambdas: AwsResources,
@@ -299,7 +322,8 @@ def test_a_failed_record_comes_back_in_seconds_not_after_the_visibility_timeout(
     record; with the visibility timeout production uses (900 s), it used to wait that long."""
     call_api("POST", "/v1/messages", message("t-1", partner.url("/ok")))
     events = SqsEventSource(client("sqs", lambdas.endpoint), lambdas.queue_url,
-                            worker_lambda.handler, visibility_timeout=900)
+                            worker_lambda.handler, visibility_timeout=900,
+                            outbox=outbox_of(lambdas))
     from notify_relay.adapters.aws.dynamodb import DynamoStore
 
     real_update = DynamoStore.update
@@ -564,7 +588,9 @@ def test_batch_submit_on_aws(lambdas: AwsResources, partner: Partner) -> None:
     code, body, _ = call_api("POST", "/v1/messages/batch", {"messages": items})
     assert code == 200, body
     assert [a["httpStatus"] for a in body["items"]] == [202] * 25 + [200, 409, 400]
-    # one SQS entry per new message (SendMessageBatch, 10 a call), none for the others
+    # one SQS entry per new message (the outbox: SendMessageBatch, 10 a call), none for
+    # the others
+    outbox_of(lambdas).poll_once()
     assert queue_counts(lambdas)["ApproximateNumberOfMessages"] == 25
     source(lambdas).run_until(lambda: len(partner.received("/ok/batch")) == 25)
     assert all(status_of(f"batch-{i}") == "DELIVERED" for i in range(25))

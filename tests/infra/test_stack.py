@@ -71,7 +71,6 @@ def test_table(prod: Synth) -> None:
                for i in table["GlobalSecondaryIndexes"]}
     assert indexes == {"bySender": ["listShard", "sortKey"],
                        "bySenderStatus": ["statusShard", "sortKey"],
-                       "unqueued": ["unqueuedShard", "createdAt"],
                        "destPending": ["destPending", "createdAt"]}
     projections = {i["IndexName"]: i["Projection"]["ProjectionType"]
                    for i in table["GlobalSecondaryIndexes"]}
@@ -99,7 +98,7 @@ def test_destinations_table(prod: Synth) -> None:
 
 def test_queues(prod: Synth) -> None:
     queues = prod.resources("AWS::SQS::Queue")
-    assert len(queues) == 2
+    assert len(queues) == 3  # work, its dead letters, the outbox's failures
     work = one(prod, "AWS::SQS::Queue", RedrivePolicy=Match.any_value())
     worker = one(prod, "AWS::Lambda::Function", Handler="notify_relay.lambdas.worker.handler")
     assert work["VisibilityTimeout"] >= 6 * worker["Timeout"]
@@ -108,7 +107,7 @@ def test_queues(prod: Synth) -> None:
     for queue in queues.values():
         assert queue["Properties"]["SqsManagedSseEnabled"] is True
     policies = prod.resources("AWS::SQS::QueuePolicy")
-    assert len(policies) == 2  # TLS enforced on both
+    assert len(policies) == 3  # TLS enforced on each
 
 
 def test_bucket(prod: Synth) -> None:
@@ -131,7 +130,8 @@ def test_lambdas(prod: Synth) -> None:
             handlers[props["Handler"]] = props
     assert set(handlers) == {"notify_relay.lambdas.api.handler",
                              "notify_relay.lambdas.worker.handler",
-                             "notify_relay.lambdas.reconciler.handler"}
+                             "notify_relay.lambdas.reconciler.handler",
+                             "notify_relay.lambdas.outbox.handler"}
     (destinations,) = prod.template.find_resources(
         "AWS::DynamoDB::Table", {"Properties": {"KeySchema": Match.array_with(
             [{"AttributeName": "sk", "KeyType": "RANGE"}])}})
@@ -148,7 +148,7 @@ def test_lambdas(prod: Synth) -> None:
     # executions, so a new account could not deploy the stack
     for props in handlers.values():
         assert "ReservedConcurrentExecutions" not in props
-    mapping = one(prod, "AWS::Lambda::EventSourceMapping")
+    mapping = one(prod, "AWS::Lambda::EventSourceMapping", ScalingConfig=Match.any_value())
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping["BatchSize"] == 100  # above 10 needs the batching window (1 s)
     assert mapping["ScalingConfig"] == {"MaximumConcurrency": 1000}
@@ -179,7 +179,7 @@ def _actions(statements: list[dict[str, Any]]) -> set[str]:
 def test_least_privilege(prod: Synth) -> None:
     api = _actions(_statements(prod, "notify_relay.lambdas.api.handler"))
     worker = _actions(_statements(prod, "notify_relay.lambdas.worker.handler"))
-    assert "sqs:SendMessage" in api
+    assert "sqs:SendMessage" not in api  # the outbox queues what the API stores
     assert "s3:PutObject" in api
     assert "sqs:ReceiveMessage" not in api  # only the worker's event source consumes
     assert "sqs:ReceiveMessage" in worker
@@ -258,6 +258,32 @@ def test_http_api_iam_health_open_and_throttled(prod: Synth) -> None:
     assert "HttpApiUrl" in prod.json["Outputs"]
 
 
+def test_the_outbox_reads_the_stream_and_alone_sends_new_work(prod: Synth) -> None:
+    assert messages_table(prod)["StreamSpecification"] == {
+        "StreamViewType": "NEW_AND_OLD_IMAGES"}
+    mapping = next(m["Properties"] for m in
+                   prod.resources("AWS::Lambda::EventSourceMapping").values()
+                   if "StartingPosition" in m["Properties"])
+    assert mapping["StartingPosition"] == "TRIM_HORIZON"
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert (mapping["BatchSize"], mapping["ParallelizationFactor"]) == (100, 10)
+    # unbounded: retried from the failed record for as long as the stream keeps it
+    assert "MaximumRetryAttempts" not in mapping
+    assert "MaximumRecordAgeInSeconds" not in mapping
+    assert "OnFailure" in mapping["DestinationConfig"]
+    (pattern,) = [json.loads(f["Pattern"]) for f in mapping["FilterCriteria"]["Filters"]]
+    assert pattern == {"eventName": ["INSERT", "MODIFY"], "dynamodb": {"NewImage": {
+        "status": {"S": ["QUEUED"]}, "queued": {"BOOL": [True]}}}}
+    api = _actions(_statements(prod, "notify_relay.lambdas.api.handler"))
+    outbox = _actions(_statements(prod, "notify_relay.lambdas.outbox.handler"))
+    assert "sqs:SendMessage" in outbox
+    assert "sqs:SendMessage" not in api  # it stores; the outbox queues
+    # it reads the stream, never the table: the images carry all it needs
+    assert {a for a in outbox if a.startswith("dynamodb:")} == {
+        "dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator",
+        "dynamodb:ListStreams"}
+
+
 def test_alarms_and_dashboard(prod: Synth) -> None:
     alarms = prod.resources("AWS::CloudWatch::Alarm")
     names = {a["Properties"].get("MetricName") for a in alarms.values()}
@@ -274,7 +300,8 @@ def test_alarms_and_dashboard(prod: Synth) -> None:
     assert dead["Properties"]["Threshold"] == 5.0
     (expression,) = [m["Expression"] for m in dead["Properties"]["Metrics"] if "Expression" in m]
     assert "FILL(delivered, 0)" in expression  # all dead, none delivered: 100 %, not no data
-    assert not any("ApproximateNumberOfMessages" in str(a) for a in alarms.values())
+    assert not any("ApproximateNumberOfMessages" in str(a) and "DeadLetter" in str(a)
+                   for a in alarms.values())
     poison = next(a for a in alarms.values() if a["Properties"].get("MetricName") == "Redriven")
     assert poison["Properties"]["Dimensions"] == [{"Name": "service", "Value": "reconciler"}]
     assert poison["Properties"]["Threshold"] == 0
@@ -283,8 +310,12 @@ def test_alarms_and_dashboard(prod: Synth) -> None:
     assert (first["ExtendedStatistic"], first["Threshold"], first["Period"]) == ("p99", 10, 60)
     assert first["Dimensions"] == [{"Name": "service", "Value": "worker"}]
     behind = next(a["Properties"] for a in alarms.values()
-                  if a["Properties"].get("MetricName") == "Requeued")
-    assert (behind["Statistic"], behind["Threshold"]) == ("Maximum", 499)
+                  if a["Properties"].get("MetricName") == "IteratorAge")
+    assert (behind["Statistic"], behind["Threshold"]) == ("Maximum", 60_000)
+    outbox_failures = next(a["Properties"] for a in alarms.values()
+                           if a["Properties"]["AlarmDescription"].startswith(
+                               "The outbox could not queue"))
+    assert outbox_failures["MetricName"] == "ApproximateNumberOfMessagesVisible"
     throttles = [a for d, a in expressions.items() if d.startswith("DynamoDB throttles")]
     throttled = {m["MetricStat"]["Metric"]["MetricName"] for a in throttles
                  for m in a["Properties"]["Metrics"] if "MetricStat" in m}
@@ -307,7 +338,8 @@ def test_stages_differ() -> None:
     worker = one(dev, "AWS::Lambda::Function", Handler="notify_relay.lambdas.worker.handler")
     assert "ReservedConcurrentExecutions" not in worker
     # within a new account's quota of 10 executions, with room for the API and reconciler
-    assert one(dev, "AWS::Lambda::EventSourceMapping")["ScalingConfig"] == {
+    assert one(dev, "AWS::Lambda::EventSourceMapping",
+               ScalingConfig=Match.any_value())["ScalingConfig"] == {
         "MaximumConcurrency": 5}
     with pytest.raises(ValueError, match="unknown stage"):
         build_app(cdk.App(context={"stage": "qa"}))
@@ -322,7 +354,7 @@ def test_reserved_concurrency_only_when_asked_for() -> None:
                 for r in template["Resources"].values()
                 if r["Type"] == "AWS::Lambda::Function"
                 and r["Properties"].get("Handler", "").startswith("notify_relay.")}
-    assert reserved == {"api": None, "worker": 3000, "reconciler": 1}
+    assert reserved == {"api": None, "worker": 3000, "reconciler": 1, "outbox": None}
     with pytest.raises(ValueError, match="positive integer"):
         build_app(cdk.App(context={"stage": "dev", "assetPath": str(INFRA.parent / "src"),
                                    "reservedConcurrency": "-5"}))

@@ -15,8 +15,10 @@ Item layout (one item per message, key `pk = <senderId>#<messageId>`):
   cursor (the last sortKey returned: unique within a sender), merges them newest first
   and reads the page's items in batches. The relay's own outcome notices carry neither
   attribute, so they are never listed.
-- the dual-write gap: a sparse GSI `unqueued` holds only items stored but not yet queued,
-  spread over UNQUEUED_SHARDS partition keys so that no partition runs hot.
+- queueing: the outbox. A message is stored marked queued (create_queued), and the table's
+  stream, read by the outbox Lambda (adapters/aws/outbox.py), sends it to SQS once the
+  write has committed; a retry by hand is one write that makes it QUEUED and queued again.
+  No write is followed by a separate send, so nothing is stored but never queued.
 - destinations: a sparse GSI `destPending` (KEYS_ONLY) holds only messages that are not
   final, keyed `<senderId>#<destination>#<shard>` (PENDING_SHARDS shards, so that one busy
   destination is no hot partition): DynamoDestinationStore.pending counts it. Both sparse
@@ -67,7 +69,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("notify_relay.dynamodb")
 INLINE_BODY_LIMIT = 4 * 1024
 ATTEMPTS_KEPT = 50
-UNQUEUED_SHARDS = 8
 # fixed for the table's life: items keep the shard they were written with, and a list
 # reads shards 0..SENDER_SHARDS-1 only
 SENDER_SHARDS = 32
@@ -84,19 +85,12 @@ def _sort_key(message: Message) -> str:
     return f"{message.created_at.isoformat()}#{message.key.message_id}"
 
 
-def _shard(key: MessageKey) -> str:
-    digest = hashlib.sha256(_pk(key).encode()).digest()
-    return f"U{digest[0] % UNQUEUED_SHARDS}"
-
-
 def _sparse(message: Message) -> dict[str, dict[str, str] | None]:
     """The sparse index attributes the message's state calls for (None: removed)."""
     digest = hashlib.sha256(_pk(message.key).encode()).digest()
-    unqueued = message.status is Status.QUEUED and not message.queued
     listed = not is_notice(message.key)
     sender, shard = message.key.sender_id, digest[2] % SENDER_SHARDS
     return {
-        "unqueuedShard": {"S": _shard(message.key)} if unqueued else None,
         "destPending": None if message.status.is_final else {
             "S": pending_key(message.destination_key, digest[1] % PENDING_SHARDS)},
         "listShard": {"S": f"{sender}#{shard}"} if listed else None,
@@ -117,7 +111,24 @@ def _after(cursor: str, sender_id: str, status: Status | None) -> str:
     return after
 
 
+def message_of_item(item: dict[str, Any], body: bytes | None = None) -> Message:
+    """The message an item (or a stream image, its binary values decoded) holds."""
+    return message_from_doc(
+        orjson.loads(item["doc"]["B"]),
+        key=MessageKey(item["sender"]["S"], item["messageId"]["S"]),
+        status=item["status"]["S"],
+        fingerprint=item["fingerprint"]["S"],
+        created_at=item["createdAt"]["S"],
+        updated_at=item["updatedAt"]["S"],
+        queued=item["queued"]["BOOL"],
+        version=int(item["version"]["N"]),
+        body=body,
+    )
+
+
 class DynamoStore:
+    queued_by_outbox = True  # ports.OutboxStore: the table's stream queues
+
     def __init__(
         self,
         dynamodb: DynamoDBClient,
@@ -180,17 +191,7 @@ class DynamoStore:
         return item
 
     def _message(self, item: dict[str, Any], body: bytes | None) -> Message:
-        return message_from_doc(
-            orjson.loads(item["doc"]["B"]),
-            key=MessageKey(item["sender"]["S"], item["messageId"]["S"]),
-            status=item["status"]["S"],
-            fingerprint=item["fingerprint"]["S"],
-            created_at=item["createdAt"]["S"],
-            updated_at=item["updatedAt"]["S"],
-            queued=item["queued"]["BOOL"],
-            version=int(item["version"]["N"]),
-            body=body,
-        )
+        return message_of_item(item, body)
 
     def _body_of(self, item: dict[str, Any]) -> bytes | None:
         if "bodyRef" in item:
@@ -206,6 +207,9 @@ class DynamoStore:
 
     async def create(self, message: Message) -> tuple[Message, bool]:
         return await asyncio.to_thread(self._create, message)
+
+    async def create_queued(self, message: Message) -> tuple[Message, bool]:
+        return await asyncio.to_thread(self._create, message.mark_queued())
 
     def _note_destination(self, key: DestinationKey) -> None:
         """Put the destination on record, so that it is listed: a bare record, written only
@@ -276,9 +280,9 @@ class DynamoStore:
         update = "SET " + ", ".join(sets)
         if removes:
             update += " REMOVE " + ", ".join(removes)
-        # the write of a retry by hand, before its enqueue (which marks it queued)
-        retried_by_hand = (message.status is Status.QUEUED and message.round_start > 0
-                           and not message.queued)
+        # the write of a retry by hand (the only write that leaves a message QUEUED after
+        # a round of attempts; at worst a later one copies the body once more)
+        retried_by_hand = message.status is Status.QUEUED and message.round_start > 0
         try:
             response = self._db.update_item(
                 TableName=self._table,
@@ -425,24 +429,8 @@ class DynamoStore:
         return 0
 
     async def unqueued(self, created_before: datetime, limit: int) -> Sequence[Message]:
-        return await asyncio.to_thread(self._unqueued, created_before, limit)
-
-    def _unqueued(self, created_before: datetime, limit: int) -> Sequence[Message]:
-        found: list[Message] = []
-        for shard in range(UNQUEUED_SHARDS):
-            response = self._db.query(
-                TableName=self._table,
-                IndexName="unqueued",
-                KeyConditionExpression="unqueuedShard = :s AND createdAt < :t",
-                ExpressionAttributeValues={":s": {"S": f"U{shard}"},
-                                           ":t": {"S": created_before.isoformat()}},
-                Limit=limit,
-            )
-            for item in response.get("Items", []):
-                message = self._get(MessageKey(item["sender"]["S"], item["messageId"]["S"]))
-                if message is not None and message.status is Status.QUEUED and not message.queued:
-                    found.append(message)
-        return found[:limit]
+        """None: the outbox queues every message its write marks queued."""
+        return []
 
     async def ping(self) -> None:
         await asyncio.to_thread(self._db.describe_table, TableName=self._table)
