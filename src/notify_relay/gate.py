@@ -226,6 +226,15 @@ class Gate:
                 log.warning("writing a destination's state failed; it is kept in memory "
                             "and written again", extra={"destination": key.name})
             return old, new  # this change's own result, whatever followed during the write
+        # Shared: one change at a time per destination in this process, so that a batch's
+        # attempts ending together (100 records, 20 failing at one partner) do not race
+        # each other's conditional writes; only another process's write can be stale.
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            return await self._change_shared(key, change, force)
+
+    async def _change_shared(
+        self, key: DestinationKey, change: Callable[[Destination], Destination], force: bool,
+    ) -> tuple[Destination, Destination]:
         old = await self.current(key)
         for _ in range(SAVE_TRIES):
             new = change(old)
