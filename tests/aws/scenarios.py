@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from notify_relay.config import load
 from notify_relay.lambdas import api as api_lambda
 from notify_relay.lambdas import outbox as outbox_lambda
 from notify_relay.lambdas import reconciler as reconciler_lambda
@@ -83,15 +84,23 @@ class Measured:
 
 
 class Rig:
-    """The API, worker and reconciler handlers on one set of resources, with the phase of
-    each call told to the meter. `setenv` sets the handlers' environment (os.environ by
-    default; a test passes monkeypatch.setenv)."""
+    """The API, outbox, worker and reconciler handlers on one set of resources, with the
+    phase of each call told to the meter. `setenv` sets the handlers' environment
+    (os.environ by default; a test passes monkeypatch.setenv).
+
+    `batch_size`: the records the SQS event source hands the worker at most (10 by
+    default; the stack's is 100, which bench/aws_capacity.py passes). A scenario's messages
+    share one destination, so above its default maxConcurrency (32) the rig raises that
+    default to the batch: a batch would otherwise hold what exceeds the cap, a cost of the
+    cap (a limit of its own in the bench), not of a notification."""
 
     def __init__(self, aws: AwsResources, meter: Meter, partner: Partner,
-                 setenv: Callable[[str, str], None] | None = None) -> None:
+                 setenv: Callable[[str, str], None] | None = None,
+                 batch_size: int = 10) -> None:
         self.aws = aws
         self.meter = meter
         self.partner = partner
+        self.batch_size = batch_size
         self._setenv = setenv or os.environ.__setitem__
         self._sqs = client("sqs", aws.endpoint)
         self._dynamodb = client("dynamodb", aws.endpoint)
@@ -115,6 +124,8 @@ class Rig:
             LAMBDA_TASK_ROOT="/var/task",
             AWS_ENDPOINT_URL=self.aws.endpoint, AWS_DEFAULT_REGION="eu-west-1",
             AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+        if self.batch_size > load({}, environ={}).destination_concurrency:
+            settings["NOTIFY_RELAY_DESTINATION_CONCURRENCY"] = str(self.batch_size)
         for name, value in settings.items():
             self._setenv(name, value)
         api_lambda._handler = None
@@ -189,9 +200,9 @@ class Rig:
 
     def drain(self, done: Callable[[], bool], timeout: float = 60.0) -> None:
         """Poll as Lambda's event sources do (the table's stream for the outbox, then SQS
-        in batches of 10) until `done`."""
-        source = SqsEventSource(self._sqs, self.aws.queue_url, self._worker, batch_size=10,
-                                outbox=self._stream)
+        in batches of up to `batch_size`) until `done`."""
+        source = SqsEventSource(self._sqs, self.aws.queue_url, self._worker,
+                                batch_size=self.batch_size, outbox=self._stream)
         with self._phase("event source"):
             source.run_until(done, timeout)
 
