@@ -9,24 +9,40 @@
    units are computed from the items' sizes before and after each write, for the table and
    for each index the write touches, by the index's key schema and projection (as
    tests/aws/moto.py creates them, after infra/notify_relay_infra/storage.py). The real
-   handlers (API Gateway events into the API Lambda, an SQS event source polling batches of
-   10 into the worker Lambda, tests/aws/scenarios.py), warmed first, deliver to a partner on
-   127.0.0.1 in four scenarios: (a) single submits, first try; (b) batches of 100, first
-   try; (c) single submits, a 503 then a 200; (d) single submits of a body kept in S3.
-   Each count is divided by the scenario's notifications. The event source polls batches
-   of 10; what depends on the stack's batch size (read from infra/, 100 today: worker
-   invocations, their duration) is computed from the records.
+   handlers (tests/aws/scenarios.py: API Gateway events into the API Lambda; the table's
+   stream into the outbox Lambda, which sends to SQS what the API stored; an SQS event
+   source polling batches of the stack's size, read from infra/, into the worker Lambda),
+   warmed first, deliver to a partner on 127.0.0.1 in four scenarios: (a) single submits,
+   first try; (b) batches of 100, first try; (c) single submits, a 503 then a 200; (d)
+   single submits of a body kept in S3. Each count is divided by the scenario's
+   notifications. The outbox's calls count with the API side (they queue what the API
+   stored); Lambda's reads of the stream are left out (free to a Lambda trigger).
 2. Computed, for `--rate` notifications a second of the mix the shares give: each limit
    (needed, limit, the rate up to which it holds), the first limit that breaks, and the
-   cost per million notifications.
+   cost per million notifications. What depends on how full the batches are at the rate
+   is computed from the records, not taken from the scenarios (where a batch holds what
+   the harness found at a poll): the worker's invocations (full batches of the stack's
+   size), and the outbox's invocations and sends (below).
+
+The outbox. Its event source (infra: batches of up to 100, parallelization factor 10,
+filtered to the writes that queue a message) reads each shard of the table's stream and
+invokes as soon as records are there (no batching window): Lambda polls a shard 4 times a
+second, so an invocation carries what one shard queued in a quarter of a second, split over
+the parallelization factor's concurrent batches, at least one record and at most 100. The
+shards: DynamoDB keeps about one stream shard per table partition, and a partition holds
+at most 1,000 WRU/s, 3,000 RRU/s and about 10 GB; the estimate is the larger of the
+partitions the table's units need and those its items need once `--retention-days` of
+them are kept (`--stream-shards` overrides). Many shards mean few records each, hence one
+invocation and one SendMessageBatch per notification or close to it.
 
 The model is linear in the rate: every need below is the rate times a count per
 notification (measured) times a duration (assumed, flags below). Lambda durations are not
 measured (moto on loopback says nothing of DynamoDB's latency in a region): an API
-invocation of one submission takes `--api-ms`, of a batch of 100 `--batch-api-ms`; a
-worker invocation the slowest partner of its batch (`--partner-ms`) plus its AWS calls (the
-measured calls per record times the batch), `--aws-concurrency` at a time (botocore's 10
-pooled connections a client), `--aws-call-ms` each.
+invocation of one submission takes `--api-ms`, of a batch of 100 `--batch-api-ms`; an
+outbox invocation `--outbox-ms`; a worker invocation the slowest partner of its batch
+(`--partner-ms`) plus its AWS calls (the measured calls per record times the batch),
+`--aws-concurrency` at a time (botocore's 10 pooled connections a client), `--aws-call-ms`
+each.
 
 Kinds of limit: `hard`, AWS's, which no quota increase lifts (a partition key's
 throughput, an SQS event source's 1,000 concurrent batches, a standard queue's in-flight
@@ -41,7 +57,8 @@ Prices and quotas: the constants below, us-east-1 on-demand list prices (arm64 L
 first tiers) and AWS's documented defaults, as of this file: the date they were last
 checked against AWS's pricing pages and Service Quotas is not known; check them before
 relying on a figure. Not counted: CloudWatch (logs, EMF metrics, alarms), data transfer to
-partners, KMS, Secrets Manager, free tiers, volume discounts.
+partners, KMS, Secrets Manager, free tiers, volume discounts; DynamoDB Streams' read
+requests, which cost nothing when a Lambda trigger makes them.
 """
 
 from __future__ import annotations
@@ -62,7 +79,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.aws: the moto server, the meter, the scenarios
 
 from tests.aws import scenarios  # noqa: E402
-from tests.aws.metering import Call, Meter, Tally  # noqa: E402
+from tests.aws.metering import STORAGE_OVERHEAD, Call, Meter, Tally, tally  # noqa: E402
 from tests.aws.moto import create_resources, start_moto  # noqa: E402
 from tests.partner import Partner  # noqa: E402
 
@@ -92,12 +109,14 @@ SQS_IN_FLIGHT = 120_000  # hard: a standard queue's messages received and not de
 DYNAMODB_TABLE_UNITS = 40_000  # quota: per second, per table and per index, on demand
 PARTITION_WRU = 1_000  # hard: per second, per partition key value (table or index)
 PARTITION_RRU = 3_000  # hard: strongly consistent reads per second, per partition key value
+PARTITION_BYTES = 10 * 10**9  # a table partition holds about 10 GB (its items' storage)
+STREAM_POLLS = 4  # Lambda reads each shard of a DynamoDB stream 4 times a second
+SQS_SEND_BATCH = 10  # entries in one SendMessageBatch (adapters/aws/outbox.py: SEND_BATCH)
 CACHE_SECONDS = 1.0  # a worker re-reads a destination's record at most once a second
 FLUSH_SECONDS = 30.0  # ... and writes its statistics at most once every 30 s
 MILLION = 1_000_000
-# how many partition keys each index spreads a sender's (or everyone's) writes over
-UNQUEUED_SHARDS: int = dynamodb.UNQUEUED_SHARDS
-SENDER_SHARDS: int = getattr(dynamodb, "SENDER_SHARDS", 1)  # the list indexes
+# how many partition keys each index spreads a sender's (or a destination's) writes over
+SENDER_SHARDS: int = dynamodb.SENDER_SHARDS  # the list indexes
 
 
 def prod_stage() -> dict[str, int]:
@@ -114,22 +133,56 @@ def prod_stage() -> dict[str, int]:
     raise SystemExit("no prod StageConfig in infra/notify_relay_infra/config.py")
 
 
-def event_source_batch() -> int:
-    """The worker's SQS batch size, read from infra/notify_relay_infra/functions.py."""
-    tree = ast.parse((ROOT / "infra/notify_relay_infra/functions.py").read_text())
-    sizes = {k.value.value for node in ast.walk(tree) if isinstance(node, ast.Call)
-             for k in node.keywords if k.arg == "batch_size" and isinstance(k.value, ast.Constant)}
-    if len(sizes) != 1:
-        raise SystemExit(f"the event source's batch size in functions.py: {sizes}")
-    size: int = sizes.pop()
-    return size
+@dataclass(frozen=True)
+class Functions:
+    """What infra/notify_relay_infra/functions.py sets that the model needs."""
+
+    worker_batch: int  # the SQS event source's batch size
+    outbox_batch: int  # the stream event source's
+    outbox_parallelization: int  # its concurrent batches per shard
+    outbox_memory_mb: int
+    reconciler_memory_mb: int
+
+
+def functions() -> Functions:
+    """Read from infra/notify_relay_infra/functions.py without importing the CDK: the
+    keywords of the `SqsEventSource` and `DynamoEventSource` calls, the memory (third
+    argument) of the `function("Outbox", ...)` and `function("Reconciler", ...)` calls."""
+    path = ROOT / "infra/notify_relay_infra/functions.py"
+    sources: dict[str, dict[str, int]] = {}
+    memory: dict[str, int] = {}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        if name in ("SqsEventSource", "DynamoEventSource"):
+            sources[name] = {k.arg: k.value.value for k in node.keywords
+                             if k.arg and isinstance(k.value, ast.Constant)
+                             and isinstance(k.value.value, int)}
+        elif (name == "function" and len(node.args) > 2
+              and isinstance(node.args[0], ast.Constant)
+              and isinstance(node.args[2], ast.Constant)
+              and isinstance(node.args[2].value, int)):
+            memory[str(node.args[0].value)] = node.args[2].value
+    try:
+        return Functions(
+            worker_batch=sources["SqsEventSource"]["batch_size"],
+            outbox_batch=sources["DynamoEventSource"]["batch_size"],
+            outbox_parallelization=sources["DynamoEventSource"].get(
+                "parallelization_factor", 1),
+            outbox_memory_mb=memory["Outbox"], reconciler_memory_mb=memory["Reconciler"])
+    except KeyError as missing:
+        raise SystemExit(f"{path}: no {missing} where this model looks for it "
+                         f"(event sources {sources}, memory {memory})") from None
 
 
 # -- 1. measuring ---------------------------------------------------------------------------------
 
-def measure(messages: int, body_bytes: int, large_bytes: int
+def measure(messages: int, body_bytes: int, large_bytes: int, batch_size: int
             ) -> tuple[dict[str, scenarios.Measured], list[Call]]:
-    """The four scenarios, and the calls of one reconciler run."""
+    """The four scenarios, the worker's event source handing out batches of `batch_size`,
+    and the calls of one reconciler run."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message="No application metrics to publish")
     meter = Meter()
@@ -137,7 +190,8 @@ def measure(messages: int, body_bytes: int, large_bytes: int
     try:
         aws = create_resources(endpoint)
         body = scenarios.notification_body(body_bytes)
-        with Partner() as partner, scenarios.Rig(aws, meter, partner) as rig:
+        with Partner() as partner, scenarios.Rig(aws, meter, partner,
+                                                 batch_size=batch_size) as rig:
             rig.warm()
             measured = {
                 "a": scenarios.single(rig, messages, body),
@@ -175,33 +229,125 @@ class Limit:
 
 
 @dataclass
+class Outbox:
+    """The outbox at the rate (module docstring): its stream's shards, its batches."""
+
+    shards: int
+    shards_by_units: int  # the partitions the table's units need (a table not yet full)
+    shards_by_storage: int  # ... its items, once `--retention-days` of them are kept
+    queued: float  # records it queues per notification (measured: its SQS entries)
+    per_shard: float  # records queued a second on one shard
+    records: float  # records an invocation
+    invocations: float  # per notification
+    sends: float  # SendMessageBatch calls per notification
+    seconds: float  # one invocation
+    concurrency: float  # executions at once
+
+
+@dataclass
 class Model:
-    per_notification: Tally  # the mix's counts per notification
+    per_notification: Tally  # the mix's counts per notification, the outbox's as computed
     limits: list[Limit]
     costs: list[tuple[str, float]]  # $ per million notifications
     notes: list[str]
     worker_seconds: float  # one worker invocation, as computed
+    outbox: Outbox
     concurrency: dict[str, float]  # Lambda executions at once, by function
 
 
-def mix(m: dict[str, scenarios.Measured], batch: float, retry: float, large: float) -> Tally:
+def outbox_calls(m: scenarios.Measured) -> Tally:
+    """The outbox's own calls in a scenario (its SQS sends), per notification."""
+    calls = [c for c in m.calls if c.phase == "outbox"]
+    return tally(calls, lambda call: call.table) * (1 / m.notifications)
+
+
+def mix(m: dict[str, scenarios.Measured], batch: float, retry: float, large: float
+        ) -> tuple[Tally, Tally]:
     """Counts per notification of the mix: submitted singly or by 100, delivered at the
     first try or after one failure, bodies inline or in S3 (the S3 scenario's difference
-    over a single submit, added for its share)."""
+    over a single submit, added for its share). And the outbox's calls as measured, which
+    the first includes with the API side: the outbox queues what a notification's writes
+    mark queued, whoever wrote them, so each scenario's difference counts for its share."""
     a, b, c, d = m["a"], m["b"], m["c"], m["d"]
     api = a.api * (1 - batch) + b.api * batch + (d.api + a.api * -1) * large
     delivery = (a.delivery * (1 - retry) + c.delivery * retry
                 + (d.delivery + a.delivery * -1) * large)
-    return api + delivery
+    o = {k: outbox_calls(x) for k, x in m.items()}
+    outbox = (o["a"] + (o["b"] + o["a"] * -1) * batch + (o["c"] + o["a"] * -1) * retry
+              + (o["d"] + o["a"] * -1) * large)
+    return api + delivery, outbox
+
+
+def shards_needed(rate: float, table_wru: float, table_rru: float, item_bytes: float,
+                  retention_days: float) -> tuple[int, int]:
+    """The table's partitions, hence its stream's shards (about one a partition): for its
+    units per notification, and for its items once `retention_days` of them are kept."""
+    by_units = math.ceil(max(rate * table_wru / PARTITION_WRU,
+                             rate * table_rru / PARTITION_RRU, 1))
+    by_storage = math.ceil(rate * 86_400 * retention_days * item_bytes / PARTITION_BYTES)
+    return by_units, by_storage
+
+
+def outbox_batches(rate: float, queued: float, shards: int, batch: int, parallel: int
+                   ) -> tuple[float, float, float]:
+    """(records queued a second on a shard, records an invocation, invocations per
+    notification): Lambda reads a shard STREAM_POLLS times a second and invokes at once,
+    a poll's records split over `parallel` batches; at least one record, at most `batch`."""
+    per_shard = rate * queued / shards
+    records = min(batch, max(1.0, per_shard / (STREAM_POLLS * parallel)))
+    return per_shard, records, queued / records if queued else 0.0
 
 
 def model(m: dict[str, scenarios.Measured], args: argparse.Namespace,
-          stage: dict[str, int]) -> Model:
+          stage: dict[str, int], infra: Functions) -> Model:
     rate = args.rate
-    n = mix(m, args.batch_share, args.retry_share, args.large_share)
+    measured, measured_outbox = mix(m, args.batch_share, args.retry_share, args.large_share)
     a = m["a"]
     notes: list[str] = []
     limits: list[Limit] = []
+
+    # the outbox: what it queues per notification is measured; its batches, hence its
+    # invocations and sends, depend on the stream's shards at the rate (module docstring)
+    queued = (measured_outbox["records sqs SendMessageBatch"]
+              + measured_outbox["records sqs SendMessage"])
+    final = (1 - args.large_share) * ((1 - args.retry_share) * a.final_size
+                                      + args.retry_share * m["c"].final_size)
+    item_bytes = final + args.large_share * m["d"].final_size + STORAGE_OVERHEAD
+    by_units, by_storage = shards_needed(rate, measured["wru messages"],
+                                         measured["rru messages"], item_bytes,
+                                         args.retention_days)
+    shards = args.stream_shards or max(by_units, by_storage)
+    parallel = infra.outbox_parallelization
+    per_shard, records_per_outbox, outbox_invocations = outbox_batches(
+        rate, queued, shards, infra.outbox_batch, parallel)
+    sends = outbox_invocations * math.ceil(records_per_outbox / SQS_SEND_BATCH)
+    outbox_seconds = args.outbox_ms / 1000
+    outbox_concurrency = rate * outbox_invocations * outbox_seconds
+    outbox = Outbox(shards, by_units, by_storage, queued, per_shard, records_per_outbox,
+                    outbox_invocations, sends, outbox_seconds, outbox_concurrency)
+    # the counts with the outbox's as computed rather than as the harness batched them
+    n = measured + measured_outbox * -1
+    n.counts["invocations outbox"] = outbox_invocations
+    n.add("calls sqs SendMessageBatch", sends)
+    n.add("billed sqs", sends)  # a few entries of a few hundred bytes: one 64 KB chunk
+    n.add("records sqs SendMessageBatch", queued)
+    n.add("bytes sqs payload", measured_outbox["bytes sqs payload"])
+    _, fresh_records, fresh_invocations = outbox_batches(
+        rate, queued, by_units, infra.outbox_batch, parallel)
+    notes.append(
+        f"outbox: {shards:,} stream shards ("
+        + ("--stream-shards" if args.stream_shards else
+           f"the larger of {by_units:,} for the table's units and {by_storage:,} for "
+           f"{args.retention_days:g} days of {item_bytes:,.0f}-byte items, at about 10 GB "
+           "a partition")
+        + f"); records queued a second on each: {per_shard:.3g}, records an invocation: "
+        f"{records_per_outbox:.3g}; per notification: {outbox_invocations:.3g} "
+        f"invocations and {sends:.3g} SendMessageBatch calls (the scenarios measured "
+        f"{measured['invocations outbox']:.3g} and "
+        f"{measured_outbox['calls sqs SendMessageBatch']:.3g}, as the harness batched). "
+        f"A table with only the {by_units:,} partitions its units need: records an "
+        f"invocation: {fresh_records:.3g}, invocations per notification: "
+        f"{fresh_invocations:.3g}.")
 
     def limit(name: str, kind: str, needed: float, bound: float, unit: str) -> None:
         limits.append(Limit(name, kind, needed, bound, unit, rate))
@@ -222,8 +368,12 @@ def model(m: dict[str, scenarios.Measured], args: argparse.Namespace,
     worker_seconds = (args.partner_ms + math.ceil(batch * calls_per_record / args.aws_concurrency)
                       * args.aws_call_ms) / 1000
     worker_concurrency = rate * worker_invocations * worker_seconds
-    limit("Lambda concurrency (account: API + worker + reconciler)", "quota",
-          api_concurrency + worker_concurrency + 1, LAMBDA_ACCOUNT_CONCURRENCY, "")
+    limit("Lambda concurrency (account: API + outbox + worker + reconciler)", "quota",
+          api_concurrency + outbox_concurrency + worker_concurrency + 1,
+          LAMBDA_ACCOUNT_CONCURRENCY, "")
+    limit(f"outbox: batches at once on a stream shard (parallelization factor {parallel}, "
+          "at most 10)", "hard" if parallel >= 10 else "setting",
+          outbox_concurrency / shards, parallel, "")
     limit(f"SQS event source: concurrent batches of {batch} (at most 1,000)", "hard",
           worker_concurrency, ESM_MAX_CONCURRENT_BATCHES, "")
     if stage["worker_max_concurrency"] < ESM_MAX_CONCURRENT_BATCHES:
@@ -270,7 +420,6 @@ def model(m: dict[str, scenarios.Measured], args: argparse.Namespace,
     shares = {"sender": args.sender_share, "destination": args.destination_share, "all": 1.0}
     scope = {"messages/bySender": ("sender", SENDER_SHARDS),
              "messages/bySenderStatus": ("sender", SENDER_SHARDS),
-             "messages/unqueued": ("all", UNQUEUED_SHARDS),
              "messages/destPending": ("destination", PENDING_SHARDS)}
     for index in indexes:
         if index not in scope:
@@ -304,15 +453,21 @@ def model(m: dict[str, scenarios.Measured], args: argparse.Namespace,
     costs.append(("API Lambda (duration + requests)",
                   MILLION * (api_seconds * api_gb * PRICE_LAMBDA_GB_S
                              + n["invocations api"] * PRICE_LAMBDA_REQUEST)))
+    outbox_gb = infra.outbox_memory_mb / 1024
+    costs.append(("outbox Lambda (duration + requests)",
+                  MILLION * outbox_invocations * (outbox_seconds * outbox_gb * PRICE_LAMBDA_GB_S
+                                                  + PRICE_LAMBDA_REQUEST)))
     worker_gb = stage["worker_memory_mb"] / 1024
     costs.append(("worker Lambda (duration + requests)",
                   MILLION * worker_invocations * (worker_seconds * worker_gb * PRICE_LAMBDA_GB_S
                                                   + PRICE_LAMBDA_REQUEST)))
     per_day = rate * 86_400
-    reconciler = 1_440 * (args.reconciler_ms / 1000 * 0.25 * PRICE_LAMBDA_GB_S
-                          + PRICE_LAMBDA_REQUEST)
+    reconciler = 1_440 * (args.reconciler_ms / 1000 * infra.reconciler_memory_mb / 1024
+                          * PRICE_LAMBDA_GB_S + PRICE_LAMBDA_REQUEST)
     costs.append(("reconciler Lambda (once a minute)", reconciler / per_day * MILLION))
-    costs.append(("SQS requests (64 KB chunks)", MILLION * n["billed sqs"] * PRICE_SQS_REQUEST))
+    costs.append(("SQS: the outbox's sends", MILLION * sends * PRICE_SQS_REQUEST))
+    costs.append(("SQS: receives, deletes, re-sends (64 KB chunks)",
+                  MILLION * (n["billed sqs"] - sends) * PRICE_SQS_REQUEST))
     wru = sum(v for k, v in n.counts.items() if k.startswith("wru "))
     rru = sum(v for k, v in n.counts.items() if k.startswith("rru "))
     costs.append(("DynamoDB writes (tables and indexes)", MILLION * wru * PRICE_WRU))
@@ -332,8 +487,9 @@ def model(m: dict[str, scenarios.Measured], args: argparse.Namespace,
     costs.append((f"S3 storage ({s3_days:g} days kept)",
                   MILLION * args.large_share * args.large_bytes / 2**30 * PRICE_S3_GB_MONTH
                   * s3_days / 30))
-    return Model(n, limits, costs, notes, worker_seconds,
-                 {"API": api_concurrency, "worker": worker_concurrency, "reconciler": 1})
+    return Model(n, limits, costs, notes, worker_seconds, outbox,
+                 {"API": api_concurrency, "outbox": outbox_concurrency,
+                  "worker": worker_concurrency, "reconciler": 1})
 
 
 # -- printing -----------------------------------------------------------------------------------
@@ -364,14 +520,17 @@ def table(rows: list[list[str]], right: set[int]) -> str:
 COUNTS = [  # (label, names summed)
     ("API Gateway requests", ["requests apigw"]),
     ("API Lambda invocations", ["invocations api"]),
-    ("worker Lambda invocations (as measured: batches of 10)", ["invocations worker"]),
+    ("outbox Lambda invocations (as the harness batched the stream)", ["invocations outbox"]),
+    ("worker Lambda invocations (as measured)", ["invocations worker"]),
     ("worker records (deliveries of an SQS entry)", ["records worker"]),
 ]
 
 
-def print_measured(m: dict[str, scenarios.Measured], reconciler: list[Call]) -> None:
+def print_measured(m: dict[str, scenarios.Measured], reconciler: list[Call],
+                   batch: int) -> None:
     order = ["a", "b", "c", "d"]
-    print("Per notification, measured (API side + delivery side):\n")
+    print(f"Per notification, measured (API side, the outbox's calls included + delivery "
+          f"side; the worker's event source hands out batches of up to {batch}):\n")
     header = ["", *(f"({k}) {m[k].name}" for k in order)]
     rows = [header, ["notifications", *(str(m[k].notifications) for k in order)]]
     totals = {k: m[k].total for k in order}
@@ -393,32 +552,40 @@ def print_measured(m: dict[str, scenarios.Measured], reconciler: list[Call]) -> 
                  *(f"{m[k].stored_bytes:,}" for k in order)])
     rows.append(["seconds (on moto)", *(f"{m[k].seconds:.1f}" for k in order)])
     print(table(rows, set(range(1, len(header)))))
-    print("\nPer notification, the API side alone:\n")
+    print("\nPer notification, the API side alone (the outbox's calls included):\n")
     rows = [["", *(f"({k})" for k in order)]]
     for name in sorted({n for k in order for n, _ in m[k].api}):
         if not name.startswith(("key ", "records ")):
             rows.append([name, *(number(m[k].api[name]) for k in order)])
     print(table(rows, set(range(1, len(order) + 1))))
     environment = m["b"].per_environment
+    stream = ("DescribeStream", "GetShardIterator", "GetRecords")  # Lambda's reads: free
     print("\nNot per notification (scenario (b), totals): "
-          + ", ".join(f"{name} {number(v)}" for name, v in environment
-                      if name.startswith("calls")))
+          + ", ".join(f"{name} {number(v)}" + (" (the stream, read for the outbox: free)"
+                                               if name.endswith(stream) else "")
+                      for name, v in environment if name.startswith("calls")))
     runs: dict[str, int] = {}
     for call in reconciler:
         name = f"{call.service} {call.operation}"
         runs[name] = runs.get(name, 0) + 1
     print("One reconciler run (once a minute): "
           + ", ".join(f"{count} {name}" for name, count in runs.items()))
+    print("The harness hands the outbox every stream record it has read at a poll (Lambda's "
+          "filter would pass only the writes that queue a message), so its invocations and "
+          "SendMessageBatch calls above are the harness's; the model computes them from the "
+          "records queued (the outbox's SQS entries) and the stream's shards at the rate.")
 
 
 def print_model(result: Model, args: argparse.Namespace, stage: dict[str, int]) -> int:
     print(f"\nAt {args.rate:,.0f} notifications/s: {args.batch_share:.0%} in batches of 100, "
           f"{args.retry_share:.0%} retried once, {args.large_share:.0%} with a "
           f"{args.large_bytes // 1024} KiB body in S3; partners answer in {args.partner_ms:g} ms; "
-          f"API invocation {args.api_ms:g} ms (a batch {args.batch_api_ms:g} ms), worker "
+          f"API invocation {args.api_ms:g} ms (a batch {args.batch_api_ms:g} ms), outbox "
+          f"invocation {args.outbox_ms:g} ms (records: {result.outbox.records:.3g}), worker "
           f"invocation of {args.event_source_batch} records {result.worker_seconds * 1000:,.0f} ms "
           f"(AWS calls {args.aws_concurrency} at a time, {args.aws_call_ms:g} ms each); prod "
-          f"stage: {stage['api_memory_mb']} MB API, {stage['worker_memory_mb']} MB worker. "
+          f"stage: {stage['api_memory_mb']} MB API, {args.outbox_memory_mb} MB outbox, "
+          f"{stage['worker_memory_mb']} MB worker. "
           "Lambda executions at once: " + ", ".join(
               f"{name} {number(c)}" for name, c in result.concurrency.items()) + ".\n")
     counted = [x for x in result.limits
@@ -475,17 +642,26 @@ def main() -> int:
     parser.add_argument("--destination-share", type=float, default=0.10,
                         help="the largest destination's share of the rate")
     parser.add_argument("--partner-ms", type=float, default=200,
-                        help="a partner's answer time (the slowest of a batch of 10)")
+                        help="a partner's answer time (the slowest of a worker's batch)")
     parser.add_argument("--aws-call-ms", type=float, default=8,
                         help="one DynamoDB or SQS call from a Lambda in the region")
     parser.add_argument("--aws-concurrency", type=int, default=10,
                         help="a worker's AWS calls at a time (botocore: 10 pooled "
                              "connections a client)")
-    parser.add_argument("--api-ms", type=float, default=35,
-                        help="an API invocation of one submission (a put, a send, an update)")
-    parser.add_argument("--batch-api-ms", type=float, default=400,
-                        help="an API invocation of a batch of 100 (puts and updates over "
-                             "boto3's 10 connections, 10 SendMessageBatch calls)")
+    parser.add_argument("--api-ms", type=float, default=20,
+                        help="an API invocation of one submission (one conditional put, "
+                             "the app's parsing and checks)")
+    parser.add_argument("--batch-api-ms", type=float, default=150,
+                        help="an API invocation of a batch of 100 (100 conditional puts "
+                             "over botocore's 10 connections: 10 rounds, and 100 items "
+                             "parsed and checked)")
+    parser.add_argument("--outbox-ms", type=float, default=25,
+                        help="an outbox invocation (its records' images decoded, one round "
+                             "of SendMessageBatch calls at once: a batch of up to 100 "
+                             "needs 10, botocore's 10 connections)")
+    parser.add_argument("--stream-shards", type=int, default=0,
+                        help="the table stream's shards (default: estimated, one a table "
+                             "partition; module docstring)")
     parser.add_argument("--reconciler-ms", type=float, default=1000)
     parser.add_argument("--retention-days", type=float, default=30,
                         help="how long a final message is kept (prod: 30)")
@@ -502,17 +678,20 @@ def main() -> int:
                         help="quotas and the stack's settings taken as raised: only hard "
                              "limits decide the exit status")
     args = parser.parse_args()
-    args.event_source_batch = event_source_batch()
+    infra = functions()
+    args.event_source_batch = infra.worker_batch
+    args.outbox_memory_mb = infra.outbox_memory_mb
     stage = prod_stage()
     revision = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
                               capture_output=True, text=True).stdout.strip() or "(no git)"
     started = time.monotonic()
-    measured, reconciler = measure(args.messages, args.body_bytes, args.large_bytes)
+    measured, reconciler = measure(args.messages, args.body_bytes, args.large_bytes,
+                                   args.event_source_batch)
     print(f"bench/aws_capacity.py at {revision}: measured on moto in "
           f"{time.monotonic() - started:.0f} s; bodies of {args.body_bytes} bytes "
           f"(scenario (d): {args.large_bytes:,})\n")
-    print_measured(measured, reconciler)
-    return print_model(model(measured, args, stage), args, stage)
+    print_measured(measured, reconciler, args.event_source_batch)
+    return print_model(model(measured, args, stage, infra), args, stage)
 
 
 if __name__ == "__main__":
