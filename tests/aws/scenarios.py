@@ -131,6 +131,8 @@ class Rig:
         api_lambda._handler = None
         worker_lambda._runtime = None
         worker_lambda._settings = None
+        reconciler_lambda._runtime = None  # kept by the module for its environment's life
+        reconciler_lambda._settings = None
         outbox_lambda._queue = None
         self._flush = getattr(worker_lambda, "flush_destinations", None)
         if self._flush is not None:  # the statistics written after a batch: per environment
@@ -154,6 +156,8 @@ class Rig:
         api_lambda._handler = None
         worker_lambda._runtime = None
         worker_lambda._settings = None
+        reconciler_lambda._runtime = None
+        reconciler_lambda._settings = None
 
     @contextlib.contextmanager
     def _phase(self, name: str) -> Iterator[None]:

@@ -42,6 +42,8 @@ def lambdas(aws: AwsResources, monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsR
     monkeypatch.setattr(api_lambda, "_handler", None)
     monkeypatch.setattr(worker_lambda, "_runtime", None)
     monkeypatch.setattr(worker_lambda, "_settings", None)
+    monkeypatch.setattr(reconciler_lambda, "_runtime", None)
+    monkeypatch.setattr(reconciler_lambda, "_settings", None)
     yield aws
     if worker_lambda._runtime is not None and worker_lambda._loop is not None:
         worker_lambda._loop.run_until_complete(worker_lambda._runtime.stop())
