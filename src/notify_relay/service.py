@@ -75,6 +75,9 @@ log = logging.getLogger("notify_relay.service")
 IN_FLIGHT_MARGIN_SECONDS = 30.0
 T = TypeVar("T")
 RECORD_RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
+# what an attempt needs after its timeout: its outcome's writes (through RECORD_RETRY_DELAYS
+# at worst, 8.6 s, but then the entry is released anyway)
+DEADLINE_MARGIN_SECONDS = 5.0
 REDRIVEN_ERROR = "the queue dead-lettered this message after its processing failed repeatedly"
 
 
@@ -425,21 +428,24 @@ class Relay:
         self.on_scheduled(verdict.until)
         return None
 
-    async def deliver(self, claim: Claim, ticket: Ticket | None = None) -> None:
+    async def deliver(self, claim: Claim, ticket: Ticket | None = None, *,
+                      deadline: datetime | None = None) -> None:
         """Make one attempt for a claimed entry and settle both the message and the entry.
 
         `ticket`: leave its destination already gave (the embedded worker asks before it
         claims more); without one, the destination is asked here. A ticket not spent on
-        an attempt is given back, whatever happens.
+        an attempt is given back, whatever happens. `deadline`: when this worker stops (a
+        Lambda invocation's end); an attempt that could outlast it (its timeout and the
+        writes after it) is not started, and the entry is due again at once.
         """
         held = _Held(ticket)
         try:
-            await self._deliver(claim, held)
+            await self._deliver(claim, held, deadline)
         finally:
             if held.ticket is not None:
                 await self.gate.cancel(held.ticket)
 
-    async def _deliver(self, claim: Claim, held: _Held) -> None:
+    async def _deliver(self, claim: Claim, held: _Held, deadline: datetime | None) -> None:
         if held.ticket is None and claim.destination_key is not None:
             # ask the destination first: a held entry then costs no read of the message
             held.ticket = await self.admit(claim, claim.destination_key)
@@ -466,6 +472,14 @@ class Relay:
         if wait_until is not None and wait_until > now:
             await self.queue.reschedule(claim, wait_until)
             self.on_scheduled(wait_until)
+            return
+        if deadline is not None and now + timedelta(
+                seconds=message.timeout_seconds + DEADLINE_MARGIN_SECONDS) > deadline:
+            # cut off mid-attempt, it would be sent again after a lease, maybe twice
+            log.info("not started: the attempt could outlast this worker",
+                     extra={**message_context(message), "deadline": deadline.isoformat()})
+            await self.queue.reschedule(claim, now)
+            self.on_scheduled(now)
             return
         if held.ticket is None:  # an entry that does not name its destination
             held.ticket = await self.admit(claim, message.destination_key)

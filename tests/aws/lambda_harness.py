@@ -22,9 +22,10 @@ class FakeContext:
     memory_limit_in_mb: int = 512
     invoked_function_arn: str = f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:notify-relay-test"
     aws_request_id: str = "req-1"
+    remaining_ms: int = 150_000  # the stack's worker timeout, at the invocation's start
 
     def get_remaining_time_in_millis(self) -> int:
-        return 30_000
+        return self.remaining_ms
 
 
 def api_event(method: str, path: str, body: Any = None, *, query: dict[str, str] | None = None,
@@ -95,10 +96,12 @@ class SqsEventSource:
 
     def __init__(self, sqs: Any, queue_url: str, handler: Callable[[dict[str, Any], Any], Any],
                  batch_size: int = 10, visibility_timeout: int = 2,
-                 outbox: StreamEventSource | None = None) -> None:
+                 outbox: StreamEventSource | None = None,
+                 remaining_ms: int = 150_000) -> None:
         """`outbox`: the table's stream source, run before each poll (as Lambda would run
         it all along), so that what the API stored reaches the queue."""
         self.outbox = outbox
+        self.remaining_ms = remaining_ms  # what each invocation's context says is left
         self.sqs = sqs
         self.queue_url = queue_url
         self.handler = handler
@@ -143,7 +146,7 @@ class SqsEventSource:
             "awsRegion": "eu-west-1",
         } for m in messages]
         try:
-            result = self.handler({"Records": records}, FakeContext())
+            result = self.handler({"Records": records}, FakeContext(remaining_ms=self.remaining_ms))
             failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
         except Exception:  # an invocation error: Lambda deletes nothing of the batch
             failed = {r["messageId"] for r in records}

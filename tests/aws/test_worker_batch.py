@@ -47,3 +47,22 @@ def test_a_batch_of_100_with_a_paused_destination(lambdas: AwsResources,  # noqa
         assert (view_of(m)["status"], view_of(m)["attemptCount"]) == ("QUEUED", 0)
     assert destination("held-one")["pending"] == 20
     assert sorted(queued_entries(lambdas, 20)) == sorted(ids["held"])
+
+
+def test_an_attempt_that_could_outlast_the_invocation_is_not_started(
+        lambdas: AwsResources, partner: Partner) -> None:  # noqa: F811
+    """An invocation with 20 s left and a message whose attempt may take 30 s: cut off
+    mid-request, it would be sent again after a lease. It goes back to the queue instead,
+    due at once, unattempted, and the next invocation (with time) delivers it once."""
+    call_api("POST", "/v1/messages", {"messageId": "late-1", "targetUrl": partner.url("/ok/late"),
+                                      "timeoutSeconds": 30})
+    events = source(lambdas)
+    events.remaining_ms = 20_000
+    assert events.poll_once() == 1
+    assert events.failures == 0  # not a failure: no receive count spent toward the DLQ
+    assert partner.received("/ok/late") == []
+    assert (view_of("late-1")["status"], view_of("late-1")["attemptCount"]) == ("QUEUED", 0)
+    assert queued_entries(lambdas, 1) == ["late-1"]
+    events.remaining_ms = 150_000
+    events.run_until(lambda: status_of("late-1") == "DELIVERED")
+    assert len(partner.received("/ok/late")) == 1

@@ -104,16 +104,21 @@ def _current() -> tuple[Runtime, AwsSettings]:
     return _runtime, _settings
 
 
-async def record_handler(record: SQSRecord) -> None:
+async def record_handler(record: SQSRecord, lambda_context: Any = None) -> None:
+    """`lambda_context` (Powertools passes it): an attempt that could outlast the
+    invocation is not started, and its entry goes back to the queue, due at once."""
     runtime, settings = _current()
-    lease_until = datetime.now(UTC) + timedelta(seconds=settings.visibility_timeout)
+    now = datetime.now(UTC)
+    lease_until = now + timedelta(seconds=settings.visibility_timeout)
+    deadline = (now + timedelta(milliseconds=lambda_context.get_remaining_time_in_millis())
+                if lambda_context is not None else None)
     correlation = record.message_attributes["correlationId"]
     claim = SqsQueue.claim_of(record.body, record.receipt_handle, lease_until,
                               correlation.string_value if correlation else None)
     logger.append_keys(messageId=claim.key.message_id, senderId=claim.key.sender_id,
                        correlationId=claim.correlation_id)
     try:
-        await runtime.relay.deliver(claim)
+        await runtime.relay.deliver(claim, deadline=deadline)
     except Exception:  # reported failed: back in seconds, not after the visibility timeout
         receives = int(record.attributes.approximate_receive_count)
         queue = runtime.relay.queue
