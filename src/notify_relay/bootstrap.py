@@ -133,9 +133,13 @@ def build_aws(settings: AwsSettings, *, worker: bool, observer: Observer | None 
     # botocore's standard mode: more transient errors retried than the legacy mode, with
     # jittered backoff and a retry quota that stops a storm. DynamoDB keeps the legacy
     # mode's 10 attempts in all (throttles are its usual transient error); the others 4.
-    config = Config(retries={"mode": "standard", "total_max_attempts": 4})
+    from notify_relay.lambdas import AWS_CALLS_IN_FLIGHT
+
+    config = Config(retries={"mode": "standard", "total_max_attempts": 4},
+                    max_pool_connections=AWS_CALLS_IN_FLIGHT)
     dynamodb = cast("DynamoDBClient", session.create_client("dynamodb", config=Config(
-        retries={"mode": "standard", "total_max_attempts": 10})))
+        retries={"mode": "standard", "total_max_attempts": 10},
+        max_pool_connections=AWS_CALLS_IN_FLIGHT)))
     signer = StandardWebhooksSigner(settings.signing_secrets)
     network = NetworkPolicy(settings.allow_networks)
     limits = settings.retry_limits

@@ -4,6 +4,8 @@ without waiting on it."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.aws.moto import AwsResources
 from tests.aws.test_lambdas_e2e import (  # noqa: F401  (lambdas: the fixture)
     call_api,
@@ -66,3 +68,31 @@ def test_an_attempt_that_could_outlast_the_invocation_is_not_started(
     events.remaining_ms = 150_000
     events.run_until(lambda: status_of("late-1") == "DELIVERED")
     assert len(partner.received("/ok/late")) == 1
+
+
+def test_a_batch_s_aws_calls_are_not_queued_on_small_pools(lambdas: AwsResources) -> None:  # noqa: F811
+    """64 blocking calls at once fit in a handler's loop (asyncio's default pool has CPUs + 4
+    threads), and botocore keeps as many connections open (its default is 10)."""
+    import asyncio
+    import threading
+
+    from notify_relay.bootstrap import build_aws
+    from notify_relay.config import AwsSettings
+    from notify_relay.lambdas import AWS_CALLS_IN_FLIGHT, new_loop
+
+    barrier = threading.Barrier(AWS_CALLS_IN_FLIGHT, timeout=10)
+
+    async def all_at_once() -> None:  # each call returns only once all are in flight
+        await asyncio.gather(*(asyncio.to_thread(barrier.wait)
+                               for _ in range(AWS_CALLS_IN_FLIGHT)))
+
+    loop = new_loop()
+    try:
+        loop.run_until_complete(all_at_once())
+    finally:
+        loop.close()
+    runtime = build_aws(AwsSettings.from_env(), worker=False)
+    store: Any = runtime.relay.store
+    queue: Any = runtime.relay.queue
+    for client_ in (store._db, store._s3, queue._sqs):
+        assert client_.meta.config.max_pool_connections == AWS_CALLS_IN_FLIGHT

@@ -16,7 +16,7 @@ from mangum import Mangum
 from notify_relay.api.app import create_app
 from notify_relay.bootstrap import build_aws
 from notify_relay.config import AwsSettings
-from notify_relay.lambdas import in_lambda
+from notify_relay.lambdas import in_lambda, new_loop
 from notify_relay.logs import configure_lambda_logging
 
 
@@ -44,7 +44,7 @@ _loop: asyncio.AbstractEventLoop | None = None
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _handler, _loop
     if _loop is None:
-        _loop = asyncio.new_event_loop()
+        _loop = new_loop()
     asyncio.set_event_loop(_loop)  # Mangum runs on the current loop: keep one for our life
     if _handler is None:  # not in Lambda (tests): built from the environment of this call
         _handler = build()

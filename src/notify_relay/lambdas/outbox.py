@@ -16,6 +16,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from notify_relay.adapters.aws.outbox import forward
 from notify_relay.config import AwsSettings
+from notify_relay.lambdas import AWS_CALLS_IN_FLIGHT, new_loop
 from notify_relay.logs import configure_lambda_logging
 
 if TYPE_CHECKING:
@@ -37,7 +38,8 @@ def _build() -> SqsQueue:
     configure_lambda_logging()
     settings = AwsSettings.from_env()
     client = botocore.session.get_session().create_client(
-        "sqs", config=Config(retries={"mode": "standard", "total_max_attempts": 4}))
+        "sqs", config=Config(retries={"mode": "standard", "total_max_attempts": 4},
+                             max_pool_connections=AWS_CALLS_IN_FLIGHT))
     return SqsQueue(cast("SQSClient", client), settings.queue_url, settings.dead_letter_url)
 
 
@@ -47,7 +49,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if _queue is None:
         _queue = _build()
     if _loop is None:
-        _loop = asyncio.new_event_loop()
+        _loop = new_loop()
     done = _loop.run_until_complete(forward(event.get("Records", []), _queue))
     metrics.add_metric(name="OutboxQueued", unit=MetricUnit.Count, value=done.queued)
     if done.retry_from is None:

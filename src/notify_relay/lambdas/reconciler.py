@@ -20,7 +20,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from notify_relay.bootstrap import build_aws
 from notify_relay.config import AwsSettings
-from notify_relay.lambdas import in_lambda
+from notify_relay.lambdas import in_lambda, new_loop
 from notify_relay.logs import configure_lambda_logging
 from notify_relay.ports import NullObserver
 from notify_relay.runtime import Runtime
@@ -75,6 +75,6 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
     if _runtime is None or _settings is None:  # not in Lambda (tests): built now
         _runtime, _settings = build()
     if _loop is None:  # one loop for the environment's life, as the other handlers keep
-        _loop = asyncio.new_event_loop()
+        _loop = new_loop()
     return _loop.run_until_complete(
         _run(_runtime, timedelta(seconds=_settings.reconcile_grace)))

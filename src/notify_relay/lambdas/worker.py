@@ -28,7 +28,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from notify_relay.adapters.aws.sqs import SqsQueue
 from notify_relay.bootstrap import build_aws
 from notify_relay.config import AwsSettings
-from notify_relay.lambdas import in_lambda
+from notify_relay.lambdas import in_lambda, new_loop
 from notify_relay.logs import configure_lambda_logging
 from notify_relay.runtime import Runtime
 
@@ -158,7 +158,7 @@ async def flush_destinations() -> None:
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _loop
     if _loop is None:
-        _loop = asyncio.new_event_loop()
+        _loop = new_loop()
     asyncio.set_event_loop(_loop)  # Powertools runs the batch on the current loop
     _loop.run_until_complete(_start())
     response: dict[str, Any] = async_process_partial_response(  # type: ignore[assignment]
