@@ -133,6 +133,9 @@ class Monitoring(Construct):
                            left=[rest_api.metric_count(), rest_api.metric_client_error(),
                                  rest_api.metric_server_error()],
                            right=[rest_api.metric_latency(statistic="p99")]),
+            cw.GraphWidget(title="Submissions by result (API Lambda)",
+                           left=[emf("api", f"Submissions{result}", 1)
+                                 for result in ("Accepted", "Duplicate", "Rejected")]),
             cw.GraphWidget(title="Deliveries",
                            left=[emf("worker", name, 1) for name in (
                                "Delivered", "DeadLettered", "AttemptsRetry", "AttemptsGiveUp")]),

@@ -7,6 +7,7 @@ import base64
 from typing import Any
 
 import orjson
+import pytest
 
 from notify_relay.lambdas import api as api_lambda
 from tests.aws.lambda_harness import FakeContext, http_api_event
@@ -47,3 +48,29 @@ def test_the_principal_decides_the_sender(lambdas: AwsResources) -> None:  # noq
     assert code in (401, 403), body
     code, body = call("GET", "/healthz", principal=None)  # the open route
     assert (code, body) == (200, {"status": "ok"})
+
+
+def test_the_api_counts_submissions_as_emf_metrics(
+        lambdas: AwsResources, partner: Partner,  # noqa: F811
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """What the embedded server's /metrics counts, in CloudWatch: accepted, duplicate and
+    rejected submissions (single and batch), one EMF document per invocation."""
+    capsys.readouterr()
+    ok = {"messageId": "m-1", "targetUrl": partner.url("/ok")}
+    assert call("POST", "/v1/messages", ok)[0] == 202
+    assert call("POST", "/v1/messages", ok)[0] == 200  # a duplicate
+    assert call("POST", "/v1/messages", {"messageId": "bad id!"})[0] == 400
+    code, _ = call("POST", "/v1/messages/batch", {"messages": [
+        {"messageId": "m-2", "targetUrl": partner.url("/ok")}, {"messageId": "m-3"}]})
+    assert code == 200
+    totals: dict[str, float] = {}
+    for text in capsys.readouterr().out.splitlines():
+        if text.startswith("{") and '"_aws"' in text:
+            document = orjson.loads(text)
+            if document.get("service") == "api":
+                for metric in document["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
+                    value = document[metric["Name"]]  # a list when added more than once
+                    totals[metric["Name"]] = totals.get(metric["Name"], 0) + (
+                        sum(value) if isinstance(value, list) else value)
+    assert totals == {"SubmissionsAccepted": 2, "SubmissionsDuplicate": 1,
+                      "SubmissionsRejected": 2}

@@ -327,7 +327,11 @@ def test_alarms_and_dashboard(prod: Synth) -> None:
     assert len(reconciler_errors) == 1
     for alarm in alarms.values():
         assert alarm["Properties"]["AlarmActions"], "every alarm notifies the topic"
-    assert len(prod.resources("AWS::CloudWatch::Dashboard")) == 1
+    (dashboard,) = prod.resources("AWS::CloudWatch::Dashboard").values()
+    body = json.dumps(dashboard["Properties"]["DashboardBody"])
+    for name in ("SubmissionsAccepted", "SubmissionsRejected", "FirstAttemptDelay",
+                 "Delivered", "DeadLettered"):
+        assert name in body, name
     assert len(prod.resources("AWS::SNS::Topic")) == 1
 
 

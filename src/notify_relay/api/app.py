@@ -63,10 +63,9 @@ def create_app(rt: Runtime, listen_host: str = "127.0.0.1", *,
     app.add_middleware(BodyGuardMiddleware, authenticate=(
         (lambda scope: auth.sender_of(scope, Headers(scope=scope).get("authorization"), None))
         if auth.enabled else None))
-    metrics = rt.metrics
-    if metrics is not None:
-        app.add_middleware(RejectedSubmissionsMiddleware,
-                           count=lambda status: metrics.submission("rejected", str(status)))
+    observer = rt.relay.observer  # Prometheus embedded, EMF metrics on AWS
+    app.add_middleware(RejectedSubmissionsMiddleware,
+                       count=lambda status: observer.submission("rejected", str(status)))
     if not rt.auth.enabled:
         app.add_middleware(KeylessGuardMiddleware, listen_host=listen_host)
     app.add_middleware(CorrelationIdMiddleware)  # added last: outermost

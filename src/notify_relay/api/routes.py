@@ -87,8 +87,7 @@ async def submit(submission: Submission, request: Request) -> Response:
         if wait > 0:
             raise RateLimited(rt.limiter.retry_after_header(wait))
     accepted = await rt.relay.submit(submission.to_new_message(), sender, _cid())
-    if rt.metrics is not None:
-        rt.metrics.submission("duplicate" if accepted.duplicate else "accepted")
+    rt.relay.observer.submission("duplicate" if accepted.duplicate else "accepted")
     return JSONResponse(
         submit_view(accepted.message, duplicate=accepted.duplicate, correlation_id=_cid()),
         status_code=200 if accepted.duplicate else 202,

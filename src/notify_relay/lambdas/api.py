@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from aws_lambda_powertools import Metrics
+from aws_lambda_powertools.metrics import MetricUnit
 from mangum import Mangum
 
 from notify_relay.api.app import create_app
@@ -18,6 +20,9 @@ from notify_relay.bootstrap import build_aws
 from notify_relay.config import AwsSettings
 from notify_relay.lambdas import in_lambda, new_loop
 from notify_relay.logs import configure_lambda_logging
+from notify_relay.ports import NullObserver
+
+metrics = Metrics(namespace="NotifyRelay", service="api")
 
 
 class _Adapter(Mangum):
@@ -29,9 +34,18 @@ class _Adapter(Mangum):
         return None
 
 
+class SubmissionMetrics(NullObserver):
+    """Submissions by result, as CloudWatch EMF metrics (dimension service=api): what the
+    embedded server's /metrics counts. Flushed once per invocation by `handler`."""
+
+    def submission(self, result: str, code: str | None = None) -> None:
+        metrics.add_metric(name=f"Submissions{result.title()}", unit=MetricUnit.Count,
+                           value=1)
+
+
 def build() -> Mangum:
     configure_lambda_logging()
-    runtime = build_aws(AwsSettings.from_env(), worker=False)
+    runtime = build_aws(AwsSettings.from_env(), worker=False, observer=SubmissionMetrics())
     # lifespan off: the API runtime has nothing to start, and Mangum would otherwise run
     # startup and shutdown around every invocation
     return _Adapter(create_app(runtime), lifespan="off")
@@ -41,6 +55,7 @@ _handler: Mangum | None = build() if in_lambda() else None
 _loop: asyncio.AbstractEventLoop | None = None
 
 
+@metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _handler, _loop
     if _loop is None:
