@@ -486,7 +486,8 @@ class Relay:
             if held.ticket is None:
                 return
         due = max(message.created_at, message.next_attempt_at or message.created_at)
-        first = message.attempt_count == 0
+        # not DELIVERING: a first attempt cut short (a crash) was already counted
+        first = message.attempt_count == 0 and message.status is not Status.DELIVERING
         started_message, notice = await self._noticed(message.start_attempt(now))
         try:
             message = await self.store.update(started_message)
