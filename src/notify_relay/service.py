@@ -390,6 +390,8 @@ class Relay:
         message never got an outcome: it is marked FAILED and kept.
         """
         message = await self.store.get(key, with_body=False)
+        if message is not None and message.status.is_final:
+            await self._release_held_notice(message)
         if message is None or message.status in (Status.DELIVERED, Status.CANCELLED):
             return True
         if message.status is Status.FAILED:
@@ -461,6 +463,8 @@ class Relay:
                 "error": exc.message})
             return
         if message is None or message.status.is_final:
+            if message is not None:
+                await self._release_held_notice(message)
             await self.queue.complete(claim)
             await self._requeue_if_retried(claim.key)
             return
@@ -565,6 +569,21 @@ class Relay:
         with contextlib.suppress(StaleWrite, InvalidState):
             await self.store.update(notice.cancel(self.clock()))
         return True
+
+    async def _release_held_notice(self, message: Message) -> None:
+        """A final message's outcome notice, stored before the outcome and let go after it:
+        if what let it go never ran (a crash, a failed step between), let it go now. With an
+        outbox nothing else would (no index of unqueued items); embedded, reconcile() would
+        too, later. Called where a final message is read again: its entry's redelivery, the
+        dead-letter sweep."""
+        if message.callback_notice is None:
+            return
+        notice = await self.store.get(notice_key(message.key, message.callback_notice),
+                                      with_body=False)
+        if notice is not None and notice.status is Status.QUEUED and not notice.queued:
+            log.warning("releasing an outcome notice whose release did not run",
+                        extra=message_context(notice))
+            await self._send_notice(notice)
 
     async def _send_notice(self, notice: Message | None) -> None:
         """Queue a stored notice (a failed enqueue is the reconciler's, as for any message)."""

@@ -14,6 +14,7 @@ from notify_relay.adapters.aws.dynamodb import DynamoStore
 from notify_relay.adapters.aws.outbox import entry_for
 from notify_relay.domain.message import Message
 from notify_relay.lambdas import outbox as outbox_lambda
+from notify_relay.service import Relay
 from tests.aws.lambda_harness import SqsEventSource, StreamEventSource, stream_arn
 from tests.aws.moto import AwsResources, client
 from tests.aws.test_lambdas_e2e import (  # noqa: F401  (lambdas: the fixture)
@@ -151,3 +152,31 @@ def test_a_retry_by_hand_and_an_outcome_notice_are_queued_by_their_own_writes(
     outcomes = [orjson.loads(r.body)["status"] for r in partner.received("/callbacks/h")]
     assert outcomes == ["FAILED", "DELIVERED"]
     assert len(partner.received("/flaky")) == 2  # one attempt a round, none repeated
+
+
+def test_a_notice_whose_release_never_ran_is_released_when_its_entry_comes_back(
+    lambdas: AwsResources, outbox: StreamEventSource, partner: Partner,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The notice is stored before the outcome and let go after it; a Lambda that dies
+    between the two (here: the release raises once) left it stored unqueued for good, with
+    no index to find it. The entry's redelivery finds the message final and lets it go."""
+    real = Relay._send_notice
+    failures = iter([True])
+
+    async def dies_once(self: Relay, notice: Message | None) -> None:
+        if notice is not None and next(failures, False):
+            raise RuntimeError("the Lambda timed out (simulated)")
+        await real(self, notice)
+
+    monkeypatch.setattr(Relay, "_send_notice", dies_once)
+    call_api("POST", "/v1/messages", message(
+        "n-1", partner.url("/status/503"), retryPolicy={**FAST, "maxAttempts": 1},
+        callbackUrl=partner.url("/callbacks/n")))
+    events = worker(lambdas, outbox)
+    events.run_until(lambda: status_of("n-1") == "FAILED")
+    assert events.failures == 1  # the record whose release failed: redelivered
+    events.run_until(lambda: len(partner.received("/callbacks/n")) == 1, timeout=30)
+    assert [orjson.loads(r.body)["status"] for r in partner.received("/callbacks/n")] == [
+        "FAILED"]
+    assert len(partner.received("/status")) == 1  # the request itself went once
