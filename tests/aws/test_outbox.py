@@ -69,6 +69,13 @@ def test_the_records_that_are_queued() -> None:
     assert due is not None
     assert due.due_at == scheduled.next_attempt_at  # deliverAt: the queue delays it
     assert entry_for(record("REMOVE", None, created)) is None  # the TTL
+    # an item that cannot be read is queued anyway (the worker quarantines it), not left
+    # to fail its whole batch, which would hold the shard for the stream's 24 hours
+    broken = record("INSERT", created)
+    broken["dynamodb"]["NewImage"]["doc"] = {"B": base64.b64encode(b"{not json").decode()}
+    held = entry_for(broken)
+    assert held is not None
+    assert held.key == created.key
 
 
 # -- on moto -----------------------------------------------------------------------------

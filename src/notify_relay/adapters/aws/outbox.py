@@ -18,9 +18,11 @@ import base64
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from notify_relay.adapters.aws.dynamodb import message_of_item
+from notify_relay.domain.message import MessageKey
 from notify_relay.domain.status import Status
 from notify_relay.ports import Entry, WorkQueue
 
@@ -51,7 +53,17 @@ def entry_for(record: Mapping[str, Any]) -> Entry | None:
     new, old = change.get("NewImage"), change.get("OldImage")
     if new is None or not _queued(new) or _queued(old):
         return None
-    message = message_of_item(image_of(new))
+    try:
+        message = message_of_item(image_of(new))
+    except Exception as exc:  # never block the shard on one item
+        # queued all the same, due now: the worker cannot read it either and quarantines
+        # it (a metric and an ERROR line), where a failure here would hold every record
+        # of the shard behind it for the stream's 24 hours
+        key = MessageKey(new["sender"]["S"], new["messageId"]["S"])
+        log.error("a stored message cannot be read; queued for the worker to quarantine",
+                  extra={"messageId": key.message_id, "senderId": key.sender_id,
+                         "error": f"{type(exc).__name__}: {exc}"[:300]})
+        return Entry(key, datetime.now(UTC))
     return Entry(message.key, message.next_attempt_at or message.created_at,
                  message.correlation_id, message.destination)
 
