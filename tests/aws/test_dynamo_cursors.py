@@ -3,16 +3,17 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
 from notify_relay.adapters.aws.destinations import DynamoDestinationStore
-from notify_relay.adapters.aws.dynamodb import DynamoStore
+from notify_relay.adapters.aws.dynamodb import BATCH_GET_TRIES, DynamoStore
 from notify_relay.adapters.paging import encode_cursor
 from notify_relay.domain.destination import Destination, DestinationKey
-from notify_relay.domain.errors import InvalidCursor
+from notify_relay.domain.errors import InvalidCursor, StoreUnavailable
+from notify_relay.domain.retry import AttemptResult, Decision, Outcome
 from notify_relay.domain.status import Status
 from tests.aws.moto import AwsResources, client
 from tests.factories import NOW, make_message
@@ -103,3 +104,62 @@ async def test_pages_across_shards_come_newest_first_without_gaps_or_repeats(
     assert queued.next_cursor is None
     delivered = await messages.list("s", Status.DELIVERED, 10, None)
     assert (delivered.items, delivered.next_cursor) == ([], None)
+
+
+async def _failed(store: DynamoStore, message_id: str, at: datetime) -> None:
+    stored, _ = await store.create(make_message(message_id, "s", now=at, max_attempts=1))
+    started = await store.update(stored.start_attempt(at))
+    await store.update(started.finish_attempt(
+        AttemptResult(status_code=500), Decision(Outcome.GIVE_UP), started_at=at,
+        duration_ms=1, now=at))
+
+
+async def test_a_filtered_page_leaves_out_what_changed_status_since_the_index_was_read(
+    aws: AwsResources, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    messages, _ = stores(aws)
+    for i in range(3):
+        await _failed(messages, f"f-{i}", NOW + timedelta(seconds=i))
+    real = messages._items
+
+    def retried_meanwhile(pks: Any) -> dict[str, dict[str, Any]]:
+        items = real(pks)
+        items["s#f-1"] = {**items["s#f-1"], "status": {"S": "QUEUED"}}  # a retry by hand
+        return items
+
+    monkeypatch.setattr(messages, "_items", retried_meanwhile)
+    page = await messages.list("s", Status.FAILED, 10, None)
+    assert [m.key.message_id for m in page.items] == ["f-2", "f-0"]
+
+
+async def test_replay_s_read_stops_at_its_limit_oldest_first(aws: AwsResources) -> None:
+    messages, _ = stores(aws)
+    for i in range(40):
+        await _failed(messages, f"r-{i:02d}", NOW + timedelta(seconds=i))
+    found = await messages.failed_between("s", None, NOW, NOW + timedelta(days=1), 10)
+    assert [m.key.message_id for m in found] == [f"r-{i:02d}" for i in range(10)]
+    window = await messages.failed_between("s", None, NOW + timedelta(seconds=35),
+                                           NOW + timedelta(days=1), 10)
+    assert [m.key.message_id for m in window] == [f"r-{i}" for i in range(35, 40)]
+
+
+async def test_items_dynamodb_keeps_leaving_unread_are_an_error_not_a_spin(
+    aws: AwsResources,
+) -> None:
+    messages, _ = stores(aws)
+    await messages.create(make_message("u-1", "s"))
+
+    class Throttled:
+        calls = 0
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(client("dynamodb", aws.endpoint), name)
+
+        def batch_get_item(self, RequestItems: Any) -> Any:
+            Throttled.calls += 1
+            return {"Responses": {}, "UnprocessedKeys": RequestItems}
+
+    messages._db = Throttled()  # type: ignore[assignment]
+    with pytest.raises(StoreUnavailable):
+        await messages.list("s", None, 10, None)
+    assert Throttled.calls == BATCH_GET_TRIES

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -57,7 +58,7 @@ from notify_relay.adapters.codec import message_from_doc, message_to_doc
 from notify_relay.adapters.paging import decode_cursor, encode_cursor
 from notify_relay.domain.callback import is_notice
 from notify_relay.domain.destination import DestinationKey
-from notify_relay.domain.errors import InvalidCursor, StaleWrite
+from notify_relay.domain.errors import InvalidCursor, StaleWrite, StoreUnavailable
 from notify_relay.domain.message import Message, MessageKey
 from notify_relay.domain.status import Status
 from notify_relay.ports import Page
@@ -73,6 +74,7 @@ ATTEMPTS_KEPT = 50
 # reads shards 0..SENDER_SHARDS-1 only
 SENDER_SHARDS = 32
 BATCH_GET_KEYS = 100  # DynamoDB's BatchGetItem limit
+BATCH_GET_TRIES = 8  # for what it leaves unprocessed, with backoff (about 5 s in all)
 DEFAULT_RETENTION = timedelta(days=30)
 DESTINATIONS_REMEMBERED = 10_000
 
@@ -348,8 +350,11 @@ class DynamoStore:
         page = [entry.split("\n", 1) for entry in merged[:limit]]
         more = len(merged) > limit or any(truncated for _, truncated in shards)
         items = self._items([pk for _, pk in page])
-        # list items carry no body: a listing never needs it, and it may live in S3
-        messages = [self._message(items[pk], None) for _, pk in page if pk in items]
+        # list items carry no body: a listing never needs it, and it may live in S3; an
+        # item whose status changed since the index was read is left out of a filtered
+        # page (the page may come short; the cursor, a sort key that never changes, holds)
+        messages = [self._message(items[pk], None) for _, pk in page if pk in items
+                    and (status is None or items[pk]["status"]["S"] == status.value)]
         next_cursor = (encode_cursor({"sender": sender_id,
                                       "status": status.value if status else None,
                                       "after": page[-1][0]})
@@ -364,11 +369,17 @@ class DynamoStore:
             wanted: dict[str, Any] = {self._table: {
                 "Keys": [{"pk": {"S": pk}} for pk in pks[start:start + BATCH_GET_KEYS]],
                 "ConsistentRead": True}}
-            while wanted:
+            for attempt in range(BATCH_GET_TRIES):
+                if attempt:  # what DynamoDB left unread (throttled): back off, then again
+                    time.sleep(min(0.05 * 2 ** attempt, 1.0))
                 response = self._db.batch_get_item(RequestItems=wanted)
                 for item in response.get("Responses", {}).get(self._table, []):
                     found[item["pk"]["S"]] = item
                 wanted = dict(response.get("UnprocessedKeys") or {})
+                if not wanted:
+                    break
+            else:
+                raise StoreUnavailable("DynamoDB kept throttling the read of a page's items")
         return found
 
     async def failed_between(
@@ -395,15 +406,19 @@ class DynamoStore:
                 "ExpressionAttributeValues": {
                     ":p": {"S": f"{sender_id}#{Status.FAILED.value}#{shard}"},
                     ":since": {"S": since_text}, ":until": {"S": until_text}}}
+            # the oldest `limit` of a shard are all the merge needs, unless a destination
+            # filters the items read after (destination is not in the index)
+            wanted = limit if destination is None else None
             keys: list[tuple[str, str]] = []
-            while True:
+            while wanted is None or len(keys) < wanted:
                 response = self._db.query(**query)
                 keys += [(item["sortKey"]["S"], item["pk"]["S"])
                          for item in response.get("Items", [])]
                 last = response.get("LastEvaluatedKey")
                 if not last:
-                    return keys
+                    break
                 query["ExclusiveStartKey"] = last
+            return keys if wanted is None else keys[:wanted]
 
         with ThreadPoolExecutor(max_workers=8) as pool:
             candidates = sorted(key for keys in pool.map(shard_keys, range(SENDER_SHARDS))
