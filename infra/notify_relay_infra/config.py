@@ -9,9 +9,15 @@ from aws_cdk import Duration, RemovalPolicy
 from aws_cdk.aws_logs import RetentionDays
 
 from notify_relay.config import load
+from notify_relay.service import DEADLINE_MARGIN_SECONDS
 
 # Lambda's worker timeout: the longest attempt (max-timeout 120 s) plus the store writes.
 WORKER_TIMEOUT = Duration.seconds(150)
+# An invocation starts an attempt only if it can end, with its writes, before the timeout
+# (service.DEADLINE_MARGIN_SECONDS): with a timeout too short for the longest attempt,
+# such a message would go back to the queue at every invocation, never attempted.
+if load({}, environ={}).max_timeout + DEADLINE_MARGIN_SECONDS >= WORKER_TIMEOUT.to_seconds():
+    raise ValueError("WORKER_TIMEOUT must exceed the longest attempt and its margin")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,12 @@ class Functions(Construct):
         leaves fewer than 100 unreserved executions, so a new account (a quota of 10, or
         1,000) cannot deploy one. Without it, the event source's cap bounds the worker."""
         super().__init__(scope, id)
+        if reserved_concurrency is not None and reserved_concurrency < stage.worker_max_concurrency:
+            # AWS: a function reserved below its SQS event source's maximum concurrency is
+            # throttled by it; receive counts climb and the redrive policy dead-letters
+            # messages never attempted
+            raise ValueError(f"reservedConcurrency {reserved_concurrency} is below the worker's "
+                             f"event source maximum ({stage.worker_max_concurrency})")
         environment = {
             "NOTIFY_RELAY_TABLE": storage.table.table_name,
             "NOTIFY_RELAY_DESTINATIONS_TABLE": storage.destinations.table_name,

@@ -75,9 +75,10 @@ log = logging.getLogger("notify_relay.service")
 IN_FLIGHT_MARGIN_SECONDS = 30.0
 T = TypeVar("T")
 RECORD_RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
-# what an attempt needs after its timeout: its outcome's writes (through RECORD_RETRY_DELAYS
-# at worst, 8.6 s, but then the entry is released anyway)
-DEADLINE_MARGIN_SECONDS = 5.0
+# what an attempt needs after its timeout: its outcome's writes, through store faults
+# (RECORD_RETRY_DELAYS: 8.6 s), its destination's record (behind its batch-mates' writes)
+# and a notice
+DEADLINE_MARGIN_SECONDS = 20.0
 REDRIVEN_ERROR = "the queue dead-lettered this message after its processing failed repeatedly"
 
 

@@ -362,6 +362,11 @@ def test_reserved_concurrency_only_when_asked_for() -> None:
     with pytest.raises(ValueError, match="positive integer"):
         build_app(cdk.App(context={"stage": "dev", "assetPath": str(INFRA.parent / "src"),
                                    "reservedConcurrency": "-5"}))
+    # below the event source's maximum, Lambda throttles the source: records would reach
+    # the dead-letter queue unattempted
+    with pytest.raises(ValueError, match="below the worker's event source maximum"):
+        build_app(cdk.App(context={"stage": "prod", "assetPath": str(INFRA.parent / "src"),
+                                   "reservedConcurrency": "500"}))
 
 
 def test_cdk_nag_has_no_unsuppressed_findings(prod: Synth) -> None:
