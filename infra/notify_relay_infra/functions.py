@@ -17,6 +17,17 @@ from notify_relay_infra.queues import Queues
 from notify_relay_infra.storage import Storage
 
 RUNTIME = lambda_.Runtime.PYTHON_3_13
+# Without a reservation the worker shares the account's executions (1,000 by default)
+# with the API and the outbox: a delivery backlog must not take them all, or submissions
+# are throttled. Half, until a reservation (on a raised quota) says otherwise.
+UNRESERVED_WORKER_CAP = 500
+
+
+def worker_concurrency(stage: StageConfig, reserved: int | None) -> int:
+    """The worker event source's maximum concurrent batches."""
+    if reserved is not None:
+        return stage.worker_max_concurrency
+    return min(stage.worker_max_concurrency, UNRESERVED_WORKER_CAP)
 
 
 class Functions(Construct):
@@ -83,7 +94,8 @@ class Functions(Construct):
 
         self.worker.add_event_source(sources.SqsEventSource(
             queues.work, batch_size=100, max_batching_window=Duration.seconds(1),
-            report_batch_item_failures=True, max_concurrency=stage.worker_max_concurrency))
+            report_batch_item_failures=True,
+            max_concurrency=worker_concurrency(stage, reserved_concurrency)))
         # the outbox: the table's stream -> SQS. Only the writes that leave a message
         # QUEUED and marked queued reach it (the handler keeps those that were not both
         # before); a record it cannot queue is retried, from that record, for as long as
