@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from notify_relay.adapters.aws import dynamodb as dynamodb_module
 from notify_relay.adapters.aws.destinations import DynamoDestinationStore
 from notify_relay.adapters.aws.dynamodb import BATCH_GET_TRIES, DynamoStore
 from notify_relay.adapters.paging import encode_cursor
@@ -144,16 +145,20 @@ async def test_replay_s_read_stops_at_its_limit_oldest_first(aws: AwsResources) 
 
 
 async def test_items_dynamodb_keeps_leaving_unread_are_an_error_not_a_spin(
-    aws: AwsResources,
+    aws: AwsResources, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(dynamodb_module.time, "sleep", waits.append)
     messages, _ = stores(aws)
     await messages.create(make_message("u-1", "s"))
+
+    inner = client("dynamodb", aws.endpoint)
 
     class Throttled:
         calls = 0
 
         def __getattr__(self, name: str) -> Any:
-            return getattr(client("dynamodb", aws.endpoint), name)
+            return getattr(inner, name)
 
         def batch_get_item(self, RequestItems: Any) -> Any:
             Throttled.calls += 1
@@ -163,3 +168,8 @@ async def test_items_dynamodb_keeps_leaving_unread_are_an_error_not_a_spin(
     with pytest.raises(StoreUnavailable):
         await messages.list("s", None, 10, None)
     assert Throttled.calls == BATCH_GET_TRIES
+    # backing off between tries, growing, each at most a second
+    assert len(waits) == BATCH_GET_TRIES - 1
+    assert waits == sorted(waits)
+    assert waits[0] > 0
+    assert max(waits) <= 1.0
