@@ -42,6 +42,9 @@ from pathlib import Path
 from machine import cpu_mark, foreign_cores, wait_quiet
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tests.aws.lambda_harness: the first invocations' events
+from tests.aws.lambda_harness import NOT_AN_ENTRY_BATCH, api_event  # noqa: E402
+
 TARGET_MS = 400.0
 
 # a function's environment: placeholders, since nothing below calls AWS
@@ -60,30 +63,13 @@ ENVIRONMENT = {
     "NOTIFY_RELAY_LOG_LEVEL": "WARNING",
 }
 
-HEALTH_EVENT = {
-    "resource": "/healthz", "path": "/healthz", "httpMethod": "GET",
-    "headers": {"Host": "api.example"}, "multiValueHeaders": {"Host": ["api.example"]},
-    "queryStringParameters": None, "multiValueQueryStringParameters": None,
-    "pathParameters": None, "stageVariables": None, "body": None, "isBase64Encoded": False,
-    "requestContext": {"resourcePath": "/healthz", "httpMethod": "GET", "path": "/prod/healthz",
-                       "stage": "prod", "requestId": "bench", "accountId": "123456789012",
-                       "identity": {"userArn": None, "sourceIp": "127.0.0.1"}},
-}
-
-# a record that is not a queue entry: it fails before any AWS call (so does the batch)
-POISON_BATCH = {"Records": [{
-    "messageId": "bench-1", "receiptHandle": "bench", "body": "not a queue entry",
-    "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "0"},
-    "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
-    "eventSourceARN": "arn:aws:sqs:eu-west-1:123456789012:work", "awsRegion": "eu-west-1",
-}]}
 
 # (module, the first invocation's event or None where any invocation calls AWS, the name
 # of the error that invocation ends with, if any); the bundle's other handlers are imported
 # only
 HANDLERS: dict[str, tuple[str, dict[str, object] | None, str]] = {
-    "api": ("notify_relay.lambdas.api", HEALTH_EVENT, ""),
-    "worker": ("notify_relay.lambdas.worker", POISON_BATCH, "BatchProcessingError"),
+    "api": ("notify_relay.lambdas.api", api_event("GET", "/healthz", principal=None), ""),
+    "worker": ("notify_relay.lambdas.worker", NOT_AN_ENTRY_BATCH, "BatchProcessingError"),
     "reconciler": ("notify_relay.lambdas.reconciler", None, ""),
 }
 

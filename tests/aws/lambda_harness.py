@@ -29,12 +29,18 @@ class FakeContext:
 
 
 def api_event(method: str, path: str, body: Any = None, *, query: dict[str, str] | None = None,
-              principal: str = ROLE, headers: dict[str, str] | None = None) -> dict[str, Any]:
-    """A REST API (v1) proxy event as API Gateway sends it after IAM authorization."""
+              principal: str | None = ROLE,
+              headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """A REST API (v1) proxy event as API Gateway sends it after IAM authorization
+    (`principal` None: a method without authorization, as GET /healthz)."""
     raw = orjson.dumps(body).decode() if body is not None else None
     all_headers = {"Content-Type": "application/json", "Host": "api.example",
                    **(headers or {})}
-    session = principal.replace(":iam::", ":sts::").replace(":role/", ":assumed-role/")
+    identity: dict[str, Any] = {"userArn": None, "sourceIp": "127.0.0.1"}
+    if principal is not None:
+        session = principal.replace(":iam::", ":sts::").replace(":role/", ":assumed-role/")
+        identity = {"userArn": f"{session}/session-1", "sourceIp": "127.0.0.1",
+                    "accountId": ACCOUNT}
     return {
         "resource": "/{proxy+}",
         "path": path,
@@ -48,12 +54,21 @@ def api_event(method: str, path: str, body: Any = None, *, query: dict[str, str]
         "requestContext": {
             "resourcePath": "/{proxy+}", "httpMethod": method, "path": f"/prod{path}",
             "stage": "prod", "requestId": str(uuid.uuid4()), "accountId": ACCOUNT,
-            "identity": {"userArn": f"{session}/session-1", "sourceIp": "127.0.0.1",
-                         "accountId": ACCOUNT},
+            "identity": identity,
         },
         "body": raw,
         "isBase64Encoded": False,
     }
+
+
+# a worker batch of one record that is not a queue entry: it fails before any AWS call, and
+# so does the batch (a first invocation for a cold start, measured or checked)
+NOT_AN_ENTRY_BATCH: dict[str, Any] = {"Records": [{
+    "messageId": "m-1", "receiptHandle": "r", "body": "not a queue entry",
+    "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "0"},
+    "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
+    "eventSourceARN": f"arn:aws:sqs:eu-west-1:{ACCOUNT}:work", "awsRegion": "eu-west-1",
+}]}
 
 
 def http_api_event(method: str, path: str, body: Any = None, *,

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.aws.lambda_harness import NOT_AN_ENTRY_BATCH, api_event
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # the embedded server's and the CLI's: never in a Lambda
@@ -93,24 +95,6 @@ sys.stdout.flush()
 os._exit(0)
 """
 
-HEALTH = {
-    "resource": "/healthz", "path": "/healthz", "httpMethod": "GET",
-    "headers": {"Host": "api.example"}, "multiValueHeaders": {"Host": ["api.example"]},
-    "queryStringParameters": None, "multiValueQueryStringParameters": None,
-    "pathParameters": None, "stageVariables": None, "body": None, "isBase64Encoded": False,
-    "requestContext": {"resourcePath": "/healthz", "httpMethod": "GET", "path": "/prod/healthz",
-                       "stage": "prod", "requestId": "r", "accountId": "123456789012",
-                       "identity": {"userArn": None, "sourceIp": "127.0.0.1"}},
-}
-# not a queue entry: the record fails before any AWS call, and so does the batch
-POISON = {"Records": [{
-    "messageId": "m-1", "receiptHandle": "r", "body": "not a queue entry",
-    "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "0"},
-    "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
-    "eventSourceARN": "arn:aws:sqs:eu-west-1:123456789012:work", "awsRegion": "eu-west-1",
-}]}
-
-
 def normal(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
@@ -135,8 +119,8 @@ def test_the_bundle_keeps_out_the_servers_packages(bundled: set[str]) -> None:
 # a first invocation that needs no AWS service, and the error it ends with; any call of
 # the other handlers (the reconciler's, say) reaches AWS: they are imported only
 FIRST_CALLS: dict[str, tuple[dict[str, object], str]] = {
-    "api": (HEALTH, ""),
-    "worker": (POISON, "BatchProcessingError"),
+    "api": (api_event("GET", "/healthz", principal=None), ""),
+    "worker": (NOT_AN_ENTRY_BATCH, "BatchProcessingError"),
 }
 HANDLERS = sorted(path.stem for path in (ROOT / "src/notify_relay/lambdas").glob("*.py")
                   if path.stem != "__init__")
