@@ -150,7 +150,7 @@ def build_aws(settings: AwsSettings, *, worker: bool, observer: Observer | None 
         aiohttp_deliverer = AiohttpDeliverer(network)
     observer = observer or NullObserver()
     queue = SqsQueue(cast("SQSClient", session.create_client("sqs", config=config)),
-                     settings.queue_url,
+                     settings.queue_urls,
                      settings.dead_letter_url,
                      deletes_by_caller=worker)
     gate = Gate(

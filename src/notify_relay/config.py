@@ -159,6 +159,19 @@ def _networks(value: Any) -> tuple[IPNetwork, ...]:
     raise ValueError("expected CIDRs separated by commas")
 
 
+def _urls(value: Any) -> tuple[str, ...]:
+    """One URL, or several separated by commas (the work queue's shards, in shard order)."""
+    if isinstance(value, str):
+        urls = tuple(url.strip() for url in value.split(","))
+    elif isinstance(value, (list, tuple)):
+        urls = tuple(str(url).strip() for url in value)
+    else:
+        raise ValueError("expected URLs separated by commas")
+    if not all(urls):
+        raise ValueError("expected URLs separated by commas, none empty")
+    return urls
+
+
 def _upper(value: Any) -> Any:
     return value.strip().upper() if isinstance(value, str) else value
 
@@ -169,6 +182,7 @@ SecondsOrZero = Annotated[float, BeforeValidator(_text_or(parse_duration)),
                           Field(ge=0, allow_inf_nan=False)]
 Pairs = Annotated[Mapping[str, str], NoDecode]
 Networks = Annotated[tuple[IPNetwork, ...], NoDecode, PlainValidator(_networks)]
+Urls = Annotated[tuple[str, ...], NoDecode, PlainValidator(_urls)]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
@@ -544,7 +558,8 @@ class _AwsEnvironment(_Model):
 
     table: str = Field(min_length=1)
     destinations_table: str = Field(min_length=1)
-    queue_url: str = Field(min_length=1)
+    # the work queue, or its shards comma-separated (a destination's entries stay in one)
+    queue_url: Urls
     dead_letter_url: str = Field(min_length=1)
     bucket: str = Field(min_length=1)
     iam_senders: Annotated[Pairs, PlainValidator(_mapping(parse_iam_senders))] = {}
@@ -567,7 +582,7 @@ class AwsSettings:
 
     table: str
     destinations_table: str
-    queue_url: str
+    queue_urls: tuple[str, ...]  # the work queue's shards, in order (one: unsharded)
     dead_letter_url: str
     bucket: str
     iam_senders: Mapping[str, str]
@@ -591,7 +606,7 @@ class AwsSettings:
         return cls(
             table=aws.table,
             destinations_table=aws.destinations_table,
-            queue_url=aws.queue_url,
+            queue_urls=aws.queue_url,
             dead_letter_url=aws.dead_letter_url,
             bucket=aws.bucket,
             iam_senders=dict(aws.iam_senders),

@@ -136,7 +136,9 @@ class Claim:
 
     `destination` is the destination's name where the queue knows it; `correlation_id`
     the request's that queued the entry, where the queue carries it (SQS), so that a
-    rescheduled or dead-lettered entry keeps it.
+    rescheduled or dead-lettered entry keeps it. `source` names the queue the entry was
+    received from, where the queue has several (SQS's shards): a receipt is valid there
+    only.
     """
 
     key: MessageKey
@@ -144,6 +146,7 @@ class Claim:
     lease_until: datetime
     destination: str | None = None
     correlation_id: str | None = None
+    source: str | None = None
 
     @property
     def destination_key(self) -> DestinationKey | None:

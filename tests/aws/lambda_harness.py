@@ -102,6 +102,25 @@ def query_string(params: dict[str, str]) -> str:
     return urlencode(params)
 
 
+def sqs_records(messages: list[dict[str, Any]], queue_arn: str) -> list[dict[str, Any]]:
+    """SQS messages (received with all attributes) as a Lambda event's records from the
+    queue `queue_arn`."""
+    return [{
+        "messageId": m["MessageId"],
+        "receiptHandle": m["ReceiptHandle"],
+        "body": m["Body"],
+        "attributes": m.get("Attributes", {}),
+        "messageAttributes": {
+            k: {"stringValue": v.get("StringValue"), "dataType": v["DataType"],
+                "stringListValues": [], "binaryListValues": []}
+            for k, v in m.get("MessageAttributes", {}).items()},
+        "md5OfBody": m["MD5OfBody"],
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": "eu-west-1",
+    } for m in messages]
+
+
 class SqsEventSource:
     """Polls like Lambda's SQS event source mapping: batches, visibility timeout, partial
     batch failures (only reported records stay), redrive by the queue's maxReceiveCount.
@@ -146,20 +165,7 @@ class SqsEventSource:
         messages = self._receive()
         if not messages:
             return 0
-        records = [{
-            "messageId": m["MessageId"],
-            "receiptHandle": m["ReceiptHandle"],
-            "body": m["Body"],
-            "attributes": m.get("Attributes", {}),
-            "messageAttributes": {
-                k: {"stringValue": v.get("StringValue"), "dataType": v["DataType"],
-                    "stringListValues": [], "binaryListValues": []}
-                for k, v in m.get("MessageAttributes", {}).items()},
-            "md5OfBody": m["MD5OfBody"],
-            "eventSource": "aws:sqs",
-            "eventSourceARN": self.arn,
-            "awsRegion": "eu-west-1",
-        } for m in messages]
+        records = sqs_records(messages, self.arn)
         try:
             result = self.handler({"Records": records}, FakeContext(remaining_ms=self.remaining_ms))
             failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}

@@ -112,12 +112,17 @@ class AwsResources:
     dead_letter_url: str
     bucket: str
     destinations_table: str
+    shard_urls: tuple[str, ...] = ()  # with work_queues > 1: every shard, queue_url first
+
+    @property
+    def queue_urls(self) -> tuple[str, ...]:
+        return self.shard_urls or (self.queue_url,)
 
     def env(self, **extra: str) -> dict[str, str]:
         return {
             "NOTIFY_RELAY_TABLE": self.table,
             "NOTIFY_RELAY_DESTINATIONS_TABLE": self.destinations_table,
-            "NOTIFY_RELAY_QUEUE_URL": self.queue_url,
+            "NOTIFY_RELAY_QUEUE_URL": ",".join(self.queue_urls),
             "NOTIFY_RELAY_DEAD_LETTER_URL": self.dead_letter_url,
             "NOTIFY_RELAY_BUCKET": self.bucket,
             "NOTIFY_RELAY_VISIBILITY_TIMEOUT": "2",
@@ -126,7 +131,10 @@ class AwsResources:
         }
 
 
-def create_resources(endpoint: str, max_receive_count: int = 3) -> AwsResources:
+def create_resources(endpoint: str, max_receive_count: int = 3,
+                     work_queues: int = 1) -> AwsResources:
+    """`work_queues`: the work queue's shards, each redriven to the one dead-letter queue,
+    as the stack makes them."""
     suffix = uuid.uuid4().hex[:10]
     dynamodb = client("dynamodb", endpoint)
     table = f"messages-{suffix}"
@@ -152,12 +160,14 @@ def create_resources(endpoint: str, max_receive_count: int = 3) -> AwsResources:
     dlq = sqs.create_queue(QueueName=f"dlq-{suffix}")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])[
         "Attributes"]["QueueArn"]
-    queue = sqs.create_queue(QueueName=f"work-{suffix}", Attributes={
+    queues = tuple(sqs.create_queue(QueueName=f"work-{suffix}" + (f"-{i}" if i else ""),
+                                    Attributes={
         "VisibilityTimeout": "2",
         "RedrivePolicy": orjson.dumps({"deadLetterTargetArn": dlq_arn,
                                        "maxReceiveCount": str(max_receive_count)}).decode(),
-    })["QueueUrl"]
+    })["QueueUrl"] for i in range(work_queues))
     bucket = f"bodies-{suffix}"
     client("s3", endpoint).create_bucket(
         Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-    return AwsResources(endpoint, table, queue, dlq, bucket, destinations)
+    return AwsResources(endpoint, table, queues[0], dlq, bucket, destinations,
+                        queues if work_queues > 1 else ())

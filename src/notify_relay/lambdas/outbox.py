@@ -40,7 +40,7 @@ def _build() -> SqsQueue:
     client = botocore.session.get_session().create_client(
         "sqs", config=Config(retries={"mode": "standard", "total_max_attempts": 4},
                              max_pool_connections=AWS_CALLS_IN_FLIGHT))
-    return SqsQueue(cast("SQSClient", client), settings.queue_url, settings.dead_letter_url)
+    return SqsQueue(cast("SQSClient", client), settings.queue_urls, settings.dead_letter_url)
 
 
 @metrics.log_metrics

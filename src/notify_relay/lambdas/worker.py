@@ -114,7 +114,8 @@ async def record_handler(record: SQSRecord, lambda_context: Any = None) -> None:
                 if lambda_context is not None else None)
     correlation = record.message_attributes["correlationId"]
     claim = SqsQueue.claim_of(record.body, record.receipt_handle, lease_until,
-                              correlation.string_value if correlation else None)
+                              correlation.string_value if correlation else None,
+                              record.event_source_arn)  # the shard: its receipts
     logger.append_keys(messageId=claim.key.message_id, senderId=claim.key.sender_id,
                        correlationId=claim.correlation_id)
     try:

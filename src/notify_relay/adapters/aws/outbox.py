@@ -1,11 +1,12 @@
 """The outbox: the messages table's stream, read by a Lambda, queues what was stored.
 
 A write that leaves a message QUEUED and marked queued, when it was not both before (a new
-message, a retry by hand, an outcome notice let go), is sent to the work queue after it has
-committed. Lambda reads the stream at least once and in order per shard; a batch that
-cannot be sent in full reports the first record not sent, and Lambda retries from there, so
-a record is never skipped. A duplicate SQS entry is harmless (the worker's writes are
-conditional), a missing one is what the outbox exists to prevent.
+message, a retry by hand, an outcome notice let go), is sent to the work queue (its shard
+by destination: adapters/aws/sqs.py) after it has committed. Lambda reads the stream at
+least once and in order per shard; a batch that cannot be sent in full reports the first
+record not sent, and Lambda retries from there, so a record is never skipped. A duplicate
+SQS entry is harmless (the worker's writes are conditional), a missing one is what the
+outbox exists to prevent.
 
 Records arrive as Lambda puts them in the event: DynamoDB JSON with binary values in
 base64; `image_of` turns an image back into an item as the DynamoDB client returns it.
@@ -19,12 +20,15 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from notify_relay.adapters.aws.dynamodb import message_of_item
 from notify_relay.domain.message import MessageKey
 from notify_relay.domain.status import Status
-from notify_relay.ports import Entry, WorkQueue
+from notify_relay.ports import Entry
+
+if TYPE_CHECKING:
+    from notify_relay.adapters.aws.sqs import SqsQueue
 
 log = logging.getLogger("notify_relay.outbox")
 SEND_BATCH = 10  # SQS SendMessageBatch's limit: one call per ten entries
@@ -74,29 +78,34 @@ class Forwarded:
     retry_from: str | None  # the first record not queued (sequence number), if any
 
 
-async def forward(records: Sequence[Mapping[str, Any]], queue: WorkQueue) -> Forwarded:
-    """Queue what the records call for, ten entries a call, the calls at once. Lambda
-    retries from `retry_from` (the later ones again too: a duplicate entry is harmless, a
-    gap is not)."""
-    pending: list[tuple[str, Entry]] = []
-    for record in records:
+async def forward(records: Sequence[Mapping[str, Any]], queue: SqsQueue) -> Forwarded:
+    """Queue what the records call for, ten entries of one shard a call (the work queue's
+    shard by destination), the calls at once. Lambda retries from `retry_from`, the
+    earliest record of a call that failed (the later ones again too: a duplicate entry is
+    harmless, a gap is not)."""
+    by_shard: dict[int, list[tuple[int, str, Entry]]] = {}
+    for position, record in enumerate(records):
         entry = entry_for(record)
         if entry is not None:
-            pending.append((record["dynamodb"]["SequenceNumber"], entry))
-    chunks = [pending[start:start + SEND_BATCH] for start in range(0, len(pending), SEND_BATCH)]
+            by_shard.setdefault(queue.shard_of(entry), []).append(
+                (position, record["dynamodb"]["SequenceNumber"], entry))
+    chunks = [group[start:start + SEND_BATCH] for group in by_shard.values()
+              for start in range(0, len(group), SEND_BATCH)]
     results = await asyncio.gather(
-        *(queue.enqueue_many([entry for _, entry in chunk]) for chunk in chunks),
+        *(queue.enqueue_many([entry for _, _, entry in chunk]) for chunk in chunks),
         return_exceptions=True)
+    failed = [(chunk[0], result) for chunk, result in zip(chunks, results, strict=True)
+              if isinstance(result, BaseException)]
     retry_from = None
+    if failed:
+        (_, retry_from, _), error = min(failed, key=lambda f: f[0][0])
+        log.warning("queueing from the outbox failed; Lambda retries from this record",
+                    extra={"sequenceNumber": retry_from,
+                           "error": f"{type(error).__name__}: {error}"[:300]})
     for chunk, result in zip(chunks, results, strict=True):
         if isinstance(result, BaseException):
-            if retry_from is None:
-                retry_from = chunk[0][0]
-                log.warning("queueing from the outbox failed; Lambda retries from this "
-                            "record", extra={"sequenceNumber": retry_from,
-                                             "error": f"{type(result).__name__}: {result}"[:300]})
             continue
-        for _, entry in chunk:
+        for _, _, entry in chunk:
             log.info("queued by the outbox", extra={
                 "messageId": entry.key.message_id, "senderId": entry.key.sender_id,
                 "correlationId": entry.correlation_id})
