@@ -20,11 +20,20 @@ if load({}, environ={}).max_timeout + DEADLINE_MARGIN_SECONDS >= WORKER_TIMEOUT.
     raise ValueError("WORKER_TIMEOUT must exceed the longest attempt and its margin")
 
 
+# Lambda's hard maximum for one SQS event source's concurrent batches (MaximumConcurrency)
+EVENT_SOURCE_MAX_CONCURRENCY = 1000
+
+
 @dataclass(frozen=True)
 class StageConfig:
     name: str
     retention_days: int
-    worker_max_concurrency: int  # the SQS event source's cap (2-1,000), not a reservation
+    worker_max_concurrency: int  # each SQS event source's cap (2-1,000), not a reservation
+    # The work queue's shards, each with its own event source (so the worker can run
+    # work_queues x 1,000 batches at once) and a destination's entries all in one. Raise it
+    # on a deployed stack, never lower it: CloudFormation deletes a removed queue with the
+    # entries in it. Shard 0 keeps the single queue's logical id, so 1 -> N keeps it.
+    work_queues: int
     api_memory_mb: int
     worker_memory_mb: int
     api_rate_limit: int
@@ -34,6 +43,13 @@ class StageConfig:
     dead_letter_alarm_percent: float  # of final outcomes, over three 5-minute periods
     removal_policy: RemovalPolicy
     log_retention: RetentionDays
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.worker_max_concurrency <= EVENT_SOURCE_MAX_CONCURRENCY:
+            raise ValueError(f"worker_max_concurrency must be 2-1,000 (an SQS event source's "
+                             f"range), not {self.worker_max_concurrency}")
+        if not 1 <= self.work_queues <= 20:
+            raise ValueError(f"work_queues must be 1-20, not {self.work_queues}")
 
     @property
     def body_lifetime(self) -> Duration:
@@ -49,14 +65,17 @@ STAGES = {
     "dev": StageConfig(
         # a new account's concurrency quota is 10: leave room for the API and reconciler
         name="dev", retention_days=7,
-        worker_max_concurrency=5, api_memory_mb=512, worker_memory_mb=512,
+        worker_max_concurrency=5, work_queues=1, api_memory_mb=512, worker_memory_mb=512,
         api_rate_limit=100, api_burst_limit=200, max_receive_count=5,
         oldest_message_alarm=Duration.minutes(20), dead_letter_alarm_percent=20.0,
         removal_policy=RemovalPolicy.DESTROY,
         log_retention=RetentionDays.ONE_WEEK),
     "prod": StageConfig(
         name="prod", retention_days=30,
-        worker_max_concurrency=1000, api_memory_mb=1024, worker_memory_mb=1024,
+        # 4 shards: 4,000 batches at once, where 1,000 held 41,667 notifications/s with
+        # partners at 2 s (bench/aws_capacity.py; docs/aws.md, Capacity)
+        worker_max_concurrency=1000, work_queues=4, api_memory_mb=1024,
+        worker_memory_mb=1024,
         api_rate_limit=100_000, api_burst_limit=50_000, max_receive_count=5,
         oldest_message_alarm=Duration.minutes(20), dead_letter_alarm_percent=5.0,
         removal_policy=RemovalPolicy.RETAIN,

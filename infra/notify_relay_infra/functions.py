@@ -1,8 +1,9 @@
-"""The three Lambdas (API, worker, reconciler), their grants and the worker's event source."""
+"""The four Lambdas (API, outbox, worker, reconciler), their grants and event sources (one
+SQS event source per work queue shard)."""
 
 from __future__ import annotations
 
-from aws_cdk import Duration, SecretValue
+from aws_cdk import Duration, Fn, SecretValue
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_lambda as lambda_
@@ -19,15 +20,17 @@ from notify_relay_infra.storage import Storage
 RUNTIME = lambda_.Runtime.PYTHON_3_13
 # Without a reservation the worker shares the account's executions (1,000 by default)
 # with the API and the outbox: a delivery backlog must not take them all, or submissions
-# are throttled. Half, until a reservation (on a raised quota) says otherwise.
+# are throttled. Half, over all its event sources, until a reservation (on a raised quota)
+# says otherwise.
 UNRESERVED_WORKER_CAP = 500
 
 
 def worker_concurrency(stage: StageConfig, reserved: int | None) -> int:
-    """The worker event source's maximum concurrent batches."""
+    """Each worker event source's maximum concurrent batches (one source per shard)."""
     if reserved is not None:
         return stage.worker_max_concurrency
-    return min(stage.worker_max_concurrency, UNRESERVED_WORKER_CAP)
+    return min(stage.worker_max_concurrency,
+               max(2, UNRESERVED_WORKER_CAP // stage.work_queues))  # 2: Lambda's minimum
 
 
 class Functions(Construct):
@@ -39,17 +42,21 @@ class Functions(Construct):
         leaves fewer than 100 unreserved executions, so a new account (a quota of 10, or
         1,000) cannot deploy one. Without it, the event source's cap bounds the worker."""
         super().__init__(scope, id)
-        if reserved_concurrency is not None and reserved_concurrency < stage.worker_max_concurrency:
-            # AWS: a function reserved below its SQS event source's maximum concurrency is
-            # throttled by it; receive counts climb and the redrive policy dead-letters
+        sources_max = stage.work_queues * stage.worker_max_concurrency
+        if reserved_concurrency is not None and reserved_concurrency < sources_max:
+            # AWS: a function reserved below its SQS event sources' maximum concurrency is
+            # throttled by them; receive counts climb and the redrive policy dead-letters
             # messages never attempted
             raise ValueError(f"reservedConcurrency {reserved_concurrency} is below the worker's "
-                             f"event source maximum ({stage.worker_max_concurrency})")
+                             f"event source maximum ({stage.work_queues} x "
+                             f"{stage.worker_max_concurrency} = {sources_max})")
         environment = {
             "NOTIFY_RELAY_TABLE": storage.table.table_name,
             "NOTIFY_RELAY_DESTINATIONS_TABLE": storage.destinations.table_name,
             "NOTIFY_RELAY_BUCKET": storage.bucket.bucket_name,
-            "NOTIFY_RELAY_QUEUE_URL": queues.work.queue_url,
+            # the shards in order, comma-separated (config.AwsSettings.queue_urls)
+            "NOTIFY_RELAY_QUEUE_URL": (queues.work[0].queue_url if len(queues.work) == 1
+                                       else Fn.join(",", [q.queue_url for q in queues.work])),
             "NOTIFY_RELAY_DEAD_LETTER_URL": queues.dead_letter.queue_url,
             "NOTIFY_RELAY_VISIBILITY_TIMEOUT": str(int(WORKER_TIMEOUT.to_seconds() * 6)),
             "NOTIFY_RELAY_IAM_SENDERS": iam_senders,
@@ -92,10 +99,11 @@ class Functions(Construct):
                                    reserved_concurrent_executions=1 if reserved_concurrency
                                    else None)
 
-        self.worker.add_event_source(sources.SqsEventSource(
-            queues.work, batch_size=100, max_batching_window=Duration.seconds(1),
-            report_batch_item_failures=True,
-            max_concurrency=worker_concurrency(stage, reserved_concurrency)))
+        for queue in queues.work:  # each up to its own maximum concurrency
+            self.worker.add_event_source(sources.SqsEventSource(
+                queue, batch_size=100, max_batching_window=Duration.seconds(1),
+                report_batch_item_failures=True,
+                max_concurrency=worker_concurrency(stage, reserved_concurrency)))
         # the outbox: the table's stream -> SQS. Only the writes that leave a message
         # QUEUED and marked queued reach it (the handler keeps those that were not both
         # before); a record it cannot queue is retried, from that record, for as long as
@@ -129,10 +137,11 @@ class Functions(Construct):
         storage.bucket.grant_read(self.reconciler)
         # the API stores; the outbox queues (the API reads the queue's attributes for
         # /readyz only)
-        queues.work.grant(self.api, "sqs:GetQueueAttributes", "sqs:GetQueueUrl")
-        queues.work.grant_send_messages(self.outbox)
-        queues.work.grant_send_messages(self.worker)
-        queues.work.grant_send_messages(self.reconciler)
+        for queue in queues.work:
+            queue.grant(self.api, "sqs:GetQueueAttributes", "sqs:GetQueueUrl")
+            queue.grant_send_messages(self.outbox)
+            queue.grant_send_messages(self.worker)
+            queue.grant_send_messages(self.reconciler)
         queues.dead_letter.grant_send_messages(self.worker)
         self.signing_secrets.grant_read(self.worker)
         queues.dead_letter.grant_consume_messages(self.reconciler)  # it sweeps, see reconciler.py

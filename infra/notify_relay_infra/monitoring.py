@@ -74,11 +74,15 @@ class Monitoring(Construct):
             alarm("PoisonRedriven", emf("reconciler", "Redriven"), 0,
                   description="The queue dead-lettered an entry whose processing kept "
                               "crashing; its message is FAILED with the reason"),
-            alarm("OldestMessageAge",
-                  queues.work.metric_approximate_age_of_oldest_message(
-                      period=Duration.minutes(1), statistic="Maximum"),
-                  stage.oldest_message_alarm.to_seconds(), periods=3,
-                  description="Work waits longer than a retry hop (15 min): consumers are stuck"),
+            # one a shard: a stuck shard is a stuck event source, or a destination whose
+            # backlog (held entries go back with a delay, which resets their age) is not it
+            *(alarm("OldestMessageAge" if index == 0 else f"OldestMessageAge{index}",
+                    queue.metric_approximate_age_of_oldest_message(
+                        period=Duration.minutes(1), statistic="Maximum"),
+                    stage.oldest_message_alarm.to_seconds(), periods=3,
+                    description=f"Work waits longer than a retry hop (15 min) in shard {index} "
+                                "of the work queue: its consumers are stuck")
+              for index, queue in enumerate(queues.work)),
             alarm("WorkerErrorRate", _error_rate(worker, "worker"), 5, periods=3,
                   description="More than 5 % of worker invocations fail"),
             alarm("ApiErrorRate", _error_rate(api_function, "api"), 1, periods=3,
@@ -139,10 +143,15 @@ class Monitoring(Construct):
             cw.GraphWidget(title="Deliveries",
                            left=[emf("worker", name, 1) for name in (
                                "Delivered", "DeadLettered", "AttemptsRetry", "AttemptsGiveUp")]),
-            cw.GraphWidget(title="Queue",
-                           left=[queues.work.metric_approximate_number_of_messages_visible(),
-                                 queues.dead_letter.metric_approximate_number_of_messages_visible()],
-                           right=[queues.work.metric_approximate_age_of_oldest_message()]),
+            cw.GraphWidget(title="Queue (each shard), dead letters",
+                           left=[*(queue.metric_approximate_number_of_messages_visible(
+                                       label=f"shard {index} visible")
+                                   for index, queue in enumerate(queues.work)),
+                                 queues.dead_letter.metric_approximate_number_of_messages_visible(
+                                     label="dead letters")],
+                           right=[queue.metric_approximate_age_of_oldest_message(
+                                      label=f"shard {index} oldest (s)")
+                                  for index, queue in enumerate(queues.work)]),
             cw.GraphWidget(title="Worker Lambda",
                            left=[worker.metric_invocations(), worker.metric_errors(),
                                  worker.metric_throttles()],

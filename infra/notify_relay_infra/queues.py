@@ -1,5 +1,5 @@
-"""The work queue, its dead-letter queue, and where the outbox reports what it could not
-queue (SQS standard)."""
+"""The work queue's shards, their dead-letter queue, and where the outbox reports what it
+could not queue (SQS standard)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,11 @@ class Queues(Construct):
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
         )
-        self.work = sqs.Queue(
-            self, "Work",
+        # the shards, in order (the Lambdas hash a destination to its index): each redrives
+        # to the one dead-letter queue, which the reconciler sweeps for all of them. Shard
+        # 0 is "Work", the single queue's id before shards, so a stack keeps that queue
+        self.work = [sqs.Queue(
+            self, "Work" if index == 0 else f"Work{index}",
             # six times the worker's timeout, as AWS advises for Lambda event sources
             visibility_timeout=Duration.seconds(WORKER_TIMEOUT.to_seconds() * 6),
             retention_period=Duration.days(14),
@@ -29,7 +32,7 @@ class Queues(Construct):
             enforce_ssl=True,
             dead_letter_queue=sqs.DeadLetterQueue(queue=self.dead_letter,
                                                   max_receive_count=stage.max_receive_count),
-        )
+        ) for index in range(stage.work_queues)]
         # records of the table's stream the outbox could not queue before the stream
         # dropped them (24 hours of retries): only their positions, for a person (alarmed)
         self.outbox_failures = sqs.Queue(

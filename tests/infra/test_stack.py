@@ -96,18 +96,35 @@ def test_destinations_table(prod: Synth) -> None:
     assert "TimeToLiveSpecification" not in table
 
 
+PROD_SHARDS = 4  # infra/notify_relay_infra/config.py: the prod stage's work_queues
+
+
+def work_queues(synth: Synth) -> dict[str, Any]:
+    """The work queue's shards (the queues with a redrive policy), by logical id."""
+    return {logical: queue["Properties"] for logical, queue in synth.template.find_resources(
+        "AWS::SQS::Queue", {"Properties": {"RedrivePolicy": Match.any_value()}}).items()}
+
+
 def test_queues(prod: Synth) -> None:
     queues = prod.resources("AWS::SQS::Queue")
-    assert len(queues) == 3  # work, its dead letters, the outbox's failures
-    work = one(prod, "AWS::SQS::Queue", RedrivePolicy=Match.any_value())
+    assert len(queues) == PROD_SHARDS + 2  # the shards, their dead letters, outbox failures
+    shards = work_queues(prod)
+    assert len(shards) == PROD_SHARDS
+    # shard 0 keeps the single queue's logical id: a stack deployed before shards keeps it
+    assert sum(1 for logical in shards if logical.startswith("QueuesWork")
+               and not logical.startswith(("QueuesWork1", "QueuesWork2", "QueuesWork3"))) == 1
     worker = one(prod, "AWS::Lambda::Function", Handler="notify_relay.lambdas.worker.handler")
-    assert work["VisibilityTimeout"] >= 6 * worker["Timeout"]
-    assert work["RedrivePolicy"]["maxReceiveCount"] == 5
-    assert work["MaximumMessageSize"] == 262144
+    (dead_letter,) = {q["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+                      for q in shards.values()}  # one dead-letter queue for every shard
+    assert dead_letter not in shards
+    for work in shards.values():
+        assert work["VisibilityTimeout"] >= 6 * worker["Timeout"]
+        assert work["RedrivePolicy"]["maxReceiveCount"] == 5
+        assert work["MaximumMessageSize"] == 262144
     for queue in queues.values():
         assert queue["Properties"]["SqsManagedSseEnabled"] is True
     policies = prod.resources("AWS::SQS::QueuePolicy")
-    assert len(policies) == 3  # TLS enforced on each
+    assert len(policies) == PROD_SHARDS + 2  # TLS enforced on each
 
 
 def test_bucket(prod: Synth) -> None:
@@ -144,17 +161,38 @@ def test_lambdas(prod: Synth) -> None:
                 "NOTIFY_RELAY_DESTINATIONS_TABLE"} <= set(env)
         assert env["NOTIFY_RELAY_DESTINATIONS_TABLE"] == {"Ref": destinations}
         assert env["NOTIFY_RELAY_RETENTION"] == "30"  # the stage's, for each item's TTL
+    # every Lambda gets every shard's URL, in shard order, comma-separated
+    urls = {json.dumps(props["Environment"]["Variables"]["NOTIFY_RELAY_QUEUE_URL"])
+            for props in handlers.values()}
+    assert len(urls) == 1
+    (joined,) = [json.loads(u) for u in urls]
+    assert joined["Fn::Join"][0] == ","
+    refs = [part["Ref"] for part in joined["Fn::Join"][1]]
+    assert sorted(refs) == sorted(work_queues(prod))
+    # in shard order: Work (shard 0), Work1, Work2, Work3
+    assert [ref.removeprefix("QueuesWork")[0] for ref in refs[1:]] == ["1", "2", "3"]
     # no reservation by default: Lambda refuses one that leaves fewer than 100 unreserved
     # executions, so a new account could not deploy the stack
     for props in handlers.values():
         assert "ReservedConcurrentExecutions" not in props
-    mapping = one(prod, "AWS::Lambda::EventSourceMapping", ScalingConfig=Match.any_value())
-    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert mapping["BatchSize"] == 100  # above 10 needs the batching window (1 s)
-    # half a default account's executions: a backlog leaves the API and outbox the rest
-    assert mapping["ScalingConfig"] == {"MaximumConcurrency": 500}
+    mappings = worker_mappings(prod.json)
+    assert sorted(m["EventSourceArn"]["Fn::GetAtt"][0] for m in mappings) == sorted(
+        work_queues(prod))  # one event source a shard
+    for mapping in mappings:
+        assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        assert mapping["BatchSize"] == 100  # above 10 needs the batching window (1 s)
+        # half a default account's executions over all shards: a backlog leaves the API
+        # and the outbox the rest
+        assert mapping["ScalingConfig"] == {"MaximumConcurrency": 500 // PROD_SHARDS}
     rule = one(prod, "AWS::Events::Rule")
     assert rule["ScheduleExpression"] == "rate(1 minute)"
+
+
+def worker_mappings(template: dict[str, Any]) -> list[dict[str, Any]]:
+    """The worker's SQS event sources (the outbox's reads the stream)."""
+    return [r["Properties"] for r in template["Resources"].values()
+            if r["Type"] == "AWS::Lambda::EventSourceMapping"
+            and "ScalingConfig" in r["Properties"]]
 
 
 def _statements(synth: Synth, handler: str) -> list[dict[str, Any]]:
@@ -289,6 +327,11 @@ def test_alarms_and_dashboard(prod: Synth) -> None:
     alarms = prod.resources("AWS::CloudWatch::Alarm")
     names = {a["Properties"].get("MetricName") for a in alarms.values()}
     assert {"ApproximateAgeOfOldestMessage", "Throttles", "5XXError"} <= names
+    # the oldest entry's age, one alarm a shard
+    ages = [a["Properties"] for a in alarms.values()
+            if a["Properties"].get("MetricName") == "ApproximateAgeOfOldestMessage"]
+    assert sorted(a["Dimensions"][0]["Value"]["Fn::GetAtt"][0] for a in ages) == sorted(
+        work_queues(prod))
     expressions = {a["Properties"]["AlarmDescription"]: a for a in alarms.values()
                    if "Metrics" in a["Properties"]}
     # the two error rates, the dead-letter rate, throttles on each table
@@ -342,36 +385,39 @@ def test_stages_differ() -> None:
     assert destinations_table(dev)["DeletionProtectionEnabled"] is False
     worker = one(dev, "AWS::Lambda::Function", Handler="notify_relay.lambdas.worker.handler")
     assert "ReservedConcurrentExecutions" not in worker
-    # within a new account's quota of 10 executions, with room for the API and reconciler
-    assert one(dev, "AWS::Lambda::EventSourceMapping",
-               ScalingConfig=Match.any_value())["ScalingConfig"] == {
-        "MaximumConcurrency": 5}
+    # one work queue, one event source, within a new account's quota of 10 executions,
+    # with room for the API and reconciler
+    assert len(work_queues(dev)) == 1
+    assert [m["ScalingConfig"] for m in worker_mappings(dev.json)] == [
+        {"MaximumConcurrency": 5}]
+    (url,) = {f["Properties"]["Environment"]["Variables"]["NOTIFY_RELAY_QUEUE_URL"]["Ref"]
+              for f in dev.resources("AWS::Lambda::Function").values()
+              if f["Properties"].get("Handler", "").startswith("notify_relay.")}
+    assert url in work_queues(dev)  # one URL, as before shards
     with pytest.raises(ValueError, match="unknown stage"):
         build_app(cdk.App(context={"stage": "qa"}))
 
 
 def test_reserved_concurrency_only_when_asked_for() -> None:
     app = cdk.App(context={"stage": "prod", "assetPath": str(INFRA.parent / "src"),
-                           "reservedConcurrency": "3000"})
+                           "reservedConcurrency": "4000"})
     template = assertions.Template.from_stack(build_app(app)).to_json()
     reserved = {r["Properties"]["Handler"].split(".")[2]:
                 r["Properties"].get("ReservedConcurrentExecutions")
                 for r in template["Resources"].values()
                 if r["Type"] == "AWS::Lambda::Function"
                 and r["Properties"].get("Handler", "").startswith("notify_relay.")}
-    assert reserved == {"api": None, "worker": 3000, "reconciler": 1, "outbox": None}
-    (mapping,) = [r["Properties"] for r in template["Resources"].values()
-                  if r["Type"] == "AWS::Lambda::EventSourceMapping"
-                  and "ScalingConfig" in r["Properties"]]
-    assert mapping["ScalingConfig"] == {"MaximumConcurrency": 1000}  # the stage's own
+    assert reserved == {"api": None, "worker": 4000, "reconciler": 1, "outbox": None}
+    assert [m["ScalingConfig"] for m in worker_mappings(template)] == [
+        {"MaximumConcurrency": 1000}] * PROD_SHARDS  # the stage's own, each shard
     with pytest.raises(ValueError, match="positive integer"):
         build_app(cdk.App(context={"stage": "dev", "assetPath": str(INFRA.parent / "src"),
                                    "reservedConcurrency": "-5"}))
-    # below the event source's maximum, Lambda throttles the source: records would reach
-    # the dead-letter queue unattempted
+    # below the event sources' maximum (4 shards x 1,000), Lambda throttles the sources:
+    # records would reach the dead-letter queue unattempted
     with pytest.raises(ValueError, match="below the worker's event source maximum"):
         build_app(cdk.App(context={"stage": "prod", "assetPath": str(INFRA.parent / "src"),
-                                   "reservedConcurrency": "500"}))
+                                   "reservedConcurrency": "3000"}))
 
 
 def test_cdk_nag_has_no_unsuppressed_findings(prod: Synth) -> None:
