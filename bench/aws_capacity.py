@@ -44,6 +44,11 @@ outbox invocation `--outbox-ms`; a worker invocation the slowest partner of its 
 `--aws-concurrency` at a time (botocore's 10 pooled connections a client), `--aws-call-ms`
 each.
 
+The work queue's shards (`work_queues` of the prod stage, one event source each): a
+destination's entries all go to one shard, the others spread by a hash, so the busiest shard
+carries the largest destination's share plus an even part of the rest, and the per-queue
+limits (an event source's batches, a queue's in-flight messages) are checked on it.
+
 Kinds of limit: `hard`, AWS's, which no quota increase lifts (a partition key's
 throughput, an SQS event source's 1,000 concurrent batches, a standard queue's in-flight
 messages); `quota`, AWS's default, raised on request; `setting`, ours, changed by a deploy or
@@ -298,6 +303,14 @@ def outbox_batches(rate: float, queued: float, shards: int, batch: int, parallel
     return per_shard, records, queued / records if queued else 0.0
 
 
+def busiest_shard(shards: int, destination_share: float) -> float:
+    """The busiest work queue shard's share of the deliveries: the largest destination's
+    (all of it on one shard) and an even part of the rest (spread by the hash)."""
+    if shards <= 1:
+        return 1.0
+    return destination_share + (1 - destination_share) / shards
+
+
 def model(m: dict[str, scenarios.Measured], args: argparse.Namespace,
           stage: dict[str, int], infra: Functions) -> Model:
     rate = args.rate
@@ -374,13 +387,17 @@ def model(m: dict[str, scenarios.Measured], args: argparse.Namespace,
     limit(f"outbox: batches at once on a stream shard (parallelization factor {parallel}, "
           "at most 10)", "hard" if parallel >= 10 else "setting",
           outbox_concurrency / shards, parallel, "")
-    limit(f"SQS event source: concurrent batches of {batch} (at most 1,000)", "hard",
-          worker_concurrency, ESM_MAX_CONCURRENT_BATCHES, "")
+    work_shards = args.work_queues or stage["work_queues"]
+    busiest = busiest_shard(work_shards, args.destination_share)
+    on = (f"the busiest of {work_shards} shards ({busiest:.1%}: the largest destination and "
+          f"1/{work_shards} of the rest)" if work_shards > 1 else "the one work queue")
+    limit(f"SQS event source: concurrent batches of {batch} (at most 1,000), {on}", "hard",
+          worker_concurrency * busiest, ESM_MAX_CONCURRENT_BATCHES, "")
     if stage["worker_max_concurrency"] < ESM_MAX_CONCURRENT_BATCHES:
-        limit("SQS event source: MaximumConcurrency (prod)", "setting", worker_concurrency,
-              stage["worker_max_concurrency"], "")
-    limit("SQS in-flight messages (standard queue)", "hard",
-          rate * records * worker_seconds, SQS_IN_FLIGHT, "")
+        limit(f"SQS event source: MaximumConcurrency (prod), {on}", "setting",
+              worker_concurrency * busiest, stage["worker_max_concurrency"], "")
+    limit(f"SQS in-flight messages (standard queue), {on}", "hard",
+          rate * records * worker_seconds * busiest, SQS_IN_FLIGHT, "")
     # one destination's attempts in flight: its slots (a lease each, adapters/aws)
     in_flight = rate * args.destination_share * records * args.partner_ms / 1000
     label = f"largest destination ({args.destination_share:.0%})"
@@ -585,7 +602,8 @@ def print_model(result: Model, args: argparse.Namespace, stage: dict[str, int]) 
           f"invocation of {args.event_source_batch} records {result.worker_seconds * 1000:,.0f} ms "
           f"(AWS calls {args.aws_concurrency} at a time, {args.aws_call_ms:g} ms each); prod "
           f"stage: {stage['api_memory_mb']} MB API, {args.outbox_memory_mb} MB outbox, "
-          f"{stage['worker_memory_mb']} MB worker. "
+          f"{stage['worker_memory_mb']} MB worker, "
+          f"{args.work_queues or stage['work_queues']} work queue shard(s). "
           "Lambda executions at once: " + ", ".join(
               f"{name} {number(c)}" for name, c in result.concurrency.items()) + ".\n")
     counted = [x for x in result.limits
@@ -662,6 +680,9 @@ def main() -> int:
     parser.add_argument("--stream-shards", type=int, default=0,
                         help="the table stream's shards (default: estimated, one a table "
                              "partition; module docstring)")
+    parser.add_argument("--work-queues", type=int, default=0,
+                        help="the work queue's shards (default: the prod stage's "
+                             "work_queues, infra/notify_relay_infra/config.py)")
     parser.add_argument("--reconciler-ms", type=float, default=1000)
     parser.add_argument("--retention-days", type=float, default=30,
                         help="how long a final message is kept (prod: 30)")
