@@ -61,6 +61,10 @@ ENVIRONMENT = {
     "NOTIFY_RELAY_DEAD_LETTER_URL": "https://sqs.eu-west-1.amazonaws.com/123456789012/dlq",
     "NOTIFY_RELAY_IAM_SENDERS": "arn:aws:iam::123456789012:role/orders=orders",
     "NOTIFY_RELAY_LOG_LEVEL": "WARNING",
+    # the invocation's trace, sampled (the Tracer's costlier path); its segments go by UDP
+    # to the X-Ray daemon's default address on 127.0.0.1, where nothing listens here
+    "_X_AMZN_TRACE_ID": "Root=1-67891233-abcdef012345678912345678;Parent=53995c3f42cd8ad8;"
+                        "Sampled=1",
 }
 
 

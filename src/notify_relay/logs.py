@@ -104,9 +104,24 @@ def configure_logging(level: str = "INFO") -> None:
         logging.getLogger(name).propagate = True
 
 
+class XrayTraceId(logging.Filter):
+    """On Lambda, a line carries its invocation's X-Ray trace id (`xrayTraceId`), which
+    Lambda sets in the environment per invocation: a message's lines lead to its trace."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        header = os.environ.get("_X_AMZN_TRACE_ID")
+        if header:
+            for part in header.split(";"):
+                if part.startswith("Root="):
+                    record.xrayTraceId = part[5:]
+        return True
+
+
 def configure_lambda_logging() -> None:
     """The same JSON lines on Lambda, at INFO unless NOTIFY_RELAY_LOG_LEVEL says otherwise:
     the runtime's own root handler writes text at WARNING, which dropped every "accepted"
     and "attempt" line and the ids of the warnings. Idempotent: each handler calls it
     as it builds its runtime."""
     configure_logging(os.environ.get("NOTIFY_RELAY_LOG_LEVEL", "INFO"))
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(XrayTraceId())

@@ -18,11 +18,12 @@ from mangum import Mangum
 from notify_relay.api.app import create_app
 from notify_relay.bootstrap import build_aws
 from notify_relay.config import AwsSettings
-from notify_relay.lambdas import in_lambda, new_loop
+from notify_relay.lambdas import annotate, in_lambda, make_tracer, new_loop
 from notify_relay.logs import configure_lambda_logging
 from notify_relay.ports import NullObserver
 
 metrics = Metrics(namespace="NotifyRelay", service="api")
+tracer = make_tracer("api")
 
 
 class _Adapter(Mangum):
@@ -56,6 +57,7 @@ _loop: asyncio.AbstractEventLoop | None = None
 
 
 @metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _handler, _loop
     if _loop is None:
@@ -64,4 +66,5 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if _handler is None:  # not in Lambda (tests): built from the environment of this call
         _handler = build()
     response: dict[str, Any] = _handler(event, context)
+    annotate(tracer, "status", int(response.get("statusCode", 0)))
     return response

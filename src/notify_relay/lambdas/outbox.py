@@ -16,7 +16,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from notify_relay.adapters.aws.outbox import forward
 from notify_relay.config import AwsSettings
-from notify_relay.lambdas import AWS_CALLS_IN_FLIGHT, new_loop
+from notify_relay.lambdas import AWS_CALLS_IN_FLIGHT, make_tracer, new_loop
 from notify_relay.logs import configure_lambda_logging
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from notify_relay.adapters.aws.sqs import SqsQueue
 
 metrics = Metrics(namespace="NotifyRelay", service="outbox")
+tracer = make_tracer("outbox")
 _queue: SqsQueue | None = None
 _loop: asyncio.AbstractEventLoop | None = None
 
@@ -44,6 +45,7 @@ def _build() -> SqsQueue:
 
 
 @metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _queue, _loop
     if _queue is None:

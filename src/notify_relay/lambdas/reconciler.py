@@ -20,13 +20,14 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from notify_relay.bootstrap import build_aws
 from notify_relay.config import AwsSettings
-from notify_relay.lambdas import in_lambda, new_loop
+from notify_relay.lambdas import in_lambda, make_tracer, new_loop
 from notify_relay.logs import configure_lambda_logging
 from notify_relay.ports import NullObserver
 from notify_relay.runtime import Runtime
 
 DEAD_LETTERS_PER_RUN = 500
 metrics = Metrics(namespace="NotifyRelay", service="reconciler")
+tracer = make_tracer("reconciler")
 
 
 class RedriveObserver(NullObserver):
@@ -69,6 +70,7 @@ _loop: asyncio.AbstractEventLoop | None = None
 
 
 @metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
     """Messages younger than the grace may still be in their API Lambda's hands."""
     global _runtime, _settings, _loop

@@ -28,7 +28,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from notify_relay.adapters.aws.sqs import SqsQueue
 from notify_relay.bootstrap import build_aws
 from notify_relay.config import AwsSettings
-from notify_relay.lambdas import in_lambda, new_loop
+from notify_relay.lambdas import annotate, in_lambda, make_tracer, new_loop
 from notify_relay.logs import configure_lambda_logging
 from notify_relay.runtime import Runtime
 
@@ -36,6 +36,7 @@ FIRST_RETRY_DELAY_SECONDS = 15
 MAX_RETRY_DELAY_SECONDS = 900
 logger = Logger(service="notify-relay-worker")
 metrics = Metrics(namespace="NotifyRelay", service="worker")
+tracer = make_tracer("worker")
 processor = AsyncBatchProcessor(event_type=EventType.SQS)
 
 
@@ -156,6 +157,7 @@ async def flush_destinations() -> None:
 
 @metrics.log_metrics
 @logger.inject_lambda_context
+@tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _loop
     if _loop is None:
@@ -165,4 +167,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     response: dict[str, Any] = async_process_partial_response(  # type: ignore[assignment]
         event=event, record_handler=record_handler, processor=processor, context=context)
     _loop.run_until_complete(flush_destinations())
+    records = event.get("Records", [])
+    annotate(tracer, "records", len(records))
+    annotate(tracer, "failures", len(response.get("batchItemFailures", [])))
+    tracer.put_metadata("messageIds", [r.get("messageAttributes", {}).get("messageId", {})
+                                       .get("stringValue") for r in records])
     return response
