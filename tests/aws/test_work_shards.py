@@ -19,6 +19,7 @@ from notify_relay.adapters.aws.dynamodb import DynamoStore
 from notify_relay.adapters.aws.sqs import SqsQueue, shard_of
 from notify_relay.config import AwsSettings, ConfigError
 from notify_relay.domain.message import MessageKey
+from notify_relay.lambdas import reconciler as reconciler_lambda
 from notify_relay.lambdas import worker as worker_lambda
 from notify_relay.ports import Entry
 from tests.aws.lambda_harness import FakeContext, SqsEventSource, sqs_records
@@ -195,6 +196,35 @@ def test_one_invocation_with_records_of_two_shards(
     wait_for(lambda: visible(sqs, held_url) == 5)  # the hold's delay: 1-2 s here
     assert {orjson.loads(m["Body"])["messageId"]
             for m in receive_all(sqs, held_url)} == {f"h-{i}" for i in range(5)}
+
+
+def test_a_shard_s_poison_is_redriven_to_the_one_dead_letter_queue_and_marked_failed(
+    lambdas: AwsResources, partner: Partner  # noqa: F811
+) -> None:
+    """Each shard's redrive policy moves to the same dead-letter queue, which the reconciler
+    sweeps: a shard's poison gets its FAILED like the single queue's did."""
+    name = next(f"poisoned-{i}" for i in range(100) if shard("x", f"poisoned-{i}") != 0)
+    url = lambdas.queue_urls[shard("x", name)]
+    # Given a message whose processing always crashes: its body is gone from S3
+    code, _, _ = call_api("POST", "/v1/messages", {
+        "messageId": "poison-1", "targetUrl": partner.url("/ok"), "destination": name,
+        "body": "x" * (300 * 1024)})
+    assert code == 202
+    s3 = client("s3", lambdas.endpoint)
+    (obj,) = s3.list_objects_v2(Bucket=lambdas.bucket)["Contents"]
+    s3.delete_object(Bucket=lambdas.bucket, Key=obj["Key"])
+    outbox_of(lambdas).poll_once()
+    sqs = client("sqs", lambdas.endpoint)
+    assert depth(sqs, url) == 1
+    # When its shard's event source receives it maxReceiveCount times
+    SqsEventSource(sqs, url, worker_lambda.handler).run_until(
+        lambda: depth(sqs, lambdas.dead_letter_url) == 1, timeout=20)
+    assert depth(sqs, url) == 0
+    # Then the reconciler, sweeping the one dead-letter queue, marks it FAILED
+    result = reconciler_lambda.handler({}, FakeContext())
+    assert result == {"queued": 0, "deadLettersKept": 1, "deadLettersDropped": 0}
+    _, body, _ = call_api("GET", "/v1/messages/poison-1")
+    assert (body["status"], body["attempts"][-1]["outcome"]) == ("FAILED", "GIVE_UP")
 
 
 def test_a_polling_worker_claims_from_every_shard_and_completes_where_it_claimed(
