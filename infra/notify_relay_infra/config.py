@@ -43,6 +43,10 @@ class StageConfig:
     dead_letter_alarm_percent: float  # of final outcomes, over three 5-minute periods
     removal_policy: RemovalPolicy
     log_retention: RetentionDays
+    # SnapStart on the API function: a cold start restores a snapshot taken when the
+    # version was published (init paid then), at the cost of a published version per
+    # deploy and SnapStart's cache and restore charges (docs/aws.md, Cold start)
+    api_snap_start: bool = False
 
     def __post_init__(self) -> None:
         if not 2 <= self.worker_max_concurrency <= EVENT_SOURCE_MAX_CONCURRENCY:
@@ -79,5 +83,6 @@ STAGES = {
         api_rate_limit=100_000, api_burst_limit=50_000, max_receive_count=5,
         oldest_message_alarm=Duration.minutes(20), dead_letter_alarm_percent=5.0,
         removal_policy=RemovalPolicy.RETAIN,
-        log_retention=RetentionDays.THREE_MONTHS),
+        log_retention=RetentionDays.THREE_MONTHS,
+        api_snap_start=True),
 }

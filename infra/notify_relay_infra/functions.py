@@ -3,7 +3,7 @@ SQS event source per work queue shard)."""
 
 from __future__ import annotations
 
-from aws_cdk import Duration, Fn, SecretValue
+from aws_cdk import Duration, Fn, RemovalPolicy, SecretValue
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_lambda as lambda_
@@ -90,7 +90,20 @@ class Functions(Construct):
                 tracing=lambda_.Tracing.ACTIVE, **extra)  # type: ignore[arg-type]
 
         self.api = function("Api", "notify_relay.lambdas.api.handler", stage.api_memory_mb,
-                            Duration.seconds(29))
+                            Duration.seconds(29), **({
+                                "snap_start": lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS,
+                                # a deploy's old version (its code, its snapshot) goes once
+                                # the alias has moved: versions would pile up in the
+                                # region's 75 GB of code storage
+                                "current_version_options": lambda_.VersionOptions(
+                                    removal_policy=RemovalPolicy.DESTROY)}
+                                if stage.api_snap_start else {}))
+        # what API Gateway invokes: with SnapStart, an alias on the version each deploy
+        # publishes (a snapshot exists only for a published version, never for $LATEST)
+        self.api_entry: lambda_.IFunction = self.api
+        if stage.api_snap_start:
+            self.api_entry = lambda_.Alias(self, "ApiLive", alias_name="live",
+                                           version=self.api.current_version)
         self.worker = function("Worker", "notify_relay.lambdas.worker.handler",
                                stage.worker_memory_mb, WORKER_TIMEOUT,
                                reserved_concurrent_executions=reserved_concurrency)

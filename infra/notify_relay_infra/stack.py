@@ -29,7 +29,7 @@ class NotifyRelayStack(cdk.Stack):
         self.functions = Functions(self, "Functions", stage=stage, storage=self.storage,
                                    queues=self.queues, code=code, iam_senders=iam_senders,
                                    reserved_concurrency=reserved_concurrency)
-        self.api = Api(self, "Api", stage=stage, handler=self.functions.api)
+        self.api = Api(self, "Api", stage=stage, handler=self.functions.api_entry)
         self.monitoring = Monitoring(self, "Monitoring", stage=stage, queues=self.queues,
                                      api_function=self.functions.api,
                                      worker=self.functions.worker,

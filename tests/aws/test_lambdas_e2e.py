@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import random
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -593,3 +594,21 @@ def test_batch_submit_on_aws(lambdas: AwsResources, partner: Partner) -> None:
     assert queue_counts(lambdas)["ApproximateNumberOfMessages"] == 25
     source(lambdas).run_until(lambda: len(partner.received("/ok/batch")) == 25)
     assert all(status_of(f"batch-{i}") == "DELIVERED" for i in range(25))
+
+
+def test_an_environments_first_invocation_reseeds_random(lambdas: AwsResources,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """SnapStart (prod's API) restores every environment from one snapshot, random state
+    included: without a reseed each would draw the same jitter. The first invocation of an
+    environment (no loop yet) reseeds."""
+    monkeypatch.setattr(api_lambda, "_loop", None)
+    random.seed(1234)  # the state a snapshot would hold
+    from_snapshot = random.Random(1234).random()
+    try:
+        response = api_lambda.handler(api_event("GET", "/healthz", principal=None),
+                                      FakeContext())
+        assert response["statusCode"] == 200
+        assert random.random() != from_snapshot
+    finally:
+        assert api_lambda._loop is not None
+        api_lambda._loop.close()

@@ -482,3 +482,41 @@ def test_signing_secrets_live_in_secrets_manager_and_only_the_worker_reads_them(
                if secret in str(_resources_of(_statements(prod, handler),
                                               "secretsmanager:GetSecretValue"))]
     assert readers == ["notify_relay.lambdas.worker.handler"]
+
+
+def test_prod_api_function_starts_from_a_snapshot_behind_an_alias(prod: Synth) -> None:
+    functions = prod.resources("AWS::Lambda::Function")
+    (api_id,) = [name for name, f in functions.items()
+                 if f["Properties"].get("Handler") == "notify_relay.lambdas.api.handler"]
+    assert functions[api_id]["Properties"]["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+    snap_started = [f["Properties"]["Handler"] for f in functions.values()
+                    if "SnapStart" in f["Properties"]]
+    assert snap_started == ["notify_relay.lambdas.api.handler"]
+    ((version_id, version),) = [(name, v) for name, v in
+                                prod.resources("AWS::Lambda::Version").items()
+                                if v["Properties"]["FunctionName"] == {"Ref": api_id}]
+    assert version["DeletionPolicy"] == "Delete"  # old versions do not pile up
+    ((alias_id, alias),) = prod.resources("AWS::Lambda::Alias").items()
+    assert alias["Properties"]["FunctionName"] == {"Ref": api_id}
+    assert alias["Properties"]["FunctionVersion"] == {
+        "Fn::GetAtt": [version_id, "Version"]}
+    # both APIs invoke the alias (a snapshot exists only for a published version), never
+    # the function's $LATEST, and may: each permission names the alias
+    uris = [json.dumps(m["Properties"]["Integration"]["Uri"])
+            for m in prod.resources("AWS::ApiGateway::Method").values()]
+    uris += [json.dumps(i["Properties"]["IntegrationUri"])
+             for i in prod.resources("AWS::ApiGatewayV2::Integration").values()]
+    assert uris
+    assert all(alias_id in uri for uri in uris), uris
+    permissions = [p["Properties"]["FunctionName"]
+                   for p in prod.resources("AWS::Lambda::Permission").values()
+                   if p["Properties"]["Principal"] == "apigateway.amazonaws.com"]
+    assert permissions
+    assert all(p == {"Ref": alias_id} for p in permissions), permissions
+
+
+def test_dev_api_function_has_no_snapshot() -> None:
+    dev = Synth("dev")
+    assert not dev.resources("AWS::Lambda::Alias")
+    assert all("SnapStart" not in f["Properties"]
+               for f in dev.resources("AWS::Lambda::Function").values())

@@ -2,12 +2,13 @@
 
 In a Lambda execution environment each handler module builds its runtime as it is imported,
 in the function's init phase: the objects that cost time to make (the FastAPI app, the AWS
-clients, the Relay) exist before the first invocation, where SnapStart could snapshot them
-(not enabled: docs/aws.md, Cold start). What holds a connection or an event loop
-(aiohttp's session, the signing secrets read from Secrets Manager) is made by the first
-invocation instead, since a snapshot restores connections dead. Elsewhere (tests, tools)
-importing a handler builds nothing: it builds on its first call, from the environment as
-it is then.
+clients, the Relay) exist before the first invocation, where SnapStart snapshots them
+(prod's API function; docs/aws.md, Cold start). What holds a connection, an event loop or
+a random state (aiohttp's session, the signing secrets read from Secrets Manager, the
+`random` seed) is made by the first invocation instead, since a snapshot restores
+connections dead and would give every restored environment the same random numbers.
+Elsewhere (tests, tools) importing a handler builds nothing: it builds on its first call,
+from the environment as it is then.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ loop: the first invocation makes the one every invocation then runs on.
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import Any
 
 from aws_lambda_powertools import Metrics
@@ -60,7 +61,10 @@ _loop: asyncio.AbstractEventLoop | None = None
 @tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _handler, _loop
-    if _loop is None:
+    if _loop is None:  # this environment's first invocation: after a SnapStart restore too
+        # every environment restored from one snapshot would draw the same numbers (the
+        # Relay's jitter): reseeded from os.urandom, which the kernel makes unique
+        random.seed()
         _loop = new_loop()
     asyncio.set_event_loop(_loop)  # Mangum runs on the current loop: keep one for our life
     if _handler is None:  # not in Lambda (tests): built from the environment of this call
