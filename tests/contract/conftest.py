@@ -10,7 +10,7 @@ import pytest
 
 from notify_relay.adapters.aws.destinations import DynamoDestinationStore
 from notify_relay.adapters.aws.dynamodb import DynamoStore
-from notify_relay.adapters.aws.sqs import SqsQueue
+from notify_relay.adapters.aws.sqs import SqsQueue, queue_name
 from notify_relay.adapters.memory import MemoryQueue, MemoryStore
 from notify_relay.adapters.sqlite import (
     SqliteDatabase,
@@ -93,17 +93,21 @@ async def stores(
 QueueFactory = Callable[[FakeClock], WorkQueue]
 
 
-@pytest.fixture(params=["memory", "sqlite", "sqs"])
+@pytest.fixture(params=["memory", "sqlite", "sqs", "sqs-shards"])
 async def queue(
     request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
 ) -> AsyncIterator[WorkQueue]:
     if request.param == "memory":
         yield MemoryQueue(clock)
         return
-    if request.param == "sqs":
+    if request.param.startswith("sqs"):
         aws: AwsResources = request.getfixturevalue("aws")
-        yield SqsQueue(client("sqs", aws.endpoint), aws.queue_url, aws.dead_letter_url,
-                       clock=clock)
+        sqs = client("sqs", aws.endpoint)
+        urls = [aws.queue_url]
+        if request.param == "sqs-shards":  # as prod deploys it: entries spread by destination
+            urls += [sqs.create_queue(QueueName=f"{queue_name(aws.queue_url)}-{shard}")[
+                "QueueUrl"] for shard in (1, 2)]
+        yield SqsQueue(sqs, urls, aws.dead_letter_url, clock=clock)
         return
     db = SqliteDatabase(tmp_path / "queue.db")
     db.open()

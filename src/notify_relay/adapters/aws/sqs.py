@@ -181,28 +181,31 @@ class SqsQueue:
     async def claim(
         self, limit: int, lease_seconds: float, slots: Slots | None = None
     ) -> Sequence[Claim]:
-        """A poll, for running without Lambda's event source (tests, a plain worker): the
-        shards in turn, up to the first that has entries.
+        """A poll, for running without Lambda's event source (tests, a plain worker): each
+        shard once, starting with a different one each time, until `limit` entries are
+        claimed (so that entries spread over shards fill a claim as one queue's would).
 
         SQS cannot select by destination: `slots` is ignored, and the Relay sends back, with
         a delay, what a destination cannot take."""
-        for _ in range(len(self._urls)):
-            url = self._urls[self._next_poll]
-            self._next_poll = (self._next_poll + 1) % len(self._urls)
+        claims: list[Claim] = []
+        start = self._next_poll
+        self._next_poll = (start + 1) % len(self._urls)
+        for turn in range(len(self._urls)):
+            if len(claims) >= limit:
+                break
+            url = self._urls[(start + turn) % len(self._urls)]
             response = await asyncio.to_thread(
-                self._sqs.receive_message, QueueUrl=url, MaxNumberOfMessages=min(limit, 10),
+                self._sqs.receive_message, QueueUrl=url,
+                MaxNumberOfMessages=min(limit - len(claims), 10),
                 VisibilityTimeout=int(lease_seconds), WaitTimeSeconds=0,
                 MessageAttributeNames=["correlationId"])
             lease_until = self._clock() + timedelta(seconds=lease_seconds)
-            claims = []
             for m in response.get("Messages", []):
                 correlation = m.get("MessageAttributes", {}).get("correlationId")
                 claims.append(self.claim_of(
                     m["Body"], m["ReceiptHandle"], lease_until,
                     correlation.get("StringValue") if correlation else None, url))
-            if claims:
-                return claims
-        return []
+        return claims
 
     @staticmethod
     def claim_of(body: str, receipt: str, lease_until: datetime,
