@@ -87,6 +87,13 @@ class Functions(Construct):
                 self, name, runtime=RUNTIME, architecture=lambda_.Architecture.ARM_64,
                 handler=handler, code=code, memory_size=memory, timeout=timeout,
                 environment=environment, log_group=log_group,
+                # Lambda's JSON log format: its own lines (START, REPORT with init and
+                # restore durations) are JSON records like the handlers' (which are JSON
+                # lines already, at INFO: logs.configure_lambda_logging), and lines below
+                # the application level are dropped by Lambda itself
+                logging_format=lambda_.LoggingFormat.JSON,
+                application_log_level_v2=lambda_.ApplicationLogLevel.INFO,
+                system_log_level_v2=lambda_.SystemLogLevel.INFO,
                 tracing=lambda_.Tracing.ACTIVE, **extra)  # type: ignore[arg-type]
 
         self.api = function("Api", "notify_relay.lambdas.api.handler", stage.api_memory_mb,

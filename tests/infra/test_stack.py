@@ -155,6 +155,10 @@ def test_lambdas(prod: Synth) -> None:
     for props in handlers.values():
         assert props["Architectures"] == ["arm64"]
         assert props["Runtime"] == "python3.13"
+        logging = {k: v for k, v in props["LoggingConfig"].items() if k != "LogGroup"}
+        assert logging == {"LogFormat": "JSON", "ApplicationLogLevel": "INFO",
+                           "SystemLogLevel": "INFO"}
+        assert props["TracingConfig"] == {"Mode": "Active"}
         env = props["Environment"]["Variables"]
         assert {"NOTIFY_RELAY_TABLE", "NOTIFY_RELAY_QUEUE_URL", "NOTIFY_RELAY_DEAD_LETTER_URL",
                 "NOTIFY_RELAY_BUCKET", "NOTIFY_RELAY_IAM_SENDERS",
