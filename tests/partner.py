@@ -19,6 +19,9 @@ from types import TracebackType
 # the bodies of /explain/<status> and /long: the relay keeps the first 1,024 bytes
 EXPLAINED = b'{"error": "account 42 is closed"}'
 LONG = b"a" * 1023 + "\u00e9".encode() * 600
+# shutdown() returns once serve_forever looks at its flag again, which it does once a poll:
+# at the default 0.5 s, every test that stops a partner waited that long
+POLL_INTERVAL = 0.02
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,8 @@ class Partner:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
+                                        kwargs={"poll_interval": POLL_INTERVAL})
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"

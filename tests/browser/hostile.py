@@ -6,6 +6,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 
+from tests.partner import POLL_INTERVAL
+
 # each would run script or change the page if it were parsed as HTML
 HOSTILE_BODY = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
 HOSTILE_TYPE = 'text/html"><svg onload="window.__pwned=3">'
@@ -34,7 +36,8 @@ class HostilePartner:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
+                                        kwargs={"poll_interval": POLL_INTERVAL})
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
