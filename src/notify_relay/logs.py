@@ -105,15 +105,16 @@ def configure_logging(level: str = "INFO") -> None:
 
 
 class XrayTraceId(logging.Filter):
-    """On Lambda, a line carries its invocation's X-Ray trace id (`xrayTraceId`), which
-    Lambda sets in the environment per invocation: a message's lines lead to its trace."""
+    """On Lambda, a line carries its invocation's X-Ray trace id, which Lambda sets in the
+    environment per invocation: a message's lines lead to its trace. Named as Powertools
+    Logger names it (the worker's batch lines), so that one query finds both."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         header = os.environ.get("_X_AMZN_TRACE_ID")
         if header:
             for part in header.split(";"):
                 if part.startswith("Root="):
-                    record.xrayTraceId = part[5:]
+                    record.xray_trace_id = part[5:]
         return True
 
 

@@ -115,7 +115,7 @@ def test_api_and_worker_invocations_are_traced_with_their_aws_calls(
     assert "PutItem" in aws_calls(daemon)["dynamodb"]
     assert "metadata" not in handler or "handler response" not in str(handler["metadata"])
     (accepted,) = [line for line in logs if line["message"] == "accepted"]
-    assert accepted["xrayTraceId"] == TRACE_ROOT  # a message's log lines lead to its trace
+    assert accepted["xray_trace_id"] == TRACE_ROOT  # a message's log lines lead to its trace
 
     daemon.documents.clear()
     run_in_lambda("""
@@ -145,3 +145,28 @@ def test_api_and_worker_invocations_are_traced_with_their_aws_calls(
     calls = aws_calls(daemon)
     assert "SendMessageBatch" in calls["sqs"]  # the outbox's
     assert {"GetItem", "UpdateItem"} & calls["dynamodb"]  # the worker's claim and outcome
+
+
+def test_a_batch_whose_records_all_fail_is_traced_with_its_counts(
+        aws: AwsResources, daemon: Daemon) -> None:
+    """Powertools then raises BatchProcessingError with every record's traceback in its
+    text: recorded on the subsegment, 100 of them made a document over the daemon's UDP
+    datagram limit, and the batch's trace was lost; its annotations were never set."""
+    run_in_lambda("""
+        import copy
+        from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+        from notify_relay.lambdas import worker
+        from tests.aws.lambda_harness import NOT_AN_ENTRY_BATCH, FakeContext
+        (record,) = NOT_AN_ENTRY_BATCH["Records"]
+        records = [dict(copy.deepcopy(record), messageId=f"m-{i}") for i in range(100)]
+        try:
+            worker.handler({"Records": records}, FakeContext())
+        except BatchProcessingError as exc:
+            assert str(exc).startswith("all 100 records of the batch failed"), str(exc)[:300]
+        else:
+            raise AssertionError("a batch of records that are not entries must fail")
+    """, aws, daemon)
+    (handler,) = wait_for(daemon, "## handler")
+    assert handler["annotations"] == {"ColdStart": True, "Service": "worker", "records": 100,
+                                      "failures": 100}
+    assert handler["fault"] or handler["error"]  # the invocation failed, and says so

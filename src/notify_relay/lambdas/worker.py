@@ -23,6 +23,7 @@ from aws_lambda_powertools.utilities.batch import (
     EventType,
     async_process_partial_response,
 )
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from notify_relay.adapters.aws.sqs import SqsQueue
@@ -160,16 +161,30 @@ async def flush_destinations() -> None:
 @tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _loop
+    records = event.get("Records", [])
+    annotate(tracer, "records", len(records))
+    tracer.put_metadata("messageIds", [r.get("messageAttributes", {}).get("messageId", {})
+                                       .get("stringValue") for r in records])
     if _loop is None:
         _loop = new_loop()
     asyncio.set_event_loop(_loop)  # Powertools runs the batch on the current loop
-    _loop.run_until_complete(_start())
-    response: dict[str, Any] = async_process_partial_response(  # type: ignore[assignment]
-        event=event, record_handler=record_handler, processor=processor, context=context)
-    _loop.run_until_complete(flush_destinations())
-    records = event.get("Records", [])
-    annotate(tracer, "records", len(records))
+    try:
+        _loop.run_until_complete(_start())
+        response: dict[str, Any] = async_process_partial_response(  # type: ignore[assignment]
+            event=event, record_handler=record_handler, processor=processor, context=context)
+    except BatchProcessingError as exc:  # every record failed: the whole batch comes back
+        annotate(tracer, "failures", len(records))
+        # Powertools' text holds every record's traceback: in the log, once; the error
+        # raised (which Lambda reports and the X-Ray subsegment records) only counts them,
+        # since 100 tracebacks made a segment document over the X-Ray daemon's 64 KiB UDP
+        # datagram, and the batch's trace was lost
+        logger.error("every record of the batch failed", exc_info=exc)
+        raise BatchProcessingError(f"all {len(records)} records of the batch failed; their "
+                                   "errors are in the log line before") from None
+    except Exception:  # the runtime could not start: nothing was attempted
+        annotate(tracer, "failures", len(records))
+        raise
+    finally:  # the statistics of what was attempted, whatever the batch's end
+        _loop.run_until_complete(flush_destinations())
     annotate(tracer, "failures", len(response.get("batchItemFailures", [])))
-    tracer.put_metadata("messageIds", [r.get("messageAttributes", {}).get("messageId", {})
-                                       .get("stringValue") for r in records])
     return response
