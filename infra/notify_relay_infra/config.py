@@ -22,6 +22,10 @@ if load({}, environ={}).max_timeout + DEADLINE_MARGIN_SECONDS >= WORKER_TIMEOUT.
 
 # Lambda's hard maximum for one SQS event source's concurrent batches (MaximumConcurrency)
 EVENT_SOURCE_MAX_CONCURRENCY = 1000
+# Every function gets the shards' URLs (~110 bytes each) in its environment, which Lambda
+# caps at 4 KB in all, beside the IAM senders' ARNs: 8 keeps room for ~20 senders (a
+# deploy over the cap fails, and tokens cannot be measured at synth). 8 x 1,000 batches.
+MAX_WORK_QUEUES = 8
 
 
 @dataclass(frozen=True)
@@ -52,8 +56,8 @@ class StageConfig:
         if not 2 <= self.worker_max_concurrency <= EVENT_SOURCE_MAX_CONCURRENCY:
             raise ValueError(f"worker_max_concurrency must be 2-1,000 (an SQS event source's "
                              f"range), not {self.worker_max_concurrency}")
-        if not 1 <= self.work_queues <= 20:
-            raise ValueError(f"work_queues must be 1-20, not {self.work_queues}")
+        if not 1 <= self.work_queues <= MAX_WORK_QUEUES:
+            raise ValueError(f"work_queues must be 1-{MAX_WORK_QUEUES}, not {self.work_queues}")
 
     @property
     def body_lifetime(self) -> Duration:

@@ -524,3 +524,14 @@ def test_dev_api_function_has_no_snapshot() -> None:
     assert not dev.resources("AWS::Lambda::Alias")
     assert all("SnapStart" not in f["Properties"]
                for f in dev.resources("AWS::Lambda::Function").values())
+
+
+def test_work_queue_shards_fit_a_functions_environment() -> None:
+    """Their URLs go into every function's environment (4 KB in all, by Lambda)."""
+    import dataclasses
+
+    from notify_relay_infra.config import MAX_WORK_QUEUES, STAGES
+
+    assert dataclasses.replace(STAGES["prod"], work_queues=MAX_WORK_QUEUES)
+    with pytest.raises(ValueError, match="work_queues must be 1-8"):
+        dataclasses.replace(STAGES["prod"], work_queues=MAX_WORK_QUEUES + 1)
