@@ -6,6 +6,7 @@ stack's side of them.
 
 from __future__ import annotations
 
+import functools
 import threading
 import uuid
 from collections.abc import Callable, Iterable
@@ -77,10 +78,22 @@ def start_moto(wrap: Callable[[WsgiApp], WsgiApp] | None = None
     return server, f"http://127.0.0.1:{port}"
 
 
+_session_lock = threading.Lock()
+
+
+@functools.cache
+def _session() -> boto3.session.Session:
+    return boto3.session.Session()
+
+
 def client(service: str, endpoint: str) -> Any:
-    return boto3.session.Session().client(
-        service, region_name=REGION, endpoint_url=endpoint,
-        aws_access_key_id="testing", aws_secret_access_key="testing")
+    """A new client, from one session for all: a new session loads botocore's JSON models
+    and endpoint rules again (~0.1 s a client). A session is not thread-safe; the clients
+    it makes are, each with its own events and connections."""
+    with _session_lock:
+        return _session().client(
+            service, region_name=REGION, endpoint_url=endpoint,
+            aws_access_key_id="testing", aws_secret_access_key="testing")
 
 
 def _gsi(name: str, partition: str, sort: str, projection: str = "ALL",
