@@ -1,19 +1,23 @@
-"""One SQLite file in WAL mode, written with group commit on the event loop's thread.
+"""One SQLite file in WAL mode, written with group commit.
 
-Every write is a small function. Writes issued during one turn of the event loop are
-run together, each inside a savepoint, and committed in one transaction just after that
-turn: many concurrent requests share one fsync, while each still learns its own result,
-and nobody's `await` returns before its write is durable.
+Every write is a small function. Writes issued while no commit is running are run
+together on the event loop's thread, each inside a savepoint, just after the loop's turn;
+their COMMIT (the fsync) then runs in a thread of its own while the loop goes on, and the
+writes issued meanwhile gather into the next batch, which starts when that commit ends.
+Many concurrent requests share one fsync, each still learns its own result, and nobody's
+`await` returns before its write is durable.
 
-Measured on this project's 2-core machine (bench/run.py), this beat a dedicated writer
-thread: handing every write to a thread and back cost more CPU, through the GIL, than the
-commit's fsync (about 0.3 ms here) costs the loop by blocking it. Reads use the same
-connection; in WAL mode they never wait for a writer.
+Handing every write to a writer thread and back cost more CPU, through the GIL, than it
+saved (measured on this project's 2-core machine, bench/run.py); handing over only the
+COMMIT, once a batch, frees the loop for the fsync (about 10 % of the loop's time under
+load, by py-spy), which releases the GIL. Reads use a connection of their own, read-only:
+in WAL mode they never wait for the writer, and see only committed data.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import fcntl
 import logging
 import os
@@ -76,13 +80,25 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def _connect_reader(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA query_only = ON")  # reads only: every write goes through write()
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    return conn
+
+
 class SqliteDatabase:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock_file: IO[bytes] | None = None
         self._conn: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
         self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
         self._flush_scheduled = False
+        # the batch whose COMMIT runs in _committer now; none starts before it ends
+        self._committing: concurrent.futures.Future[None] | None = None
+        self._committer = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="sqlite-commit")
 
     def open(self) -> None:
         """Take the file's lock and migrate; raises DatabaseLocked.
@@ -111,10 +127,18 @@ class SqliteDatabase:
             raise DatabaseCorrupt(f"{self.path} failed SQLite's quick_check: {verdict}; "
                                   "restore it from a backup (notify-relay backup)")
         migrate(self._conn)
+        self._reader = _connect_reader(self.path)
 
     def close(self) -> None:
-        if self._pending and self._conn is not None:
-            self._flush()
+        if self._committing is not None:  # its writers learn the outcome when the loop runs
+            concurrent.futures.wait([self._committing])
+        if self._pending and self._conn is not None:  # no loop to wait on: committed here
+            batch, self._pending = self._pending, []
+            self._settle(self._run(batch, commit=True)[0])
+        self._committer.shutdown(wait=True)
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -133,14 +157,16 @@ class SqliteDatabase:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._pending.append((fn, future))
-        if not self._flush_scheduled:
+        if not self._flush_scheduled and self._committing is None:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
         return await future
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._reader is None:
+            raise RuntimeError("database is not open")
         try:
-            return fn(self._connection())
+            return fn(self._reader)
         except sqlite3.OperationalError as exc:
             raise StoreUnavailable(f"the database cannot be read now: {exc}") from exc
 
@@ -182,8 +208,27 @@ class SqliteDatabase:
             await asyncio.sleep(0)
 
     def _flush(self) -> None:
+        """Runs the pending writes, then hands their COMMIT to the committer thread."""
         self._flush_scheduled = False
+        if self._committing is not None or not self._pending:
+            return
         batch, self._pending = self._pending, []
+        results, open_transaction = self._run(batch, commit=False)
+        if not open_transaction:  # the batch failed and was rolled back
+            self._settle(results)
+            self._next()
+            return
+        loop = asyncio.get_running_loop()
+        self._committing = self._committer.submit(self._commit)
+        self._committing.add_done_callback(
+            lambda done: loop.call_soon_threadsafe(self._committed, done, results))
+
+    def _run(self, batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]],
+             *, commit: bool
+             ) -> tuple[list[tuple[asyncio.Future[Any], Any, BaseException | None]], bool]:
+        """Each write of `batch` in its savepoint, in one transaction left open unless
+        `commit`; a failure of the transaction itself rolls it back and fails them all.
+        Returns the results and whether the transaction went through (open or committed)."""
         conn = self._connection()
         results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
@@ -199,12 +244,41 @@ class SqliteDatabase:
                     conn.execute("ROLLBACK TO w")
                     conn.execute("RELEASE w")
                     results.append((future, None, exc))
-            conn.execute("COMMIT")
-        except Exception as exc:  # the commit failed: nobody's write is durable
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            unavailable = StoreUnavailable(f"the database cannot take writes now: {exc}")
-            results = [(future, None, unavailable) for _, future in batch]
+            if commit:
+                conn.execute("COMMIT")
+        except Exception as exc:  # nobody's write is durable
+            return self._failed(batch, exc), False
+        return results, True
+
+    def _failed(self, batch: list[tuple[Any, asyncio.Future[Any]]], exc: BaseException
+                ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
+        conn = self._conn
+        if conn is not None and conn.in_transaction:
+            conn.execute("ROLLBACK")
+        unavailable = StoreUnavailable(f"the database cannot take writes now: {exc}")
+        return [(future, None, unavailable) for _, future in batch]
+
+    def _commit(self) -> None:
+        """In the committer thread: the loop's thread does not touch the connection until
+        `_committed` runs."""
+        self._connection().execute("COMMIT")
+
+    def _committed(self, done: concurrent.futures.Future[None],
+                   results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+        self._committing = None
+        error = done.exception()
+        if error is not None:
+            results = self._failed([(None, future) for future, _, _ in results], error)
+        self._settle(results)
+        self._next()
+
+    def _next(self) -> None:
+        if self._pending and not self._flush_scheduled and self._conn is not None:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    @staticmethod
+    def _settle(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
         for future, result, error in results:
             if future.done():
                 continue
@@ -212,7 +286,6 @@ class SqliteDatabase:
                 future.set_result(result)
             else:
                 future.set_exception(error)
-
 
 def backup(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> int:
     """Copy the database, WAL included, into `target` (a new file, owner only) with SQLite's

@@ -1,0 +1,109 @@
+"""Group commit with the COMMIT off the event loop: writes that arrive while a commit runs
+wait for it and go into the next batch; nobody's write returns before its own commit; reads
+see committed data only; a failed commit fails its whole batch and leaves the file usable."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from notify_relay.adapters.sqlite import SqliteDatabase
+from notify_relay.domain.errors import StoreUnavailable
+
+pytestmark = pytest.mark.anyio
+
+
+def insert(value: int) -> object:
+    return lambda conn: conn.execute("INSERT INTO t (v) VALUES (?)", (value,)).lastrowid
+
+
+def count(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM t").fetchone()[0])
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> object:
+    database = SqliteDatabase(tmp_path / "relay.db")
+    database.open()
+    await database.write(lambda conn: conn.execute("CREATE TABLE t (v INTEGER)"))
+    yield database
+    database.close()
+
+
+async def test_concurrent_writes_share_commits_and_all_land(db: SqliteDatabase,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    commits = 0
+    real_commit = db._commit
+
+    def counted() -> None:
+        nonlocal commits
+        commits += 1
+        real_commit()
+
+    monkeypatch.setattr(db, "_commit", counted)
+    await asyncio.gather(*(db.write(insert(i)) for i in range(500)))  # type: ignore[arg-type]
+    assert await db.read(count) == 500
+    assert 1 <= commits < 50  # batched: not a commit per write
+
+
+async def test_a_write_during_a_commit_waits_for_it_and_reads_see_only_committed(
+        db: SqliteDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
+    release = threading.Event()
+    started = threading.Event()
+    real_commit = db._commit
+
+    def slow_commit() -> None:  # an fsync that takes its time
+        started.set()
+        release.wait(5)
+        real_commit()
+
+    monkeypatch.setattr(db, "_commit", slow_commit)
+    first = asyncio.ensure_future(db.write(insert(1)))  # type: ignore[arg-type]
+    # its statements ran; its COMMIT is in the committer thread
+    assert await asyncio.to_thread(started.wait, 5)
+    ran = []
+    second = asyncio.ensure_future(db.write(lambda conn: ran.append(count(conn))))
+    await asyncio.sleep(0.05)  # the loop goes on meanwhile
+    assert not first.done()
+    assert not second.done()
+    assert ran == []  # not run while the connection is committing
+    assert await db.read(count) == 0  # the first row is not committed yet: not visible
+    release.set()
+    await first
+    await second
+    assert ran == [1]  # the second write ran after the first was committed
+    assert await db.read(count) == 1
+
+
+async def test_a_failed_commit_fails_its_batch_and_the_next_write_succeeds(
+        db: SqliteDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_commit = db._commit
+
+    def failing_commit() -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(db, "_commit", failing_commit)
+    results = await asyncio.gather(*(db.write(insert(i)) for i in range(5)),  # type: ignore[arg-type]
+                                   return_exceptions=True)
+    assert all(isinstance(r, StoreUnavailable) for r in results), results
+    monkeypatch.setattr(db, "_commit", real_commit)
+    await db.write(insert(9))  # type: ignore[arg-type]
+    assert await db.read(count) == 1  # the failed batch was rolled back, nothing of it kept
+
+
+async def test_close_commits_what_is_pending(tmp_path: Path) -> None:
+    path = tmp_path / "relay.db"
+    db = SqliteDatabase(path)
+    db.open()
+    await db.write(lambda conn: conn.execute("CREATE TABLE t (v INTEGER)"))
+    pending = asyncio.ensure_future(db.write(insert(1)))  # type: ignore[arg-type]
+    await asyncio.sleep(0)  # queued; its flush is scheduled, not run
+    db.close()
+    assert (await pending) is not None
+    with sqlite3.connect(path) as conn:
+        assert count(conn) == 1
