@@ -4,20 +4,45 @@
 a bound relative to "now" that JSON Schema cannot express. Generated times are moved to
 one in the past (which means "now") so that positive data stays valid; the rule itself is
 tested in tests/e2e/test_scheduling_and_callbacks.py.
+
+Every generated `targetUrl` and `callbackUrl` is pointed at 127.0.0.1:9, path and query
+kept: the server delivers what it accepts, and generated host names (svwi.com, ...) sent it
+to the machine's DNS resolver, off loopback (tests make loopback traffic only), with
+lookups that took up to 5 s each to fail. Nothing listens on port 9: each attempt is
+refused at once. How a host is checked at submission is tested in
+tests/unit/test_validation.py.
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import schemathesis
 
 VALID_DELIVER_AT = "2020-01-01T00:00:00Z"
+LOOPBACK = "127.0.0.1:9"  # the server runs with --allow-networks 127.0.0.0/8
+
+
+def _on_loopback(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=LOOPBACK))
 
 
 def _schedulable(submission: Any) -> Any:
-    if isinstance(submission, dict) and isinstance(submission.get("deliverAt"), str):
-        return {**submission, "deliverAt": VALID_DELIVER_AT}
+    if not isinstance(submission, dict):
+        return submission
+    submission = dict(submission)
+    if isinstance(submission.get("deliverAt"), str):
+        submission["deliverAt"] = VALID_DELIVER_AT
+    for field in ("targetUrl", "callbackUrl"):
+        if isinstance(submission.get(field), str):
+            submission[field] = _on_loopback(submission[field])
     return submission
 
 
