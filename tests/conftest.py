@@ -15,6 +15,31 @@ settings.register_profile("suite", deadline=None,
 settings.load_profile("suite")
 
 
+# scripts/test runs the suite on two pytest-xdist workers with --dist loadgroup. Each module
+# is one group, on one worker, so that its module-scoped servers start once; the modules
+# whose tests bound how long something takes (a 503 within 2 s, a record back within 20 s,
+# a lease that ends in real time...) are one group together, so that no two of them run at
+# once. A module that adds such a bound goes in this list.
+TIMED_MODULES = frozenset({
+    "tests/aws/test_lambdas_e2e.py",
+    "tests/contract/test_queue_contract.py",
+    "tests/e2e/test_destinations.py",
+    "tests/e2e/test_hostile_clients.py",
+    "tests/e2e/test_store_faults.py",
+    "tests/integration/test_delivery_engine.py",
+})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            module = item.path.relative_to(config.rootpath).as_posix()
+            item.add_marker(pytest.mark.xdist_group("timed" if module in TIMED_MODULES
+                                                    else module))
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
