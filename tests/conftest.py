@@ -25,6 +25,7 @@ TIMED_MODULES = frozenset({
     "tests/contract/test_queue_contract.py",
     "tests/e2e/test_destinations.py",
     "tests/e2e/test_hostile_clients.py",
+    "tests/e2e/test_schemathesis.py",
     "tests/e2e/test_store_faults.py",
     "tests/integration/test_delivery_engine.py",
 })
