@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import TypeVar, cast
 from urllib.parse import urlsplit
 
 from notify_relay import __version__
@@ -132,6 +132,21 @@ class Accepted:
     duplicate: bool
 
 
+_CAPABILITIES: dict[type, tuple[bool, bool]] = {}
+
+
+def _capabilities(store: MessageStore) -> tuple[bool, bool]:
+    """Whether a store is a QueueInStore, an OutboxStore: by its class, once. An isinstance
+    check against a runtime Protocol inspects every member (about 10 µs); it was made for
+    each submission and each attempt's outcome."""
+    kind = type(store)
+    found = _CAPABILITIES.get(kind)
+    if found is None:
+        found = _CAPABILITIES[kind] = (isinstance(store, QueueInStore),
+                                       isinstance(store, OutboxStore))
+    return found
+
+
 @dataclass(slots=True)
 class Relay:
     store: MessageStore
@@ -183,7 +198,7 @@ class Relay:
         # where the queue shares the store's database, or the store's outbox queues what
         # it stores, a new message is stored queued
         store = self.store
-        create = (store.create_queued if isinstance(store, (QueueInStore, OutboxStore))
+        create = (cast("QueueInStore", store).create_queued if any(_capabilities(store))
                   else store.create)
         for group in (firsts, repeats):
             created = await asyncio.gather(*(create(m) for _, m in group))
@@ -259,7 +274,7 @@ class Relay:
 
     @property
     def _outbox(self) -> bool:
-        return isinstance(self.store, OutboxStore)
+        return _capabilities(self.store)[1]
 
     async def _enqueue(self, message: Message) -> Message:
         """Queue, then record that it is queued: a crash between leaves it to reconcile().
@@ -525,7 +540,7 @@ class Relay:
                           extra={**message_context(message), "destination": message.destination})
         decision = decide(result, attempt_in_round=message.attempt_in_round,
                           policy=message.policy, limits=self.limits, now=finished, rand=self.rand)
-        shared = self.store if isinstance(self.store, QueueInStore) else None
+        shared = cast("QueueInStore", self.store) if _capabilities(self.store)[0] else None
         outcome = message.finish_attempt(result, decision, started_at=started,
                                          duration_ms=round(elapsed * 1000), now=finished)
         try:  # the request is out: its notice (idempotent) and outcome go through faults
