@@ -22,12 +22,8 @@ from pathlib import Path
 
 import aiohttp
 
+from machine import cpu_seconds
 from run import free_port, partner_count, start_partner, start_server
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def halves(n: int, concurrency: int) -> None:
