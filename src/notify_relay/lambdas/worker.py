@@ -181,7 +181,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         logger.error("every record of the batch failed", exc_info=exc)
         raise BatchProcessingError(f"all {len(records)} records of the batch failed; their "
                                    "errors are in the log line before") from None
-    except Exception:  # the runtime could not start: nothing was attempted
+    except Exception:  # the runtime did not start, or the batch broke off: all come back
         annotate(tracer, "failures", len(records))
         raise
     finally:  # the statistics of what was attempted, whatever the batch's end

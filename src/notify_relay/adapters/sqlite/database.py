@@ -287,6 +287,7 @@ class SqliteDatabase:
             else:
                 future.set_exception(error)
 
+
 def backup(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> int:
     """Copy the database, WAL included, into `target` (a new file, owner only) with SQLite's
     online backup: consistent while a server writes to it. Returns the pages copied.
