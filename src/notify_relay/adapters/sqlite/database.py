@@ -12,6 +12,14 @@ saved (measured on this project's 2-core machine, bench/run.py); handing over on
 COMMIT, once a batch, frees the loop for the fsync (about 10 % of the loop's time under
 load, by py-spy), which releases the GIL. Reads use a connection of their own, read-only:
 in WAL mode they never wait for the writer, and see only committed data.
+
+`serve` may run its API in a second process on the same file (bootstrap, embedded/). SQLite
+takes one writer at a time, and a writer that finds the file locked polls with sleeps (the
+busy handler) on the thread that asked: the event loop's. So with `shared=True` a batch
+first takes the write turn, an flock on `<db>.writer` that the kernel hands to the next
+process the moment it is released, in the committer thread, and gives it back after its
+COMMIT. A process waiting for its turn keeps serving; its writes gather into the batch that
+runs when the turn comes.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from notify_relay.adapters.sqlite.schema import migrate
+from notify_relay.adapters.sqlite.schema import MIGRATIONS, migrate
 from notify_relay.domain.errors import StoreUnavailable
 
 T = TypeVar("T")
@@ -88,8 +96,11 @@ def _connect_reader(path: Path) -> sqlite3.Connection:
 
 
 class SqliteDatabase:
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, shared: bool = False) -> None:
+        """`shared`: other processes of this server write to the file too (see above)."""
         self.path = Path(path)
+        self._shared = shared
+        self._turn_file: IO[bytes] | None = None
         self._lock_file: IO[bytes] | None = None
         self._conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
@@ -106,7 +117,7 @@ class SqliteDatabase:
         The files are readable by their owner only: they hold partners' Authorization
         values in clear. SQLite gives the -wal and -shm files the database file's mode.
         """
-        for path in (self.path, Path(f"{self.path}.lock")):
+        for path in (self.path, Path(f"{self.path}.lock"), Path(f"{self.path}.writer")):
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         for suffix in ("", "-wal", "-shm", ".lock"):
             _owner_only(Path(f"{self.path}{suffix}"))
@@ -127,14 +138,37 @@ class SqliteDatabase:
             raise DatabaseCorrupt(f"{self.path} failed SQLite's quick_check: {verdict}; "
                                   "restore it from a backup (notify-relay backup)")
         migrate(self._conn)
+        self._open_turns()
         self._reader = _connect_reader(self.path)
+
+    def attach(self) -> None:
+        """Open a file that another process of this server opened (took its lock, checked and
+        migrated) and holds open: the API process of `serve`. Always shared."""
+        self._shared = True
+        conn = _connect(self.path)
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version != len(MIGRATIONS):
+            conn.close()
+            raise RuntimeError(f"{self.path} has schema version {version}, not "
+                               f"{len(MIGRATIONS)}: it was not opened by this version")
+        self._conn = conn
+        self._open_turns()
+        self._reader = _connect_reader(self.path)
+
+    def _open_turns(self) -> None:
+        if self._shared:
+            self._turn_file = open(f"{self.path}.writer", "ab")  # noqa: SIM115 - closed in close()
 
     def close(self) -> None:
         if self._committing is not None:  # its writers learn the outcome when the loop runs
             concurrent.futures.wait([self._committing])
         if self._pending and self._conn is not None:  # no loop to wait on: committed here
             batch, self._pending = self._pending, []
-            self._settle(self._run(batch, commit=True)[0])
+            self._take_turn()
+            try:
+                self._settle(self._run(batch, commit=True)[0])
+            finally:
+                self._give_turn()
         self._committer.shutdown(wait=True)
         if self._reader is not None:
             self._reader.close()
@@ -142,6 +176,9 @@ class SqliteDatabase:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._turn_file is not None:  # its flock goes with it
+            self._turn_file.close()
+            self._turn_file = None
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
@@ -208,13 +245,37 @@ class SqliteDatabase:
             await asyncio.sleep(0)
 
     def _flush(self) -> None:
-        """Runs the pending writes, then hands their COMMIT to the committer thread."""
+        """Runs the pending writes, then hands their COMMIT to the committer thread; shared,
+        first waits there for the write turn."""
         self._flush_scheduled = False
         if self._committing is not None or not self._pending:
             return
+        if self._turn_file is None:
+            self._start()
+            return
+        loop = asyncio.get_running_loop()
+        self._committing = self._committer.submit(self._take_turn)
+        self._committing.add_done_callback(
+            lambda done: loop.call_soon_threadsafe(self._turn_taken, done))
+
+    def _turn_taken(self, done: concurrent.futures.Future[None]) -> None:
+        self._committing = None
+        if self._conn is None:  # closed meanwhile: close() committed what was pending
+            return
+        error = done.exception()
+        if error is not None:
+            batch, self._pending = self._pending, []
+            self._settle(self._failed(batch, error))
+            self._next()
+            return
+        self._start()
+
+    def _start(self) -> None:
+        """Runs what is pending now (the writes that came while the turn was awaited too)."""
         batch, self._pending = self._pending, []
         results, open_transaction = self._run(batch, commit=False)
         if not open_transaction:  # the batch failed and was rolled back
+            self._give_turn()
             self._settle(results)
             self._next()
             return
@@ -222,6 +283,15 @@ class SqliteDatabase:
         self._committing = self._committer.submit(self._commit)
         self._committing.add_done_callback(
             lambda done: loop.call_soon_threadsafe(self._committed, done, results))
+
+    def _take_turn(self) -> None:
+        """Blocks until no other process of this server writes (shared only)."""
+        if self._turn_file is not None:
+            fcntl.flock(self._turn_file, fcntl.LOCK_EX)
+
+    def _give_turn(self) -> None:
+        if self._turn_file is not None:
+            fcntl.flock(self._turn_file, fcntl.LOCK_UN)
 
     def _run(self, batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]],
              *, commit: bool
@@ -262,6 +332,7 @@ class SqliteDatabase:
         """In the committer thread: the loop's thread does not touch the connection until
         `_committed` runs."""
         self._connection().execute("COMMIT")
+        self._give_turn()  # after a failure, once _committed has rolled back
 
     def _committed(self, done: concurrent.futures.Future[None],
                    results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
@@ -269,6 +340,7 @@ class SqliteDatabase:
         error = done.exception()
         if error is not None:
             results = self._failed([(None, future) for future, _, _ in results], error)
+            self._give_turn()
         self._settle(results)
         self._next()
 

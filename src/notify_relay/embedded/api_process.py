@@ -1,0 +1,58 @@
+"""The API process of a two-process `serve`: `python -m notify_relay.embedded.api_process
+WAKE_FD LIFELINE_FD SOCKET`, its Settings pickled on stdin (the owner's, flags included).
+
+Started by the owner (supervisor.py) once the owner has opened the file and serves its
+socket; ends when told (SIGTERM, SIGINT) or when the owner is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import sys
+
+from notify_relay.api.app import create_app
+from notify_relay.bootstrap import build_embedded_api
+from notify_relay.config import Settings
+from notify_relay.embedded.link import READY, WakeSender, watch_lifeline
+from notify_relay.embedded.owner import ForwardToOwner, OwnerLink
+from notify_relay.embedded.server import Server, quiet_stop_signals, uvicorn_config
+from notify_relay.logs import configure_logging
+
+log = logging.getLogger("notify_relay.cli")
+
+
+def main(argv: list[str]) -> int:
+    wake_fd, lifeline_fd, socket_path = int(argv[0]), int(argv[1]), argv[2]
+    settings = pickle.load(sys.stdin.buffer)  # noqa: S301 - the owner's, over a pipe
+    assert isinstance(settings, Settings)
+    configure_logging(settings.log_level)
+    wake = WakeSender(wake_fd)
+    owner = OwnerLink(socket_path)
+    runtime = build_embedded_api(settings, wake=wake.wake, owner_ready=owner.check_ready)
+    runtime.stops.insert(0, owner.close)  # stopped last
+    app = create_app(runtime, listen_host=settings.host, freeze_at_start=True)
+    assert runtime.metrics is not None
+    server = Server(uvicorn_config(
+        ForwardToOwner(app, owner, runtime.metrics.render_submissions), settings))
+
+    async def run() -> None:
+        def owner_gone() -> None:
+            log.error("the delivery process is gone: stopping")
+            server.should_exit = True
+
+        watch_lifeline(lifeline_fd, owner_gone)
+        serving = await server.serve_until_listening()
+        if server.started:
+            wake.send(READY)
+        await serving
+
+    quiet_stop_signals()
+    with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+        runner.run(run())
+    return 0 if server.started else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,163 @@
+"""The owner process of a two-process `serve`: runs delivery and its Unix socket, starts
+the API process, restarts it if it crashes, and stops it first on the way out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pickle
+import shutil
+import signal
+import sys
+import tempfile
+from types import FrameType
+
+import uvicorn
+
+from notify_relay.api.app import create_app
+from notify_relay.config import Settings
+from notify_relay.embedded.link import WakeListener
+from notify_relay.embedded.server import Server, quiet_stop_signals, uvicorn_config
+from notify_relay.runtime import Runtime
+from notify_relay.worker.wakeup import WakeUp
+
+log = logging.getLogger("notify_relay.cli")
+RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+STOP_MARGIN_SECONDS = 5.0  # beyond the API's own grace, before it is killed
+
+
+class ApiProcess:
+    """Starts and watches the API process; `failed` once it could not start at all."""
+
+    def __init__(self, settings: Settings, socket_path: str, wakeup: WakeUp) -> None:
+        self._settings = settings
+        self._socket_path = socket_path
+        self._wakeup = wakeup
+        self._proc: asyncio.subprocess.Process | None = None
+        self._stopping = False
+        self.failed = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until `stop`, or until the first API process fails to start (then `failed`)."""
+        restarts = 0
+        while not self._stopping:
+            started = await self._run_once(stop)
+            if self._stopping:
+                return
+            if not started:
+                self.failed = True
+                return
+            delay = RESTART_DELAYS[min(restarts, len(RESTART_DELAYS) - 1)]
+            restarts += 1
+            log.error("the API process ended unexpectedly: restarting it",
+                      extra={"restartInSeconds": delay, "restarts": restarts})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+
+    async def _run_once(self, stop: asyncio.Event) -> bool:
+        """One API process from start to end; whether it started listening."""
+        wake_r, wake_w = os.pipe()
+        lifeline_r, lifeline_w = os.pipe()
+        ready = asyncio.Event()
+        closed = asyncio.Event()
+        listener = WakeListener(wake_r, self._wakeup.ready, ready.set, closed.set)
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "notify_relay.embedded.api_process",
+                str(wake_w), str(lifeline_r), self._socket_path,
+                stdin=asyncio.subprocess.PIPE, pass_fds=(wake_w, lifeline_r))
+        finally:
+            os.close(wake_w)
+            os.close(lifeline_r)
+        try:
+            assert self._proc.stdin is not None
+            self._proc.stdin.write(pickle.dumps(self._settings))
+            await self._proc.stdin.drain()
+            self._proc.stdin.close()
+            exited = asyncio.create_task(self._proc.wait())
+            await asyncio.wait([exited, asyncio.create_task(ready.wait())],
+                               return_when=asyncio.FIRST_COMPLETED)
+            if ready.is_set() and not self._stopping:
+                log.info("the API process listens", extra={"pid": self._proc.pid})
+                await exited
+            else:
+                await exited
+            code = self._proc.returncode
+            if code == 0 and not self._stopping and ready.is_set():
+                # told to stop by someone else (a Ctrl-C reaches the whole process group):
+                # the server stops with it
+                log.info("the API process stopped: stopping the server")
+                self._stopping = True
+                stop.set()
+            return ready.is_set()
+        finally:
+            listener.close()
+            os.close(lifeline_w)  # the API process sees the end of its lifeline
+            self._proc = None
+
+    def signal_stop(self) -> None:
+        """From a signal handler: ask the API process to stop (it finishes its requests)."""
+        self._stopping = True
+        if self._proc is not None and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.send_signal(signal.SIGTERM)
+
+    async def wait_stopped(self) -> None:
+        """Kill it if it outlives its grace."""
+        proc = self._proc
+        if proc is None:
+            return
+        try:
+            await asyncio.wait_for(proc.wait(),
+                                   self._settings.shutdown_grace + STOP_MARGIN_SECONDS)
+        except TimeoutError:
+            log.error("the API process did not stop in time: killed it")
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+
+class _OwnerServer(Server):
+    def __init__(self, config: uvicorn.Config, api: ApiProcess) -> None:
+        super().__init__(config)
+        self._api = api
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._api.signal_stop()
+
+
+def serve_two_processes(settings: Settings, runtime: Runtime, wakeup: WakeUp) -> int:
+    """The owner: its socket in a private directory, then the API process; exits 1 if the
+    API process could not start (its error is in the log), else 0 after a clean stop."""
+    directory = tempfile.mkdtemp(prefix="notify-relay-")  # 0700: the socket takes no key
+    socket_path = os.path.join(directory, "owner.sock")
+    api = ApiProcess(settings, socket_path, wakeup)
+    stop = asyncio.Event()
+    server = _OwnerServer(uvicorn_config(
+        create_app(runtime, listen_host=settings.host, freeze_at_start=True), settings,
+        uds=socket_path), api)
+
+    async def run() -> None:
+        serving = await server.serve_until_listening()
+        if server.started:
+            watching = asyncio.create_task(api.run(stop))
+            stopped = asyncio.create_task(stop.wait())
+            await asyncio.wait([watching, stopped, serving], return_when=asyncio.FIRST_COMPLETED)
+            server.should_exit = True
+            api.signal_stop()
+            await api.wait_stopped()
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
+        await serving
+
+    quiet_stop_signals()
+    try:
+        with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+            runner.run(run())
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    return 0 if server.started and not api.failed else 1

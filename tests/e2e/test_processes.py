@@ -1,0 +1,192 @@
+"""`serve --processes 2`: the owner process (file, delivery, destinations, metrics) and the
+API process it starts. Each killed alone, and both at once, loses nothing; the owner
+restarts a crashed API process; a stop ends both; what needs the owner's state reaches it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.api_client import Api, ServerProcess
+from tests.partner import Partner
+
+MESSAGES = 300
+FLAGS = ("--processes", "2", "--allow-networks", "127.0.0.0/8", "--concurrency", "16",
+         "--destination-concurrency", "6")
+
+
+def api_pid(server: ServerProcess, timeout: float = 10.0) -> int:
+    """The pid of the owner's child (the API process), once it listens."""
+    assert server.proc is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children")
+        pids = [int(p) for p in children.read_text().split()]
+        if pids:
+            return pids[0]
+        time.sleep(0.05)
+    raise AssertionError("the owner has no API process")
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def wait_gone(pid: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while alive(pid):
+        assert time.monotonic() < deadline, f"process {pid} still runs"
+        time.sleep(0.02)
+
+
+def submit_all(api: Api, ids: list[str], partner: Partner, kill: object) -> set[str]:
+    """Submit from 8 threads; `kill()` once some are delivered and others in flight."""
+    def submit(mid: str) -> str | None:
+        try:
+            response = api.submit({"messageId": mid, "body": {"id": mid},
+                                   "targetUrl": partner.url(f"/slow/0.05?{mid}")})
+        except httpx.TransportError:
+            return None  # the process died under this request: the sender retries it
+        return mid if response.status_code in (200, 202) else None
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(submit, mid) for mid in ids]
+        deadline = time.monotonic() + 30
+        while len(partner.received("/slow")) < 40 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        kill()  # type: ignore[operator]
+        return {mid for f in futures if (mid := f.result()) is not None}
+
+
+def deliver_the_rest(server: ServerProcess, ids: list[str], accepted: set[str],
+                     partner: Partner) -> None:
+    with Api(server.base_url) as api:
+        for mid in ids:
+            if mid not in accepted:  # what the sender had no answer for, sent again
+                response = api.submit({"messageId": mid, "body": {"id": mid},
+                                       "targetUrl": partner.url(f"/slow/0.05?{mid}")})
+                assert response.status_code in (200, 202), response.text
+        deadline = time.monotonic() + 60
+        while True:
+            pending = [mid for mid in ids if api.get(mid).json()["status"] != "DELIVERED"]
+            if not pending or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert pending == [], f"not delivered: {pending[:10]}"
+        listed = api.destinations().json()["items"]
+        assert all(d["inFlight"] == 0 and d["pending"] == 0 for d in listed), listed
+    received = {r.path.split("?", 1)[1] for r in partner.received("/slow")}
+    assert received >= set(ids)
+
+
+@pytest.mark.parametrize("victim", ["owner", "api", "both"])
+def test_sigkill_loses_nothing(victim: str, tmp_path: Path, partner: Partner) -> None:
+    db = tmp_path / "relay.db"
+    ids = [f"{victim}-{i:04d}" for i in range(MESSAGES)]
+    first = ServerProcess(db, *FLAGS, log=tmp_path / "first.log").start()
+    assert first.proc is not None
+    owner, child = first.proc.pid, api_pid(first)
+
+    def kill() -> None:
+        if victim in ("api", "both"):
+            os.kill(child, signal.SIGKILL)
+        if victim in ("owner", "both"):
+            os.kill(owner, signal.SIGKILL)
+
+    with Api(first.base_url) as api:
+        accepted = submit_all(api, ids, partner, kill)
+    assert 0 < len(partner.received("/slow")) < MESSAGES
+    wait_gone(child)  # killed, or gone by itself once its owner died
+    if victim == "api":  # the owner goes on and starts another API process
+        first.wait_ready()
+        assert api_pid(first) != child
+        assert "the API process ended unexpectedly: restarting it" in first.logs()
+        try:
+            deliver_the_rest(first, ids, accepted, partner)
+        finally:
+            assert first.terminate() == 0
+        return
+    first.proc.wait(timeout=10)
+    second = ServerProcess(db, *FLAGS, log=tmp_path / "second.log").start()
+    try:
+        deliver_the_rest(second, ids, accepted, partner)
+    finally:
+        assert second.terminate() == 0
+
+
+def test_a_stop_ends_both_processes_cleanly(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "relay.db", *FLAGS).start()
+    child = api_pid(server)
+    assert server.terminate(timeout=30) == 0
+    wait_gone(child, timeout=1)
+    assert "Traceback" not in server.logs()
+
+
+def test_a_ctrl_c_reaching_both_stops_the_server(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C signals the whole process group: no restart, exit 0."""
+    server = ServerProcess(tmp_path / "relay.db", *FLAGS).start()
+    assert server.proc is not None
+    child = api_pid(server)
+    os.kill(child, signal.SIGINT)
+    os.kill(server.proc.pid, signal.SIGINT)
+    assert server.proc.wait(timeout=30) == 0
+    wait_gone(child, timeout=1)
+    assert "restarting" not in server.logs()
+
+
+def test_an_api_process_that_cannot_listen_fails_the_start(tmp_path: Path) -> None:
+    with ServerProcess(tmp_path / "a.db", *FLAGS) as first:
+        second = subprocess.run(  # the same port, another file
+            [sys.executable, "-m", "notify_relay.cli", "serve", "--port", str(first.port),
+             "--db", str(tmp_path / "b.db"), *FLAGS],
+            capture_output=True, text=True, timeout=60, check=False)
+        assert second.returncode == 1
+        assert "address already in use" in second.stdout + second.stderr
+        assert "restarting" not in second.stdout + second.stderr
+
+
+def test_new_work_wakes_the_owner_at_once(tmp_path: Path, partner: Partner) -> None:
+    """The owner's worker sleeps up to 5 s when idle; a submission to the API process rings
+    it through the wake pipe."""
+    with ServerProcess(tmp_path / "relay.db", *FLAGS) as server, Api(server.base_url) as api:
+        time.sleep(1.0)  # the worker is idle now
+        for n in range(3):
+            sent = time.monotonic()
+            assert api.submit({"messageId": f"wake-{n}", "targetUrl": partner.url("/ok"),
+                               "body": {}}).status_code == 202
+            api.wait_for(f"wake-{n}", {"DELIVERED"}, timeout=10)
+            assert time.monotonic() - sent < 2.5, "delivered at the idle poll, not woken"
+
+
+def test_destinations_and_metrics_are_the_owners(tmp_path: Path, partner: Partner) -> None:
+    with ServerProcess(tmp_path / "relay.db", *FLAGS) as server, Api(server.base_url) as api:
+        response = api.patch_destination("crm", {"paused": True})
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("application/json")
+        assert response.headers.get("x-correlation-id")
+        assert api.submit({"messageId": "held", "destination": "crm", "body": {},
+                           "targetUrl": partner.url("/ok")}).status_code == 202
+        time.sleep(0.5)
+        assert api.get("held").json()["status"] == "QUEUED"  # the owner's gate holds it
+        assert api.get("held").json()["nextAttemptAt"] is None  # the API process sees why
+        assert api.patch_destination("crm", {"paused": False}).status_code == 200
+        api.wait_for("held", {"DELIVERED"})
+        assert api.destination("nope").json()["code"] == "NOT_FOUND"
+        metrics = httpx.get(server.base_url + "/metrics").text
+        assert 'notify_relay_submissions_total{code="",result="accepted"} 1.0' in metrics
+        assert "notify_relay_deliveries_total 1.0" in metrics
+        types = [line for line in metrics.splitlines() if line.startswith("# TYPE")]
+        assert len(types) == len(set(types))  # each family once
+        assert httpx.get(server.base_url + "/readyz").status_code == 200
