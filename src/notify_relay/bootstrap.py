@@ -6,6 +6,7 @@ only for its own (the API Lambda never loads aiohttp, SQLite or the worker).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, cast
 
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
 
+    from notify_relay.worker.wakeup import WakeUp
+
 
 class NoDelivery:
     """The Deliverer of a runtime that only accepts and reads (the API Lambda)."""
@@ -35,11 +38,14 @@ class NoDelivery:
         raise RuntimeError("this runtime does not deliver")
 
 
-def build_embedded(settings: Settings) -> Runtime:
+def build_embedded(settings: Settings, *, shared: bool = False,
+                   wakeup: WakeUp | None = None) -> Runtime:
     """SQLite store and queue, aiohttp delivery, the worker in-process.
 
     Opens (and locks) the database file now, so that a second process fails before it
-    binds a port; raises DatabaseLocked.
+    binds a port; raises DatabaseLocked. `shared`: the API runs in a process of its own too
+    (build_embedded_api), which writes to the file and rings `wakeup` when it queues work;
+    this process then serves only what needs the delivery's state (embedded/).
     """
     from notify_relay.adapters.http import AiohttpDeliverer
     from notify_relay.adapters.prometheus import PrometheusObserver
@@ -53,14 +59,14 @@ def build_embedded(settings: Settings) -> Runtime:
     from notify_relay.worker.loop import Worker, WorkerSettings
     from notify_relay.worker.wakeup import WakeUp
 
-    database = SqliteDatabase(settings.db)
+    database = SqliteDatabase(settings.db, shared=shared)
     database.open()
     queue = SqliteQueue(database)
     network = NetworkPolicy(settings.allow_networks)
     deliverer = AiohttpDeliverer(network, max_connections=settings.concurrency)
-    metrics = PrometheusObserver()
+    metrics = PrometheusObserver(submissions=not shared)
     limits = settings.retry_limits
-    wakeup = WakeUp()
+    wakeup = wakeup or WakeUp()
     gate = Gate(SqliteDestinationStore(database), settings.destination_rules, observer=metrics,
                 probe_seconds=limits.max_timeout + 60.0, on_ready=wakeup.ready)
     metrics.watch_destinations(gate)
@@ -104,6 +110,60 @@ def build_embedded(settings: Settings) -> Runtime:
         starts=starts,
         stops=stops,
         checks=[worker.check_alive],
+    )
+
+
+def build_embedded_api(settings: Settings, *, wake: Callable[[], None],
+                       owner_ready: Step) -> Runtime:
+    """The API process of a two-process `serve`: accepts, reads, retries and cancels on the
+    file that the delivery process opened (and holds), and `wake`s it when it queues work.
+
+    Its gate only answers when a message is expected to go: it reads destinations from the
+    file, through a cache of a second, never admits an attempt. What needs the delivery's
+    own state (destinations, metrics) the API process forwards (embedded/owner.py).
+    """
+    from notify_relay.adapters.prometheus import PrometheusObserver
+    from notify_relay.adapters.sqlite import (
+        SqliteDatabase,
+        SqliteDestinationStore,
+        SqliteQueue,
+        SqliteStore,
+    )
+    from notify_relay.adapters.sqlite.console import SqliteConsoleReads
+
+    database = SqliteDatabase(settings.db, shared=True)
+    database.attach()
+    metrics = PrometheusObserver()
+    limits = settings.retry_limits
+    network = NetworkPolicy(settings.allow_networks)
+    relay = Relay(
+        store=SqliteStore(database),
+        queue=SqliteQueue(database),
+        deliverer=NoDelivery(),
+        gate=Gate(SqliteDestinationStore(database), settings.destination_rules, shared=True,
+                  cache_seconds=1.0, observer=metrics, probe_seconds=limits.max_timeout + 60.0),
+        limits=limits,
+        network=network,
+        signer=StandardWebhooksSigner(settings.signing_secrets),
+        observer=metrics,
+        on_scheduled=lambda due_at: wake(),
+        schedule_cap=timedelta(seconds=settings.deliver_at_cap),
+    )
+
+    async def close_database() -> None:
+        database.close()
+
+    console = SqliteConsoleReads(database)
+    return Runtime(
+        relay=relay,
+        auth=Authenticator.from_keys(settings.api_keys),
+        metrics=metrics,
+        limiter=(RateLimiter(settings.rate_limit, settings.rate_burst)
+                 if settings.rate_limit > 0 else None),
+        metrics_need_key=settings.metrics_need_key,
+        console=console,
+        stops=[close_database, console.close],
+        checks=[owner_ready],
     )
 
 

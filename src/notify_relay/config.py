@@ -401,6 +401,9 @@ class Settings(_Model):
     log_level: Annotated[LogLevel, BeforeValidator(_upper)] = _setting(
         "INFO", "DEBUG, INFO, WARNING or ERROR", "LEVEL")
     access_log: bool = _setting(False, "log every HTTP request")
+    processes: int = _setting(
+        0, "1: the API and delivery in one process; 2: the API in a process of its own, "
+        "for a second core; 0: 2 on a machine with two cores or more", ge=0, le=2)
 
     @field_validator("db")
     @classmethod
@@ -460,6 +463,12 @@ class Settings(_Model):
                                  self.breaker_cooldown, self.retry_after_cap)
 
     @property
+    def process_count(self) -> int:
+        if self.processes:
+            return self.processes
+        return 2 if len(os.sched_getaffinity(0)) >= 2 else 1
+
+    @property
     def loopback_only(self) -> bool:
         try:
             return ipaddress.ip_address(self.host).is_loopback
@@ -497,6 +506,7 @@ class Settings(_Model):
             "requestTimeoutSeconds": self.request_timeout,
             "metricsNeedKey": self.metrics_need_key,
             "accessLog": self.access_log,
+            "processes": self.process_count,
             "logLevel": self.log_level,
         }
 

@@ -36,6 +36,11 @@ class ServerProcess:
                  "--db", str(self.db), *self.flags],
                 stdout=log, stderr=subprocess.STDOUT, env=env,
             )
+        return self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 20.0) -> ServerProcess:
+        """Until /healthz answers (the port's process listens)."""
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -29,7 +29,8 @@ def test_sigkill_mid_delivery_then_restart_delivers_everything(
     tmp_path: Path, partner: Partner
 ) -> None:
     db = tmp_path / "crash.db"
-    flags = ("--allow-networks", "127.0.0.0/8", "--concurrency", "16",
+    # one process: test_processes.py kills each process of a two-process server
+    flags = ("--processes", "1", "--allow-networks", "127.0.0.0/8", "--concurrency", "16",
              "--destination-concurrency", "6")
     ids = [f"crash-{i:04d}" for i in range(MESSAGES)]
     accepted: set[str] = set()

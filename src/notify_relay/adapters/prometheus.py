@@ -18,12 +18,17 @@ class DestinationCounts(Protocol):
 
 
 class PrometheusObserver:
-    def __init__(self) -> None:
+    def __init__(self, *, submissions: bool = True) -> None:
+        """`submissions`: whether this process counts submissions and shows them; in a
+        two-process `serve` the API process does, and adds them to the delivery process's
+        metrics (render_submissions)."""
+        self._show_submissions = submissions
+        self._submission_registry = CollectorRegistry()
         self.registry = CollectorRegistry()
         self._submissions = Counter(
             "notify_relay_submissions",
             "Submissions by result (accepted, duplicate, rejected) and, if rejected, HTTP status",
-            ["result", "code"], registry=self.registry)
+            ["result", "code"], registry=self._submission_registry)
         self._attempts = Counter(
             "notify_relay_attempts", "Delivery attempts by outcome", ["outcome"],
             registry=self.registry)
@@ -103,4 +108,8 @@ class PrometheusObserver:
             blocked = self._source.count_blocked()
             for reason in ("PAUSED", "OPEN", "HELD", "AT_CAP", "RATE"):
                 self._blocked.labels(reason).set(blocked.get(reason, 0))
-        return generate_latest(self.registry)
+        rest = generate_latest(self.registry)
+        return self.render_submissions() + rest if self._show_submissions else rest
+
+    def render_submissions(self) -> bytes:
+        return generate_latest(self._submission_registry)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sqlite3
 import sys
 
@@ -14,8 +13,6 @@ from notify_relay.config import ConfigError, add_arguments, load
 from notify_relay.logs import configure_logging
 
 log = logging.getLogger("notify_relay.cli")
-# connections and requests in progress at once; beyond, uvicorn answers 503
-MAX_CONNECTIONS = 2048
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -58,8 +55,10 @@ def serve(flags: dict[str, str | None]) -> int:
 
     from notify_relay.adapters.sqlite import DatabaseLocked
     from notify_relay.api.app import create_app
-    from notify_relay.api.guarded_protocol import guarded_protocol
     from notify_relay.bootstrap import build_embedded
+    from notify_relay.embedded.server import quiet_stop_signals, uvicorn_config
+    from notify_relay.embedded.supervisor import serve_two_processes
+    from notify_relay.worker.wakeup import WakeUp
 
     try:
         settings = load(flags)
@@ -76,28 +75,18 @@ def serve(flags: dict[str, str | None]) -> int:
     if not settings.api_keys and not settings.loopback_only:
         log.warning("no API keys are configured and the server listens beyond loopback: "
                     "anyone who can reach it can submit", extra={"host": settings.host})
+    two = settings.process_count == 2
+    wakeup = WakeUp()
     try:
-        runtime = build_embedded(settings)
+        runtime = build_embedded(settings, shared=two, wakeup=wakeup)
     except (DatabaseLocked, sqlite3.Error, OSError, RuntimeError) as exc:
         print(f"notify-relay: error: cannot open {settings.db}: {exc}", file=sys.stderr)
         return 1
-    server = uvicorn.Server(uvicorn.Config(
-        create_app(runtime, listen_host=settings.host, freeze_at_start=True),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=settings.access_log,
-        lifespan="on",
-        server_header=False,
-        proxy_headers=False,
-        timeout_graceful_shutdown=max(round(settings.shutdown_grace), 1),
-        http=guarded_protocol(settings.head_timeout, settings.request_timeout),
-        limit_concurrency=MAX_CONNECTIONS,
-    ))
     log.info("starting", extra={**settings.summary(), "version": __version__})
-    # uvicorn restores the handlers it found once it has shut down, then raises the signal
-    # again: with these in place that ends here, and a clean stop exits 0 (contract v1.1)
-    for stop_signal in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(stop_signal, lambda number, frame: None)
+    if two:
+        return serve_two_processes(settings, runtime, wakeup)
+    server = uvicorn.Server(uvicorn_config(
+        create_app(runtime, listen_host=settings.host, freeze_at_start=True), settings))
+    quiet_stop_signals()
     server.run()
     return 0 if server.started else 1
