@@ -30,7 +30,7 @@ from pathlib import Path
 
 import aiohttp
 
-from machine import cpu_seconds
+from machine import cpu_seconds, process_tree
 from notify_relay.adapters.http import AiohttpDeliverer
 from notify_relay.domain.network import NetworkPolicy, parse_networks
 from notify_relay.ports import OutboundRequest
@@ -91,18 +91,24 @@ async def ceiling(port: int, n: int, concurrency: int) -> float:
 
 
 def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """The peak RSS of the process and of each live descendant, added up."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            lines = Path(f"/proc/{member}/status").read_text().splitlines()
+        except OSError:
+            continue
+        total += sum(int(line.split()[1]) for line in lines if line.startswith("VmHWM:"))
+    return total / 1024 if total else float("nan")
 
 
-def start_server(db: Path, port: int, log_level: str = "INFO") -> subprocess.Popen[bytes]:
+def start_server(db: Path, port: int, log_level: str = "INFO",
+                 *flags: str) -> subprocess.Popen[bytes]:
     """`notify-relay serve` with its defaults (INFO logs, the issue's target) but for the
     port, the file and loopback partners; its log lines go to /dev/null, still written."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "notify_relay.cli", "serve", "--port", str(port), "--db", str(db),
-         "--allow-networks", "127.0.0.0/8", "--log-level", log_level],
+         "--allow-networks", "127.0.0.0/8", "--log-level", log_level, *flags],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30
@@ -208,6 +214,8 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=2000, help="messages read for latency")
     parser.add_argument("--rate", type=float, default=None,
                         help="submit at this many per second instead of as fast as possible")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="serve's --processes (default: serve's own default)")
     parser.add_argument("--skip-forwarder", action="store_true",
                         help="measure notify-relay alone, without the stateless reference")
     parser.add_argument("--forward-concurrency", type=int, default=128,
@@ -224,7 +232,9 @@ def main() -> None:
         top = asyncio.run(ceiling(partner_port, args.messages, args.concurrency))
         with tempfile.TemporaryDirectory() as tmp:
             server_port = free_port()
-            server = start_server(Path(tmp) / "bench.db", server_port, args.log_level)
+            server = start_server(Path(tmp) / "bench.db", server_port, args.log_level,
+                                  *(["--processes", str(args.processes)] if args.processes
+                                    else []))
             before = asyncio.run(count_once(partner_port))
             figures = asyncio.run(end_to_end(server_port, partner_port, args.messages,
                                              args.concurrency, args.sample, args.rate))
