@@ -131,6 +131,15 @@ class Entry:
 
 
 @dataclass(frozen=True, slots=True)
+class Started:
+    """A claimed message whose attempt its claim started, in the same transaction: `before`
+    as the claim read it, `after` as it wrote it (DELIVERING, with its new version)."""
+
+    before: Message
+    after: Message
+
+
+@dataclass(frozen=True, slots=True)
 class Claim:
     """A lease on one queue entry: invisible to other claims until `lease_until`.
 
@@ -147,6 +156,7 @@ class Claim:
     destination: str | None = None
     correlation_id: str | None = None
     source: str | None = None
+    started: Started | None = None  # StartingQueue.claim_started only
 
     @property
     def destination_key(self) -> DestinationKey | None:
@@ -241,6 +251,23 @@ class QueueInStore(Protocol):
         """update() with an attempt's outcome, and the claimed entry settled in the same
         transaction: due again at next_attempt_at while RETRYING, dropped otherwise.
         StaleWrite leaves both as they were."""
+        ...
+
+
+@runtime_checkable
+class StartingQueue(Protocol):
+    """A WorkQueue whose store shares its database (SQLite) can start each claimed
+    message's attempt in the claim's own transaction: one write of three per attempt
+    fewer, and no commit to wait for between the claim and the request."""
+
+    async def claim_started(
+        self, limit: int, lease_seconds: float, slots: Slots | None,
+        start: Callable[[Message], Message | None],
+    ) -> Sequence[Claim]:
+        """claim(); for each claimed message that `start` (pure, run inside the
+        transaction) turns into the message to write, that is written too, and the claim
+        carries both (`started`). Where `start` gives None, or the message is missing or
+        cannot be read, the claim carries none and the message is untouched."""
         ...
 
 

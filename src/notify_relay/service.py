@@ -436,15 +436,49 @@ class Relay:
         return OutboundRequest(content.target_url, content.method, headers, content.body,
                                message.timeout_seconds)
 
+    def start_claimed(self, message: Message) -> Message | None:
+        """For StartingQueue.claim_started, inside the claim's transaction (pure): the
+        claimed message with its attempt started, when nothing needs judging first; None
+        sends it through deliver()'s own checks (final, a notice, woken early, a notice
+        due at the start)."""
+        if message.status.is_final or is_notice(message.key):
+            return None
+        now = self.clock()
+        wait_until = self._not_before(message)
+        if wait_until is not None and wait_until > now:
+            return None
+        started = message.start_attempt(now)
+        return None if notice_due(started) else started
+
     async def admit(self, claim: Claim, destination: DestinationKey) -> Ticket | None:
         """Leave from the destination for one attempt; None when it holds the entry back,
-        which then returns when the destination expects to take it. No attempt is spent."""
-        verdict = await self.gate.admit(destination)
+        which then returns when the destination expects to take it. No attempt is spent:
+        an attempt its claim started is put back as it was."""
+        try:
+            verdict = await self.gate.admit(destination)
+        except Exception:
+            await self._unstart(claim)
+            raise
         if isinstance(verdict, Ticket):
             return verdict
+        await self._unstart(claim)
         await self.queue.reschedule(claim, verdict.until)
         self.on_scheduled(verdict.until)
         return None
+
+    async def _unstart(self, claim: Claim) -> None:
+        """The message of a started claim as it was before (a conditional write: a change
+        since wins); otherwise its next claim would take the start for a cut-short attempt."""
+        if claim.started is None:
+            return
+        before, after = claim.started.before, claim.started.after
+        try:
+            await self.store.update(replace(before, version=after.version))
+        except StaleWrite:
+            pass
+        except Exception:
+            log.exception("putting back an attempt that did not start failed",
+                          extra=message_context(after))
 
     async def deliver(self, claim: Claim, ticket: Ticket | None = None, *,
                       deadline: datetime | None = None) -> None:
@@ -464,6 +498,14 @@ class Relay:
                 await self.gate.cancel(held.ticket)
 
     async def _deliver(self, claim: Claim, held: _Held, deadline: datetime | None) -> None:
+        if claim.started is not None and held.ticket is not None and deadline is None:
+            before = claim.started.before
+            await self._attempt(
+                claim, held, held.ticket, claim.started.after,
+                first=before.attempt_count == 0 and before.status is not Status.DELIVERING,
+                due=max(before.created_at, before.next_attempt_at or before.created_at),
+                notice=None)
+            return
         if held.ticket is None and claim.destination_key is not None:
             # ask the destination first: a held entry then costs no read of the message
             held.ticket = await self.admit(claim, claim.destination_key)
@@ -515,6 +557,12 @@ class Relay:
             await self.queue.reschedule(claim, now)
             self.on_scheduled(now)
             return
+        await self._attempt(claim, held, held.ticket, message, first=first, due=due,
+                            notice=notice)
+
+    async def _attempt(self, claim: Claim, held: _Held, ticket: Ticket, message: Message, *,
+                       first: bool, due: datetime, notice: Message | None) -> None:
+        """The request of an attempt started and written (DELIVERING), and its outcome."""
         if message.status is Status.FAILED:  # an interrupted last attempt used the budget
             await self._settle(claim, message, Outcome.GIVE_UP)
             await self._send_notice(notice)
@@ -532,7 +580,7 @@ class Relay:
                                    error=f"{type(exc).__name__}: {exc}"[:500])
         elapsed = time.perf_counter() - t0
         finished = self.clock()
-        ticket, held.ticket = held.ticket, None
+        held.ticket = None
         try:
             await self.gate.finish(ticket, result)
         except Exception:  # the attempt's own outcome must be recorded all the same

@@ -13,9 +13,10 @@ import pytest
 
 from notify_relay.adapters.sqlite import SqliteDatabase, SqliteQueue, SqliteStore
 from notify_relay.domain.errors import StaleWrite, StoreUnavailable
+from notify_relay.domain.message import Message
 from notify_relay.domain.retry import AttemptResult, Decision, Outcome
 from notify_relay.domain.status import Status
-from notify_relay.ports import QueueInStore, WorkQueue
+from notify_relay.ports import QueueInStore, StartingQueue, WorkQueue
 from tests.factories import NOW, make_message
 
 pytestmark = pytest.mark.anyio
@@ -129,3 +130,59 @@ async def test_a_failed_commit_keeps_neither(pair: tuple[QueueInStore, WorkQueue
     sqlite_db._connection().execute("PRAGMA query_only = OFF")
     assert await store.get(make_message("lost").key) is None
     assert await queue.depth() == 0
+
+
+async def test_claim_started_starts_the_attempt_in_the_claims_transaction(
+    pair: tuple[QueueInStore, WorkQueue]
+) -> None:
+    store, queue = pair
+    assert isinstance(queue, StartingQueue)
+    stored, _ = await store.create_queued(make_message("c-1"))
+    seen: list[Message] = []
+
+    def start(message: Message) -> Message | None:
+        seen.append(message)
+        return message.start_attempt(NOW)
+
+    (claim,) = await queue.claim_started(10, 30.0, None, start)
+    assert claim.key == stored.key
+    assert claim.started is not None
+    assert claim.started.before == seen[0]
+    assert (claim.started.before.status, claim.started.before.version) == (Status.QUEUED, 1)
+    assert (claim.started.after.status, claim.started.after.version) == (Status.DELIVERING, 2)
+    assert isinstance(store, SqliteStore)
+    read = await store.get(stored.key)
+    assert read is not None
+    assert (read.status, read.version) == (Status.DELIVERING, 2)
+    assert await queue.claim(10, 30.0) == []  # and leased, in the same write
+    # the attempt's outcome is written over the version the claim returned
+    finished = claim.started.after.finish_attempt(
+        AttemptResult(status_code=200), Decision(Outcome.SUCCESS), started_at=NOW,
+        duration_ms=1, now=NOW)
+    assert (await store.update_settled(finished, claim)).version == 3
+    assert await queue.depth() == 0
+
+
+async def test_claim_started_leaves_what_start_declines_untouched(
+    pair: tuple[QueueInStore, WorkQueue]
+) -> None:
+    store, queue = pair
+    assert isinstance(queue, StartingQueue)
+    stored, _ = await store.create_queued(make_message("c-1"))
+    (claim,) = await queue.claim_started(10, 30.0, None, lambda message: None)
+    assert claim.started is None
+    assert isinstance(store, SqliteStore)
+    read = await store.get(stored.key)
+    assert read is not None
+    assert (read.status, read.version) == (Status.QUEUED, 1)
+
+
+async def test_claim_started_leaves_an_unreadable_message_to_the_relay(
+    pair: tuple[QueueInStore, WorkQueue], sqlite_db: SqliteDatabase
+) -> None:
+    store, queue = pair
+    assert isinstance(queue, StartingQueue)
+    await store.create_queued(make_message("bad"))
+    await sqlite_db.write(lambda conn: conn.execute("UPDATE messages SET doc = x'00'"))
+    (claim,) = await queue.claim_started(10, 30.0, None, lambda message: message)
+    assert claim.started is None  # deliver() reads it, fails, and quarantines it

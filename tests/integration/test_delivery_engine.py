@@ -18,11 +18,12 @@ from notify_relay import service
 from notify_relay.api.submission import Submission
 from notify_relay.bootstrap import build_embedded
 from notify_relay.config import Settings, load
-from notify_relay.domain.destination import DestinationKey
+from notify_relay.domain.destination import Blocked, DestinationKey
 from notify_relay.domain.errors import CorruptRecord, StoreUnavailable, TargetNotAllowed
 from notify_relay.domain.message import INTERRUPTED_ERROR, Message, MessageKey
 from notify_relay.domain.retry import AttemptResult, Outcome
 from notify_relay.domain.status import Status
+from notify_relay.gate import Hold
 from notify_relay.ports import OutboundRequest
 from notify_relay.runtime import Runtime
 from tests.partner import Partner
@@ -329,12 +330,15 @@ async def test_a_row_that_cannot_be_read_is_quarantined_not_retried_forever(
 
 
 async def test_an_entry_whose_step_failed_is_released_in_seconds_not_at_its_lease_end(
-    tmp_path: Path, partner: Partner
+    tmp_path: Path, partner: Partner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A store that refuses a write (a full disk, a read-only remount) fails the attempt's
     first step; the lease (180 s) then held the message QUEUED for minutes. The worker gives
-    the lease back, and retries that too while the queue refuses it."""
+    the lease back, and retries that too while the queue refuses it. (Here the Relay
+    starts the attempt itself, not its claim: claim_started needs no write before the
+    request.)"""
     async with engine(settings(tmp_path / "r.db")) as e:
+        monkeypatch.setattr(service.Relay, "start_claimed", lambda self, message: None)
         store, queue = e.relay.store, e.relay.queue
         real_update, real_reschedule = store.update, queue.reschedule
         failures = {"update": 1, "reschedule": 1}
@@ -432,3 +436,31 @@ async def test_first_attempt_delay_counts_once_from_when_the_message_is_due(
     assert count == 2
     # from deliverAt, not from acceptance a second earlier: the relay's own delay only
     assert 0 <= total < 0.8
+
+
+@pytest.mark.parametrize("refusal", ["hold", "error"])
+async def test_an_attempt_its_claim_started_but_the_destination_refused_is_put_back(
+    refusal: str, tmp_path: Path, partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim starts the attempt (DELIVERING) before the destination gives its leave; a
+    refusal (a hold, or a failure to ask) puts the message back as it was, so the next
+    claim does not take it for an attempt cut short."""
+    async with engine(settings(tmp_path / "r.db")) as e:
+        gate = e.relay.gate
+        real_admit = gate.admit
+        refused = []
+
+        async def admit(key: DestinationKey) -> Any:
+            if not refused:
+                refused.append(key)
+                if refusal == "error":
+                    raise StoreUnavailable("database is locked")
+                return Hold(Blocked.RATE, datetime.now(UTC) + timedelta(milliseconds=200))
+            return await real_admit(key)
+
+        monkeypatch.setattr(gate, "admit", admit)
+        await submit(e, "held-1", partner.url("/ok"))
+        message = await settled(e, "held-1", timeout=20)
+    assert refused
+    assert message.status is Status.DELIVERED
+    assert outcomes(message) == [Outcome.SUCCESS]  # no attempt taken for interrupted

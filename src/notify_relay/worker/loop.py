@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from notify_relay.gate import Ticket
-from notify_relay.ports import Claim, WorkQueue
+from notify_relay.ports import Claim, StartingQueue, WorkQueue
 from notify_relay.service import OutcomeNotRecorded, Relay
 from notify_relay.worker.wakeup import WakeUp
 
@@ -47,6 +47,7 @@ class Worker:
         self._relay = relay
         self._gate = relay.gate
         self._queue = queue
+        self._starting = queue if isinstance(queue, StartingQueue) else None
         self._settings = settings
         self._wake = wakeup
         self._slot_free = asyncio.Event()
@@ -122,8 +123,13 @@ class Worker:
             wanted = min(free, settings.claim_batch)
             self._wake.clear()
             try:
-                claims = await self._queue.claim(wanted, settings.lease_seconds,
-                                                 self._gate.slots)
+                if self._starting is not None:  # one write fewer an attempt
+                    claims = await self._starting.claim_started(
+                        wanted, settings.lease_seconds, self._gate.slots,
+                        self._relay.start_claimed)
+                else:
+                    claims = await self._queue.claim(wanted, settings.lease_seconds,
+                                                     self._gate.slots)
             except Exception:
                 log.exception("claiming work failed; trying again shortly")
                 await self._sleep(1.0)

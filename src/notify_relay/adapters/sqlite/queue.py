@@ -5,20 +5,41 @@ from __future__ import annotations
 import secrets
 import sqlite3
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from notify_relay.adapters.sqlite import queries
 from notify_relay.adapters.sqlite.database import SqliteDatabase
+from notify_relay.adapters.sqlite.store import message_from_row, update_params
 from notify_relay.adapters.turns import RoundRobin
 from notify_relay.clock import utcnow
 from notify_relay.domain.destination import DestinationKey, fair_shares
-from notify_relay.domain.message import MessageKey
-from notify_relay.ports import Claim, Entry, Slots
+from notify_relay.domain.errors import CorruptRecord
+from notify_relay.domain.message import Message, MessageKey
+from notify_relay.ports import Claim, Entry, Slots, Started
 
 
 def _execute(sql: str, params: tuple[object, ...]) -> Callable[[sqlite3.Connection], int]:
     return lambda conn: conn.execute(sql, params).rowcount
+
+
+def _started(conn: sqlite3.Connection, claim: Claim,
+             start: Callable[[Message], Message | None]) -> Claim:
+    """The claim with its message's attempt started, where `start` says so."""
+    row = conn.execute(queries.GET_MESSAGE, (claim.key.sender_id,
+                                             claim.key.message_id)).fetchone()
+    if row is None:
+        return claim
+    try:
+        before = message_from_row(row)
+    except CorruptRecord:  # the Relay reads it again and sets it aside
+        return claim
+    after = start(before)
+    if after is None:
+        return claim
+    conn.execute(queries.UPDATE_MESSAGE, update_params(replace(after, version=before.version)))
+    return replace(claim, started=Started(before, after.with_version(before.version + 1)))
 
 
 class SqliteQueue:
@@ -43,6 +64,18 @@ class SqliteQueue:
 
     async def claim(
         self, limit: int, lease_seconds: float, slots: Slots | None = None
+    ) -> Sequence[Claim]:
+        return await self._claim(limit, lease_seconds, slots, None)
+
+    async def claim_started(
+        self, limit: int, lease_seconds: float, slots: Slots | None,
+        start: Callable[[Message], Message | None],
+    ) -> Sequence[Claim]:
+        return await self._claim(limit, lease_seconds, slots, start)
+
+    async def _claim(
+        self, limit: int, lease_seconds: float, slots: Slots | None,
+        start: Callable[[Message], Message | None] | None,
     ) -> Sequence[Claim]:
         now = self._clock().timestamp()
         lease_until = self._clock() + timedelta(seconds=lease_seconds)
@@ -69,6 +102,8 @@ class SqliteQueue:
                       for _, s, m, d in due]
             conn.executemany(queries.LEASE, [(lease_until.timestamp(), c.receipt, row[0])
                                              for row, c in zip(due, claims, strict=True)])
+            if start is not None:
+                claims = [_started(conn, c, start) for c in claims]
             return claims
 
         return await self._db.write(claim)

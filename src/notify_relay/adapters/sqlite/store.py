@@ -23,7 +23,7 @@ log = logging.getLogger("notify_relay.sqlite")
 END = 2**63 - 1  # above every seq: the first page's `before`
 
 
-def _from_row(row: tuple[Any, ...]) -> Message:
+def message_from_row(row: tuple[Any, ...]) -> Message:
     """The message of a row; CorruptRecord when the row cannot be read (a damaged file,
     a hand edit), named for what it is rather than as a KeyError deep in a request."""
     try:
@@ -50,13 +50,20 @@ def _decode(row: tuple[Any, ...]) -> Message:
     )
 
 
+def update_params(message: Message) -> tuple[object, ...]:
+    """UPDATE_MESSAGE's parameters: `message` written over the version it carries."""
+    return (message.status.value, message.updated_at.isoformat(), int(message.queued),
+            orjson.dumps(message_to_doc(message)), message.key.sender_id,
+            message.key.message_id, message.version)
+
+
 def readable_rows(rows: list[tuple[Any, ...]]) -> list[Message]:
     """The messages of the rows that can be read; each one that cannot is logged and left
     out, so that one damaged row does not take a whole listing down."""
     messages = []
     for row in rows:
         try:
-            messages.append(_from_row(row))
+            messages.append(message_from_row(row))
         except CorruptRecord as exc:
             log.error("left out a stored message that cannot be read",
                       extra={"error": exc.message})
@@ -88,7 +95,7 @@ class SqliteStore:
             if row is None:
                 existing = conn.execute(
                     queries.GET_MESSAGE, (key.sender_id, key.message_id)).fetchone()
-                return _from_row(existing), False
+                return message_from_row(existing), False
             conn.execute(queries.INSERT_BODY, (row[0], message.content.body))
             conn.execute(queries.ENSURE_DESTINATION, (key.sender_id, message.destination))
             if queue_it:
@@ -115,16 +122,14 @@ class SqliteStore:
         sql = queries.GET_MESSAGE if with_body else queries.GET_MESSAGE_WITHOUT_BODY
         row = await self._db.read(
             lambda conn: conn.execute(sql, (key.sender_id, key.message_id)).fetchone())
-        return _from_row(row) if row is not None else None
+        return message_from_row(row) if row is not None else None
 
     async def update(self, message: Message) -> Message:
         return await self._update(message, None)
 
     async def _update(self, message: Message,
                       then: tuple[str, tuple[object, ...]] | None) -> Message:
-        doc = orjson.dumps(message_to_doc(message))
-        params = (message.status.value, message.updated_at.isoformat(), int(message.queued), doc,
-                  message.key.sender_id, message.key.message_id, message.version)
+        params = update_params(message)
 
         def update(conn: sqlite3.Connection) -> None:
             if conn.execute(queries.UPDATE_MESSAGE, params).rowcount != 1:
