@@ -12,6 +12,7 @@ from notify_relay import __version__
 from notify_relay.api import problems
 from notify_relay.api.batch import router as batch_router
 from notify_relay.api.destinations import router as destinations_router
+from notify_relay.api.fast_submit import FastSubmit
 from notify_relay.api.middleware import (
     BodyGuardMiddleware,
     CorrelationIdMiddleware,
@@ -59,6 +60,7 @@ def create_app(rt: Runtime, listen_host: str = "127.0.0.1", *,
     app.include_router(destinations_router)
     serve_docs(app)
     mount_console(app, rt)
+    app.add_middleware(FastSubmit, rt=rt)  # added first: innermost
     auth = rt.auth
     app.add_middleware(BodyGuardMiddleware, authenticate=(
         (lambda scope: auth.sender_of(scope, Headers(scope=scope).get("authorization"), None))

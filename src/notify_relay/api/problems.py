@@ -117,14 +117,19 @@ def _allowed_methods(request: Request) -> list[str]:
                    for route in request.app.routes)]
 
 
+def domain_problem(exc: NotifyRelayError) -> JSONResponse:
+    """The answer to a refusal of the domain, logged by its gravity."""
+    if isinstance(exc, StoreUnavailable):
+        log.warning("request refused: the store is unavailable", extra={"error": exc.message})
+    elif exc.status >= 500:
+        log.error("request failed", exc_info=exc)
+    return problem_for(exc)
+
+
 def install(app: FastAPI) -> None:
     async def on_domain(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, NotifyRelayError)
-        if isinstance(exc, StoreUnavailable):
-            log.warning("request refused: the store is unavailable", extra={"error": exc.message})
-        elif exc.status >= 500:
-            log.error("request failed", exc_info=exc)
-        return problem_for(exc)
+        return domain_problem(exc)
 
     async def on_validation(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)

@@ -1,0 +1,88 @@
+"""POST /v1/messages without FastAPI's request machinery, for the submissions it accepts.
+
+Every submission pays for routing, the Request and its dependency solving, the body's
+validation through FastAPI's field wrappers and its exception middleware: about a fifth
+of the API's CPU a message (py-spy, bench/run.py). Here an accepted (or duplicate)
+submission is parsed by the same strict reader, validated by the same model, authenticated
+once, and answered with the same document. Whatever is not plainly acceptable (a body
+that does not parse or validate, a key that is refused, a sender over its rate) goes on to
+the FastAPI route with the same body, so that each error is the route's own; a refusal of
+the Relay itself (a conflict, the store) is answered as the route's exception handler
+would.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from notify_relay.api.problems import JSONResponse, domain_problem
+from notify_relay.api.strict_json import loads
+from notify_relay.api.submission import Submission
+from notify_relay.api.views import submit_view
+from notify_relay.context import correlation_id
+from notify_relay.domain.errors import NotifyRelayError
+from notify_relay.runtime import Runtime
+
+
+def _authorization(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return str(value.decode("latin-1"))
+    return None
+
+
+class FastSubmit:
+    """Pure ASGI, innermost: the body guard and the correlation id have run."""
+
+    def __init__(self, app: ASGIApp, rt: Runtime) -> None:
+        self.app = app
+        self.rt = rt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/v1/messages":
+            await self.app(scope, receive, send)
+            return
+        chunks = []
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # gone before its body came
+                return
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        rt = self.rt
+        try:
+            submission = Submission.model_validate(loads(body))
+            sender = rt.auth.sender_of(scope, _authorization(scope), submission.senderId)
+        except (json.JSONDecodeError, ValidationError, NotifyRelayError):
+            await self.app(scope, replay, send)  # the route names what is wrong
+            return
+        if rt.limiter is not None and rt.limiter.acquire(sender, time.monotonic()) > 0:
+            await self.app(scope, replay, send)  # refused again there (no token taken): 429
+            return
+        cid = correlation_id.get() or ""
+        try:
+            accepted = await rt.relay.submit(submission.to_new_message(), sender, cid)
+        except NotifyRelayError as exc:
+            response: Any = domain_problem(exc)
+        else:
+            rt.relay.observer.submission("duplicate" if accepted.duplicate else "accepted")
+            response = JSONResponse(
+                submit_view(accepted.message, duplicate=accepted.duplicate, correlation_id=cid),
+                status_code=200 if accepted.duplicate else 202)
+        await response(scope, replay, send)
