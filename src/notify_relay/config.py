@@ -466,7 +466,9 @@ class Settings(_Model):
     def process_count(self) -> int:
         if self.processes:
             return self.processes
-        return 2 if len(os.sched_getaffinity(0)) >= 2 else 1
+        affinity = getattr(os, "sched_getaffinity", None)  # Linux: the cores it may use
+        cores = len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+        return 2 if cores >= 2 else 1
 
     @property
     def loopback_only(self) -> bool:

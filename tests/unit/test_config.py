@@ -358,3 +358,19 @@ def test_aws_settings_take_durations_and_name_bad_variables() -> None:
                         ("IAM_SENDERS", "role=bad sender"), ("BREAKER_FAILURES", "x")):
         with pytest.raises(ConfigError, match=f"^NOTIFY_RELAY_{name}: "):
             AwsSettings.from_env({**AWS_ENV, f"NOTIFY_RELAY_{name}": value})
+
+
+def test_processes_default_to_two_where_there_are_two_cores(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert load({}, environ={}).process_count == 2
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)
+    assert load({}, environ={}).process_count == 1
+    assert load({"processes": "2"}, environ={}).process_count == 2  # asked: even on one core
+    assert load({}, environ={"NOTIFY_RELAY_PROCESSES": "1"}).process_count == 1
+    assert load({}, environ={}).summary()["processes"] == 1
+
+
+def test_processes_beyond_two_are_refused() -> None:
+    with pytest.raises(ConfigError, match="--processes"):
+        load({"processes": "3"}, environ={})
