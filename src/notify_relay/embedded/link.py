@@ -45,15 +45,14 @@ class WakeSender:
 
 
 class WakeListener:
-    """The owner's end: calls `on_wake` for wakes, `on_ready` once, `on_closed` at end of
-    file (the API process exited)."""
+    """The owner's end: calls `on_wake` for wakes, `on_ready` when the API listens; stops
+    reading at end of file (the API process exited)."""
 
-    def __init__(self, fd: int, on_wake: Callable[[], None], on_ready: Callable[[], None],
-                 on_closed: Callable[[], None]) -> None:
+    def __init__(self, fd: int, on_wake: Callable[[], None],
+                 on_ready: Callable[[], None]) -> None:
         self._fd = fd
         self._on_wake = on_wake
         self._on_ready = on_ready
-        self._on_closed = on_closed
         os.set_blocking(fd, False)
         asyncio.get_running_loop().add_reader(fd, self._read)
 
@@ -64,7 +63,6 @@ class WakeListener:
             return
         if not data:
             self.close()
-            self._on_closed()
             return
         if READY in data:
             self._on_ready()

@@ -12,6 +12,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from types import FrameType
 
 import uvicorn
@@ -25,6 +26,7 @@ from notify_relay.worker.wakeup import WakeUp
 
 log = logging.getLogger("notify_relay.cli")
 RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+HEALTHY_SECONDS = 60.0  # an API process that lived this long restarts at the first delay
 STOP_MARGIN_SECONDS = 5.0  # beyond the API's own grace, before it is killed
 
 
@@ -40,15 +42,22 @@ class ApiProcess:
         self.failed = False
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Until `stop`, or until the first API process fails to start (then `failed`)."""
+        """Until `stop`, or until an API process fails to start (then `failed`)."""
         restarts = 0
         while not self._stopping:
-            started = await self._run_once(stop)
+            began = time.monotonic()
+            try:
+                started = await self._run_once(stop)
+            except OSError:  # it could not even be started (out of processes, of files)
+                log.exception("starting the API process failed")
+                started = False
             if self._stopping:
                 return
             if not started:
                 self.failed = True
                 return
+            if time.monotonic() - began > HEALTHY_SECONDS:  # a crash now and then: at once
+                restarts = 0
             delay = RESTART_DELAYS[min(restarts, len(RESTART_DELAYS) - 1)]
             restarts += 1
             log.error("the API process ended unexpectedly: restarting it",
@@ -61,8 +70,7 @@ class ApiProcess:
         wake_r, wake_w = os.pipe()
         lifeline_r, lifeline_w = os.pipe()
         ready = asyncio.Event()
-        closed = asyncio.Event()
-        listener = WakeListener(wake_r, self._wakeup.ready, ready.set, closed.set)
+        listener = WakeListener(wake_r, self._wakeup.ready, ready.set)
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "notify_relay.embedded.api_process",
@@ -77,14 +85,12 @@ class ApiProcess:
             await self._proc.stdin.drain()
             self._proc.stdin.close()
             exited = asyncio.create_task(self._proc.wait())
-            await asyncio.wait([exited, asyncio.create_task(ready.wait())],
-                               return_when=asyncio.FIRST_COMPLETED)
+            listening = asyncio.create_task(ready.wait())
+            await asyncio.wait([exited, listening], return_when=asyncio.FIRST_COMPLETED)
+            listening.cancel()
             if ready.is_set() and not self._stopping:
                 log.info("the API process listens", extra={"pid": self._proc.pid})
-                await exited
-            else:
-                await exited
-            code = self._proc.returncode
+            code = await exited
             if code == 0 and not self._stopping and ready.is_set():
                 # told to stop by someone else (a Ctrl-C reaches the whole process group):
                 # the server stops with it
