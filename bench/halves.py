@@ -6,9 +6,10 @@ Starts bench/partner.py and `notify-relay serve` (defaults, INFO logs), pauses t
 partner's destination, submits N messages over HTTP with C in flight (the API alone: the
 worker claims nothing of a paused destination), then resumes it and waits until the partner
 has counted the N (delivery alone, no submissions meanwhile). Prints each half's rate, its
-server CPU a message and the cores it used. The issue 9 question it answers: with the API
-in one process and delivery in another, each on a core of its own, the end-to-end rate
-could at best approach the slower half (less the harness's own CPU on this machine).
+server CPU a message (all the server's processes) and the cores it used. The issue 9
+question it answers: with the API in one process and delivery in another (`serve
+--processes 2`, the default on two cores), the end-to-end rate can at best approach the
+slower half, less the harness's own CPU on this machine.
 """
 
 from __future__ import annotations
