@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from notify_relay.adapters.sqlite import SqliteDatabase
-from notify_relay.adapters.sqlite.database import BUSY_TIMEOUT_MS
+from notify_relay.adapters.sqlite import SqliteDatabase, database
+from notify_relay.adapters.sqlite.database import BUSY_TIMEOUT_MS, TURN_WAIT_SECONDS
 from notify_relay.domain.errors import StoreUnavailable
 
 pytestmark = pytest.mark.anyio
-HOLD_SECONDS = 4 * BUSY_TIMEOUT_MS / 1000  # well past SQLite's busy timeout
+HOLD_SECONDS = 2.4 * BUSY_TIMEOUT_MS / 1000  # well past SQLite's busy timeout
+assert HOLD_SECONDS < TURN_WAIT_SECONDS
 
 OTHER_PROCESS = textwrap.dedent("""
     import asyncio, sys, time
@@ -45,13 +46,23 @@ OTHER_PROCESS = textwrap.dedent("""
 """)
 
 
-def other_process_holding(path: Path) -> subprocess.Popen[str]:
+def other_process_holding(path: Path, hold: float = HOLD_SECONDS) -> subprocess.Popen[str]:
     """Another process on the file, once it holds it (inside a long write)."""
     other = subprocess.Popen([sys.executable, "-c", OTHER_PROCESS, str(path),
-                              str(HOLD_SECONDS)], stdout=subprocess.PIPE, text=True)
+                              str(hold)], stdout=subprocess.PIPE, text=True)
     assert other.stdout is not None
     assert other.stdout.readline().strip() == "holding"
     return other
+
+
+async def exited(process: subprocess.Popen[str]) -> int:
+    """Its exit status, while this loop keeps running (it may hold the turn the other
+    process waits for, until the loop hands it back)."""
+    deadline = time.monotonic() + 30
+    while process.poll() is None:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    return process.returncode
 
 
 def insert(value: int) -> Callable[[sqlite3.Connection], object]:
@@ -83,7 +94,7 @@ async def test_a_process_waits_for_its_turn_without_blocking_its_loop(tmp_path: 
         await asyncio.gather(*(db.write(insert(i)) for i in range(300)))
         waited = time.monotonic() - started
         ticker.cancel()
-        assert other.wait(timeout=30) == 0
+        assert await exited(other) == 0
         assert other.stdout is not None
         other.stdout.close()
         assert waited > HOLD_SECONDS / 2  # they did wait for the other process
@@ -110,7 +121,44 @@ async def test_without_turns_the_same_wait_fails_as_locked(tmp_path: Path) -> No
         other = other_process_holding(db.path)
         with pytest.raises(StoreUnavailable, match="locked"):
             await db.write(lambda conn: conn.execute("INSERT INTO t (v, who) VALUES (0, 'x')"))
-        assert other.wait(timeout=30) == 0
+        assert await exited(other) == 0
+        assert other.stdout is not None
+        other.stdout.close()
+    finally:
+        db.close()
+
+
+async def test_a_process_stuck_with_the_turn_gets_503s_not_a_hang(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The other process keeps the turn (stopped, say) well past TURN_WAIT_SECONDS: the writes
+    waiting here fail as unavailable after that bound, the loop runs meanwhile, writes go
+    through again once it lets go, and close() does not wait for it."""
+    monkeypatch.setattr(database, "TURN_WAIT_SECONDS", 0.3)
+    db = SqliteDatabase(tmp_path / "relay.db", shared=True)
+    db.open()
+    try:
+        await db.write(lambda conn: conn.execute("CREATE TABLE t (v INTEGER, who TEXT)"))
+        other = other_process_holding(db.path, hold=2.0)
+        started = time.monotonic()
+        results = await asyncio.gather(*(db.write(insert(i)) for i in range(20)),
+                                       return_exceptions=True)
+        assert all(isinstance(r, StoreUnavailable) for r in results), results
+        assert time.monotonic() - started < 1.5  # the bound, not the other's 2 s
+        assert await exited(other) == 0
+        assert other.stdout is not None
+        other.stdout.close()
+        await db.write(insert(99))  # the turn is free again
+        assert await db.read(count("this")) == 1  # type: ignore[arg-type]
+        other = other_process_holding(db.path, hold=3.0)
+        pending = asyncio.ensure_future(db.write(insert(100)))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        db.close()  # the pending write fails; close does not wait for the other's turn
+        assert time.monotonic() - started < 1.0
+        with pytest.raises(StoreUnavailable):
+            await pending
+        other.kill()
+        other.wait()
         assert other.stdout is not None
         other.stdout.close()
     finally:

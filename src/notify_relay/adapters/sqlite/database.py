@@ -16,16 +16,17 @@ in WAL mode they never wait for the writer, and see only committed data.
 `serve` may run its API in a second process on the same file (bootstrap, embedded/). SQLite
 takes one writer at a time, and a writer that finds the file locked polls with sleeps (the
 busy handler) on the thread that asked: the event loop's. So with `shared=True` a batch
-first takes the write turn, an flock on `<db>.writer` that the kernel hands to the next
-process the moment it is released, in the committer thread, and gives it back after its
-COMMIT. A process waiting for its turn keeps serving; its writes gather into the batch that
-runs when the turn comes.
+first takes the write turn (write_turn.py), an flock that the kernel hands to the next
+process the moment it is released, and gives it back after its COMMIT. A process waiting
+for its turn keeps serving; its writes gather into the batch that runs when the turn comes,
+and fail (503) if it does not come within TURN_WAIT_SECONDS (the other process is stuck).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import fcntl
 import logging
 import os
@@ -36,10 +37,13 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from notify_relay.adapters.sqlite.schema import MIGRATIONS, migrate
+from notify_relay.adapters.sqlite.write_turn import WriteTurn
 from notify_relay.domain.errors import StoreUnavailable
 
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 250
+# the other process holds the write turn for a few ms a batch; this long, it is stuck
+TURN_WAIT_SECONDS = 1.0
 # ready only with room for the largest submission (6 MiB) and its WAL frames
 READY_FREE_BYTES = 8 * 1024 * 1024
 WAL_SIZE_LIMIT_BYTES = 32 * 1024 * 1024
@@ -100,7 +104,9 @@ class SqliteDatabase:
         """`shared`: other processes of this server write to the file too (see above)."""
         self.path = Path(path)
         self._shared = shared
-        self._turn_file: IO[bytes] | None = None
+        self._turn: WriteTurn | None = None
+        self._awaiting_turn: concurrent.futures.Future[None] | None = None
+        self._turn_timer: asyncio.TimerHandle | None = None
         self._lock_file: IO[bytes] | None = None
         self._conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
@@ -157,18 +163,28 @@ class SqliteDatabase:
 
     def _open_turns(self) -> None:
         if self._shared:
-            self._turn_file = open(f"{self.path}.writer", "ab")  # noqa: SIM115 - closed in close()
+            self._turn = WriteTurn(Path(f"{self.path}.writer"))
 
     def close(self) -> None:
-        if self._committing is not None:  # its writers learn the outcome when the loop runs
+        held = False
+        if self._committing is not None and self._committing is self._awaiting_turn:
+            # given up; unless it came and _turn_taken has not run: then it is held here
+            held = not self._committing.cancel() and self._committing.exception() is None
+        elif self._committing is not None:  # its writers learn the outcome when the loop runs
             concurrent.futures.wait([self._committing])
+        if self._turn_timer is not None:
+            self._turn_timer.cancel()
         if self._pending and self._conn is not None:  # no loop to wait on: committed here
             batch, self._pending = self._pending, []
-            self._take_turn()
-            try:
-                self._settle(self._run(batch, commit=True)[0])
-            finally:
-                self._give_turn()
+            if self._turn is None or held or self._turn.take_within(TURN_WAIT_SECONDS):
+                try:
+                    self._settle(self._run(batch, commit=True)[0])
+                finally:
+                    self._give_turn()
+            else:
+                self._settle(self._failed(batch, StoreUnavailable("no write turn")))
+        elif held:
+            self._give_turn()
         self._committer.shutdown(wait=True)
         if self._reader is not None:
             self._reader.close()
@@ -176,9 +192,9 @@ class SqliteDatabase:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-        if self._turn_file is not None:  # its flock goes with it
-            self._turn_file.close()
-            self._turn_file = None
+        if self._turn is not None:  # its flock goes with it
+            self._turn.close()
+            self._turn = None
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
@@ -246,27 +262,52 @@ class SqliteDatabase:
 
     def _flush(self) -> None:
         """Runs the pending writes, then hands their COMMIT to the committer thread; shared,
-        first waits there for the write turn."""
+        first takes the write turn, or waits for it (see write_turn.py)."""
         self._flush_scheduled = False
         if self._committing is not None or not self._pending:
             return
-        if self._turn_file is None:
+        if self._turn is None or self._turn.try_take():
             self._start()
             return
         loop = asyncio.get_running_loop()
-        self._committing = self._committer.submit(self._take_turn)
-        self._committing.add_done_callback(
-            lambda done: loop.call_soon_threadsafe(self._turn_taken, done))
+        waiting = self._awaiting_turn = self._committing = self._turn.wait()
+
+        def taken(done: concurrent.futures.Future[None]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: close() saw to it
+                loop.call_soon_threadsafe(self._turn_taken, done)
+
+        waiting.add_done_callback(taken)
+        self._turn_timer = loop.call_later(TURN_WAIT_SECONDS, self._turn_overdue, waiting)
+
+    def _turn_overdue(self, waiting: concurrent.futures.Future[None]) -> None:
+        """The other process has kept the turn too long: what waits now fails (503); the
+        wait goes on, for what comes next."""
+        if waiting.done() or waiting is not self._awaiting_turn:
+            return
+        batch, self._pending = self._pending, []
+        self._settle(self._failed(batch, StoreUnavailable(
+            f"another process of this server has held the database for over "
+            f"{TURN_WAIT_SECONDS:g} s")))
+        self._turn_timer = asyncio.get_running_loop().call_later(
+            TURN_WAIT_SECONDS, self._turn_overdue, waiting)
 
     def _turn_taken(self, done: concurrent.futures.Future[None]) -> None:
-        self._committing = None
-        if self._conn is None:  # closed meanwhile: close() committed what was pending
+        if done is not self._awaiting_turn or done.cancelled():
+            return  # given up by close(); the turn, if it came, was given back
+        self._committing = self._awaiting_turn = None
+        if self._turn_timer is not None:
+            self._turn_timer.cancel()
+            self._turn_timer = None
+        if self._conn is None:
             return
         error = done.exception()
         if error is not None:
             batch, self._pending = self._pending, []
             self._settle(self._failed(batch, error))
             self._next()
+            return
+        if not self._pending:  # all failed meanwhile (_turn_overdue)
+            self._give_turn()
             return
         self._start()
 
@@ -284,14 +325,9 @@ class SqliteDatabase:
         self._committing.add_done_callback(
             lambda done: loop.call_soon_threadsafe(self._committed, done, results))
 
-    def _take_turn(self) -> None:
-        """Blocks until no other process of this server writes (shared only)."""
-        if self._turn_file is not None:
-            fcntl.flock(self._turn_file, fcntl.LOCK_EX)
-
     def _give_turn(self) -> None:
-        if self._turn_file is not None:
-            fcntl.flock(self._turn_file, fcntl.LOCK_UN)
+        if self._turn is not None:
+            self._turn.give()
 
     def _run(self, batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]],
              *, commit: bool
