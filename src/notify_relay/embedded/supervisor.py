@@ -26,6 +26,7 @@ from notify_relay.worker.wakeup import WakeUp
 
 log = logging.getLogger("notify_relay.cli")
 RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes with its NUL; a margin
 HEALTHY_SECONDS = 60.0  # an API process that lived this long restarts at the first delay
 STOP_MARGIN_SECONDS = 5.0  # beyond the API's own grace, before it is killed
 
@@ -42,8 +43,10 @@ class ApiProcess:
         self.failed = False
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Until `stop`, or until an API process fails to start (then `failed`)."""
+        """Until `stop`, or until the first API process fails to start (then `failed`);
+        later ones are started again, and again, with growing delays."""
         restarts = 0
+        first = True
         while not self._stopping:
             began = time.monotonic()
             try:
@@ -53,14 +56,16 @@ class ApiProcess:
                 started = False
             if self._stopping:
                 return
-            if not started:
+            if first and not started:  # a setting or the port: a restart would fail alike
                 self.failed = True
                 return
+            first = False
             if time.monotonic() - began > HEALTHY_SECONDS:  # a crash now and then: at once
                 restarts = 0
             delay = RESTART_DELAYS[min(restarts, len(RESTART_DELAYS) - 1)]
             restarts += 1
-            log.error("the API process ended unexpectedly: restarting it",
+            log.error("the API process ended unexpectedly: restarting it" if started else
+                      "the API process did not start again: trying again",
                       extra={"restartInSeconds": delay, "restarts": restarts})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
@@ -135,20 +140,36 @@ class _OwnerServer(Server):
         self._api.signal_stop()
 
 
+def socket_path(db: str) -> tuple[str, str | None]:
+    """Where the owner listens: beside the database (a folder no cleaner empties, and a
+    socket that a crash leaves behind is bound over at the next start), or in a private
+    temporary folder (returned second, to remove) when that path is too long for a Unix
+    socket (108 bytes)."""
+    beside = os.path.abspath(f"{db}.sock")
+    for candidate in (beside, os.path.relpath(beside)):
+        if len(os.fsencode(candidate)) <= MAX_SOCKET_PATH:
+            return candidate, None
+    directory = tempfile.mkdtemp(prefix="notify-relay-")  # 0700
+    if len(os.fsencode(directory)) > MAX_SOCKET_PATH - len("/owner.sock"):  # a long TMPDIR
+        os.rmdir(directory)
+        directory = tempfile.mkdtemp(prefix="notify-relay-", dir="/tmp")
+    return os.path.join(directory, "owner.sock"), directory
+
+
 def serve_two_processes(settings: Settings, runtime: Runtime, wakeup: WakeUp) -> int:
-    """The owner: its socket in a private directory, then the API process; exits 1 if the
-    API process could not start (its error is in the log), else 0 after a clean stop."""
-    directory = tempfile.mkdtemp(prefix="notify-relay-")  # 0700: the socket takes no key
-    socket_path = os.path.join(directory, "owner.sock")
-    api = ApiProcess(settings, socket_path, wakeup)
+    """The owner: its socket, then the API process; exits 1 if the API process could not
+    start (its error is in the log), else 0 after a clean stop."""
+    path, directory = socket_path(settings.db)
+    api = ApiProcess(settings, path, wakeup)
     stop = asyncio.Event()
     server = _OwnerServer(uvicorn_config(
         create_app(runtime, listen_host=settings.host, freeze_at_start=True), settings,
-        uds=socket_path), api)
+        uds=path), api)
 
     async def run() -> None:
         serving = await server.serve_until_listening()
         if server.started:
+            os.chmod(path, 0o600)  # uvicorn makes it 0666; it forwards no key of its own
             watching = asyncio.create_task(api.run(stop))
             stopped = asyncio.create_task(stop.wait())
             await asyncio.wait([watching, stopped, serving], return_when=asyncio.FIRST_COMPLETED)
@@ -165,5 +186,9 @@ def serve_two_processes(settings: Settings, runtime: Runtime, wakeup: WakeUp) ->
         with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
             runner.run(run())
     finally:
-        shutil.rmtree(directory, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
     return 0 if server.started and not api.failed else 1
+
