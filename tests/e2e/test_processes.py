@@ -4,11 +4,14 @@ restarts a crashed API process; a stop ends both; what needs the owner's state r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -39,7 +42,7 @@ def api_pid(server: ServerProcess, timeout: float = 10.0) -> int:
 def alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or going as it was read
         return False
     return stat[stat.rindex(")") + 2] != "Z"
 
@@ -190,3 +193,93 @@ def test_destinations_and_metrics_are_the_owners(tmp_path: Path, partner: Partne
         types = [line for line in metrics.splitlines() if line.startswith("# TYPE")]
         assert len(types) == len(set(types))  # each family once
         assert httpx.get(server.base_url + "/readyz").status_code == 200
+
+
+@contextlib.contextmanager
+def squat(port: int) -> Iterator[None]:
+    """Listen on `port` (the kernel may take a moment to free it after a kill)."""
+    deadline = time.monotonic() + 5
+    while True:
+        squatter = socket.socket()
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            squatter.bind(("127.0.0.1", port))
+            break
+        except OSError:
+            squatter.close()
+            assert time.monotonic() < deadline, f"port {port} stays taken"
+            time.sleep(0.01)
+    with squatter:
+        squatter.listen()
+        yield
+
+
+def test_an_api_process_that_cannot_start_again_is_tried_again(tmp_path: Path) -> None:
+    """Only the first start's failure is fatal: later, the port taken for a while (or any
+    failed restart) is tried again with the growing delays, and the server goes on."""
+    with ServerProcess(tmp_path / "relay.db", *FLAGS) as server:
+        child = api_pid(server)
+        os.kill(child, signal.SIGKILL)
+        wait_gone(child)
+        with squat(server.port):  # the port, taken before the owner restarts
+            deadline = time.monotonic() + 20
+            while "did not start again" not in server.logs():
+                assert time.monotonic() < deadline, server.logs()[-2000:]
+                time.sleep(0.1)
+        server.wait_ready(timeout=30)
+        assert server.proc is not None
+        assert server.proc.poll() is None  # the owner went on
+        assert httpx.get(server.base_url + "/readyz").status_code == 200
+
+
+def raw_request(port: int, request: bytes) -> bytes:
+    """A request sent as written (an HTTP client would normalise its path)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(request)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_forwarding_keeps_to_the_owners_routes_and_the_request_ids(tmp_path: Path) -> None:
+    with ServerProcess(tmp_path / "relay.db", *FLAGS) as server:
+        body = b'{"messageId": "dots", "targetUrl": "http://127.0.0.1:9/x"}'
+        for path in (b"/v1/destinations/../messages", b"/v1/destinations/%2e%2e/messages"):
+            answer = raw_request(server.port, b"POST " + path + b" HTTP/1.1\r\n"
+                                 b"Host: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                                 b"Connection: close\r\nContent-Length: "
+                                 + str(len(body)).encode() + b"\r\n\r\n" + body)
+            assert answer.startswith(b"HTTP/1.1 404"), answer[:200]
+        with Api(server.base_url) as api:
+            assert api.get("dots").status_code == 404  # nothing reached the owner's routes
+        big = httpx.patch(server.base_url + "/v1/destinations/crm", json={"x": "y" * 70_000},
+                          headers={"X-Correlation-Id": "mine-1"})
+        assert big.status_code == 413
+        assert big.headers["x-correlation-id"] == "mine-1"
+        assert big.json()["correlationId"] == "mine-1"
+        listed = httpx.get(server.base_url + "/v1/destinations",
+                           headers={"X-Correlation-Id": "mine-2"})
+        assert listed.headers["x-correlation-id"] == "mine-2"
+        assert len(listed.headers.get_list("date")) == 1
+        socket_file = Path(f"{tmp_path / 'relay.db'}.sock")
+        assert socket_file.stat().st_mode & 0o777 == 0o600  # beside the database
+    assert not socket_file.exists()  # removed at a clean stop
+
+
+def test_readiness_says_so_when_the_owner_does_not_answer(tmp_path: Path) -> None:
+    with ServerProcess(tmp_path / "relay.db", *FLAGS) as server:
+        assert server.proc is not None
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            ready = httpx.get(server.base_url + "/readyz", timeout=15)
+            assert ready.status_code == 503
+            assert "delivery process" in ready.json()["detail"]
+            assert time.monotonic() - started < 5
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 10
+        while httpx.get(server.base_url + "/readyz", timeout=15).status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)

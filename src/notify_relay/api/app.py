@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from starlette.datastructures import Headers
 
@@ -24,11 +25,15 @@ from notify_relay.api.routes import router
 from notify_relay.console import mount_console
 from notify_relay.runtime import Runtime
 
+if TYPE_CHECKING:
+    from notify_relay.embedded.owner import OwnerLink
+
 
 def create_app(rt: Runtime, listen_host: str = "127.0.0.1", *,
-               freeze_at_start: bool = False) -> DescribedApp:
+               freeze_at_start: bool = False, owner: OwnerLink | None = None) -> DescribedApp:
     """`listen_host`: where the server listens, one more Host a key-less server answers.
-    `freeze_at_start`: for the process that runs only this app (`serve`), see lifespan."""
+    `freeze_at_start`: for the process that runs only this app (`serve`), see lifespan.
+    `owner`: the API process of a two-process `serve` forwards the owner's routes there."""
     @asynccontextmanager
     async def lifespan(_: DescribedApp) -> AsyncIterator[None]:
         await rt.start()
@@ -70,5 +75,11 @@ def create_app(rt: Runtime, listen_host: str = "127.0.0.1", *,
                        count=lambda status: observer.submission("rejected", str(status)))
     if not rt.auth.enabled:
         app.add_middleware(KeylessGuardMiddleware, listen_host=listen_host)
+    if owner is not None:
+        from notify_relay.embedded.owner import ForwardToOwner
+
+        assert rt.metrics is not None
+        app.add_middleware(ForwardToOwner, owner=owner,
+                           own_metrics=rt.metrics.render_submissions)
     app.add_middleware(CorrelationIdMiddleware)  # added last: outermost
     return app

@@ -16,7 +16,7 @@ from notify_relay.api.app import create_app
 from notify_relay.bootstrap import build_embedded_api
 from notify_relay.config import Settings
 from notify_relay.embedded.link import READY, WakeSender, watch_lifeline
-from notify_relay.embedded.owner import ForwardToOwner, OwnerLink
+from notify_relay.embedded.owner import OwnerLink
 from notify_relay.embedded.server import Server, quiet_stop_signals, uvicorn_config
 from notify_relay.logs import configure_logging
 
@@ -32,10 +32,9 @@ def main(argv: list[str]) -> int:
     owner = OwnerLink(socket_path)
     runtime = build_embedded_api(settings, wake=wake.wake, owner_ready=owner.check_ready)
     runtime.stops.insert(0, owner.close)  # stopped last
-    app = create_app(runtime, listen_host=settings.host, freeze_at_start=True)
-    assert runtime.metrics is not None
     server = Server(uvicorn_config(
-        ForwardToOwner(app, owner, runtime.metrics.render_submissions), settings))
+        create_app(runtime, listen_host=settings.host, freeze_at_start=True, owner=owner),
+        settings))
 
     async def run() -> None:
         def owner_gone() -> None:

@@ -15,19 +15,28 @@ import aiohttp
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from notify_relay.api.problems import problem
+from notify_relay.context import correlation_id
 from notify_relay.domain.errors import StoreUnavailable
 
 log = logging.getLogger("notify_relay.api")
 MAX_FORWARDED_BODY = 64 * 1024  # a PATCH of a destination's settings is a few bytes
-FORWARD_TIMEOUT_SECONDS = 30.0
-# hop-by-hop: the connection to the owner is not the client's
+FORWARD_TIMEOUT_SECONDS = 10.0  # the owner answers these in milliseconds
+READY_TIMEOUT_SECONDS = 2.0
+# hop-by-hop (the connection to the owner is not the client's), the correlation id (this
+# process's, sent on), and what this process's server adds itself
 _HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length",
-                  b"upgrade", b"te", b"trailer", b"proxy-connection"})
+                  b"upgrade", b"te", b"trailer", b"proxy-connection", b"x-correlation-id",
+                  b"date", b"server"})
 
 
 def forwarded(path: str) -> bool:
-    return path == "/metrics" or path == "/v1/destinations" or path.startswith(
-        "/v1/destinations/")
+    """The owner's routes. A path with a dot segment stays here (no route: 404, as with
+    one process): the client that would send it on normalises it, and
+    `/v1/destinations/../messages` would reach another route of the owner's."""
+    if path != "/metrics" and path != "/v1/destinations" and not path.startswith(
+            "/v1/destinations/"):
+        return False
+    return not any(segment in (".", "..") for segment in path.split("/"))
 
 
 class OwnerLink:
@@ -46,22 +55,27 @@ class OwnerLink:
         return self._session
 
     async def request(self, method: str, target: str, headers: list[tuple[str, str]],
-                      body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+                      body: bytes, seconds: float = FORWARD_TIMEOUT_SECONDS,
+                      ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """Raises StoreUnavailable when the owner does not answer."""
         try:
-            async with self._client().request(method, f"http://owner{target}",
-                                              headers=headers, data=body or None,
-                                              allow_redirects=False) as response:
+            async with self._client().request(
+                    method, f"http://owner{target}", headers=headers, data=body or None,
+                    allow_redirects=False, timeout=aiohttp.ClientTimeout(total=seconds),
+            ) as response:
                 content = await response.read()
                 return response.status, [
                     (name, value) for name, value in response.raw_headers
-                    if name.lower() not in _HOP], content
+                    if name.lower() not in _HOP or (
+                        method == "HEAD" and name.lower() == b"content-length")], content
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"the delivery process does not answer: {exc}") from exc
+            reason = str(exc) or type(exc).__name__
+            raise StoreUnavailable(f"the delivery process does not answer: {reason}") from exc
 
     async def check_ready(self) -> None:
         # a loopback name: an owner without API keys answers no other (KeylessGuard)
-        status, _, _ = await self.request("GET", "/readyz", [("Host", "localhost")], b"")
+        status, _, _ = await self.request("GET", "/readyz", [("Host", "localhost")], b"",
+                                          seconds=READY_TIMEOUT_SECONDS)
         if status != 200:
             raise StoreUnavailable("the delivery process is not ready")
 
@@ -72,7 +86,8 @@ class OwnerLink:
 
 
 class ForwardToOwner:
-    """Pure ASGI middleware, outermost: the owner's routes go there untouched."""
+    """Pure ASGI middleware, just inside the correlation id's: the owner's routes go there
+    untouched, with this request's correlation id."""
 
     def __init__(self, app: ASGIApp, owner: OwnerLink,
                  own_metrics: Callable[[], bytes]) -> None:
@@ -102,6 +117,7 @@ class ForwardToOwner:
             target += "?" + scope["query_string"].decode("latin-1")
         headers = [(name.decode("latin-1"), value.decode("latin-1"))
                    for name, value in scope["headers"] if name.lower() not in _HOP]
+        headers.append(("X-Correlation-Id", correlation_id.get() or ""))
         try:
             status, answer_headers, content = await self._owner.request(
                 scope["method"], target, headers, bytes(body))
@@ -113,6 +129,7 @@ class ForwardToOwner:
             return
         if scope["path"] == "/metrics" and status == 200:
             content += self._own_metrics()
-        answer_headers.append((b"content-length", str(len(content)).encode()))
+        if scope["method"] != "HEAD":
+            answer_headers.append((b"content-length", str(len(content)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": answer_headers})
         await send({"type": "http.response.body", "body": content})
