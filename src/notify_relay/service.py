@@ -506,6 +506,8 @@ class Relay:
                 due=max(before.created_at, before.next_attempt_at or before.created_at),
                 notice=None)
             return
+        if claim.started is not None:  # not that way (no leave yet, a deadline): as it was
+            await self._unstart(claim)
         if held.ticket is None and claim.destination_key is not None:
             # ask the destination first: a held entry then costs no read of the message
             held.ticket = await self.admit(claim, claim.destination_key)

@@ -24,7 +24,7 @@ from notify_relay.domain.message import INTERRUPTED_ERROR, Message, MessageKey
 from notify_relay.domain.retry import AttemptResult, Outcome
 from notify_relay.domain.status import Status
 from notify_relay.gate import Hold
-from notify_relay.ports import OutboundRequest
+from notify_relay.ports import OutboundRequest, StartingQueue
 from notify_relay.runtime import Runtime
 from tests.partner import Partner
 from tests.sockets import free_port
@@ -464,3 +464,24 @@ async def test_an_attempt_its_claim_started_but_the_destination_refused_is_put_b
     assert refused
     assert message.status is Status.DELIVERED
     assert outcomes(message) == [Outcome.SUCCESS]  # no attempt taken for interrupted
+
+
+async def test_a_started_claim_delivered_without_leave_is_put_back_first(
+    tmp_path: Path, partner: Partner
+) -> None:
+    """deliver() given a started claim but no ticket (a caller other than the worker) puts
+    the start back and takes the ordinary path: one attempt, not an interrupted one too."""
+    rt = build_embedded(settings(tmp_path / "r.db"))
+    await rt.relay.deliverer.open()  # type: ignore[attr-defined]
+    try:
+        await submit(rt, "s-1", partner.url("/ok"))
+        queue = rt.relay.queue
+        assert isinstance(queue, StartingQueue)
+        (claim,) = await queue.claim_started(10, 60.0, None, rt.relay.start_claimed)
+        assert claim.started is not None
+        await rt.relay.deliver(claim)
+        message = await rt.relay.get(MessageKey("sender-a", "s-1"))
+        assert message.status is Status.DELIVERED
+        assert outcomes(message) == [Outcome.SUCCESS]
+    finally:
+        await rt.stop()
