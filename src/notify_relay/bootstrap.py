@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
     from mypy_boto3_sqs import SQSClient
 
+    from notify_relay.adapters.prometheus import PrometheusObserver
+    from notify_relay.console.reads import ConsoleReads
     from notify_relay.worker.wakeup import WakeUp
 
 
@@ -99,18 +101,8 @@ def build_embedded(settings: Settings, *, shared: bool = False,
                                    release_space=database.release_free_pages)
         starts.append(sweeper.start)
         stops.append(sweeper.stop)
-    return Runtime(
-        relay=relay,
-        auth=Authenticator.from_keys(settings.api_keys),
-        metrics=metrics,
-        limiter=(RateLimiter(settings.rate_limit, settings.rate_burst)
-                 if settings.rate_limit > 0 else None),
-        metrics_need_key=settings.metrics_need_key,
-        console=console,
-        starts=starts,
-        stops=stops,
-        checks=[worker.check_alive],
-    )
+    return _embedded_runtime(settings, relay, metrics, console, starts=starts, stops=stops,
+                             checks=[worker.check_alive])
 
 
 def build_embedded_api(settings: Settings, *, wake: Callable[[], None],
@@ -154,6 +146,14 @@ def build_embedded_api(settings: Settings, *, wake: Callable[[], None],
         database.close()
 
     console = SqliteConsoleReads(database)
+    return _embedded_runtime(settings, relay, metrics, console,
+                             stops=[close_database, console.close], checks=[owner_ready])
+
+
+def _embedded_runtime(settings: Settings, relay: Relay, metrics: PrometheusObserver,
+                      console: ConsoleReads, *, stops: list[Step], checks: list[Step],
+                      starts: list[Step] | None = None) -> Runtime:
+    """What the embedded server's processes share: keys, rate limit, metrics, console."""
     return Runtime(
         relay=relay,
         auth=Authenticator.from_keys(settings.api_keys),
@@ -162,8 +162,9 @@ def build_embedded_api(settings: Settings, *, wake: Callable[[], None],
                  if settings.rate_limit > 0 else None),
         metrics_need_key=settings.metrics_need_key,
         console=console,
-        stops=[close_database, console.close],
-        checks=[owner_ready],
+        starts=starts or [],
+        stops=stops,
+        checks=checks,
     )
 
 

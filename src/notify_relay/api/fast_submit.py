@@ -18,8 +18,9 @@ import time
 from typing import Any
 
 from pydantic import ValidationError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from notify_relay.api.middleware import replaying
 from notify_relay.api.problems import JSONResponse, domain_problem
 from notify_relay.api.strict_json import loads
 from notify_relay.api.submission import Submission
@@ -56,15 +57,7 @@ class FastSubmit:
             chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
         body = b"".join(chunks)
-        sent = False
-
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
+        replay = replaying(body, receive)
         rt = self.rt
         try:
             submission = Submission.model_validate(loads(body))

@@ -28,6 +28,20 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _SUBMISSION_PATHS = frozenset({"/v1/messages", "/v1/messages/batch"})
 
 
+def replaying(body: bytes, receive: Receive) -> Receive:
+    """A receive that gives a body already read, whole, then hands over to `receive`."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
 class CorrelationIdMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -162,16 +176,7 @@ class BodyGuardMiddleware:
                           )(scope, receive, send)
             return
 
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(body, receive), send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = problem(413, "PAYLOAD_TOO_LARGE",
