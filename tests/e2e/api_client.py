@@ -127,6 +127,17 @@ class Api:
                 raise AssertionError(f"not within {timeout} s: {what}")
             time.sleep(0.05)
 
+    def wait_all_delivered(self, message_ids: list[str], timeout: float = 60.0) -> None:
+        """Until every one is DELIVERED; fails naming the first ten that are not."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pending = [mid for mid in message_ids
+                       if self.get(mid).json()["status"] != "DELIVERED"]
+            if not pending or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert pending == [], f"not delivered: {pending[:10]}"
+
     def wait_for(self, message_id: str, statuses: set[str], timeout: float = 15.0,
                  **params: str) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

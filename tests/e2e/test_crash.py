@@ -64,13 +64,7 @@ def test_sigkill_mid_delivery_then_restart_delivers_everything(
             if mid not in accepted:
                 assert api.submit(submission(mid, partner.url(f"/slow/0.05?{mid}"))
                                   ).status_code in (200, 202)
-        deadline = time.monotonic() + 60
-        while True:
-            pending = [mid for mid in ids if api.get(mid).json()["status"] != "DELIVERED"]
-            if not pending or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        assert pending == [], f"not delivered: {pending[:10]}"
+        api.wait_all_delivered(ids)
         # no slot is left taken by an attempt the kill cut short
         listed = api.destinations().json()["items"]
         assert {d["destination"] for d in listed} == {"alpha", "beta",

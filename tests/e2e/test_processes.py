@@ -81,13 +81,7 @@ def deliver_the_rest(server: ServerProcess, ids: list[str], accepted: set[str],
                 response = api.submit({"messageId": mid, "body": {"id": mid},
                                        "targetUrl": partner.url(f"/slow/0.05?{mid}")})
                 assert response.status_code in (200, 202), response.text
-        deadline = time.monotonic() + 60
-        while True:
-            pending = [mid for mid in ids if api.get(mid).json()["status"] != "DELIVERED"]
-            if not pending or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        assert pending == [], f"not delivered: {pending[:10]}"
+        api.wait_all_delivered(ids)
         listed = api.destinations().json()["items"]
         assert all(d["inFlight"] == 0 and d["pending"] == 0 for d in listed), listed
     received = {r.path.split("?", 1)[1] for r in partner.received("/slow")}
