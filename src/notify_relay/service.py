@@ -466,6 +466,12 @@ class Relay:
         self.on_scheduled(verdict.until)
         return None
 
+    async def release(self, claim: Claim) -> None:
+        """A claim that will not be worked on (the worker stops): its start put back and
+        its entry due again now, so that nothing takes it for an attempt cut short."""
+        await self._unstart(claim)
+        await self.queue.reschedule(claim, self.clock())
+
     async def _unstart(self, claim: Claim) -> None:
         """The message of a started claim as it was before (a conditional write: a change
         since wins); otherwise its next claim would take the start for a cut-short attempt."""

@@ -26,6 +26,8 @@ from notify_relay.domain.status import Status
 from notify_relay.gate import Hold
 from notify_relay.ports import OutboundRequest, StartingQueue
 from notify_relay.runtime import Runtime
+from notify_relay.worker.loop import Worker, WorkerSettings
+from notify_relay.worker.wakeup import WakeUp
 from tests.partner import Partner
 from tests.sockets import free_port
 
@@ -483,5 +485,45 @@ async def test_a_started_claim_delivered_without_leave_is_put_back_first(
         message = await rt.relay.get(MessageKey("sender-a", "s-1"))
         assert message.status is Status.DELIVERED
         assert outcomes(message) == [Outcome.SUCCESS]
+    finally:
+        await rt.stop()
+
+
+async def test_a_stop_during_a_claim_gives_its_entries_back_unstarted(
+    tmp_path: Path, partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim starts its attempts; a stop that comes while it is written must not leave
+    them DELIVERING (the next start would record attempts cut short that never began)."""
+    rt = build_embedded(settings(tmp_path / "r.db"))
+    await rt.relay.deliverer.open()  # type: ignore[attr-defined]
+    queue = rt.relay.queue
+    assert isinstance(queue, StartingQueue)
+    worker = Worker(rt.relay, queue, WorkerSettings(), WakeUp())
+    real = queue.claim_started
+    stopping: list[asyncio.Task[None]] = []
+
+    async def claim_then_stop(*args: Any) -> Any:
+        claims = await real(*args)
+        if claims and not stopping:  # the stop arrives while the claim is written
+            stopping.append(asyncio.create_task(worker.stop()))
+            await asyncio.sleep(0)
+        return claims
+
+    monkeypatch.setattr(queue, "claim_started", claim_then_stop)
+    try:
+        await submit(rt, "s-1", partner.url("/ok"))
+        await worker.start()
+        for _ in range(500):
+            if stopping:
+                break
+            await asyncio.sleep(0.01)
+        assert stopping, "the worker did not claim"
+        await asyncio.wait_for(stopping[0], 10)
+        message = await rt.relay.get(MessageKey("sender-a", "s-1"))
+        assert message.status is Status.QUEUED
+        assert message.attempts == ()
+        assert partner.received("/ok") == []
+        (again,) = await queue.claim(10, 60.0)  # due at once
+        assert again.key == message.key
     finally:
         await rt.stop()

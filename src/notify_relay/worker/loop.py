@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -25,6 +26,7 @@ from notify_relay.worker.wakeup import WakeUp
 
 log = logging.getLogger("notify_relay.worker")
 
+MAIN_STOP_SECONDS = 5.0  # a claim waits at most about a second for the write turn
 RELEASE_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 30.0, 30.0, 30.0, 30.0)
 
 
@@ -84,6 +86,8 @@ class Worker:
         self._stopping.set()
         self._wake.ready()
         self._slot_free.set()
+        if self._main is not None:  # a claim under way ends, and gives back what it took
+            await asyncio.wait([self._main], timeout=MAIN_STOP_SECONDS)
         for task in (self._main, self._reconciler, self._flusher):
             if task is not None:
                 task.cancel()
@@ -134,6 +138,9 @@ class Worker:
                 log.exception("claiming work failed; trying again shortly")
                 await self._sleep(1.0)
                 continue
+            if self._stopping.is_set():  # stopped while claiming: not started after all
+                await self._give_back(claims)
+                return
             for claim in claims:
                 ticket = None
                 destination = claim.destination_key
@@ -154,6 +161,15 @@ class Worker:
             if len(claims) < wanted and await self._sleep(await self._idle_time()):
                 # woken by new work: let a burst gather so that one claim takes it all
                 await asyncio.sleep(settings.claim_linger_seconds)
+
+    async def _give_back(self, claims: Sequence[Claim]) -> None:
+        for claim in claims:
+            try:
+                await self._relay.release(claim)
+            except Exception:  # its lease ends, and the next start takes it up
+                log.exception("giving back a claim at shutdown failed",
+                              extra={"messageId": claim.key.message_id,
+                                     "senderId": claim.key.sender_id})
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
