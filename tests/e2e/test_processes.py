@@ -269,7 +269,7 @@ def test_readiness_says_so_when_the_owner_does_not_answer(tmp_path: Path) -> Non
             started = time.monotonic()
             ready = httpx.get(server.base_url + "/readyz", timeout=15)
             assert ready.status_code == 503
-            assert "delivery process" in ready.json()["detail"]
+            assert "owner process" in ready.json()["detail"]
             assert time.monotonic() - started < 5
         finally:
             os.kill(server.proc.pid, signal.SIGCONT)

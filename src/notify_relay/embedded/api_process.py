@@ -38,7 +38,7 @@ def main(argv: list[str]) -> int:
 
     async def run() -> None:
         def owner_gone() -> None:
-            log.error("the delivery process is gone: stopping")
+            log.error("the owner process (delivery) is gone: stopping")
             server.should_exit = True
 
         watch_lifeline(lifeline_fd, owner_gone)

@@ -70,14 +70,15 @@ class OwnerLink:
                         method == "HEAD" and name.lower() == b"content-length")], content
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             reason = str(exc) or type(exc).__name__
-            raise StoreUnavailable(f"the delivery process does not answer: {reason}") from exc
+            raise StoreUnavailable(
+                f"the owner process (delivery) does not answer: {reason}") from exc
 
     async def check_ready(self) -> None:
         # a loopback name: an owner without API keys answers no other (KeylessGuard)
         status, _, _ = await self.request("GET", "/readyz", [("Host", "localhost")], b"",
                                           seconds=READY_TIMEOUT_SECONDS)
         if status != 200:
-            raise StoreUnavailable("the delivery process is not ready")
+            raise StoreUnavailable("the owner process (delivery) is not ready")
 
     async def close(self) -> None:
         if self._session is not None:
@@ -122,7 +123,7 @@ class ForwardToOwner:
             status, answer_headers, content = await self._owner.request(
                 scope["method"], target, headers, bytes(body))
         except StoreUnavailable as exc:
-            log.warning("request refused: the delivery process does not answer",
+            log.warning("request refused: the owner process (delivery) does not answer",
                         extra={"error": exc.message})
             await problem(503, exc.code, exc.message,
                           headers={"Retry-After": "1"})(scope, receive, send)

@@ -170,6 +170,8 @@ def serve_two_processes(settings: Settings, runtime: Runtime, wakeup: WakeUp) ->
         serving = await server.serve_until_listening()
         if server.started:
             os.chmod(path, 0o600)  # uvicorn makes it 0666; it forwards no key of its own
+            log.info("the owner process serves its socket; starting the API process",
+                     extra={"pid": os.getpid(), "socket": path})
             watching = asyncio.create_task(api.run(stop))
             stopped = asyncio.create_task(stop.wait())
             await asyncio.wait([watching, stopped, serving], return_when=asyncio.FIRST_COMPLETED)
