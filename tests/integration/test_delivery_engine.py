@@ -69,6 +69,15 @@ async def settled(runtime: Runtime, message_id: str, timeout: float = 10.0,
         await asyncio.sleep(0.02)
 
 
+async def sent(partner: Partner, segment: str, timeout: float = 10.0) -> None:
+    """Until the partner has a request of `segment` (DELIVERING alone is not enough: the
+    claim starts an attempt before its request goes)."""
+    deadline = time.monotonic() + timeout
+    while partner.max_in_progress[segment] < 1:
+        assert time.monotonic() < deadline, f"no /{segment} request within {timeout} s"
+        await asyncio.sleep(0.01)
+
+
 def outcomes(message: Message) -> list[Outcome]:
     return [a.outcome for a in message.attempts]
 
@@ -231,7 +240,7 @@ async def test_graceful_stop_lets_attempts_finish(tmp_path: Path, partner: Partn
     config = settings(tmp_path / "r.db", shutdown_grace="5")
     async with engine(config) as e:
         await submit(e, "g-1", partner.url("/slow/0.5"))
-        await settled(e, "g-1", until=lambda m: m.status is Status.DELIVERING)
+        await sent(partner, "slow")
     async with engine(config) as e:
         message = await e.relay.get(MessageKey("sender-a", "g-1"))
     assert message.status is Status.DELIVERED
@@ -244,7 +253,7 @@ async def test_abandoned_attempt_resumes_after_restart(
     config = settings(tmp_path / "r.db", shutdown_grace="0.1")
     async with engine(config) as e:
         await submit(e, "a-1", partner.url("/slow/1"))
-        await settled(e, "a-1", until=lambda m: m.status is Status.DELIVERING)
+        await sent(partner, "slow")
     named = [r for r in caplog.records if r.getMessage() == "abandoned an attempt at shutdown"]
     assert [(r.messageId, r.senderId) for r in named] == [("a-1", "sender-a")]
     async with engine(config) as e:
