@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
@@ -236,11 +237,17 @@ async def test_new_work_starts_without_polling_delay(tmp_path: Path, partner: Pa
         assert time.monotonic() - start < 2.0
 
 
-async def test_graceful_stop_lets_attempts_finish(tmp_path: Path, partner: Partner) -> None:
+async def test_graceful_stop_lets_attempts_finish(
+    tmp_path: Path, partner: Partner, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="notify_relay.worker")
     config = settings(tmp_path / "r.db", shutdown_grace="5")
     async with engine(config) as e:
         await submit(e, "g-1", partner.url("/slow/0.5"))
         await sent(partner, "slow")
+    (waiting,) = [r for r in caplog.records
+                  if r.getMessage() == "stopping: waiting for the attempts in flight"]
+    assert (waiting.count, waiting.graceSeconds) == (1, 5.0)  # type: ignore[attr-defined]
     async with engine(config) as e:
         message = await e.relay.get(MessageKey("sender-a", "g-1"))
     assert message.status is Status.DELIVERED

@@ -94,6 +94,9 @@ class Worker:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         if self._inflight:
+            log.info("stopping: waiting for the attempts in flight", extra={
+                "count": len(self._inflight),
+                "graceSeconds": self._settings.shutdown_grace_seconds})
             _, pending = await asyncio.wait(self._inflight,
                                             timeout=self._settings.shutdown_grace_seconds)
             abandoned = [claim for task in pending if (claim := self._claims.get(task))]
