@@ -7,13 +7,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import httpx
 
+from tests.partner import Partner
 from tests.sockets import free_port
 
 
@@ -127,7 +129,7 @@ class Api:
                 raise AssertionError(f"not within {timeout} s: {what}")
             time.sleep(0.05)
 
-    def wait_all_delivered(self, message_ids: list[str], timeout: float = 60.0) -> None:
+    def wait_all_delivered(self, message_ids: Sequence[str], timeout: float = 60.0) -> None:
         """Until every one is DELIVERED; fails naming the first ten that are not."""
         deadline = time.monotonic() + timeout
         while True:
@@ -158,3 +160,24 @@ class Api:
 
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         self.close()
+
+
+def submit_until_killed(api: Api, ids: list[str], body: Callable[[str], dict[str, Any]],
+                        partner: Partner, kill: Callable[[], None]) -> set[str]:
+    """Submit `ids` from 8 threads; `kill()` once the partner has 40 requests, some others
+    in flight or queued. Returns the ids acknowledged (a submission the kill cut off is
+    the sender's to send again)."""
+    def submit(mid: str) -> str | None:
+        try:
+            response = api.submit(body(mid))
+        except httpx.TransportError:
+            return None  # the server died under this request: the sender will retry it
+        return mid if response.status_code in (200, 202) else None
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(submit, mid) for mid in ids]
+        deadline = time.monotonic() + 30
+        while len(partner.received("/slow")) < 40 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        kill()
+        return {mid for f in futures if (mid := f.result()) is not None}

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
-
-from tests.e2e.api_client import Api, ServerProcess
+from tests.e2e.api_client import Api, ServerProcess, submit_until_killed
 from tests.partner import Partner
 
 MESSAGES = 300
@@ -33,25 +29,12 @@ def test_sigkill_mid_delivery_then_restart_delivers_everything(
     flags = ("--processes", "1", "--allow-networks", "127.0.0.0/8", "--concurrency", "16",
              "--destination-concurrency", "6")
     ids = [f"crash-{i:04d}" for i in range(MESSAGES)]
-    accepted: set[str] = set()
     first = ServerProcess(db, *flags, log=tmp_path / "first.log").start()
     api = Api(first.base_url)
 
-    def submit(mid: str) -> str | None:
-        try:
-            response = api.submit(submission(mid, partner.url(f"/slow/0.05?{mid}")))
-        except httpx.TransportError:
-            return None  # the server died under this request: the sender will retry it
-        return mid if response.status_code in (200, 202) else None
-
-    with ThreadPoolExecutor(8) as pool:
-        futures = [pool.submit(submit, mid) for mid in ids]
-        # kill once some messages are delivered and others are in flight or queued
-        deadline = time.monotonic() + 30
-        while len(partner.received("/slow")) < 40 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        first.kill()
-        accepted = {mid for f in futures if (mid := f.result()) is not None}
+    accepted = submit_until_killed(
+        api, ids, lambda mid: submission(mid, partner.url(f"/slow/0.05?{mid}")), partner,
+        first.kill)
     api.close()
     delivered_before = len(partner.received("/slow"))
     assert 0 < delivered_before < MESSAGES

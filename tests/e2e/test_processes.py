@@ -12,13 +12,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.e2e.api_client import Api, ServerProcess
+from tests.e2e.api_client import Api, ServerProcess, submit_until_killed
 from tests.partner import Partner
 
 MESSAGES = 300
@@ -54,25 +53,6 @@ def wait_gone(pid: int, timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
-def submit_all(api: Api, ids: list[str], partner: Partner, kill: object) -> set[str]:
-    """Submit from 8 threads; `kill()` once some are delivered and others in flight."""
-    def submit(mid: str) -> str | None:
-        try:
-            response = api.submit({"messageId": mid, "body": {"id": mid},
-                                   "targetUrl": partner.url(f"/slow/0.05?{mid}")})
-        except httpx.TransportError:
-            return None  # the process died under this request: the sender retries it
-        return mid if response.status_code in (200, 202) else None
-
-    with ThreadPoolExecutor(8) as pool:
-        futures = [pool.submit(submit, mid) for mid in ids]
-        deadline = time.monotonic() + 30
-        while len(partner.received("/slow")) < 40 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        kill()  # type: ignore[operator]
-        return {mid for f in futures if (mid := f.result()) is not None}
-
-
 def deliver_the_rest(server: ServerProcess, ids: list[str], accepted: set[str],
                      partner: Partner) -> None:
     with Api(server.base_url) as api:
@@ -103,7 +83,10 @@ def test_sigkill_loses_nothing(victim: str, tmp_path: Path, partner: Partner) ->
             os.kill(owner, signal.SIGKILL)
 
     with Api(first.base_url) as api:
-        accepted = submit_all(api, ids, partner, kill)
+        accepted = submit_until_killed(
+            api, ids, lambda mid: {"messageId": mid, "body": {"id": mid},
+                                   "targetUrl": partner.url(f"/slow/0.05?{mid}")},
+            partner, kill)
     assert 0 < len(partner.received("/slow")) < MESSAGES
     wait_gone(child)  # killed, or gone by itself once its owner died
     if victim == "api":  # the owner goes on and starts another API process
