@@ -40,9 +40,6 @@ class WakeSender:
         with contextlib.suppress(BlockingIOError, BrokenPipeError):
             os.write(self._fd, signal)
 
-    def close(self) -> None:
-        os.close(self._fd)
-
 
 class WakeListener:
     """The owner's end: calls `on_wake` for wakes, `on_ready` when the API listens; stops
