@@ -11,7 +11,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar, cast
 from urllib.parse import urlsplit
@@ -321,7 +321,7 @@ class Relay:
                                       with_body=False)
         if notice is None:
             return message
-        return replace(message, callback=callback_state(await self._as_expected(notice)))
+        return message.changed(callback=callback_state(await self._as_expected(notice)))
 
     async def _as_expected(self, message: Message) -> Message:
         """A waiting message shows when it is expected to go: later than its own time
@@ -331,7 +331,7 @@ class Relay:
         expected = await self.gate.expected_at(message.destination_key, message.next_attempt_at)
         if expected == message.next_attempt_at:
             return message
-        return replace(message, next_attempt_at=expected)
+        return message.changed(next_attempt_at=expected)
 
     async def retry(self, key: MessageKey, correlation_id: str | None = None) -> Message:
         """Queue a FAILED or CANCELLED message again with a fresh attempt budget."""
@@ -479,7 +479,7 @@ class Relay:
             return
         before, after = claim.started.before, claim.started.after
         try:
-            await self.store.update(replace(before, version=after.version))
+            await self.store.update(before.with_version(after.version))
         except StaleWrite:
             pass
         except Exception:
@@ -628,7 +628,7 @@ class Relay:
         notice, _ = await self.store.create(outcome_notice(
             message, policy=self.limits.default_policy,
             timeout_seconds=self.limits.default_timeout, now=self.clock()))
-        return replace(message, callback_notice=message.attempt_count), notice
+        return message.changed(callback_notice=message.attempt_count), notice
 
     async def _orphan(self, notice: Message) -> bool:
         """Drop a notice whose outcome was never recorded (domain/callback.is_orphan): it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -212,3 +213,19 @@ def test_a_retry_by_hand_still_waits_for_the_deliver_at() -> None:
     assert again.next_attempt_at == at
     late = scheduled.cancel(NOW).retry_by_hand(at + timedelta(minutes=1))
     assert late.next_attempt_at == at + timedelta(minutes=1)
+
+
+def test_changed_is_dataclasses_replace() -> None:
+    message = finish(new_message().start_attempt(NOW), Outcome.RETRY)
+    later = NOW + timedelta(seconds=5)
+    changes: dict[str, object] = {"status": Status.DELIVERING, "updated_at": later,
+                                  "queued": True, "version": 7}
+    assert message.changed(**changes) == replace(message, **changes)  # type: ignore[arg-type]
+    assert message.changed(**changes) is not message
+    assert (message.status, message.version) == (Status.RETRYING, 0)  # left as it was
+    assert message.changed().__dict__ == message.__dict__
+
+
+def test_changed_refuses_an_unknown_field() -> None:
+    with pytest.raises(TypeError, match="stauts"):
+        new_message().changed(stauts=Status.FAILED)

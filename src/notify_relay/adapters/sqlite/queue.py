@@ -38,7 +38,7 @@ def _started(conn: sqlite3.Connection, claim: Claim,
     after = start(before)
     if after is None:
         return claim
-    conn.execute(queries.UPDATE_MESSAGE, update_params(replace(after, version=before.version)))
+    conn.execute(queries.UPDATE_MESSAGE, update_params(after.with_version(before.version)))
     return replace(claim, started=Started(before, after.with_version(before.version + 1)))
 
 
