@@ -29,8 +29,8 @@ one runs.
 - many: --destinations (1,000) destinations with --per-destination (10) messages each
   against one destination with --single-messages (10,000), same partner and flags, first
   submission to last delivery (target: many >= 0.80 of single); then one destination with
-  --destination-concurrency at each of --sweep (16, 64, 128; 128 = the global
-  --concurrency, i.e. no per-destination cap), all against 32, the default; then the
+  --destination-concurrency at each of --sweep (16, 32, 128, 256; 256 = the global
+  --concurrency, i.e. no per-destination cap), all against the default (64); then the
   delivery side alone at each of those: the destination paused while its messages are
   submitted, then resumed, and timed from the resume to the last delivery (drain/s).
 
@@ -70,6 +70,7 @@ from typing import Any
 import aiohttp
 
 from machine import CpuMark, cpu_mark, foreign_cores, wait_quiet
+from notify_relay.config import load
 from run import HERE, ceiling, free_port, partner_count, peak_rss_mib, start_partner
 
 SUMMARY: list[tuple[str, str, str, str, str]] = []  # scenario, figure, value, ratio, target
@@ -707,10 +708,11 @@ async def many_run(args: argparse.Namespace, workdir: Path, partner: int, label:
 
 
 async def many(args: argparse.Namespace, workdir: Path) -> None:
+    default = load({}, environ={}).destination_concurrency
     many_total = args.destinations * args.per_destination
     note(f"\n== many: {args.destinations} destinations x {args.per_destination} against 1 x "
          f"{args.single_messages}; then 1 destination at --destination-concurrency "
-         f"{', '.join(map(str, args.sweep))}; reference: 1 destination at 32 (the default), "
+         f"{', '.join(map(str, args.sweep))}; reference: 1 destination at {default} (the default), "
          f"run before and after each case ==")
     partner, port = start_partner()
     try:
@@ -736,23 +738,25 @@ async def many(args: argparse.Namespace, workdir: Path) -> None:
                 return r.drain_rate if paused else r.rate, r.foreign <= args.max_others
             return run
 
-        cases = [(f"many-{args.destinations}", runner(args.destinations, many_total, 32))]
+        cases = [(f"many-{args.destinations}", runner(args.destinations, many_total,
+                                                                default))]
         cases += [(f"single-{c}", runner(1, args.single_messages, c))
-                  for c in args.sweep if c != 32]
-        ratios, rates, refs = await bracketed(runner(1, args.single_messages, 32), cases,
-                                              args.repeats, "single-32")
-        report("many", "single-32", refs, ratios, rates,
+                  for c in args.sweep if c != default]
+        ratios, rates, refs = await bracketed(runner(1, args.single_messages, default), cases,
+                                              args.repeats, f"single-{default}")
+        report("many", f"single-{default}", refs, ratios, rates,
                {f"many-{args.destinations}": ">= 0.80"}, ceiling_rate, foreign_seen)
         if args.drain:
             note(f"\n  -- the delivery side alone: 1 destination paused while its "
                  f"{args.single_messages} are submitted, then resumed; drain rate at each "
-                 f"--destination-concurrency, against 32 --")
+                 f"--destination-concurrency, against {default} --")
             foreign_seen.clear()
             cases = [(f"drain-{c}", runner(1, args.single_messages, c, True))
-                     for c in args.sweep if c != 32]
-            ratios, rates, refs = await bracketed(runner(1, args.single_messages, 32, True),
-                                                  cases, args.repeats, "drain-32")
-            report("many", "drain-32", refs, ratios, rates, {}, ceiling_rate, foreign_seen)
+                     for c in args.sweep if c != default]
+            ratios, rates, refs = await bracketed(runner(1, args.single_messages, default,
+                                                         True),
+                                                  cases, args.repeats, f"drain-{default}")
+            report("many", f"drain-{default}", refs, ratios, rates, {}, ceiling_rate, foreign_seen)
     finally:
         stop(partner)
 
@@ -851,7 +855,7 @@ def main() -> None:
     parser.add_argument("--per-destination", type=int, default=10)
     parser.add_argument("--single-messages", type=int, default=10000)
     parser.add_argument("--sweep", type=lambda t: [int(x) for x in t.split(",")],
-                        default=[16, 32, 64, 128])
+                        default=[16, 32, 64, 128, 256])
     parser.add_argument("--no-drain", dest="drain", action="store_false",
                         help="many: skip the drain runs (paused backlog, then resumed)")
     parser.add_argument("--quiet-below", type=float, default=0.25,

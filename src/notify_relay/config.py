@@ -366,7 +366,7 @@ class Settings(_Model):
                                       validate_default=True, repr=False)
     allow_networks: Networks = _setting(
         (), "CIDRs that targets may resolve to although private, e.g. 127.0.0.0/8", "CIDRS")
-    concurrency: int = _setting(128, "attempts in flight at once", gt=0)
+    concurrency: int = _setting(256, "attempts in flight at once", gt=0)
     max_attempts: int = _setting(12, "default attempts per message", gt=0)
     initial_delay: Seconds = _setting(5.0, "default first retry delay", "DURATION")
     max_delay: Seconds = _setting(7200.0, "default longest retry delay", "DURATION")
@@ -378,7 +378,7 @@ class Settings(_Model):
     deliver_at_cap: Seconds = _setting(30 * 86400.0, "how far ahead a submission's deliverAt "
                                        "may be", "DURATION")
     destination_concurrency: int = _setting(
-        32, "attempts in flight per destination unless set on it", ge=1,
+        64, "attempts in flight per destination unless set on it", ge=1,
         le=MAX_CONCURRENCY_LIMIT)
     breaker_failures: int = _setting(5, "failures in a row that open a destination's breaker",
                                      gt=0)

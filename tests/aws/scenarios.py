@@ -90,7 +90,7 @@ class Rig:
 
     `batch_size`: the records the SQS event source hands the worker at most (10 by
     default; the stack's is 100, which bench/aws_capacity.py passes). A scenario's messages
-    share one destination, so above its default maxConcurrency (32) the rig raises that
+    share one destination, so above its default maxConcurrency (64) the rig raises that
     default to the batch: a batch would otherwise hold what exceeds the cap, a cost of the
     cap (a limit of its own in the bench), not of a notification."""
 

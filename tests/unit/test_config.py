@@ -279,7 +279,7 @@ def test_summary_names_senders_never_keys_or_secrets() -> None:
     assert (summary["maxAttempts"], summary["initialDelaySeconds"],
             summary["maxDelaySeconds"]) == (12, 5.0, 3600.0)
     assert (summary["timeoutSeconds"], summary["destinationConcurrency"],
-            summary["breakerFailures"], summary["breakerCooldownSeconds"]) == (30.0, 32, 5, 30.0)
+            summary["breakerFailures"], summary["breakerCooldownSeconds"]) == (30.0, 64, 5, 30.0)
     assert (summary["rateLimit"], summary["logLevel"]) == (5.0, "INFO")
     assert "supersecretkey" not in str(summary)
     assert SECRET not in str(summary)

@@ -32,7 +32,7 @@ RELEASE_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 30.0, 30.0, 30.0, 30.0)
 
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
-    concurrency: int = 128
+    concurrency: int = 256
     claim_batch: int = 64
     lease_seconds: float = 180.0
     max_idle_seconds: float = 5.0
