@@ -104,3 +104,13 @@ def test_each_registry_row_decides(row: Range) -> None:
 def test_ranges_the_interpreter_missed_are_refused(address: str) -> None:
     """Python 3.11's tables dialled these (issue 7, finding 14)."""
     assert refusal_reason(ipaddress.ip_address(address)) is not None
+
+
+def test_literal_refusal_is_each_policys_own() -> None:
+    """Its answers are cached by policy and host: an allowance of one policy is not another's."""
+    strict, loopback = NetworkPolicy(), NetworkPolicy(parse_networks(["127.0.0.0/8"]))
+    for _ in range(2):  # asked again: the cached answers, still each policy's
+        assert strict.literal_refusal("127.0.0.1") is not None
+        assert loopback.literal_refusal("127.0.0.1") is None
+        assert loopback.literal_refusal("[::1]") is not None
+        assert strict.literal_refusal("partner.example") is None  # a name: judged at connect

@@ -7,6 +7,7 @@ ranges themselves are the IANA registries' rows in special_ranges.py.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -65,8 +66,16 @@ class NetworkPolicy:
 
     def literal_refusal(self, host: str) -> str | None:
         """Refusal for a host that is an IP literal; None for names (checked at connect)."""
-        try:
-            address = ipaddress.ip_address(host.strip("[]"))
-        except ValueError:
-            return None
-        return self.refusal(address)
+        return _literal_refusal(self, host)
+
+
+@functools.lru_cache(maxsize=4096)
+def _literal_refusal(policy: NetworkPolicy, host: str) -> str | None:
+    """Asked at each submission and each attempt, mostly of a few hosts: parsing and judging
+    a host took ~2 % of each process's CPU (py-spy, bench/run.py). The answer depends only
+    on the policy (frozen) and the host."""
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+    return policy.refusal(address)
