@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,16 +39,20 @@ class JsonFormatter(logging.Formatter):
             self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         return f"{self._prefix}.{int((created - second) * 1000):03d}Z"
 
-    def entry(self, record: logging.LogRecord) -> dict[str, Any]:
+    def head(self, created: float, level: str, logger: str, message: str) -> dict[str, Any]:
         entry: dict[str, Any] = {
-            "time": self._time(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
+            "time": self._time(created),
+            "level": level,
+            "logger": logger,
+            "message": message,
         }
         cid = correlation_id.get()
         if cid is not None:
             entry["correlationId"] = cid
+        return entry
+
+    def entry(self, record: logging.LogRecord) -> dict[str, Any]:
+        entry = self.head(record.created, record.levelname, record.name, record.getMessage())
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value
@@ -55,13 +60,16 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         return entry
 
-    def line(self, record: logging.LogRecord) -> bytes:
-        entry = self.entry(record)
+    @staticmethod
+    def dumps(entry: dict[str, Any]) -> bytes:
         try:
             return orjson.dumps(entry, default=str)
         except TypeError:  # what orjson refuses (an int beyond 64 bits, a non-str key, a
             # lone surrogate from undecodable bytes): escaped to ASCII, never a lost line
             return json.dumps(entry, default=str).encode()
+
+    def line(self, record: logging.LogRecord) -> bytes:
+        return self.dumps(self.entry(record))
 
     def format(self, record: logging.LogRecord) -> str:
         return self.line(record).decode()
@@ -78,11 +86,47 @@ class LineHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            data = self._json.line(record) + b"\n"
-            while data:
-                data = data[os.write(self._fd, data):]
+            self._write(self._json.line(record))
         except Exception:
             self.handleError(record)
+
+    def _write(self, line: bytes) -> None:
+        data = line + b"\n"
+        while data:
+            data = data[os.write(self._fd, data):]
+
+    def info_line(self, logger: str, message: str, fields: dict[str, Any]) -> None:
+        """The line `emit` writes for logger.info(message, extra=fields), without the
+        record (see info)."""
+        entry = self._json.head(time.time(), "INFO", logger, message)
+        entry.update(fields)
+        try:
+            self._write(self._json.dumps(entry))
+        except Exception:
+            self.handleError(logging.makeLogRecord({"name": logger, "msg": message}))
+
+
+def info(logger: logging.Logger, message: str, fields: dict[str, Any]) -> None:
+    """logger.info(message, extra=fields) for the lines of every message's life ("accepted",
+    "attempt"): when the line would reach only the LineHandler, unfiltered, it is written
+    without a LogRecord and the logging machinery around it (7.2 us a line -> ~1.5 us);
+    otherwise (a test's capture, another handler, a filter) through logging as usual."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    root = logging.root
+    handlers = root.handlers
+    if (len(handlers) == 1 and type(handlers[0]) is LineHandler and not handlers[0].filters
+            and handlers[0].level <= logging.INFO):
+        node: logging.Logger | None = logger
+        while node is not None and node is not root:
+            if node.handlers or node.filters or not node.propagate:
+                break
+            node = node.parent
+        else:
+            if not root.filters:
+                handlers[0].info_line(logger.name, message, fields)
+                return
+    logger.info(message, extra=fields)
 
 
 def configure_logging(level: str = "INFO") -> None:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar, cast
 from urllib.parse import urlsplit
 
-from notify_relay import __version__
+from notify_relay import __version__, logs
 from notify_relay.clock import utcnow
 from notify_relay.domain.callback import (
     callback_state,
@@ -263,7 +263,7 @@ class Relay:
         """New, a duplicate, or a conflict (only the content is compared)."""
         if created:
             if log.isEnabledFor(logging.INFO):
-                log.info("accepted", extra=message_context(stored))
+                logs.info(log, "accepted", message_context(stored))
             return Accepted(stored, duplicate=False)
         if stored.fingerprint != message.fingerprint:
             raise IdempotencyConflict(
@@ -607,7 +607,7 @@ class Relay:
             raise OutcomeNotRecorded(str(exc)) from exc
         self.observer.attempt(decision.outcome.value, elapsed)
         if log.isEnabledFor(logging.INFO):
-            log.info("attempt", extra={
+            logs.info(log, "attempt", {
                 **message_context(message), "attempt": message.attempt_count,
                 "statusCode": result.status_code, "error": result.description,
                 "outcome": decision.outcome.value, "durationMs": round(elapsed * 1000),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from notify_relay import logs
 from notify_relay.context import correlation_id
 from notify_relay.logs import LineHandler, configure_logging
 
@@ -114,3 +116,74 @@ def test_a_lone_surrogate_still_makes_a_line(log: Log) -> None:
 
     (line,) = log(lambda logger: logger.warning("a file", extra={"path": path}))
     assert line["path"] == path
+
+
+@pytest.fixture
+def root_lines() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """The root logger with only a LineHandler on a pipe, as `serve` sets it; its lines."""
+    read, write = os.pipe()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    root.handlers[:] = [LineHandler(write)]
+    root.setLevel(logging.INFO)
+
+    def lines() -> list[dict[str, Any]]:
+        os.set_blocking(read, False)
+        data = b""
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(read, 65536):
+                data += chunk
+        return [json.loads(line) for line in data.splitlines()]
+
+    yield lines
+    root.handlers[:], level = saved
+    root.setLevel(level)
+    os.close(read)
+    os.close(write)
+
+
+FIELDS: dict[str, Any] = {"messageId": "m-1", "senderId": "s", "statusCode": 503,
+                          "error": None, "correlationId": "corr-extra", "big": 2**70,
+                          "at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)}
+
+
+def test_a_hot_line_is_the_line_logging_writes(
+        root_lines: Callable[[], list[dict[str, Any]]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    logger = logging.getLogger("notify_relay.service")
+    # pytest's own capture handlers, added for the test's call, would take the slow path
+    monkeypatch.setattr(logging.root, "handlers",
+                        [h for h in logging.root.handlers if type(h) is LineHandler])
+    records: list[logging.LogRecord] = []
+    make = logging.Logger.makeRecord
+    monkeypatch.setattr(logging.Logger, "makeRecord", lambda self, *a, **k: (
+        records.append(record := make(self, *a, **k)), record)[1])
+    token = correlation_id.set("corr-9")
+    try:
+        logger.info("attempt", extra=FIELDS)
+        logs.info(logger, "attempt", FIELDS)
+    finally:
+        correlation_id.reset(token)
+    assert len(records) == 1  # the second line was written without one
+    through_logging, direct = root_lines()
+    assert list(direct) == list(through_logging)  # same keys, same order
+    assert {**direct, "time": ""} == {**through_logging, "time": ""}
+    assert direct["big"] == 2**70  # orjson refuses it: escaped by json, as logging's line
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", direct["time"])
+
+
+def test_a_hot_line_goes_through_logging_where_someone_else_listens(
+        root_lines: Callable[[], list[dict[str, Any]]],
+        caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("notify_relay.service")
+    with caplog.at_level(logging.INFO, logger="notify_relay.service"):
+        logs.info(logger, "accepted", {"messageId": "m-2"})
+    assert [(r.getMessage(), getattr(r, "messageId", None)) for r in caplog.records] == [
+        ("accepted", "m-2")]
+    assert [line["messageId"] for line in root_lines()] == ["m-2"]  # and still written
+    logger.setLevel(logging.WARNING)
+    try:
+        logs.info(logger, "accepted", {"messageId": "m-3"})
+    finally:
+        logger.setLevel(logging.NOTSET)
+    assert root_lines() == []
