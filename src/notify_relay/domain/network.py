@@ -7,10 +7,9 @@ ranges themselves are the IANA registries' rows in special_ranges.py.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from notify_relay.domain.special_ranges import special_range
 
@@ -51,9 +50,14 @@ def refusal_reason(address: IPAddress) -> str | None:
     return None
 
 
+LITERALS_KEPT = 4096  # judged hosts a policy remembers (see literal_refusal)
+
+
 @dataclass(frozen=True, slots=True)
 class NetworkPolicy:
     allowed: tuple[IPNetwork, ...] = ()
+    _literals: dict[str, str | None] = field(default_factory=dict, init=False, repr=False,
+                                              compare=False, hash=False)
 
     def refusal(self, address: IPAddress) -> str | None:
         if any(address.version == net.version and address in net for net in self.allowed):
@@ -65,17 +69,20 @@ class NetworkPolicy:
         return refusal_reason(address)
 
     def literal_refusal(self, host: str) -> str | None:
-        """Refusal for a host that is an IP literal; None for names (checked at connect)."""
-        return _literal_refusal(self, host)
+        """Refusal for a host that is an IP literal; None for names (checked at connect).
 
-
-@functools.lru_cache(maxsize=4096)
-def _literal_refusal(policy: NetworkPolicy, host: str) -> str | None:
-    """Asked at each submission and each attempt, mostly of a few hosts: parsing and judging
-    a host took ~2 % of each process's CPU (py-spy, bench/run.py). The answer depends only
-    on the policy (frozen) and the host."""
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return None
-    return policy.refusal(address)
+        Asked at each submission and each attempt, mostly of a few hosts: parsing and
+        judging one took ~2 % of each process's CPU (py-spy, bench/run.py), so the answers
+        are kept, by host, in the policy (frozen: they cannot change)."""
+        try:
+            return self._literals[host]
+        except KeyError:
+            pass
+        try:
+            refusal = self.refusal(ipaddress.ip_address(host.strip("[]")))
+        except ValueError:
+            refusal = None
+        if len(self._literals) >= LITERALS_KEPT:
+            self._literals.clear()
+        self._literals[host] = refusal
+        return refusal
