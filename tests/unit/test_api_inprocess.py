@@ -3,6 +3,7 @@ API's own rules, fast. The same behaviour over real sockets is in tests/e2e."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx
@@ -13,6 +14,7 @@ from notify_relay.adapters.prometheus import PrometheusObserver
 from notify_relay.api.app import create_app
 from notify_relay.auth import Authenticator
 from notify_relay.bootstrap import NoDelivery
+from notify_relay.context import new_correlation_id
 from notify_relay.domain.ratelimit import RateLimiter
 from notify_relay.gate import Gate
 from notify_relay.runtime import Runtime
@@ -57,8 +59,11 @@ async def test_rate_limited_sender_gets_429_with_retry_after(client: httpx.Async
 async def test_correlation_id_echoed_or_made(client: httpx.AsyncClient) -> None:
     given = await client.get("/healthz", headers={"X-Correlation-Id": "abc-123"})
     assert given.headers["x-correlation-id"] == "abc-123"
-    made = await client.get("/healthz")
-    assert len(made.headers["x-correlation-id"]) == 36
+    made = [(await client.get("/healthz")).headers["x-correlation-id"] for _ in range(50)]
+    assert len(set(made)) == 50
+    for cid in made:  # a UUID of version 4, written as uuid4 writes one
+        assert str(uuid.UUID(cid)) == cid
+        assert (uuid.UUID(cid).version, uuid.UUID(cid).variant) == (4, uuid.RFC_4122)
     weird = await client.get("/healthz", headers={"X-Correlation-Id": "a b"})
     assert weird.headers["x-correlation-id"] != "a b"
 
@@ -109,3 +114,13 @@ async def test_keys_configured_scope_reads() -> None:
     assert mine.status_code == 200
     assert theirs.status_code == 404
     assert spoof.status_code == 403
+
+
+def test_made_correlation_ids_are_uuid4_with_every_random_bit_used() -> None:
+    ids = [uuid.UUID(new_correlation_id()) for _ in range(2000)]
+    assert len(set(ids)) == 2000
+    assert {(u.version, u.variant) for u in ids} == {(4, uuid.RFC_4122)}
+    varying = 0
+    for u in ids:
+        varying |= u.int ^ ids[0].int
+    assert bin(varying).count("1") == 122  # all but the 6 fixed bits of a version 4 UUID

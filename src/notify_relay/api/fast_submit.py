@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from notify_relay.api.middleware import replaying
+from notify_relay.api.middleware import header, replaying
 from notify_relay.api.problems import JSONResponse, domain_problem
 from notify_relay.api.strict_json import loads
 from notify_relay.api.submission import Submission
@@ -28,13 +28,6 @@ from notify_relay.api.views import submit_view
 from notify_relay.context import correlation_id
 from notify_relay.domain.errors import NotifyRelayError
 from notify_relay.runtime import Runtime
-
-
-def _authorization(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            return str(value.decode("latin-1"))
-    return None
 
 
 class FastSubmit:
@@ -61,7 +54,7 @@ class FastSubmit:
         rt = self.rt
         try:
             submission = Submission.model_validate(loads(body))
-            sender = rt.auth.sender_of(scope, _authorization(scope), submission.senderId)
+            sender = rt.auth.sender_of(scope, header(scope, b"authorization"), submission.senderId)
         except (json.JSONDecodeError, ValidationError, NotifyRelayError):
             await self.app(scope, replay, send)  # the route names what is wrong
             return

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
 from collections.abc import Callable
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from notify_relay.api.problems import problem, problem_for
-from notify_relay.context import correlation_id, request_line
+from notify_relay.context import correlation_id, new_correlation_id, request_line
 from notify_relay.domain.errors import NotifyRelayError
 
 log = logging.getLogger("notify_relay.api")
@@ -42,6 +41,15 @@ def replaying(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of the header `name` (lower case, as the server gives them), as
+    Headers(scope=scope).get finds it, without building Headers for each request."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
 class CorrelationIdMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -50,8 +58,8 @@ class CorrelationIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = Headers(scope=scope).get("x-correlation-id")
-        cid = given if given and _VALID_CORRELATION_ID.fullmatch(given) else str(uuid.uuid4())
+        given = header(scope, b"x-correlation-id")
+        cid = given if given and _VALID_CORRELATION_ID.fullmatch(given) else new_correlation_id()
         token = correlation_id.set(cid)
         line_token = request_line.set((scope["method"], scope["path"]))
 
