@@ -201,7 +201,11 @@ class Relay:
         create = (cast("QueueInStore", store).create_queued if any(_capabilities(store))
                   else store.create)
         for group in (firsts, repeats):
-            created = await asyncio.gather(*(create(m) for _, m in group))
+            if not group:
+                continue
+            # one item (every single submission): awaited as it is, no task to gather
+            created = ([await create(group[0][1])] if len(group) == 1
+                       else await asyncio.gather(*(create(m) for _, m in group)))
             for (index, message), (stored, is_new) in zip(group, created, strict=True):
                 try:
                     results[index] = self._judge(message, stored, is_new, correlation_id)
