@@ -24,6 +24,13 @@ LONG = b"a" * 1023 + "\u00e9".encode() * 600
 POLL_INTERVAL = 0.02
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: a burst of the relay's 64 connections
+    # at once (its default per destination) overflowed it, and the dropped SYNs came
+    # back after 1 s, 3 s, 7 s. Servers partners run listen with hundreds or thousands.
+    request_queue_size = 1024
+
+
 @dataclass(frozen=True)
 class Received:
     method: str
@@ -76,7 +83,7 @@ class Partner:
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
