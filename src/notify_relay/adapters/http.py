@@ -16,6 +16,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
+from notify_relay.cycles import release_frames
 from notify_relay.domain.network import NetworkPolicy
 from notify_relay.domain.response import BODY_LIMIT, PartnerResponse
 from notify_relay.domain.retry import AttemptResult, ErrorKind
@@ -65,6 +66,26 @@ async def _read_prefix(stream: aiohttp.StreamReader, size: int) -> bytes:
         chunks.append(chunk)
         wanted -= len(chunk)
     return b"".join(chunks)
+
+
+def _failure(exc: BaseException, timeout_seconds: float) -> AttemptResult:
+    """What a request that got no answer records (most specific kind first)."""
+    if isinstance(exc, TargetRefused):
+        return AttemptResult(error_kind=ErrorKind.TARGET_NOT_ALLOWED,
+                             error=f"target not allowed: {exc}")
+    if isinstance(exc, TimeoutError):
+        return AttemptResult(error_kind=ErrorKind.TIMEOUT,
+                             error=f"timeout after {timeout_seconds:g} s")
+    if isinstance(exc, aiohttp.InvalidURL):
+        return AttemptResult(error_kind=ErrorKind.INVALID_REQUEST, error=f"invalid URL: {exc}")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return AttemptResult(error_kind=ErrorKind.CONNECTION, error=_describe_connect_error(exc))
+    if isinstance(exc, aiohttp.ClientResponseError):  # not a status the partner sent
+        return AttemptResult(error_kind=ErrorKind.CONNECTION,
+                             error=f"invalid HTTP response from the partner: "
+                                   f"{exc.message}"[:500])
+    return AttemptResult(error_kind=ErrorKind.CONNECTION,
+                         error=f"{type(exc).__name__}: {exc}"[:500])
 
 
 def _describe_connect_error(exc: aiohttp.ClientConnectorError) -> str:
@@ -130,21 +151,6 @@ class AiohttpDeliverer:
                     status_code=response.status,
                     retry_after=response.headers.get("Retry-After"),
                     response=PartnerResponse.capture(response.headers.items(), prefix, more))
-        except TargetRefused as exc:
-            return AttemptResult(error_kind=ErrorKind.TARGET_NOT_ALLOWED,
-                                 error=f"target not allowed: {exc}")
-        except TimeoutError:
-            return AttemptResult(error_kind=ErrorKind.TIMEOUT,
-                                 error=f"timeout after {request.timeout_seconds:g} s")
-        except aiohttp.InvalidURL as exc:
-            return AttemptResult(error_kind=ErrorKind.INVALID_REQUEST, error=f"invalid URL: {exc}")
-        except aiohttp.ClientConnectorError as exc:
-            return AttemptResult(error_kind=ErrorKind.CONNECTION,
-                                 error=_describe_connect_error(exc))
-        except aiohttp.ClientResponseError as exc:  # not a status the partner sent
-            return AttemptResult(error_kind=ErrorKind.CONNECTION,
-                                 error=f"invalid HTTP response from the partner: "
-                                       f"{exc.message}"[:500])
-        except (aiohttp.ClientError, OSError) as exc:
-            return AttemptResult(error_kind=ErrorKind.CONNECTION,
-                                 error=f"{type(exc).__name__}: {exc}"[:500])
+        except (TargetRefused, TimeoutError, aiohttp.ClientError, OSError) as exc:
+            release_frames(exc)  # they hold the request's body in a cycle (cycles.py)
+            return _failure(exc, request.timeout_seconds)

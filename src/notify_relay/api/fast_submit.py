@@ -26,6 +26,7 @@ from notify_relay.api.strict_json import loads
 from notify_relay.api.submission import Submission
 from notify_relay.api.views import submit_view
 from notify_relay.context import correlation_id
+from notify_relay.cycles import release_frames
 from notify_relay.domain.errors import NotifyRelayError
 from notify_relay.runtime import Runtime
 
@@ -56,7 +57,11 @@ class FastSubmit:
             submission = Submission.model_validate(loads(body))
             sender = rt.auth.sender_of(scope, header(scope, b"authorization"), submission.senderId)
         except (json.JSONDecodeError, ValidationError, NotifyRelayError):
-            await self.app(scope, replay, send)  # the route names what is wrong
+            refused = True  # the route names what is wrong; called once this error is gone,
+        else:  # not while it is handled (it would be the context of the route's own)
+            refused = False
+        if refused:
+            await self.app(scope, replay, send)
             return
         if rt.limiter is not None and rt.limiter.acquire(sender, time.monotonic()) > 0:
             await self.app(scope, replay, send)  # refused again there (no token taken): 429
@@ -66,6 +71,7 @@ class FastSubmit:
             accepted = await rt.relay.submit(submission.to_new_message(), sender, cid)
         except NotifyRelayError as exc:
             response: Any = domain_problem(exc)
+            release_frames(exc)
         else:
             rt.relay.observer.submission("duplicate" if accepted.duplicate else "accepted")
             response = JSONResponse(

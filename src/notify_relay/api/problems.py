@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 
 from notify_relay.context import correlation_id, request_line
+from notify_relay.cycles import release_frames
 from notify_relay.domain.errors import (
     FieldError,
     NotifyRelayError,
@@ -129,14 +130,18 @@ def domain_problem(exc: NotifyRelayError) -> JSONResponse:
 def install(app: FastAPI) -> None:
     async def on_domain(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, NotifyRelayError)
-        return domain_problem(exc)
+        response = domain_problem(exc)  # logged first, with its frames' lines
+        release_frames(exc)
+        return response
 
     async def on_validation(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
+        release_frames(exc)  # the body of a refused submission goes at once (cycles.py)
         return validation_problem(exc)
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
+        release_frames(exc)
         code = _CODES_BY_STATUS.get(exc.status_code, "HTTP_ERROR")
         detail = "no such route" if exc.status_code == 404 else str(exc.detail)
         headers = dict(exc.headers or {})

@@ -1,0 +1,112 @@
+"""Refused requests and failed attempts leave nothing in a reference cycle (cycles.py): their
+bodies (up to 6 MiB) go when they are answered, not when the collector next runs."""
+
+from __future__ import annotations
+
+import gc
+import types
+import weakref
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from notify_relay.adapters.http import AiohttpDeliverer
+from notify_relay.api.app import create_app
+from notify_relay.bootstrap import build_embedded
+from notify_relay.config import load
+from notify_relay.cycles import release_frames
+from notify_relay.domain.network import NetworkPolicy, parse_networks
+from notify_relay.domain.retry import ErrorKind
+from notify_relay.ports import OutboundRequest
+from tests.sockets import free_port
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def cycle_frames() -> Iterator[Callable[[], list[str]]]:
+    """With the collector off meanwhile: the functions whose frames sit in reference
+    cycles made since the last call."""
+    def collect() -> list[str]:
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            gc.collect()
+            return [o.f_code.co_name for o in gc.garbage if isinstance(o, types.FrameType)]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+
+    gc.collect()
+    gc.disable()
+    try:
+        yield collect
+    finally:
+        gc.enable()
+
+
+class Body:
+    """Stands for a request body (bytes take no weak reference)."""
+
+
+def test_release_frames_frees_what_a_raised_exceptions_frames_held() -> None:
+    held: list[weakref.ref[Body]] = []
+
+    def fail() -> None:
+        body = Body()
+        held.append(weakref.ref(body))
+        error = ValueError("refused")  # this frame holds its own exception: a cycle
+        try:
+            raise KeyError("first")
+        except KeyError:
+            raise error from None  # and a context, whose frames are cleared too
+
+    gc.disable()
+    try:
+        try:
+            fail()
+        except ValueError as exc:
+            caught = exc
+        assert held[0]() is not None  # kept by the cycle, with the collector off
+        release_frames(caught)
+        del caught
+        assert held[0]() is None
+    finally:
+        gc.enable()
+
+
+async def test_a_submission_refused_by_the_route_leaves_no_cycle(
+        tmp_path: Path, cycle_frames: Callable[[], list[str]]) -> None:
+    runtime = build_embedded(load({"db": str(tmp_path / "r.db")}, environ={}))
+    app = create_app(runtime)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+            bodies = [b'{"messageId": "m", "body": "' + b"a" * 1000,  # not JSON
+                      b'{"messageId": "m y", "targetUrl": "https://p.example/"}']  # invalid
+            for body in bodies:
+                await c.post("/v1/messages", content=body,  # the first of each kind
+                             headers={"Content-Type": "application/json"})  # warms up
+            cycle_frames()
+            for body in bodies:
+                answer = await c.post("/v1/messages", content=body,
+                                      headers={"Content-Type": "application/json"})
+                assert answer.status_code == 400
+            assert cycle_frames() == []
+
+
+async def test_an_attempt_without_an_answer_leaves_no_cycle(
+        cycle_frames: Callable[[], list[str]]) -> None:
+    deliverer = AiohttpDeliverer(NetworkPolicy(parse_networks(["127.0.0.0/8"])))
+    await deliverer.open()
+    try:
+        request = OutboundRequest(f"http://127.0.0.1:{free_port()}/h", "POST", [],
+                                  b"a" * 1000, 5.0)  # a closed port: refused
+        await deliverer.send(request)  # the connector's first use makes lasting objects
+        cycle_frames()
+        result = await deliverer.send(request)
+        assert cycle_frames() == []
+    finally:
+        await deliverer.close()
+    assert result.error_kind is ErrorKind.CONNECTION
