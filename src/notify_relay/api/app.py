@@ -29,15 +29,6 @@ if TYPE_CHECKING:
     from notify_relay.embedded.owner import OwnerLink
 
 
-# The collector's thresholds for `serve`'s processes (Python's are 700, 10, 10). A request
-# makes short-lived containers by the hundred, almost none in cycles, so a youngest
-# collection every 700 allocations mostly walks live objects: at 20,000 there are 29
-# times fewer. Alternated in one run (bench/run.py, 15,000 messages, 3 rounds): server CPU
-# 0.65-0.66 -> 0.61-0.64 ms a message, delivered +6.6 %, peak RSS the same; 50,000 gave
-# no more.
-GC_THRESHOLDS = (20_000, 50, 100)
-
-
 def create_app(rt: Runtime, listen_host: str = "127.0.0.1", *,
                freeze_at_start: bool = False, owner: OwnerLink | None = None) -> DescribedApp:
     """`listen_host`: where the server listens, one more Host a key-less server answers.
@@ -52,7 +43,6 @@ def create_app(rt: Runtime, listen_host: str = "127.0.0.1", *,
         if freeze_at_start:
             gc.collect()
             gc.freeze()
-            gc.set_threshold(*GC_THRESHOLDS)
         try:
             yield
         finally:
