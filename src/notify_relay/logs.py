@@ -98,25 +98,32 @@ class LineHandler(logging.Handler):
     def info_line(self, logger: str, message: str, fields: dict[str, Any]) -> None:
         """The line `emit` writes for logger.info(message, extra=fields), without the
         record (see info)."""
-        entry = self._json.head(time.time(), "INFO", logger, message)
-        entry.update(fields)
+        created = time.time()
+        self.acquire()  # as emit is called: the formatter's clock is shared
         try:
+            entry = self._json.head(created, "INFO", logger, message)
+            entry.update(fields)
             self._write(self._json.dumps(entry))
         except Exception:
             self.handleError(logging.makeLogRecord({"name": logger, "msg": message}))
+        finally:
+            self.release()
 
 
 def info(logger: logging.Logger, message: str, fields: dict[str, Any]) -> None:
     """logger.info(message, extra=fields) for the lines of every message's life ("accepted",
     "attempt"): when the line would reach only the LineHandler, unfiltered, it is written
     without a LogRecord and the logging machinery around it (7.2 us a line -> ~1.5 us);
-    otherwise (a test's capture, another handler, a filter) through logging as usual."""
+    otherwise (a test's capture, another handler, a filter, a record factory of someone's,
+    a field logging refuses or leaves out) through logging as usual."""
     if not logger.isEnabledFor(logging.INFO):
         return
     root = logging.root
     handlers = root.handlers
     if (len(handlers) == 1 and type(handlers[0]) is LineHandler and not handlers[0].filters
-            and handlers[0].level <= logging.INFO):
+            and handlers[0].level <= logging.INFO
+            and logging.getLogRecordFactory() is logging.LogRecord
+            and _STANDARD.isdisjoint(fields) and not any(key[:1] == "_" for key in fields)):
         node: logging.Logger | None = logger
         while node is not None and node is not root:
             if node.handlers or node.filters or not node.propagate:

@@ -187,3 +187,27 @@ def test_a_hot_line_goes_through_logging_where_someone_else_listens(
     finally:
         logger.setLevel(logging.NOTSET)
     assert root_lines() == []
+
+
+def test_a_hot_line_logging_would_write_differently_goes_through_logging(
+        root_lines: Callable[[], list[dict[str, Any]]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    logger = logging.getLogger("notify_relay.service")
+    monkeypatch.setattr(logging.root, "handlers",
+                        [h for h in logging.root.handlers if type(h) is LineHandler])
+    made: list[str] = []
+    factory = logging.getLogRecordFactory()
+
+    def counting(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        made.append(args[0])
+        return factory(*args, **kwargs)
+
+    logs.info(logger, "accepted", {"messageId": "m-1", "_private": 1})  # logging drops it
+    with pytest.raises(KeyError):  # logging refuses to overwrite a record's own attribute
+        logs.info(logger, "accepted", {"messageId": "m-2", "name": "x"})
+    monkeypatch.setattr(logging, "_logRecordFactory", counting)  # someone's own factory
+    logs.info(logger, "accepted", {"messageId": "m-3"})
+    assert made == ["notify_relay.service"]
+    lines = root_lines()
+    assert [(line["messageId"], "_private" in line) for line in lines] == [
+        ("m-1", False), ("m-3", False)]
