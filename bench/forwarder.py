@@ -115,7 +115,9 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("port", type=int)
     parser.add_argument("--concurrency", type=int, default=128,
-                        help="forwards in flight at once (notify-relay serve's default)")
+                        help="forwards in flight at once (kept at 128, serve's --concurrency "
+                             "until its default went to 256, so that the reference does not "
+                             "move; serve has at most 64 in flight to the one partner)")
     args = parser.parse_args()
     try:
         import uvloop  # notify-relay serve runs on it too (uvicorn's default when installed)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import signal
 import socket
@@ -180,7 +181,7 @@ async def end_to_end(server_port: int, partner_port: int, n: int, concurrency: i
             latencies.append((first - created).total_seconds() * 1000)
     latencies.sort()
     # the first second (connections opened, a server's first requests) shown apart
-    steady = sorted(ms for at, ms in waits if at >= WARM_SECONDS) or [float("nan")]
+    steady = sorted(ms for at, ms in waits if at >= WARM_SECONDS)
     answers = sorted(ms for _, ms in waits)
     return {
         "accepted_per_s": accepted,
@@ -189,8 +190,8 @@ async def end_to_end(server_port: int, partner_port: int, n: int, concurrency: i
         "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
         "submit_p50_ms": statistics.median(answers),
         "submit_p99_ms": percentile(answers, 0.99),
-        "steady_p50_ms": statistics.median(steady),
-        "steady_p99_ms": percentile(steady, 0.99),
+        "steady_p50_ms": statistics.median(steady) if steady else math.nan,
+        "steady_p99_ms": percentile(steady, 0.99) if steady else math.nan,
     }
 
 
@@ -229,8 +230,8 @@ def main() -> None:
     parser.add_argument("--skip-forwarder", action="store_true",
                         help="measure notify-relay alone, without the stateless reference")
     parser.add_argument("--forward-concurrency", type=int, default=128,
-                        help="the forwarder's sends in flight (notify-relay's --concurrency "
-                             "default)")
+                        help="the forwarder's sends in flight (see bench/forwarder.py: "
+                             "128, more than serve's 64 to one destination)")
     args = parser.parse_args()
     partner, partner_port = start_partner()
     server = None
@@ -273,9 +274,11 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores; N={args.messages} C={args.concurrency}{paced}")
     print(f"accepted          {figures['accepted_per_s']:8.0f} /s")
     print(f"delivered e2e     {figures['delivered_per_s']:8.0f} /s")
+    after = (f"p50 {figures['steady_p50_ms']:.1f} ms  p99 {figures['steady_p99_ms']:.1f} ms"
+             if not math.isnan(figures["steady_p50_ms"]) else "none sent then")
     print(f"submit answer     p50 {figures['submit_p50_ms']:.1f} ms  "
           f"p99 {figures['submit_p99_ms']:.1f} ms   (after the first {WARM_SECONDS:g} s: "
-          f"p50 {figures['steady_p50_ms']:.1f} ms  p99 {figures['steady_p99_ms']:.1f} ms)")
+          f"{after})")
     print(f"accept->attempt   p50 {figures['p50_ms']:.1f} ms  p99 {figures['p99_ms']:.1f} ms")
     print(f"server peak RSS   {rss:8.1f} MiB   (database {db_size:.1f} MiB)")
     print(f"server CPU        {cpu_ms:8.2f} ms a message (start-up included)")
