@@ -147,13 +147,18 @@ FIELDS: dict[str, Any] = {"messageId": "m-1", "senderId": "s", "statusCode": 503
                           "at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)}
 
 
+def only_the_line_handler(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Called in a test's body: pytest adds its capture handlers for the call, after the
+    fixtures, and with them a hot line takes logging's path."""
+    monkeypatch.setattr(logging.root, "handlers",
+                        [h for h in logging.root.handlers if type(h) is LineHandler])
+
+
 def test_a_hot_line_is_the_line_logging_writes(
         root_lines: Callable[[], list[dict[str, Any]]],
         monkeypatch: pytest.MonkeyPatch) -> None:
     logger = logging.getLogger("notify_relay.service")
-    # pytest's own capture handlers, added for the test's call, would take the slow path
-    monkeypatch.setattr(logging.root, "handlers",
-                        [h for h in logging.root.handlers if type(h) is LineHandler])
+    only_the_line_handler(monkeypatch)
     records: list[logging.LogRecord] = []
     make = logging.Logger.makeRecord
     monkeypatch.setattr(logging.Logger, "makeRecord", lambda self, *a, **k: (
@@ -193,8 +198,7 @@ def test_a_hot_line_logging_would_write_differently_goes_through_logging(
         root_lines: Callable[[], list[dict[str, Any]]],
         monkeypatch: pytest.MonkeyPatch) -> None:
     logger = logging.getLogger("notify_relay.service")
-    monkeypatch.setattr(logging.root, "handlers",
-                        [h for h in logging.root.handlers if type(h) is LineHandler])
+    only_the_line_handler(monkeypatch)
     made: list[str] = []
     factory = logging.getLogRecordFactory()
 
