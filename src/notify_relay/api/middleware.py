@@ -10,7 +10,7 @@ import logging
 import re
 from collections.abc import Callable
 
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from notify_relay.api.problems import problem, problem_for
@@ -144,8 +144,7 @@ class BodyGuardMiddleware:
             except NotifyRelayError as exc:
                 await problem_for(exc)(scope, receive, send)
                 return
-        headers = Headers(scope=scope)
-        declared = headers.get("content-length")
+        declared = header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             if int(declared) <= DRAIN_LIMIT_BYTES:
                 await _drain(receive, DRAIN_LIMIT_BYTES)
@@ -178,7 +177,7 @@ class BodyGuardMiddleware:
             self.buffered -= size
         body = b"".join(chunks)
         submission = scope["method"] == "POST" and scope["path"] in _SUBMISSION_PATHS
-        if (body or submission) and not _is_json(headers.get("content-type", "")):
+        if (body or submission) and not _is_json(header(scope, b"content-type") or ""):
             await problem(415, "UNSUPPORTED_MEDIA_TYPE",
                           "the request body must be JSON (Content-Type: application/json)"
                           )(scope, receive, send)
@@ -231,14 +230,13 @@ class KeylessGuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        host = headers.get("host", "").lower()
+        host = (header(scope, b"host") or "").lower()
         if _host_name(host) not in self.allowed:
             await problem(403, "FORBIDDEN", "this server has no API keys and answers only "
                           "requests addressed to a loopback name (localhost, 127.0.0.1, "
                           "[::1]) or its listen address")(scope, receive, send)
             return
-        origin = headers.get("origin")
+        origin = header(scope, b"origin")
         if scope["method"] in _STATE_CHANGING and origin is not None and origin.lower() not in (
                 f"http://{host}", f"https://{host}"):
             await problem(403, "FORBIDDEN", "this server has no API keys: a request from "
