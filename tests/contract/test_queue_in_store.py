@@ -132,11 +132,24 @@ async def test_a_failed_commit_keeps_neither(pair: tuple[QueueInStore, WorkQueue
     assert await queue.depth() == 0
 
 
+def starting(pair: tuple[QueueInStore, WorkQueue]) -> tuple[SqliteStore, StartingQueue]:
+    store, queue = pair
+    assert isinstance(store, SqliteStore)
+    assert isinstance(queue, StartingQueue)
+    return store, queue
+
+
+async def status_and_version(store: SqliteStore, message: Message) -> tuple[Status, int]:
+    """What the store holds of `message` now."""
+    read = await store.get(message.key)
+    assert read is not None
+    return read.status, read.version
+
+
 async def test_claim_started_starts_the_attempt_in_the_claims_transaction(
     pair: tuple[QueueInStore, WorkQueue]
 ) -> None:
-    store, queue = pair
-    assert isinstance(queue, StartingQueue)
+    store, queue = starting(pair)
     stored, _ = await store.create_queued(make_message("c-1"))
     seen: list[Message] = []
 
@@ -150,10 +163,7 @@ async def test_claim_started_starts_the_attempt_in_the_claims_transaction(
     assert claim.started.before == seen[0]
     assert (claim.started.before.status, claim.started.before.version) == (Status.QUEUED, 1)
     assert (claim.started.after.status, claim.started.after.version) == (Status.DELIVERING, 2)
-    assert isinstance(store, SqliteStore)
-    read = await store.get(stored.key)
-    assert read is not None
-    assert (read.status, read.version) == (Status.DELIVERING, 2)
+    assert await status_and_version(store, stored) == (Status.DELIVERING, 2)
     assert await queue.claim(10, 30.0) == []  # and leased, in the same write
     # the attempt's outcome is written over the version the claim returned
     finished = claim.started.after.finish_attempt(
@@ -166,22 +176,17 @@ async def test_claim_started_starts_the_attempt_in_the_claims_transaction(
 async def test_claim_started_leaves_what_start_declines_untouched(
     pair: tuple[QueueInStore, WorkQueue]
 ) -> None:
-    store, queue = pair
-    assert isinstance(queue, StartingQueue)
+    store, queue = starting(pair)
     stored, _ = await store.create_queued(make_message("c-1"))
     (claim,) = await queue.claim_started(10, 30.0, None, lambda message: None)
     assert claim.started is None
-    assert isinstance(store, SqliteStore)
-    read = await store.get(stored.key)
-    assert read is not None
-    assert (read.status, read.version) == (Status.QUEUED, 1)
+    assert await status_and_version(store, stored) == (Status.QUEUED, 1)
 
 
 async def test_claim_started_leaves_an_unreadable_message_to_the_relay(
     pair: tuple[QueueInStore, WorkQueue], sqlite_db: SqliteDatabase
 ) -> None:
-    store, queue = pair
-    assert isinstance(queue, StartingQueue)
+    store, queue = starting(pair)
     await store.create_queued(make_message("bad"))
     await sqlite_db.write(lambda conn: conn.execute("UPDATE messages SET doc = x'00'"))
     (claim,) = await queue.claim_started(10, 30.0, None, lambda message: message)
