@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from notify_relay.api.middleware import header, replaying
+from notify_relay.api.middleware import header, is_submission, replaying
 from notify_relay.api.problems import JSONResponse, domain_problem
 from notify_relay.api.strict_json import loads
 from notify_relay.api.submission import Submission
@@ -39,7 +39,7 @@ class FastSubmit:
         self.rt = rt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/v1/messages":
+        if not is_submission(scope):
             await self.app(scope, receive, send)
             return
         chunks = []

@@ -50,6 +50,12 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def is_submission(scope: Scope) -> bool:
+    """POST /v1/messages: one submission (the batch has a path of its own)."""
+    return bool(scope["type"] == "http" and scope["method"] == "POST"
+                and scope["path"] == "/v1/messages")
+
+
 class CorrelationIdMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -96,7 +102,7 @@ class RejectedSubmissionsMiddleware:
         self.count = count
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/v1/messages":
+        if not is_submission(scope):
             await self.app(scope, receive, send)
             return
 
