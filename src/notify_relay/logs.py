@@ -113,7 +113,7 @@ class LineHandler(logging.Handler):
 def info(logger: logging.Logger, message: str, fields: dict[str, Any]) -> None:
     """logger.info(message, extra=fields) for the lines of every message's life ("accepted",
     "attempt"): when the line would reach only the LineHandler, unfiltered, it is written
-    without a LogRecord and the logging machinery around it (7.2 us a line -> ~1.5 us);
+    without a LogRecord and the logging machinery around it (4.3 us a line against 9.2);
     otherwise (a test's capture, another handler, a filter, a record factory of someone's,
     a field logging refuses or leaves out) through logging as usual."""
     if not logger.isEnabledFor(logging.INFO):
