@@ -182,3 +182,16 @@ def test_an_answer_of_the_right_outline_but_wrong_insides_is_exit_3(
 
     assert call(lists, {"url": "http://127.0.0.1:9", "json": False}) == 3
     assert "not notify-relay's API (TypeError" in capsys.readouterr().err
+
+
+def test_the_cli_that_serves_does_not_load_httpx() -> None:
+    """`notify-relay serve` is this CLI: httpx (with rich and pygments) would be 4 MiB of
+    the serving process's memory (issue 9's bound), used only by the remote commands."""
+    import subprocess
+    import sys
+
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, notify_relay.cli, notify_relay.embedded.supervisor;"
+         "print(sorted(m for m in ('httpx', 'rich', 'pygments') if m in sys.modules))"],
+        capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    assert loaded == "[]"

@@ -11,11 +11,14 @@ import contextlib
 import json as json_module
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from notify_relay import __version__
+
+# httpx is imported where it is used: `serve` runs from this CLI too, and httpx brings
+# rich and pygments along, 4 MiB of the serving process's memory that it never uses
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_TIMEOUT = 10.0
@@ -85,6 +88,8 @@ class RelayClient:
         self.base_url = base_url.rstrip("/")
         self.sender = sender
         self.timeout = timeout
+        import httpx  # see the TYPE_CHECKING import
+
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout,
                                   transport=transport, follow_redirects=False, trust_env=False)
 
@@ -105,6 +110,8 @@ class RelayClient:
         query = {k: v for k, v in (params or {}).items() if v is not None}
         if sender_in_query and self.sender:
             query["senderId"] = self.sender
+        import httpx  # see the TYPE_CHECKING import
+
         try:
             response = self._http.request(method, path, params=query, json=json)
         except httpx.TimeoutException:
