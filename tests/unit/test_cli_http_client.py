@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -187,9 +189,6 @@ def test_an_answer_of_the_right_outline_but_wrong_insides_is_exit_3(
 def test_the_cli_that_serves_does_not_load_httpx() -> None:
     """`notify-relay serve` is this CLI: httpx (with rich and pygments) would be 4 MiB of
     the serving process's memory (issue 9's bound), used only by the remote commands."""
-    import subprocess
-    import sys
-
     loaded = subprocess.run(
         [sys.executable, "-c", "import sys, notify_relay.cli, notify_relay.embedded.supervisor;"
          "print(sorted(m for m in ('httpx', 'rich', 'pygments') if m in sys.modules))"],
