@@ -15,7 +15,6 @@ INSERT INTO messages (sender_id, message_id, status, fingerprint, created_at, up
                       queued, version, doc, destination)
 VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?)
 ON CONFLICT (sender_id, message_id) DO NOTHING
-RETURNING seq
 """
 
 INSERT_BODY = "INSERT INTO bodies (seq, body) VALUES (?, ?)"
