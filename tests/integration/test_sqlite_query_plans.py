@@ -92,3 +92,18 @@ def test_console_lists_read_in_index_order(conn: sqlite3.Connection,
     params: dict[str, object] = {name: "x" for name in filters} | {"sender": "s", "limit": 5}
     steps = plan(conn, _list_query(params, "created"))
     assert not [s for s in steps if "TEMP B-TREE" in s or s.startswith("SCAN")], steps
+
+
+@pytest.mark.parametrize("status", ["DELIVERED", "FAILED"])
+@pytest.mark.parametrize("filters", [("since",), ("until",), ("since", "until"),
+                                     ("destination", "since", "until")])
+def test_console_lists_by_when_final_messages_changed_search_that_index(
+        conn: sqlite3.Connection, status: str, filters: tuple[str, ...]) -> None:
+    """The partial index holds DELIVERED and FAILED rows only (migration 7): a list of those
+    by when they last changed (replay's preview) searches it by time, rather than reading
+    the sender's whole history of that status."""
+    params: dict[str, object] = ({name: "x" for name in filters}
+                                 | {"sender": "s", "status": status, "limit": 5})
+    steps = plan(conn, _list_query(params, "updated"))
+    assert any("INDEX messages_by_sender_status_updated" in s and "updated_at" in s
+               for s in steps), steps
