@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import timedelta
 from pathlib import Path
 
 import orjson
@@ -19,8 +18,7 @@ from notify_relay.adapters.sqlite import (
 from notify_relay.adapters.sqlite.schema import MIGRATIONS
 from notify_relay.domain.destination import DestinationKey
 from notify_relay.domain.message import MessageKey
-from notify_relay.domain.status import Status
-from tests.factories import NOW, make_message
+from tests.factories import make_message
 
 pytestmark = pytest.mark.anyio
 
@@ -61,49 +59,5 @@ async def test_version_1_database_gains_destinations(tmp_path: Path) -> None:
         assert await destinations.pending(DestinationKey("s", "127.0.0.1:9000")) == 1
         claims = await SqliteQueue(db).claim(10, 30, lambda key: 1)
         assert sorted(c.destination or "" for c in claims) == names
-    finally:
-        db.close()
-
-
-async def test_version_6_database_keeps_only_final_messages_in_the_updated_at_index(
-        tmp_path: Path) -> None:
-    """Migration 7 rebuilds messages_by_sender_status_updated for DELIVERED and FAILED
-    rows only; a file written before it keeps every message and still finds its FAILED
-    ones by when they failed."""
-    path = tmp_path / "v6.db"
-    db = SqliteDatabase(path)
-    db.open()
-    store = SqliteStore(db)
-    statuses = {"q": Status.QUEUED, "d": Status.DELIVERED, "f": Status.FAILED,
-                "c": Status.CANCELLED}
-    for message_id, status in statuses.items():
-        stored, _ = await store.create(make_message(message_id, "s"))
-        if status is not Status.QUEUED:
-            await store.update(stored.changed(status=status))
-    db.close()
-    conn = sqlite3.connect(path, isolation_level=None)  # as version 6 left it
-    conn.executescript("""
-        BEGIN; DROP INDEX messages_by_sender_status_updated;
-        CREATE INDEX messages_by_sender_status_updated
-            ON messages (sender_id, status, updated_at);
-        PRAGMA user_version = 6; COMMIT;""")
-    conn.close()
-
-    db = SqliteDatabase(path)
-    db.open()
-    try:
-        conn = sqlite3.connect(path)
-        (sql,) = conn.execute("SELECT sql FROM sqlite_master "
-                              "WHERE name = 'messages_by_sender_status_updated'").fetchone()
-        assert "WHERE status IN ('DELIVERED', 'FAILED')" in sql
-        assert conn.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS),)
-        conn.close()
-        for message_id, status in statuses.items():
-            message = await SqliteStore(db).get(MessageKey("s", message_id))
-            assert message is not None
-            assert message.status is status
-        failed = await SqliteStore(db).failed_between(
-            "s", None, NOW - timedelta(days=1), NOW + timedelta(days=1), 10)
-        assert [m.key.message_id for m in failed] == ["f"]
     finally:
         db.close()

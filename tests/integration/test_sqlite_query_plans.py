@@ -94,14 +94,15 @@ def test_console_lists_read_in_index_order(conn: sqlite3.Connection,
     assert not [s for s in steps if "TEMP B-TREE" in s or s.startswith("SCAN")], steps
 
 
-@pytest.mark.parametrize("status", ["DELIVERED", "FAILED"])
+@pytest.mark.parametrize("status", ["QUEUED", "RETRYING", "DELIVERED", "FAILED", "CANCELLED"])
 @pytest.mark.parametrize("filters", [("since",), ("until",), ("since", "until"),
                                      ("destination", "since", "until")])
-def test_console_lists_by_when_final_messages_changed_search_that_index(
+def test_console_lists_by_when_messages_changed_search_that_index(
         conn: sqlite3.Connection, status: str, filters: tuple[str, ...]) -> None:
-    """The partial index holds DELIVERED and FAILED rows only (migration 7): a list of those
-    by when they last changed (replay's preview) searches it by time, rather than reading
-    the sender's whole history of that status."""
+    """A list of one status by when its messages last changed (replay's preview of FAILED
+    ones, say) searches messages_by_sender_status_updated by time, rather than reading the
+    sender's whole history of that status (a partial index tried once lost this: 0.2 ->
+    57 ms with 200,000 messages stored)."""
     params: dict[str, object] = ({name: "x" for name in filters}
                                  | {"sender": "s", "status": status, "limit": 5})
     steps = plan(conn, _list_query(params, "updated"))

@@ -38,9 +38,6 @@ WHERE sender_id = ? AND status IN ('DELIVERED', 'FAILED') AND updated_at >= ?
 GROUP BY minute, status
 """
 
-# the statuses that messages_by_sender_status_updated holds (schema migration 7)
-FINAL_BY_UPDATED = ("DELIVERED", "FAILED")
-
 _CONDITIONS = {
     "status": "m.status = :status",
     "destination": "m.destination = :destination",
@@ -62,10 +59,6 @@ def _list_query(params: Mapping[str, object], time_field: str) -> str:
     conditions = ["m.sender_id = :sender", NOT_A_NOTICE]
     conditions += [sql.format(time=column) for name, sql in _CONDITIONS.items()
                    if params.get(name) is not None]
-    if column == "updated" and params.get("status") in FINAL_BY_UPDATED:
-        # the condition of the partial index by (status, updated_at), spelled out: SQLite
-        # cannot tell that `status = :status` falls within it (replay's preview reads so)
-        conditions.append("m.status IN ('DELIVERED', 'FAILED')")
     return (f"SELECT {MESSAGE_COLUMNS}, NULL FROM messages m WHERE {' AND '.join(conditions)} "
             "ORDER BY m.seq DESC LIMIT :limit")
 

@@ -50,7 +50,6 @@ ORDER BY m.seq DESC LIMIT :limit
 FAILED_BETWEEN = f"""
 SELECT {MESSAGE_COLUMNS}, NULL FROM messages m INDEXED BY messages_by_sender_status_updated
 WHERE m.sender_id = :sender AND m.status = 'FAILED'
-  AND m.status IN ('DELIVERED', 'FAILED')  -- the index's own condition, for SQLite to see
   AND m.updated_at >= :since AND m.updated_at < :until
   AND (:destination IS NULL OR m.destination = :destination)
   AND {NOT_A_NOTICE}

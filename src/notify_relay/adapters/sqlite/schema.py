@@ -116,14 +116,6 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX messages_by_sender ON messages (sender_id, seq);
     """,
-    # 7: what is read by when a message last changed is final (replay's FAILED window, the
-    # console's DELIVERED and FAILED per minute): the index holds those rows only, so that a
-    # submission and each move before the end no longer write it
-    """
-    DROP INDEX messages_by_sender_status_updated;
-    CREATE INDEX messages_by_sender_status_updated ON messages (sender_id, status, updated_at)
-        WHERE status IN ('DELIVERED', 'FAILED');
-    """,
 )
 
 
