@@ -11,6 +11,9 @@ Then, unless --skip-forwarder, the same N through bench/forwarder.py (answers 20
 forwards, nothing stored) with the same harness and partner, and notify-relay's delivered/s
 as a share of the forwarder's (issue 9: at least 60 %). Both are measured in one run
 because this machine's figures drift from run to run (780-1,300/s for the same server).
+They drift within a run too: the forwarder alone gave 4,635-5,535/s in five runs one after
+the other. `--rounds N` measures the two in turn N times and prints each round's ratio and
+their median.
 """
 
 from __future__ import annotations
@@ -215,6 +218,73 @@ async def count_once(partner_port: int) -> int:
         return await partner_count(session, partner_port)
 
 
+def measure_relay(args: argparse.Namespace, partner_port: int,
+                  extra: dict[str, int]) -> dict[str, float]:
+    """One run of notify-relay on a fresh file: end_to_end's figures, with its peak RSS,
+    CPU a message and file size."""
+    server = None
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            server_port = free_port()
+            server = start_server(Path(tmp) / "bench.db", server_port, args.log_level,
+                                  *(["--processes", str(args.processes)] if args.processes
+                                    else []))
+            before = asyncio.run(count_once(partner_port))
+            figures = asyncio.run(end_to_end(server_port, partner_port, args.messages,
+                                             args.concurrency, args.sample, args.rate))
+            figures["rss_mib"] = peak_rss_mib(server.pid)
+            figures["cpu_ms"] = cpu_seconds(server.pid) * 1000 / args.messages
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=60)
+            extra["relay"] += asyncio.run(count_once(partner_port)) - before - args.messages
+            figures["db_mib"] = (Path(tmp) / "bench.db").stat().st_size / 2**20
+            return figures
+    finally:
+        if server is not None and server.poll() is None:
+            server.kill()
+
+
+def measure_forwarder(args: argparse.Namespace, partner_port: int,
+                      extra: dict[str, int]) -> dict[str, float]:
+    forwarder = None
+    try:
+        forwarder, forwarder_port = start_forwarder(args.forward_concurrency)
+        before = asyncio.run(count_once(partner_port))
+        reference = asyncio.run(forwarded(forwarder_port, partner_port, args.messages,
+                                          args.concurrency, args.rate))
+        reference["rss_mib"] = peak_rss_mib(forwarder.pid)
+        forwarder.send_signal(signal.SIGTERM)
+        forwarder.wait(timeout=30)
+        extra["forwarder"] += asyncio.run(count_once(partner_port)) - before - args.messages
+        return reference
+    finally:
+        if forwarder is not None and forwarder.poll() is None:
+            forwarder.kill()
+
+
+def report(figures: dict[str, float], reference: dict[str, float] | None,
+           args: argparse.Namespace, top: float) -> None:
+    print(f"accepted          {figures['accepted_per_s']:8.0f} /s")
+    print(f"delivered e2e     {figures['delivered_per_s']:8.0f} /s")
+    after = (f"p50 {figures['steady_p50_ms']:.1f} ms  p99 {figures['steady_p99_ms']:.1f} ms"
+             if not math.isnan(figures["steady_p50_ms"]) else "none sent then")
+    print(f"submit answer     p50 {figures['submit_p50_ms']:.1f} ms  "
+          f"p99 {figures['submit_p99_ms']:.1f} ms   (after the first {WARM_SECONDS:g} s: "
+          f"{after})")
+    print(f"accept->attempt   p50 {figures['p50_ms']:.1f} ms  p99 {figures['p99_ms']:.1f} ms")
+    print(f"server peak RSS   {figures['rss_mib']:8.1f} MiB   "
+          f"(database {figures['db_mib']:.1f} MiB)")
+    print(f"server CPU        {figures['cpu_ms']:8.2f} ms a message (start-up included)")
+    print(f"e2e / ceiling     {figures['delivered_per_s'] / top:8.2f}")
+    if reference is not None:
+        print(f"forwarder accepted {reference['accepted_per_s']:7.0f} /s   "
+              f"(stateless, {args.forward_concurrency} forwards in flight)")
+        print(f"forwarder e2e     {reference['delivered_per_s']:8.0f} /s   "
+              f"(peak RSS {reference['rss_mib']:.1f} MiB)")
+        ratio = figures["delivered_per_s"] / reference["delivered_per_s"]
+        print(f"relay / forwarder {ratio:8.1%}   (issue 9 target: >= 60 %)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -232,65 +302,37 @@ def main() -> None:
     parser.add_argument("--forward-concurrency", type=int, default=128,
                         help="the forwarder's sends in flight (see bench/forwarder.py: "
                              "128, more than serve's 64 to one destination)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="notify-relay then the forwarder, this many times in turn; "
+                             "each round's ratio and their median (this machine's speed "
+                             "moves by 10 %% from one minute to the next, the forwarder's "
+                             "too: a round's ratio compares runs a minute apart)")
     args = parser.parse_args()
     partner, partner_port = start_partner()
-    server = None
-    forwarder = None
-    reference: dict[str, float] | None = None
+    rounds: list[tuple[dict[str, float], dict[str, float] | None]] = []
     extra = {"relay": 0, "forwarder": 0}  # deliveries beyond N, counted once each has stopped
     try:
         asyncio.run(ceiling(partner_port, min(2000, args.messages), args.concurrency))  # warm
         top = asyncio.run(ceiling(partner_port, args.messages, args.concurrency))
-        with tempfile.TemporaryDirectory() as tmp:
-            server_port = free_port()
-            server = start_server(Path(tmp) / "bench.db", server_port, args.log_level,
-                                  *(["--processes", str(args.processes)] if args.processes
-                                    else []))
-            before = asyncio.run(count_once(partner_port))
-            figures = asyncio.run(end_to_end(server_port, partner_port, args.messages,
-                                             args.concurrency, args.sample, args.rate))
-            rss = peak_rss_mib(server.pid)
-            cpu_ms = cpu_seconds(server.pid) * 1000 / args.messages
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=60)
-            extra["relay"] = asyncio.run(count_once(partner_port)) - before - args.messages
-            db_size = (Path(tmp) / "bench.db").stat().st_size / 2**20
-        if not args.skip_forwarder:
-            forwarder, forwarder_port = start_forwarder(args.forward_concurrency)
-            before = asyncio.run(count_once(partner_port))
-            reference = asyncio.run(forwarded(forwarder_port, partner_port, args.messages,
-                                              args.concurrency, args.rate))
-            forwarder_rss = peak_rss_mib(forwarder.pid)
-            forwarder.send_signal(signal.SIGTERM)
-            forwarder.wait(timeout=30)
-            extra["forwarder"] = asyncio.run(count_once(partner_port)) - before - args.messages
+        for _ in range(max(1, args.rounds)):
+            figures = measure_relay(args, partner_port, extra)
+            reference = (None if args.skip_forwarder
+                         else measure_forwarder(args, partner_port, extra))
+            rounds.append((figures, reference))
     finally:
-        for proc in (server, forwarder):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
         partner.terminate()
         partner.wait(timeout=10)
     paced = f" paced at {args.rate:g}/s" if args.rate else ""
     print(f"machine: {os.cpu_count()} cores; N={args.messages} C={args.concurrency}{paced}")
-    print(f"accepted          {figures['accepted_per_s']:8.0f} /s")
-    print(f"delivered e2e     {figures['delivered_per_s']:8.0f} /s")
-    after = (f"p50 {figures['steady_p50_ms']:.1f} ms  p99 {figures['steady_p99_ms']:.1f} ms"
-             if not math.isnan(figures["steady_p50_ms"]) else "none sent then")
-    print(f"submit answer     p50 {figures['submit_p50_ms']:.1f} ms  "
-          f"p99 {figures['submit_p99_ms']:.1f} ms   (after the first {WARM_SECONDS:g} s: "
-          f"{after})")
-    print(f"accept->attempt   p50 {figures['p50_ms']:.1f} ms  p99 {figures['p99_ms']:.1f} ms")
-    print(f"server peak RSS   {rss:8.1f} MiB   (database {db_size:.1f} MiB)")
-    print(f"server CPU        {cpu_ms:8.2f} ms a message (start-up included)")
-    print(f"ceiling (client)  {top:8.0f} /s")
-    print(f"e2e / ceiling     {figures['delivered_per_s'] / top:8.2f}")
-    if reference is not None:
-        print(f"forwarder accepted {reference['accepted_per_s']:7.0f} /s   "
-              f"(stateless, {args.forward_concurrency} forwards in flight)")
-        print(f"forwarder e2e     {reference['delivered_per_s']:8.0f} /s   "
-              f"(peak RSS {forwarder_rss:.1f} MiB)")
-        ratio = figures["delivered_per_s"] / reference["delivered_per_s"]
-        print(f"relay / forwarder {ratio:8.1%}   (issue 9 target: >= 60 %)")
+    print(f"ceiling (client)  {top:8.0f} /s   (the delivery client alone, no server)")
+    for number, (figures, reference) in enumerate(rounds, 1):
+        if len(rounds) > 1:
+            print(f"-- round {number}")
+        report(figures, reference, args, top)
+    ratios = [f["delivered_per_s"] / r["delivered_per_s"] for f, r in rounds if r is not None]
+    if len(ratios) > 1:
+        print(f"relay / forwarder by round: {', '.join(f'{r:.1%}' for r in ratios)}; "
+              f"median {statistics.median(ratios):.1%}")
     for name, count in extra.items():
         if count:
             print(f"note: the partner received {count} more than N from the {name}")
