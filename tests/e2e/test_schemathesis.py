@@ -28,7 +28,7 @@ LISTS = ("list_messages_v1_messages_get", "list_destinations_v1_destinations_get
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """Its targets are on loopback (the hooks point every generated URL at 127.0.0.1:9, where
+    """Its targets are on loopback (the hooks point every generated URL at localhost:9, where
     nothing listens): generated host names made it ask the machine's DNS resolver, and a
     clean stop waited out those lookups (~20 s). After all the hostile input, it must still
     stop cleanly, and at once."""
