@@ -1,0 +1,281 @@
+"""The delivery client against a raw HTTP/1.1 server on 127.0.0.1 that scripts every byte:
+what goes on the wire, what is kept of the answer, and how connections are reused."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import pytest
+
+from notify_relay.adapters.http import AiohttpDeliverer
+from notify_relay.domain.network import NetworkPolicy, parse_networks
+from notify_relay.domain.response import BODY_LIMIT
+from notify_relay.domain.retry import AttemptResult, ErrorKind
+from notify_relay.ports import OutboundRequest
+from tests.sockets import free_port
+
+pytestmark = pytest.mark.anyio
+LOOPBACK = NetworkPolicy(parse_networks(["127.0.0.0/8"]))
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    connection: int  # which connection of the server it came on, from 1
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k.lower() == name.lower()), None)
+
+
+def answer(status: int = 200, body: bytes = b"ok", *headers: str) -> bytes:
+    head = [f"HTTP/1.1 {status} X", f"Content-Length: {len(body)}", *headers]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+# what the server does with a request: the bytes to send, or None to close the connection
+Script = Callable[[Request, int], Awaitable[bytes | None]]
+
+
+@dataclass
+class RawServer:
+    script: Script
+    requests: list[Request] = field(default_factory=list)
+    connections: int = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        number = self.connections
+        on_this = 0
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    return
+                method, path, _ = line.decode().split(" ", 2)
+                headers = []
+                while (raw := await reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = raw.decode().rstrip("\r\n").partition(":")
+                    headers.append((name, value.strip()))
+                request = Request(method, path, headers, b"", number)
+                length = int(request.header("Content-Length") or 0)
+                request.body = await reader.readexactly(length) if length else b""
+                self.requests.append(request)
+                on_this += 1
+                reply = await self.script(request, on_this)
+                if reply is None:
+                    return
+                writer.write(reply)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            writer.close()
+
+
+@asynccontextmanager
+async def server(script: Script) -> AsyncIterator[tuple[RawServer, int]]:
+    raw = RawServer(script)
+    port = free_port()
+    listener = await asyncio.start_server(raw.serve, "127.0.0.1", port)
+    try:
+        yield raw, port
+    finally:
+        listener.close()
+
+
+@asynccontextmanager
+async def deliverer(policy: NetworkPolicy = LOOPBACK) -> AsyncIterator[AiohttpDeliverer]:
+    client = AiohttpDeliverer(policy)
+    await client.open()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+def outbound(url: str, method: str = "POST", body: bytes | None = b'{"a": 1}',
+             headers: tuple[tuple[str, str], ...] = (("Content-Type", "application/json"),),
+             timeout: float = 5.0) -> OutboundRequest:
+    return OutboundRequest(url=url, method=method, headers=headers, body=body,
+                           timeout_seconds=timeout)
+
+
+def always(reply: bytes) -> Script:
+    async def script(request: Request, on_connection: int) -> bytes | None:
+        return reply
+    return script
+
+
+async def test_the_request_goes_out_as_stored_and_the_answer_is_kept() -> None:
+    reply = answer(201, b'{"id": 7}', "Retry-After: 3", "X-Trace: abc")
+    async with server(always(reply)) as (raw, port), deliverer() as client:
+        result = await client.send(outbound(
+            f"http://127.0.0.1:{port}/hook?x=1", method="PUT", body=b'{"a": 1}',
+            headers=(("Content-Type", "application/json"), ("X-Key", "k1"))))
+    assert result.status_code == 201
+    assert result.error_kind is None
+    assert result.retry_after == "3"
+    assert result.response is not None
+    assert result.response.body == '{"id": 7}'
+    assert not result.response.body_truncated
+    assert ("retry-after", "3") in result.response.headers  # the headers kept
+    (request,) = raw.requests
+    assert (request.method, request.path, request.body) == ("PUT", "/hook?x=1", b'{"a": 1}')
+    assert request.header("X-Key") == "k1"
+    assert request.header("Content-Type") == "application/json"
+    assert request.header("Content-Length") == "8"
+    assert request.header("Host") == f"127.0.0.1:{port}"
+    # nothing the sender did not ask for, beyond what HTTP/1.1 needs
+    for added in ("User-Agent", "Accept", "Accept-Encoding", "Cookie"):
+        assert request.header(added) is None, added
+
+
+async def test_no_body_goes_without_one_and_no_content_type() -> None:
+    async with server(always(answer())) as (raw, port), deliverer() as client:
+        result = await client.send(outbound(f"http://127.0.0.1:{port}/", method="DELETE",
+                                            body=None, headers=()))
+    assert result.status_code == 200
+    (request,) = raw.requests
+    assert request.method == "DELETE"
+    assert request.body == b""
+    assert request.header("Content-Type") is None
+
+
+async def test_one_connection_carries_request_after_request() -> None:
+    async with server(always(answer())) as (raw, port), deliverer() as client:
+        for _ in range(3):
+            assert (await client.send(outbound(f"http://127.0.0.1:{port}/"))).status_code == 200
+    assert len(raw.requests) == 3
+    assert raw.connections == 1
+
+
+async def test_a_chunked_answer_is_read_whole() -> None:
+    reply = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+             b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+    async with server(always(reply)) as (raw, port), deliverer() as client:
+        first = await client.send(outbound(f"http://127.0.0.1:{port}/"))
+        second = await client.send(outbound(f"http://127.0.0.1:{port}/"))
+    assert first.response is not None
+    assert first.response.body == "hello world"
+    assert second.status_code == 200
+    assert raw.connections == 1
+
+
+async def test_a_head_answer_has_no_body_to_wait_for() -> None:
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n"
+    async with server(always(reply)) as (raw, port), deliverer() as client:
+        result = await client.send(outbound(f"http://127.0.0.1:{port}/", method="HEAD",
+                                            body=None, headers=(), timeout=2.0))
+        again = await client.send(outbound(f"http://127.0.0.1:{port}/", method="HEAD",
+                                           body=None, headers=(), timeout=2.0))
+    assert result.status_code == 200
+    assert again.status_code == 200
+    assert result.response is not None
+    assert result.response.body == ""
+    assert raw.connections == 1
+
+
+async def test_a_long_answer_is_cut_and_its_short_tail_keeps_the_connection() -> None:
+    reply = answer(500, b"x" * (BODY_LIMIT + 100))
+    async with server(always(reply)) as (raw, port), deliverer() as client:
+        result = await client.send(outbound(f"http://127.0.0.1:{port}/"))
+        await client.send(outbound(f"http://127.0.0.1:{port}/"))
+    assert result.status_code == 500
+    assert result.response is not None
+    assert result.response.body_truncated
+    assert len(result.response.body) == BODY_LIMIT
+    assert raw.connections == 1
+
+
+async def test_a_redirect_is_kept_not_followed() -> None:
+    reply = answer(302, b"", "Location: /elsewhere")
+    async with server(always(reply)) as (raw, port), deliverer() as client:
+        result = await client.send(outbound(f"http://127.0.0.1:{port}/here"))
+    assert result.status_code == 302
+    assert [r.path for r in raw.requests] == ["/here"]
+
+
+async def test_a_stalled_body_ends_at_the_timeout() -> None:
+    async def stall(request: Request, on_connection: int) -> bytes | None:
+        await asyncio.sleep(10)
+        return None
+
+    async with server(stall) as (_, port), deliverer() as client:
+        started = time.monotonic()
+        result = await client.send(outbound(f"http://127.0.0.1:{port}/", timeout=0.3))
+    assert result.error_kind is ErrorKind.TIMEOUT
+    assert result.error == "timeout after 0.3 s"
+    assert time.monotonic() - started < 3
+
+
+async def test_the_timeout_covers_a_body_that_trickles() -> None:
+    async def trickle(request: Request, on_connection: int) -> bytes | None:
+        return b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab"  # and nothing more
+
+    async with server(trickle) as (_, port), deliverer() as client:
+        result = await client.send(outbound(f"http://127.0.0.1:{port}/", timeout=0.3))
+    assert result.error_kind is ErrorKind.TIMEOUT
+
+
+@pytest.mark.parametrize(("method", "delivered"), [("GET", True), ("POST", False)])
+async def test_a_kept_connection_the_partner_drops_is_retried_only_when_idempotent(
+        method: str, delivered: bool) -> None:
+    """The first connection answers once, then closes on the next request: a GET goes
+    again on a new connection (aiohttp's rule, RFC 9112 9.3.1); a POST is not resent."""
+    async def drop_second(request: Request, on_connection: int) -> bytes | None:
+        return answer() if on_connection == 1 else None
+
+    async with server(drop_second) as (raw, port), deliverer() as client:
+        await client.send(outbound(f"http://127.0.0.1:{port}/", method=method))
+        result = await client.send(outbound(f"http://127.0.0.1:{port}/", method=method))
+    if delivered:
+        assert result.status_code == 200
+        assert raw.connections == 2
+    else:
+        assert result.error_kind is ErrorKind.CONNECTION
+        assert raw.connections == 1
+
+
+async def test_a_refused_connection_is_named() -> None:
+    port = free_port()
+    async with deliverer() as client:
+        result = await client.send(outbound(f"http://127.0.0.1:{port}/"))
+    assert result.error_kind is ErrorKind.CONNECTION
+    assert result.error == f"connection refused by 127.0.0.1:{port}"
+
+
+async def test_an_answer_that_is_not_http_is_named() -> None:
+    async with server(always(b"SMTP ready\r\n\r\n")) as (_, port), deliverer() as client:
+        result = await client.send(outbound(f"http://127.0.0.1:{port}/"))
+    assert result.error_kind is ErrorKind.CONNECTION
+    assert result.error is not None
+    assert "invalid HTTP response" in result.error
+
+
+async def test_a_name_that_resolves_to_a_refused_network_is_not_connected_to() -> None:
+    async with server(always(answer())) as (raw, port), \
+            deliverer(NetworkPolicy()) as client:
+        result = await client.send(outbound(f"http://localhost:{port}/"))
+        literal = await client.send(outbound(f"http://127.0.0.1:{port}/"))
+    assert result.error_kind is ErrorKind.TARGET_NOT_ALLOWED
+    assert literal.error_kind is ErrorKind.TARGET_NOT_ALLOWED
+    assert raw.requests == []
+
+
+async def test_many_at_once_each_get_their_own_answer() -> None:
+    async def echo(request: Request, on_connection: int) -> bytes | None:
+        await asyncio.sleep(0.01)
+        return answer(200, request.path.encode())
+
+    async with server(echo) as (_, port), deliverer() as client:
+        results: list[AttemptResult] = await asyncio.gather(*(
+            client.send(outbound(f"http://127.0.0.1:{port}/{i}")) for i in range(50)))
+    assert [r.response.body if r.response else None for r in results] == [
+        f"/{i}" for i in range(50)]
