@@ -202,6 +202,15 @@ async def test_a_redirect_is_kept_not_followed() -> None:
     assert [r.path for r in raw.requests] == ["/here"]
 
 
+async def test_a_cookie_set_by_one_answer_is_not_sent_with_the_next_request() -> None:
+    """Messages of different senders share the client: nothing of one may reach another."""
+    reply = answer(200, b"ok", "Set-Cookie: session=s1; Path=/")
+    async with server(always(reply)) as (raw, port), deliverer() as client:
+        for _ in range(2):
+            await client.send(outbound(f"http://localhost:{port}/"))
+    assert [r.header("Cookie") for r in raw.requests] == [None, None]
+
+
 async def test_a_stalled_body_ends_at_the_timeout() -> None:
     async def stall(request: Request, on_connection: int) -> bytes | None:
         await asyncio.sleep(10)

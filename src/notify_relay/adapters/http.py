@@ -116,6 +116,9 @@ class AiohttpDeliverer:
             skip_auto_headers=_SKIP_AUTO_HEADERS,
             auto_decompress=False,
             trust_env=False,
+            # one client serves every sender: a partner's Set-Cookie must not ride along
+            # on the next message to that host, whoever sent it
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
 
     async def close(self) -> None:
