@@ -1,6 +1,10 @@
 """aiohttp vs httpx against the fast partner: the figures behind the delivery client choice.
 
     .venv/bin/python bench/clients.py [--requests N] [--concurrency C]
+
+Each line: requests/s and this process's CPU a request. "deliverer" is notify-relay's own
+client (adapters/http.py): aiohttp's request and response classes without ClientSession's
+generic front, with the policy-checking resolver and the answer's capture.
 """
 
 from __future__ import annotations
@@ -14,6 +18,10 @@ from pathlib import Path
 
 import aiohttp
 import httpx
+
+from notify_relay.adapters.http import AiohttpDeliverer
+from notify_relay.domain.network import NetworkPolicy, parse_networks
+from notify_relay.ports import OutboundRequest
 
 HERE = Path(__file__).parent
 
@@ -45,6 +53,27 @@ async def run_httpx(url: str, n: int, c: int) -> float:
         return n / (time.perf_counter() - start)
 
 
+async def run_deliverer(url: str, n: int, c: int) -> float:
+    client = AiohttpDeliverer(NetworkPolicy(parse_networks(["127.0.0.0/8"])), max_connections=c)
+    await client.open()
+    request = OutboundRequest(url=url, method="POST", body=b'{"a":1}', timeout_seconds=10.0,
+                              headers=(("Content-Type", "application/json"),))
+    try:
+        sem = asyncio.Semaphore(c)
+
+        async def one() -> None:
+            async with sem:
+                result = await client.send(request)
+                if result.status_code != 200:
+                    raise RuntimeError(f"the partner answered {result}")
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(n)))
+        return n / (time.perf_counter() - start)
+    finally:
+        await client.close()
+
+
 def start_partner() -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen([sys.executable, str(HERE / "partner.py"), "0"],
                             stdout=subprocess.PIPE, text=True)
@@ -60,10 +89,14 @@ def main() -> None:
     args = parser.parse_args()
     partner, url = start_partner()
     try:
-        for name, fn in (("aiohttp", run_aiohttp), ("httpx", run_httpx)):
+        for name, fn in (("aiohttp", run_aiohttp), ("deliverer", run_deliverer),
+                         ("httpx", run_httpx)):
             asyncio.run(fn(url, min(1000, args.requests), args.concurrency))  # warm-up
+            cpu = time.process_time()
             rate = asyncio.run(fn(url, args.requests, args.concurrency))
-            print(f"{name:8s} {rate:8.0f} requests/s  (n={args.requests}, c={args.concurrency})")
+            cpu_us = (time.process_time() - cpu) / args.requests * 1e6
+            print(f"{name:9s} {rate:8.0f} requests/s  {cpu_us:6.1f} us CPU a request  "
+                  f"(n={args.requests}, c={args.concurrency})")
     finally:
         partner.terminate()
         partner.wait(timeout=10)
