@@ -46,6 +46,7 @@ Script = Callable[[Request, int], Awaitable[bytes | None]]
 @dataclass
 class RawServer:
     script: Script
+    read_body: bool = True  # False: answered after the head, the body left unread
     requests: list[Request] = field(default_factory=list)
     connections: int = 0
 
@@ -65,7 +66,8 @@ class RawServer:
                     headers.append((name, value.strip()))
                 request = Request(method, path, headers, b"", number)
                 length = int(request.header("Content-Length") or 0)
-                request.body = await reader.readexactly(length) if length else b""
+                if self.read_body:
+                    request.body = await reader.readexactly(length) if length else b""
                 self.requests.append(request)
                 on_this += 1
                 reply = await self.script(request, on_this)
@@ -73,6 +75,8 @@ class RawServer:
                     return
                 writer.write(reply)
                 await writer.drain()
+                if not self.read_body:  # the rest of the stream is that body
+                    return
         except (ConnectionError, asyncio.IncompleteReadError):
             return
         finally:
@@ -80,8 +84,9 @@ class RawServer:
 
 
 @asynccontextmanager
-async def server(script: Script) -> AsyncIterator[tuple[RawServer, int]]:
-    raw = RawServer(script)
+async def server(script: Script, *, read_body: bool = True
+                 ) -> AsyncIterator[tuple[RawServer, int]]:
+    raw = RawServer(script, read_body)
     port = free_port()
     listener = await asyncio.start_server(raw.serve, "127.0.0.1", port)
     try:
@@ -192,6 +197,21 @@ async def test_a_long_answer_is_cut_and_its_short_tail_keeps_the_connection() ->
     assert result.response.body_truncated
     assert len(result.response.body) == BODY_LIMIT
     assert raw.connections == 1
+
+
+@pytest.mark.filterwarnings("ignore:Sending a large body:ResourceWarning")  # aiohttp's, > 1 MiB
+async def test_an_answer_before_the_body_is_read_leaves_nothing_sending() -> None:
+    """A partner may refuse a large body from its head (413) without reading it: the
+    attempt ends with that answer, and no task is left writing the body."""
+    async def refuse(request: Request, on_connection: int) -> bytes | None:
+        return answer(413, b"too large", "Connection: close")
+
+    body = b"x" * (6 * 1024 * 1024)
+    async with server(refuse, read_body=False) as (_, port), deliverer() as client:
+        result = await client.send(outbound(f"http://127.0.0.1:{port}/", body=body))
+        writing = [task for task in asyncio.all_tasks() if "write_bytes" in repr(task)]
+    assert result.status_code == 413
+    assert writing == []
 
 
 async def test_a_redirect_is_kept_not_followed() -> None:

@@ -129,7 +129,8 @@ class AiohttpDeliverer:
             self._session = None
 
     async def send(self, request: OutboundRequest) -> AttemptResult:
-        if self._session is None:
+        session = self._session
+        if session is None or session.closed:
             raise RuntimeError("deliverer is not open")
         try:
             url = URL(request.url, encoded=True)
@@ -145,59 +146,72 @@ class AiohttpDeliverer:
         try:
             async with asyncio.timeout(request.timeout_seconds):  # connect to the last byte
                 try:
-                    return await self._exchange(self._session, request, url)
+                    response = await _answered(session, request, url)
                 except aiohttp.ClientConnectorError:
                     raise
                 except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
                     if request.method not in IDEMPOTENT_METHODS:
                         raise
                     # most often a kept connection the partner closed as the request left
-                    return await self._exchange(self._session, request, url)
+                    response = await _answered(session, request, url)
+                return await _result(response)
         except (TargetRefused, TimeoutError, aiohttp.ClientError, OSError) as exc:
             release_frames(exc)  # they hold the request's body in a cycle (cycles.py)
             return _failure(exc, request.timeout_seconds)
 
-    @staticmethod
-    async def _exchange(session: aiohttp.ClientSession, request: OutboundRequest,
-                        url: URL) -> AttemptResult:
-        """One request on a pooled connection, by aiohttp's own request and response classes.
 
-        ClientSession.request does the same behind a generic front (redirects, cookies,
-        auth, proxies, middlewares, tracing) that a delivery uses none of; going around it
-        took a fifth off the client's CPU a request (bench/clients.py). What the front does
-        that a delivery needs is in send(): one retry of a dropped kept connection, and the
-        timeout around it all."""
-        req = aiohttp.ClientRequest(
-            request.method, url, headers=list(request.headers),
-            skip_auto_headers=_SKIP_AUTO_HEADERS, data=request.body,
-            loop=asyncio.get_running_loop(), session=session)
-        connector = session.connector
-        assert connector is not None  # an open session has one
-        conn = await connector.connect(req, [], _NO_TIMEOUTS)
-        assert conn.protocol is not None  # a connection fresh from connect() has one
-        conn.protocol.set_response_params(skip_payload=req.method == "HEAD",
-                                          read_until_eof=True, auto_decompress=False)
+async def _answered(session: aiohttp.ClientSession, request: OutboundRequest,
+                    url: URL) -> aiohttp.ClientResponse:
+    """The request sent on a pooled connection and the answer's head read, by aiohttp's own
+    request and response classes.
+
+    ClientSession.request does the same behind a generic front (redirects, cookies, auth,
+    proxies, middlewares, tracing) that a delivery uses none of; going around it took a fifth
+    off the client's CPU a request (bench/clients.py). What the front does that a delivery
+    needs is in send(): one retry of a dropped kept connection, and the timeout around it
+    all. This reaches below aiohttp's documented API, which is why pyproject.toml holds
+    aiohttp to one minor version and tests/integration/test_http_deliverer.py checks
+    the wire."""
+    req = aiohttp.ClientRequest(
+        request.method, url, headers=list(request.headers),
+        skip_auto_headers=_SKIP_AUTO_HEADERS, data=request.body,
+        loop=asyncio.get_running_loop(), session=session)
+    connector = session.connector
+    if connector is None:
+        raise RuntimeError("deliverer is not open")
+    conn = await connector.connect(req, [], _NO_TIMEOUTS)
+    if conn.protocol is None:  # closed as it was handed over: like a dropped connection
+        conn.close()
+        raise aiohttp.ServerDisconnectedError()
+    conn.protocol.set_response_params(skip_payload=req.method == "HEAD",
+                                      read_until_eof=True, auto_decompress=False)
+    try:
+        response = await req.send(conn)
         try:
-            response = await req.send(conn)
-            try:
-                await response.start(conn)
-            except BaseException:
-                response.close()
-                raise
-        except BaseException:
-            conn.close()
-            raise
-        try:
-            prefix = await _read_prefix(response.content, BODY_LIMIT + 1)
-            more = len(prefix) > BODY_LIMIT
-            if more:  # read on a little, so that a short tail keeps the connection
-                await response.content.read(RESPONSE_READ_LIMIT)
-            result = AttemptResult(
-                status_code=response.status,
-                retry_after=response.headers.get("Retry-After"),
-                response=PartnerResponse.capture(response.headers.items(), prefix, more))
+            await response.start(conn)
         except BaseException:
             response.close()
             raise
-        response.release()  # to the pool, when the answer was read to its end
-        return result
+    except BaseException:
+        conn.close()
+        raise
+    return response
+
+
+async def _result(response: aiohttp.ClientResponse) -> AttemptResult:
+    """What is kept of the answer: its head, and the first BODY_LIMIT bytes of its body."""
+    try:
+        prefix = await _read_prefix(response.content, BODY_LIMIT + 1)
+        more = len(prefix) > BODY_LIMIT
+        if more:  # read on a little, so that a short tail keeps the connection
+            await response.content.read(RESPONSE_READ_LIMIT)
+        result = AttemptResult(
+            status_code=response.status,
+            retry_after=response.headers.get("Retry-After"),
+            response=PartnerResponse.capture(response.headers.items(), prefix, more))
+    except BaseException:
+        response.close()
+        raise
+    response.release()  # to the pool, when the answer was read to its end
+    await response.wait_for_close()  # a body still going out (an early answer) is stopped
+    return result
