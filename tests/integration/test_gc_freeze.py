@@ -1,5 +1,6 @@
 """`serve` freezes what exists once its runtime has started, so that full collections stop
-walking it (56 -> 4 ms a collection measured); an embedding host keeps its own GC state."""
+walking it (56 -> 4 ms a collection measured), and collects young objects less often; an
+embedding host keeps its own GC state."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from notify_relay.api.app import create_app
+from notify_relay.api.app import YOUNG_GC_THRESHOLD, create_app
 from notify_relay.bootstrap import build_embedded
 from notify_relay.config import load
 
@@ -18,11 +19,18 @@ pytestmark = pytest.mark.anyio
 @pytest.mark.parametrize("freeze", [True, False])
 async def test_the_app_freezes_only_when_asked(tmp_path: Path, freeze: bool) -> None:
     gc.unfreeze()
+    host_threshold = gc.get_threshold()
     runtime = build_embedded(load({"db": str(tmp_path / "r.db")}, environ={}))
     app = create_app(runtime, freeze_at_start=freeze)
     try:
         async with app.router.lifespan_context(app):
             frozen = gc.get_freeze_count()
+            threshold = gc.get_threshold()
     finally:
         gc.unfreeze()
+        gc.set_threshold(*host_threshold)
     assert (frozen > 10_000) is freeze, frozen
+    if freeze:
+        assert threshold == (YOUNG_GC_THRESHOLD, *host_threshold[1:])
+    else:
+        assert threshold == host_threshold
