@@ -113,15 +113,9 @@ class AiohttpDeliverer:
             ttl_dns_cache=10,
             enable_cleanup_closed=False,
         )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            skip_auto_headers=_SKIP_AUTO_HEADERS,
-            auto_decompress=False,
-            trust_env=False,
-            # one client serves every sender: a partner's Set-Cookie must not ride along
-            # on the next message to that host, whoever sent it
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
+        # the session holds the pool for _answered(), which does not go through its request():
+        # none of its settings (cookies, proxies from the environment, default headers) apply
+        self._session = aiohttp.ClientSession(connector=connector)
 
     async def close(self) -> None:
         if self._session is not None:
