@@ -49,10 +49,12 @@ class RawServer:
     read_body: bool = True  # False: answered after the head, the body left unread
     requests: list[Request] = field(default_factory=list)
     connections: int = 0
+    writers: dict[int, asyncio.StreamWriter] = field(default_factory=dict)  # by connection
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         number = self.connections
+        self.writers[number] = writer
         on_this = 0
         try:
             while True:
@@ -212,6 +214,24 @@ async def test_an_answer_before_the_body_is_read_leaves_nothing_sending() -> Non
         writing = [task for task in asyncio.all_tasks() if "write_bytes" in repr(task)]
     assert result.status_code == 413
     assert writing == []
+
+
+async def test_an_answer_nobody_asked_for_is_not_taken_for_the_next_requests() -> None:
+    """A partner that sends an answer on an idle kept connection (a second one to the last
+    request, a bug of its own) must not have it recorded as the next request's answer."""
+    async def echo(request: Request, on_connection: int) -> bytes | None:
+        return answer(200, request.path.encode())
+
+    async with server(echo) as (raw, port), deliverer() as client:
+        first = await client.send(outbound(f"http://127.0.0.1:{port}/first"))
+        raw.writers[1].write(answer(201, b"nobody asked"))
+        await asyncio.sleep(0.05)  # it arrives while the connection waits in the pool
+        second = await client.send(outbound(f"http://127.0.0.1:{port}/second"))
+    assert first.status_code == 200
+    assert second.status_code == 200
+    assert second.response is not None
+    assert second.response.body == "/second"
+    assert raw.connections == 2
 
 
 async def test_a_redirect_is_kept_not_followed() -> None:

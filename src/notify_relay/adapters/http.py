@@ -174,6 +174,12 @@ async def _answered(session: aiohttp.ClientSession, request: OutboundRequest,
     if connector is None:
         raise RuntimeError("deliverer is not open")
     conn = await connector.connect(req, [], _NO_TIMEOUTS)
+    if conn.protocol is not None and len(conn.protocol):
+        # a kept connection on which the partner sent an answer nobody asked for: that
+        # answer would be taken for this request's, so the connection is not used (once:
+        # a partner that answers before it is asked, on every connection, gets its way)
+        conn.close()
+        conn = await connector.connect(req, [], _NO_TIMEOUTS)
     if conn.protocol is None:  # closed as it was handed over: like a dropped connection
         conn.close()
         raise aiohttp.ServerDisconnectedError()
