@@ -82,6 +82,39 @@ def cpu_seconds(pid: int) -> float:
     return total / CLOCK_TICKS
 
 
+@dataclass(frozen=True)
+class SplitMark:
+    at_jiffies: dict[str, int]  # CPU used so far by each named group of processes
+    idle: int  # jiffies the whole machine was idle (iowait included)
+    total: int
+
+
+def split_mark(groups: dict[str, list[int]]) -> SplitMark:
+    """For `split_between`: where the CPU goes inside a run (which process is the bottleneck,
+    and whether a core sits idle) rather than one sum."""
+    used = {}
+    for name, pids in groups.items():
+        used[name] = 0
+        for pid in pids:
+            try:
+                text = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            fields = text[text.rindex(")") + 2:].split()
+            used[name] += int(fields[11]) + int(fields[12])
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return SplitMark(used, values[3] + values[4], sum(values))
+
+
+def split_between(start: SplitMark, end: SplitMark, messages: int) -> tuple[dict[str, float],
+                                                                              float]:
+    """Each group's CPU in ms a message between two marks, and the machine's idle share."""
+    per_message = {name: (end.at_jiffies[name] - used) / CLOCK_TICKS * 1000 / messages
+                   for name, used in start.at_jiffies.items()}
+    idle = (end.idle - start.idle) / max(1, end.total - start.total)
+    return per_message, idle
+
+
 def wait_quiet(below: float, timeout: float, label: str, window: float = 3.0) -> None:
     """Before a measurement: wait (at most `timeout` s) until other processes use fewer
     than `below` cores over `window` s, so that a test suite running beside a benchmark

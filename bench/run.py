@@ -31,10 +31,11 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
-from machine import cpu_seconds, process_tree
+from machine import cpu_seconds, process_tree, split_between, split_mark
 from notify_relay.adapters.http import AiohttpDeliverer
 from notify_relay.domain.network import NetworkPolicy, parse_networks
 from notify_relay.ports import OutboundRequest
@@ -168,13 +169,19 @@ async def submit_and_wait(session: aiohttp.ClientSession, base: str, partner_por
 
 
 async def end_to_end(server_port: int, partner_port: int, n: int, concurrency: int,
-                     sample: int, rate: float | None) -> dict[str, float]:
+                     sample: int, rate: float | None,
+                     groups: dict[str, list[int]] | None = None) -> dict[str, Any]:
+    """`groups`: the processes whose CPU is split out while the N go through (not while
+    the sample is read back afterwards)."""
+    groups = groups or {}
     base = f"http://127.0.0.1:{server_port}"
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
         waits: list[tuple[float, float]] = []
+        mark = split_mark(groups)
         accepted, delivered = await submit_and_wait(session, base, partner_port, n,
                                                     concurrency, rate, "/relay", waits)
+        split, idle = split_between(mark, split_mark(groups), n)
         latencies = []
         for i in range(0, n, max(1, n // sample)):
             async with session.get(f"{base}/v1/messages/bench-{i}") as response:
@@ -195,6 +202,8 @@ async def end_to_end(server_port: int, partner_port: int, n: int, concurrency: i
         "submit_p99_ms": percentile(answers, 0.99),
         "steady_p50_ms": statistics.median(steady) if steady else math.nan,
         "steady_p99_ms": percentile(steady, 0.99) if steady else math.nan,
+        "split_ms": split,
+        "idle": idle,
     }
 
 
@@ -218,8 +227,8 @@ async def count_once(partner_port: int) -> int:
         return await partner_count(session, partner_port)
 
 
-def measure_relay(args: argparse.Namespace, partner_port: int,
-                  extra: dict[str, int]) -> dict[str, float]:
+def measure_relay(args: argparse.Namespace, partner: subprocess.Popen[str], partner_port: int,
+                  extra: dict[str, int]) -> dict[str, Any]:
     """One run of notify-relay on a fresh file: end_to_end's figures, with its peak RSS,
     CPU a message and file size."""
     server = None
@@ -230,8 +239,12 @@ def measure_relay(args: argparse.Namespace, partner_port: int,
                                   *(["--processes", str(args.processes)] if args.processes
                                     else []))
             before = asyncio.run(count_once(partner_port))
+            owner, *others = process_tree(server.pid)  # two processes: the API is the other
+            groups = {"owner" if others else "server": [owner], "API": others,
+                      "harness": [os.getpid(), partner.pid]}
             figures = asyncio.run(end_to_end(server_port, partner_port, args.messages,
-                                             args.concurrency, args.sample, args.rate))
+                                             args.concurrency, args.sample, args.rate,
+                                             groups))
             figures["rss_mib"] = peak_rss_mib(server.pid)
             figures["cpu_ms"] = cpu_seconds(server.pid) * 1000 / args.messages
             server.send_signal(signal.SIGTERM)
@@ -262,7 +275,7 @@ def measure_forwarder(args: argparse.Namespace, partner_port: int,
             forwarder.kill()
 
 
-def report(figures: dict[str, float], reference: dict[str, float] | None,
+def report(figures: dict[str, Any], reference: dict[str, float] | None,
            args: argparse.Namespace, top: float) -> None:
     print(f"accepted          {figures['accepted_per_s']:8.0f} /s")
     print(f"delivered e2e     {figures['delivered_per_s']:8.0f} /s")
@@ -275,6 +288,10 @@ def report(figures: dict[str, float], reference: dict[str, float] | None,
     print(f"server peak RSS   {figures['rss_mib']:8.1f} MiB   "
           f"(database {figures['db_mib']:.1f} MiB)")
     print(f"server CPU        {figures['cpu_ms']:8.2f} ms a message (start-up included)")
+    split = "  ".join(f"{name} {ms:.3f}" for name, ms in figures["split_ms"].items()
+                      if name != "API" or ms)
+    print(f"CPU while the N went through: {split} ms a message; "
+          f"machine idle {figures['idle']:.0%}")
     print(f"e2e / ceiling     {figures['delivered_per_s'] / top:8.2f}")
     if reference is not None:
         print(f"forwarder accepted {reference['accepted_per_s']:7.0f} /s   "
@@ -309,13 +326,13 @@ def main() -> None:
                              "too: a round's ratio compares runs a minute apart)")
     args = parser.parse_args()
     partner, partner_port = start_partner()
-    rounds: list[tuple[dict[str, float], dict[str, float] | None]] = []
+    rounds: list[tuple[dict[str, Any], dict[str, float] | None]] = []
     extra = {"relay": 0, "forwarder": 0}  # deliveries beyond N, counted once each has stopped
     try:
         asyncio.run(ceiling(partner_port, min(2000, args.messages), args.concurrency))  # warm
         top = asyncio.run(ceiling(partner_port, args.messages, args.concurrency))
         for _ in range(max(1, args.rounds)):
-            figures = measure_relay(args, partner_port, extra)
+            figures = measure_relay(args, partner, partner_port, extra)
             reference = (None if args.skip_forwarder
                          else measure_forwarder(args, partner_port, extra))
             rounds.append((figures, reference))
