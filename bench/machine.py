@@ -39,7 +39,7 @@ def cpu_mark() -> CpuMark:
         pid = stack.pop()
         ours += usage.get(pid, 0)
         stack += children.get(pid, [])
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    values = _machine_jiffies()
     return CpuMark(time.monotonic(), sum(values) - values[3] - values[4], ours)
 
 
@@ -67,19 +67,26 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
+def _machine_jiffies() -> list[int]:
+    """/proc/stat's first line: user, nice, system, idle, iowait, irq, softirq, steal."""
+    return [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+
+
+def _process_jiffies(pid: int) -> int:
+    """User + system jiffies of one process; 0 once it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    fields = text[text.rindex(")") + 2:].split()
+    return int(fields[11]) + int(fields[12])
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU a process and its live descendants have used: per message, the
     cost that a ratio of rates hides when something else on the machine takes the other
     core."""
-    total = 0
-    for member in process_tree(pid):
-        try:
-            text = Path(f"/proc/{member}/stat").read_text()
-        except OSError:
-            continue
-        fields = text[text.rindex(")") + 2:].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / CLOCK_TICKS
+    return sum(_process_jiffies(member) for member in process_tree(pid)) / CLOCK_TICKS
 
 
 @dataclass(frozen=True)
@@ -92,17 +99,8 @@ class SplitMark:
 def split_mark(groups: dict[str, list[int]]) -> SplitMark:
     """For `split_between`: where the CPU goes inside a run (which process is the bottleneck,
     and whether a core sits idle) rather than one sum."""
-    used = {}
-    for name, pids in groups.items():
-        used[name] = 0
-        for pid in pids:
-            try:
-                text = Path(f"/proc/{pid}/stat").read_text()
-            except OSError:
-                continue
-            fields = text[text.rindex(")") + 2:].split()
-            used[name] += int(fields[11]) + int(fields[12])
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    used = {name: sum(_process_jiffies(pid) for pid in pids) for name, pids in groups.items()}
+    values = _machine_jiffies()
     return SplitMark(used, values[3] + values[4], sum(values))
 
 
