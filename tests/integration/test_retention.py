@@ -9,7 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from notify_relay.adapters.sqlite import SqliteDatabase, SqliteStore, queries
+from notify_relay.adapters.sqlite import (
+    SqliteDatabase,
+    SqliteDestinationStore,
+    SqliteStore,
+    queries,
+)
 from notify_relay.adapters.sqlite.database import FREE_SLACK
 from notify_relay.domain.retry import AttemptResult, Decision, Outcome
 from notify_relay.retention import RetentionSweeper
@@ -134,3 +139,28 @@ async def test_a_file_from_before_incremental_vacuum_still_reuses_its_pages(
     finally:
         db.close()
     assert free > 300  # the first fill's pages were freed, not given back
+
+
+async def test_a_failed_message_retried_by_hand_is_kept_and_pending(tmp_path: Path) -> None:
+    """`final`, by which retention and the pending count select, follows the status both
+    ways: into FAILED, and out of it again when the message is retried by hand."""
+    db = SqliteDatabase(tmp_path / "relay.db")
+    db.open()
+    store = SqliteStore(db)
+    destinations = SqliteDestinationStore(db)
+    try:
+        stored, _ = await store.create(make_message("m", now=NOW))
+        started = await store.update(stored.start_attempt(NOW))
+        failed = await store.update(started.finish_attempt(
+            AttemptResult(status_code=404), Decision(Outcome.GIVE_UP), started_at=NOW,
+            duration_ms=1, now=NOW))
+        assert failed.status.is_final
+        key = stored.destination_key
+        assert await destinations.pending(key) == 0
+        await store.update(failed.retry_by_hand(NOW))
+        assert await destinations.pending(key) == 1
+        sweeper = RetentionSweeper(store, timedelta(days=1), clock=lambda: NOW + timedelta(days=9))
+        assert await sweeper.sweep() == 0
+        assert await store.get(stored.key) is not None
+    finally:
+        db.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import datetime
 from pathlib import Path
 
 import orjson
@@ -59,5 +60,44 @@ async def test_version_1_database_gains_destinations(tmp_path: Path) -> None:
         assert await destinations.pending(DestinationKey("s", "127.0.0.1:9000")) == 1
         claims = await SqliteQueue(db).claim(10, 30, lambda key: 1)
         assert sorted(c.destination or "" for c in claims) == names
+    finally:
+        db.close()
+
+
+def write_version_6(path: Path) -> dict[str, str]:
+    """One message in each status, as version 6 stored them: no `final` column yet."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    for version, migration in enumerate(MIGRATIONS[:6], start=1):
+        conn.create_function("destination_of", 1, lambda doc: "", deterministic=True)
+        conn.executescript(f"BEGIN; {migration}; PRAGMA user_version = {version}; COMMIT;")
+    statuses = {f"m-{s.lower()}": s for s in
+                ("QUEUED", "DELIVERING", "RETRYING", "DELIVERED", "FAILED", "CANCELLED")}
+    for message_id, status in statuses.items():
+        message = make_message(message_id, "s", url="http://127.0.0.1:9000/x")
+        conn.execute(
+            "INSERT INTO messages (sender_id, message_id, status, fingerprint, created_at, "
+            "updated_at, queued, version, doc, destination) VALUES (?, ?, ?, ?, ?, ?, 1, 1, ?, ?)",
+            ("s", message_id, status, message.fingerprint, message.created_at.isoformat(),
+             message.updated_at.isoformat(), orjson.dumps(message_to_doc(message)),
+             message.destination))
+    conn.close()
+    return statuses
+
+
+async def test_version_6_database_marks_its_final_messages(tmp_path: Path) -> None:
+    """Migration 7 sets `final`, by which the pending count and retention now select."""
+    path = tmp_path / "old.db"
+    statuses = write_version_6(path)
+    db = SqliteDatabase(path)
+    db.open()
+    try:
+        finals = await db.read(lambda conn: dict(
+            conn.execute("SELECT message_id, final FROM messages").fetchall()))
+        assert finals == {m: int(s in ("DELIVERED", "FAILED", "CANCELLED"))
+                          for m, s in statuses.items()}
+        key = DestinationKey("s", "127.0.0.1:9000")
+        assert await SqliteDestinationStore(db).pending(key) == 3
+        later = datetime.fromisoformat("2100-01-01T00:00:00+00:00")
+        assert await SqliteStore(db).expire(later, 10) == 3
     finally:
         db.close()

@@ -108,3 +108,14 @@ def test_console_lists_by_when_messages_changed_search_that_index(
     steps = plan(conn, _list_query(params, "updated"))
     assert any("INDEX messages_by_sender_status_updated" in s and "updated_at" in s
                for s in steps), steps
+
+
+@pytest.mark.parametrize("index", ["messages_pending_by_destination", "messages_final_by_updated"])
+def test_partial_indexes_do_not_select_by_status(conn: sqlite3.Connection, index: str) -> None:
+    """SQLite rewrites a partial index's entry whenever a column its WHERE names is set:
+    selected by status, these two were rewritten at every status change (QUEUED ->
+    DELIVERING too). By `final`, only when a message becomes final or is retried by hand."""
+    (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (index,)).fetchone()
+    where = sql.split("WHERE", 1)[1]
+    assert "final" in where, sql
+    assert "status" not in where, sql

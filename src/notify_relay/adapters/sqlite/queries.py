@@ -12,8 +12,8 @@ MESSAGE_COLUMNS = (
 
 INSERT_MESSAGE = """
 INSERT INTO messages (sender_id, message_id, status, fingerprint, created_at, updated_at,
-                      queued, version, doc, destination)
-VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?)
+                      queued, version, doc, destination, final)
+VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)
 ON CONFLICT (sender_id, message_id) DO NOTHING
 """
 
@@ -29,7 +29,8 @@ SELECT {MESSAGE_COLUMNS}, NULL FROM messages m WHERE m.sender_id = ? AND m.messa
 """
 
 UPDATE_MESSAGE = """
-UPDATE messages SET status = ?, updated_at = ?, queued = ?, version = version + 1, doc = ?
+UPDATE messages SET status = ?, updated_at = ?, queued = ?, version = version + 1, doc = ?,
+    final = ?
 WHERE sender_id = ? AND message_id = ? AND version = ?
 """
 
@@ -58,7 +59,7 @@ ORDER BY m.updated_at LIMIT :limit
 
 EXPIRED_MESSAGES = """
 SELECT seq FROM messages INDEXED BY messages_final_by_updated
-WHERE status IN ('DELIVERED', 'FAILED', 'CANCELLED') AND updated_at < ?
+WHERE final = 1 AND updated_at < ?
 ORDER BY updated_at LIMIT ?
 """
 
@@ -141,6 +142,5 @@ ACTIVE_DESTINATIONS = "SELECT sender_id, name, version, doc FROM destinations WH
 
 PENDING = """
 SELECT count(*) FROM messages INDEXED BY messages_pending_by_destination
-WHERE sender_id = ? AND destination = ?
-  AND status IN ('QUEUED', 'DELIVERING', 'RETRYING')
+WHERE sender_id = ? AND destination = ? AND final = 0
 """

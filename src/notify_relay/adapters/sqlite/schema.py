@@ -116,6 +116,19 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX messages_by_sender ON messages (sender_id, seq);
     """,
+    # 7: the indexes of pending and of final messages select by a column that changes only
+    # when a message becomes final (or is retried by hand after): selected by status, both
+    # were rewritten at every status change, QUEUED -> DELIVERING included (a message's
+    # writes took 71 -> 54 us in SQLite without them, bench/sql_writes.py)
+    """
+    ALTER TABLE messages ADD COLUMN final INTEGER NOT NULL DEFAULT 0;
+    UPDATE messages SET final = 1 WHERE status IN ('DELIVERED', 'FAILED', 'CANCELLED');
+    DROP INDEX messages_pending_by_destination;
+    CREATE INDEX messages_pending_by_destination ON messages (sender_id, destination)
+        WHERE final = 0;
+    DROP INDEX messages_final_by_updated;
+    CREATE INDEX messages_final_by_updated ON messages (updated_at) WHERE final = 1;
+    """,
 )
 
 
