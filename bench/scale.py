@@ -86,8 +86,8 @@ TOLERANCE = 0.10
 
 INSERT_MESSAGE = """
 INSERT INTO messages (seq, sender_id, message_id, status, fingerprint, created_at,
-                      updated_at, queued, version, doc, destination, final)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                      updated_at, queued, version, doc, destination)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 # the order the columns are listed in matches stored_row()
 
@@ -244,7 +244,7 @@ def stored_row(m: Message) -> Row:
     """The messages row SqliteStore writes for `m` (INSERT_MESSAGE's columns, then update's)."""
     return (m.key.sender_id, m.key.message_id, m.status.value, m.fingerprint,
             m.created_at.isoformat(), m.updated_at.isoformat(), int(m.queued), m.version,
-            orjson.dumps(message_to_doc(m)), m.destination, int(m.status.is_final))
+            orjson.dumps(message_to_doc(m)), m.destination)
 
 
 @dataclass(slots=True)
@@ -256,7 +256,6 @@ class Template:
     version: int
     status: str
     destination: str
-    final: int
 
 
 def _template(spec: Spec) -> Template:
@@ -265,8 +264,7 @@ def _template(spec: Spec) -> Template:
     head = {"url": spec.target, "method": "POST",
             "headers": sorted((k.lower(), v) for k, v in HEADERS), "kind": "JSON"}
     digest = hashlib.sha256(json.dumps(head, separators=(",", ":")).encode() + b"\0")
-    return Template(message_to_doc(m), digest, m.version, m.status.value, m.destination,
-                    int(m.status.is_final))
+    return Template(message_to_doc(m), digest, m.version, m.status.value, m.destination)
 
 
 class Rows:
@@ -294,7 +292,7 @@ class Rows:
         digest.update(body)
         return ((spec.sender, spec.message_id, t.status, "sha256:" + digest.hexdigest(),
                  spec.created.isoformat(), last.finished.isoformat(), 1, t.version,
-                 orjson.dumps(doc), t.destination, t.final), steps)
+                 orjson.dumps(doc), t.destination), steps)
 
 
 @dataclass(slots=True)

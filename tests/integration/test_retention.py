@@ -142,8 +142,8 @@ async def test_a_file_from_before_incremental_vacuum_still_reuses_its_pages(
 
 
 async def test_a_failed_message_retried_by_hand_is_kept_and_pending(tmp_path: Path) -> None:
-    """`final`, by which retention and the pending count select, follows the status both
-    ways: into FAILED, and out of it again when the message is retried by hand."""
+    """Retention and the pending count follow the status both ways: into FAILED, and out
+    of it again when the message is retried by hand."""
     db = SqliteDatabase(tmp_path / "relay.db")
     db.open()
     store = SqliteStore(db)

@@ -64,15 +64,14 @@ async def test_version_1_database_gains_destinations(tmp_path: Path) -> None:
         db.close()
 
 
-def write_version_6(path: Path) -> dict[str, str]:
-    """One message in each status, as version 6 stored them: no `final` column yet."""
+def write_version_6(path: Path) -> None:
+    """One message in each status, stored by version 6 (its partial indexes with IN)."""
     conn = sqlite3.connect(path, isolation_level=None)
     for version, migration in enumerate(MIGRATIONS[:6], start=1):
         conn.create_function("destination_of", 1, lambda doc: "", deterministic=True)
         conn.executescript(f"BEGIN; {migration}; PRAGMA user_version = {version}; COMMIT;")
-    statuses = {f"m-{s.lower()}": s for s in
-                ("QUEUED", "DELIVERING", "RETRYING", "DELIVERED", "FAILED", "CANCELLED")}
-    for message_id, status in statuses.items():
+    for status in ("QUEUED", "DELIVERING", "RETRYING", "DELIVERED", "FAILED", "CANCELLED"):
+        message_id = f"m-{status.lower()}"
         message = make_message(message_id, "s", url="http://127.0.0.1:9000/x")
         conn.execute(
             "INSERT INTO messages (sender_id, message_id, status, fingerprint, created_at, "
@@ -81,23 +80,25 @@ def write_version_6(path: Path) -> dict[str, str]:
              message.updated_at.isoformat(), orjson.dumps(message_to_doc(message)),
              message.destination))
     conn.close()
-    return statuses
 
 
-async def test_version_6_database_marks_its_final_messages(tmp_path: Path) -> None:
-    """Migration 7 sets `final`, by which the pending count and retention now select."""
+async def test_version_6_database_keeps_its_counts_through_migration_7(tmp_path: Path) -> None:
+    """Migration 7 re-creates the indexes of pending and of final messages (OR for IN): on
+    a file that already holds messages, both still count and expire exactly those."""
     path = tmp_path / "old.db"
-    statuses = write_version_6(path)
+    write_version_6(path)
     db = SqliteDatabase(path)
     db.open()
     try:
-        finals = await db.read(lambda conn: dict(
-            conn.execute("SELECT message_id, final FROM messages").fetchall()))
-        assert finals == {m: int(s in ("DELIVERED", "FAILED", "CANCELLED"))
-                          for m, s in statuses.items()}
+        indexes = await db.read(lambda conn: dict(conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND name IN "
+            "('messages_pending_by_destination', 'messages_final_by_updated')").fetchall()))
+        assert len(indexes) == 2
+        assert not [sql for sql in indexes.values() if " IN " in sql.upper()], indexes
         key = DestinationKey("s", "127.0.0.1:9000")
         assert await SqliteDestinationStore(db).pending(key) == 3
         later = datetime.fromisoformat("2100-01-01T00:00:00+00:00")
         assert await SqliteStore(db).expire(later, 10) == 3
+        assert await SqliteDestinationStore(db).pending(key) == 3
     finally:
         db.close()

@@ -12,8 +12,8 @@ MESSAGE_COLUMNS = (
 
 INSERT_MESSAGE = """
 INSERT INTO messages (sender_id, message_id, status, fingerprint, created_at, updated_at,
-                      queued, version, doc, destination, final)
-VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)
+                      queued, version, doc, destination)
+VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?)
 ON CONFLICT (sender_id, message_id) DO NOTHING
 """
 
@@ -29,8 +29,7 @@ SELECT {MESSAGE_COLUMNS}, NULL FROM messages m WHERE m.sender_id = ? AND m.messa
 """
 
 UPDATE_MESSAGE = """
-UPDATE messages SET status = ?, updated_at = ?, queued = ?, version = version + 1, doc = ?,
-    final = ?
+UPDATE messages SET status = ?, updated_at = ?, queued = ?, version = version + 1, doc = ?
 WHERE sender_id = ? AND message_id = ? AND version = ?
 """
 
@@ -59,7 +58,7 @@ ORDER BY m.updated_at LIMIT :limit
 
 EXPIRED_MESSAGES = """
 SELECT seq FROM messages INDEXED BY messages_final_by_updated
-WHERE final = 1 AND updated_at < ?
+WHERE (status = 'DELIVERED' OR status = 'FAILED' OR status = 'CANCELLED') AND updated_at < ?
 ORDER BY updated_at LIMIT ?
 """
 
@@ -142,5 +141,6 @@ ACTIVE_DESTINATIONS = "SELECT sender_id, name, version, doc FROM destinations WH
 
 PENDING = """
 SELECT count(*) FROM messages INDEXED BY messages_pending_by_destination
-WHERE sender_id = ? AND destination = ? AND final = 0
+WHERE sender_id = ? AND destination = ?
+  AND (status = 'QUEUED' OR status = 'DELIVERING' OR status = 'RETRYING')
 """

@@ -53,8 +53,8 @@ def _decode(row: tuple[Any, ...]) -> Message:
 def update_params(message: Message) -> tuple[object, ...]:
     """UPDATE_MESSAGE's parameters: `message` written over the version it carries."""
     return (message.status.value, message.updated_at.isoformat(), int(message.queued),
-            orjson.dumps(message_to_doc(message)), int(message.status.is_final),
-            message.key.sender_id, message.key.message_id, message.version)
+            orjson.dumps(message_to_doc(message)), message.key.sender_id,
+            message.key.message_id, message.version)
 
 
 def readable_rows(rows: list[tuple[Any, ...]]) -> list[Message]:
@@ -91,7 +91,7 @@ class SqliteStore:
                 (key.sender_id, key.message_id, message.status.value,
                  message.fingerprint, message.created_at.isoformat(),
                  message.updated_at.isoformat(), int(message.queued), doc,
-                 message.destination, int(message.status.is_final)),
+                 message.destination),
             )
             if inserted.rowcount == 0:  # ON CONFLICT DO NOTHING: it was there
                 existing = conn.execute(
