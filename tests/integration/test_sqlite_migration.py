@@ -67,8 +67,8 @@ async def test_version_1_database_gains_destinations(tmp_path: Path) -> None:
 def write_version_6(path: Path) -> None:
     """One message in each status, stored by version 6 (its partial indexes with IN)."""
     conn = sqlite3.connect(path, isolation_level=None)
+    conn.create_function("destination_of", 1, lambda doc: "", deterministic=True)  # migration 2
     for version, migration in enumerate(MIGRATIONS[:6], start=1):
-        conn.create_function("destination_of", 1, lambda doc: "", deterministic=True)
         conn.executescript(f"BEGIN; {migration}; PRAGMA user_version = {version}; COMMIT;")
     for status in ("QUEUED", "DELIVERING", "RETRYING", "DELIVERED", "FAILED", "CANCELLED"):
         message_id = f"m-{status.lower()}"

@@ -113,7 +113,7 @@ def test_console_lists_by_when_messages_changed_search_that_index(
 def test_partial_indexes_list_no_values_with_in(conn: sqlite3.Connection) -> None:
     """SQLite builds a temporary table for an IN list in a partial index's WHERE each time a
     statement that maintains the index runs: every insert and every status change paid for
-    two of them (a message's writes 70-81 -> 54-57 us with OR instead, bench/sql_writes.py)."""
+    two of them (a message's writes 62-63 -> 46-48 us with OR instead, bench/sql_writes.py)."""
     partial = {name: sql for name, sql in conn.execute(
         "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql LIKE '%WHERE%'")}
     assert {"messages_pending_by_destination", "messages_final_by_updated"} <= partial.keys()

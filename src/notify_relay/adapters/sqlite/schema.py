@@ -119,7 +119,7 @@ MIGRATIONS: tuple[str, ...] = (
     # 7: the partial indexes of pending and of final messages name their statuses with OR,
     # not IN: SQLite builds a temporary table for an IN list each time a statement that
     # maintains the index runs, every insert and every status change (a message's writes
-    # took 70-81 -> 54-57 us in SQLite, bench/sql_writes.py). A query must repeat the same
+    # took 62-63 -> 46-48 us in SQLite, bench/sql_writes.py). A query must repeat the same
     # OR for the planner to take the index (test_sqlite_query_plans.py checks it does)
     """
     DROP INDEX messages_pending_by_destination;
