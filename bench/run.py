@@ -144,8 +144,6 @@ async def submit_and_wait(session: aiohttp.ClientSession, base: str, partner_por
     start = time.perf_counter()
 
     async def submit(i: int) -> None:
-        if rate:  # paced: message i leaves at i / rate seconds
-            await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
         body = {"messageId": f"bench-{i}", "targetUrl": target, "body": {"n": i}}
         async with sem:
             sent = time.perf_counter()
@@ -155,7 +153,17 @@ async def submit_and_wait(session: aiohttp.ClientSession, base: str, partner_por
             if waits is not None:
                 waits.append((sent - start, (time.perf_counter() - sent) * 1000))
 
-    await asyncio.gather(*(submit(i) for i in range(n)))
+    if rate:  # paced: message i leaves at i / rate seconds, started then and not before
+        # (20,000 tasks made up front, each asleep until its time, took the loop long
+        # enough that the first few hundred were overdue together: a burst, not a pace)
+        sending = []
+        for i in range(n):
+            if (ahead := start + i / rate - time.perf_counter()) > 0:
+                await asyncio.sleep(ahead)
+            sending.append(asyncio.create_task(submit(i)))
+        await asyncio.gather(*sending)
+    else:
+        await asyncio.gather(*(submit(i) for i in range(n)))
     accepted_at = time.perf_counter()
     seen, progress_at = -1, accepted_at
     while (count := await partner_count(session, partner_port) - before) < n:
