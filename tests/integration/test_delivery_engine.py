@@ -261,13 +261,18 @@ async def test_abandoned_attempt_resumes_after_restart(
     async with engine(config) as e:
         await submit(e, "a-1", partner.url("/slow/1"))
         await sent(partner, "slow")
+        seen = datetime.now(UTC)
     named = [r for r in caplog.records if r.getMessage() == "abandoned an attempt at shutdown"]
     assert [(r.messageId, r.senderId) for r in named] == [("a-1", "sender-a")]
+    await asyncio.sleep(0.2)  # the restart comes measurably later
     async with engine(config) as e:
         message = await settled(e, "a-1")
     assert message.status is Status.DELIVERED
     assert outcomes(message) == [Outcome.RETRY, Outcome.SUCCESS]
     assert message.attempts[0].error == INTERRUPTED_ERROR
+    # recorded when it was made, before the partner saw it, not when the restart found it
+    cut_short, resent = message.attempts
+    assert cut_short.started_at <= seen < resent.started_at
 
 
 async def test_second_process_on_the_same_file_is_refused(tmp_path: Path) -> None:

@@ -103,6 +103,18 @@ def test_interrupted_attempt_recorded_on_restart() -> None:
     assert m.attempt_count == 1
     assert m.attempts[0].error == INTERRUPTED_ERROR
     assert m.attempts[0].outcome is Outcome.RETRY
+    # when it started, not when the restart found it (duration unknown)
+    assert (m.attempts[0].started_at, m.attempts[0].duration_ms) == (NOW, 0)
+    assert m.updated_at == NOW + timedelta(seconds=5)
+
+
+def test_poison_attempt_recorded_when_it_started() -> None:
+    m = new_message(max_attempts=12).start_attempt(NOW)
+    for restart in (1, 2, 3):
+        m = m.start_attempt(NOW + timedelta(minutes=restart))
+    assert [a.started_at for a in m.attempts] == [
+        NOW, NOW + timedelta(minutes=1), NOW + timedelta(minutes=2)]
+    assert m.attempts[-1].error == POISON_ERROR
 
 
 def test_interrupted_attempts_spend_no_budget() -> None:

@@ -206,16 +206,19 @@ class Message:
 
         The cut-short attempt spends nothing of the budget (the partner may never have
         seen it), unless it is the third in a row: then the message is poison, FAILED.
+        It is recorded as started when it was: the move to DELIVERING, the last change of a
+        DELIVERING message (its length is not known: 0).
         """
         message = self
         if message.status is Status.DELIVERING:
+            started = message.updated_at
             if message._interruptions_in_a_row() + 1 >= POISON_INTERRUPTIONS:
                 poison = AttemptResult(error_kind=ErrorKind.INTERRUPTED, error=POISON_ERROR)
-                return message.finish_attempt(poison, Decision(Outcome.GIVE_UP), started_at=now,
-                                              duration_ms=0, now=now)
+                return message.finish_attempt(poison, Decision(Outcome.GIVE_UP),
+                                              started_at=started, duration_ms=0, now=now)
             interrupted = AttemptResult(error_kind=ErrorKind.INTERRUPTED, error=INTERRUPTED_ERROR)
             message = message.finish_attempt(
-                interrupted, Decision(Outcome.RETRY, now), started_at=now, duration_ms=0,
+                interrupted, Decision(Outcome.RETRY, now), started_at=started, duration_ms=0,
                 now=now).changed(uncounted=message.uncounted + 1)
         return message._move(Status.DELIVERING, now, next_attempt_at=None, queued=True)
 
