@@ -16,13 +16,13 @@ from notify_relay.domain.errors import (
     StoreUnavailable,
     TargetNotAllowed,
 )
-from notify_relay.domain.message import Message, MessageKey
+from notify_relay.domain.message import INTERRUPTED_ERROR, Message, MessageKey
 from notify_relay.domain.retry import AttemptResult, ErrorKind, Outcome
 from notify_relay.domain.status import Status
 from notify_relay.domain.submission import NewMessage
 from notify_relay.gate import Gate
 from notify_relay.ports import OutboundRequest
-from notify_relay.service import Relay
+from notify_relay.service import REDRIVEN_ERROR, Relay
 
 pytestmark = pytest.mark.anyio
 KEY = MessageKey("s", "m-1")
@@ -222,6 +222,22 @@ async def test_exclusive_claims_resume_an_interrupted_attempt_at_once() -> None:
     message = await r.get(KEY)
     assert message.status is Status.DELIVERED
     assert [a.outcome for a in message.attempts] == [Outcome.RETRY, Outcome.SUCCESS]
+
+
+async def test_a_message_redriven_while_delivering_keeps_when_its_attempt_started() -> None:
+    """The queue's redrive policy moved the entry of a message whose attempts kept crashing
+    its worker: FAILED and kept, its cut-short attempt at the time it started."""
+    r, clock = relay()
+    await r.submit(submission(), "s", "c")
+    started_at = clock.now
+    await r.store.update((await r.store.get(KEY)).start_attempt(started_at))  # then a crash
+    clock.now += timedelta(hours=1)
+    assert await r.reconcile_dead_letter(KEY, by_worker=False) is False  # a dead letter kept
+    message = await r.get(KEY)
+    assert message.status is Status.FAILED
+    assert [(a.started_at, a.error, a.outcome) for a in message.attempts] == [
+        (started_at, INTERRUPTED_ERROR, Outcome.RETRY),
+        (clock.now, REDRIVEN_ERROR, Outcome.GIVE_UP)]
 
 
 async def test_an_attempts_outcome_is_recorded_through_a_briefly_unavailable_store(

@@ -206,8 +206,8 @@ class Message:
 
         The cut-short attempt spends nothing of the budget (the partner may never have
         seen it), unless it is the third in a row: then the message is poison, FAILED.
-        It is recorded as started when it was: the move to DELIVERING, the last change of a
-        DELIVERING message (its length is not known: 0).
+        It is recorded as started when it was: the move to DELIVERING (a moment before its
+        request went out), the last change of a DELIVERING message; its length is not known: 0.
         """
         message = self
         if message.status is Status.DELIVERING:
