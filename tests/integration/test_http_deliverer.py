@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from notify_relay.adapters.http import AiohttpDeliverer
+from notify_relay.adapters.http import EXPECT_CONTINUE_SECONDS, AiohttpDeliverer
 from notify_relay.domain.network import NetworkPolicy, parse_networks
 from notify_relay.domain.response import BODY_LIMIT
 from notify_relay.domain.retry import AttemptResult, ErrorKind
@@ -328,3 +328,50 @@ async def test_many_at_once_each_get_their_own_answer() -> None:
             client.send(outbound(f"http://127.0.0.1:{port}/{i}")) for i in range(50)))
     assert [r.response.body if r.response else None for r in results] == [
         f"/{i}" for i in range(50)]
+
+
+EXPECTING = (("Content-Type", "application/json"), ("Expect", "100-continue"))
+
+
+async def test_an_expect_100_continue_the_partner_never_answers_sends_the_body_anyway() -> None:
+    """The sender asked for `Expect: 100-continue`; this partner waits for the body instead
+    (as some do): the body goes out after EXPECT_CONTINUE_SECONDS, not never (it was a
+    timeout at every attempt)."""
+    async with server(always(answer(200))) as (raw, port), deliverer() as client:
+        began = time.monotonic()
+        result = await client.send(outbound(f"http://127.0.0.1:{port}/", headers=EXPECTING,
+                                            timeout=5.0))
+        took = time.monotonic() - began
+    assert result.status_code == 200, result.error
+    (request,) = raw.requests
+    assert request.header("Expect") == "100-continue"
+    assert request.body == b'{"a": 1}'
+    assert EXPECT_CONTINUE_SECONDS <= took < 4.0
+
+
+async def test_a_100_continue_lets_the_body_go_at_once() -> None:
+    bodies: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length")))
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        bodies.append(await reader.readexactly(length))
+        writer.write(answer(201))
+        await writer.drain()
+        writer.close()
+
+    port = free_port()
+    listener = await asyncio.start_server(serve, "127.0.0.1", port)
+    try:
+        async with deliverer() as client:
+            began = time.monotonic()
+            result = await client.send(outbound(f"http://127.0.0.1:{port}/",
+                                                headers=EXPECTING))
+            took = time.monotonic() - began
+    finally:
+        listener.close()
+    assert result.status_code == 201, result.error
+    assert bodies == [b'{"a": 1}']
+    assert took < EXPECT_CONTINUE_SECONDS / 2

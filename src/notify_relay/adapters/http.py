@@ -26,6 +26,9 @@ RESPONSE_READ_LIMIT = 64 * 1024
 _SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110
 _NO_TIMEOUTS = aiohttp.ClientTimeout()  # the connector's: send() bounds the whole exchange
+# a sender's `Expect: 100-continue` holds the body until the partner says 100; one that
+# never does (many do not) gets it after this long, as curl and Go's client send it
+EXPECT_CONTINUE_SECONDS = 1.0
 
 
 class TargetRefused(Exception):
@@ -170,6 +173,8 @@ async def _answered(session: aiohttp.ClientSession, request: OutboundRequest,
         request.method, url, headers=list(request.headers),
         skip_auto_headers=_SKIP_AUTO_HEADERS, data=request.body,
         loop=asyncio.get_running_loop(), session=session)
+    if req._continue is not None:  # set by aiohttp for the header, resolved by a 100
+        asyncio.get_running_loop().call_later(EXPECT_CONTINUE_SECONDS, _go_on, req._continue)
     connector = session.connector
     if connector is None:
         raise RuntimeError("deliverer is not open")
@@ -196,6 +201,12 @@ async def _answered(session: aiohttp.ClientSession, request: OutboundRequest,
         conn.close()
         raise
     return response
+
+
+def _go_on(waiting: asyncio.Future[bool]) -> None:
+    """No 100 came in time: the body goes out anyway."""
+    if not waiting.done():
+        waiting.set_result(True)
 
 
 async def _result(response: aiohttp.ClientResponse) -> AttemptResult:
