@@ -157,6 +157,26 @@ def test_pause_and_resume(api: Api, partner: Partner) -> None:
     assert len(partner.received(f"/ok?{name}")) == 5
 
 
+def test_a_rate_of_almost_nothing_lets_one_start_then_holds_the_rest(
+        api: Api, partner: Partner) -> None:
+    """Any rate above 0 is the contract's: 1e-12/s once made every start fail, in a loop
+    (its next start was past what a date can hold) and no message was ever attempted."""
+    name = new_id("trickle")
+    assert api.patch_destination(name, {"ratePerSecond": 1e-12}).status_code == 200
+    first, second = new_id("first"), new_id("second")
+    submit_many(api, [{"messageId": mid, "targetUrl": partner.url(f"/ok?{name}"),
+                       "destination": name} for mid in (first, second)])
+    api.wait_until(lambda: {api.get(mid).json()["status"] for mid in (first, second)}
+                   == {"DELIVERED", "QUEUED"}, "one delivered, one held")
+    held = next(mid for mid in (first, second) if api.get(mid).json()["status"] == "QUEUED")
+    # a century on, once the owner has written the destination's state (every second)
+    api.wait_until(lambda: (api.get(held).json()["nextAttemptAt"] or "") > "2120",
+                   "the held message shows when the rate lets it go")
+    assert api.get(held).json()["attemptCount"] == 0
+    assert api.cancel(held).json()["status"] == "CANCELLED"
+    assert len(partner.received(f"/ok?{name}")) == 1
+
+
 def test_retry_after_holds_the_whole_destination(api: Api, partner: Partner) -> None:
     name = new_id("held")
     first = new_id("first")

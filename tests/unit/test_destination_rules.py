@@ -188,6 +188,15 @@ def test_rate_spaces_starts_by_one_over_the_rate() -> None:
     assert d.rate_next_at == at(0.55)
 
 
+@pytest.mark.parametrize("rate", [1e-12, 1e-300, 5e-324])
+def test_a_rate_too_small_for_a_date_waits_a_century(rate: float) -> None:
+    d = started(dest(settings=DestinationSettings(rate_per_second=rate)), NOW, probe=False,
+                probe_seconds=60)
+    assert d.rate_next_at == NOW + timedelta(days=100 * 365)
+    d = started(d, NOW, probe=False, probe_seconds=60)  # from the last next start on
+    assert d.rate_next_at == NOW + timedelta(days=200 * 365)
+
+
 def test_finished_records_hold_breaker_and_statistics() -> None:
     rules = Rules(default_concurrency=16, breaker=CONFIG, retry_after_cap=60)
     d = finished(dest(), status(429, "120"), started_at=NOW, now=at(1), probe=False,

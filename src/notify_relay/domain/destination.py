@@ -273,10 +273,16 @@ def started(dest: Destination, now: datetime, *, probe: bool, probe_seconds: flo
     rate = dest.settings.rate_per_second
     if rate is not None:
         base = max(dest.rate_next_at or now, now)
-        changes["rate_next_at"] = base + timedelta(seconds=1.0 / rate)
+        changes["rate_next_at"] = base + timedelta(
+            seconds=min(1.0 / rate, LONGEST_RATE_INTERVAL_SECONDS))
     if probe:
         changes["breaker"] = breaker_probe_started(dest.breaker, now, probe_seconds)
     return replace(dest, **changes)  # type: ignore[arg-type]
+
+
+# the contract takes any rate above 0: one of 1e-12/s would put the next start 31,700 years
+# ahead, past what a date can hold (the start failed, at once and again, in a loop)
+LONGEST_RATE_INTERVAL_SECONDS = 100 * 365 * 86400.0
 
 
 @dataclass(frozen=True, slots=True)
