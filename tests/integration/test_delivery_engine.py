@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import sqlite3
 import time
@@ -273,6 +274,29 @@ async def test_abandoned_attempt_resumes_after_restart(
     # recorded when it was made, before the partner saw it, not when the restart found it
     cut_short, resent = message.attempts
     assert cut_short.started_at <= seen < resent.started_at
+
+
+async def test_a_destination_that_cannot_be_asked_is_asked_again_a_second_later(
+    tmp_path: Path, partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fault in the destination's admission (not a verdict) once sent the entry straight
+    back: a fault that lasted asked again hundreds of times a second, a traceback each."""
+    async with engine(settings(tmp_path / "r.db")) as e:
+        asked: list[float] = []
+
+        async def broken(key: DestinationKey) -> None:
+            asked.append(time.monotonic())
+            raise RuntimeError("the destination cannot be asked")
+
+        monkeypatch.setattr(e.relay.gate, "admit", broken)
+        await submit(e, "f-1", partner.url("/ok"))
+        await asyncio.sleep(1.5)
+        monkeypatch.undo()
+        message = await settled(e, "f-1")
+    assert 1 <= len(asked) <= 2, len(asked)
+    assert all(b - a >= 0.9 for a, b in itertools.pairwise(asked))
+    assert message.status is Status.DELIVERED
+    assert outcomes(message) == [Outcome.SUCCESS]  # nothing spent while it could not ask
 
 
 async def test_second_process_on_the_same_file_is_refused(tmp_path: Path) -> None:

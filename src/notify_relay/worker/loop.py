@@ -27,6 +27,9 @@ from notify_relay.worker.wakeup import WakeUp
 log = logging.getLogger("notify_relay.worker")
 
 MAIN_STOP_SECONDS = 5.0  # a claim waits at most about a second for the write turn
+# an entry whose destination could not be asked (a fault, not a verdict) returns this much
+# later: at once, a fault that lasts took the same entries round in a loop, hundreds a second
+ADMIT_FAULT_DELAY_SECONDS = 1.0
 RELEASE_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 30.0, 30.0, 30.0, 30.0)
 
 
@@ -153,7 +156,7 @@ class Worker:
                     except Exception:
                         log.exception("asking the destination failed; the entry returns "
                                       "shortly", extra={"destination": destination.name})
-                        self._release_later(claim)
+                        self._release_later(claim, ADMIT_FAULT_DELAY_SECONDS)
                         continue
                     if ticket is None:  # held back: rescheduled without an attempt
                         continue
@@ -193,14 +196,15 @@ class Worker:
                                  "senderId": claim.key.sender_id})
             self._release_later(claim)
 
-    def _release_later(self, claim: Claim) -> None:
-        task = asyncio.create_task(self._release(claim))
+    def _release_later(self, claim: Claim, after: float = 0.0) -> None:
+        task = asyncio.create_task(self._release(claim, after))
         self._releases.add(task)
         task.add_done_callback(self._releases.discard)
 
-    async def _release(self, claim: Claim) -> None:
+    async def _release(self, claim: Claim, after: float) -> None:
         """Give back the lease of an entry whose step failed (most often a store briefly
-        unwritable), so that it is tried again in seconds, not when its lease ends.
+        unwritable), so that it is tried again in seconds, not when its lease ends; due
+        `after` seconds on.
 
         The release is itself a write: it is tried again with backoff for as long as the
         lease would last. Whatever it does not manage, the lease's end still does.
@@ -208,8 +212,8 @@ class Worker:
         deadline = time.monotonic() + self._settings.lease_seconds
         for delay in RELEASE_DELAYS:
             try:
-                # due now: the backoff spaces the tries, never delays a released entry
-                await self._queue.reschedule(claim, datetime.now(UTC))
+                # the backoff spaces the tries, never delays a released entry
+                await self._queue.reschedule(claim, datetime.now(UTC) + timedelta(seconds=after))
             except Exception as exc:
                 log.warning("releasing an entry failed; trying again", extra={
                     "messageId": claim.key.message_id, "senderId": claim.key.sender_id,
