@@ -4,6 +4,7 @@ quickly and the server's memory stays bounded. Every loop is bounded in count an
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -72,6 +73,18 @@ def status_of(raw: bytes) -> int:
     return int(raw.split(b" ", 2)[1]) if raw.startswith(b"HTTP/1.1 ") else 0
 
 
+def problem_of(raw: bytes) -> tuple[dict[str, str], dict[str, object]]:
+    """The head's fields (lower-case names) and the problem document of an answer."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    fields = dict(line.decode().split(": ", 1) for line in head.split(b"\r\n")[1:])
+    fields = {name.lower(): value for name, value in fields.items()}
+    assert fields["content-type"] == "application/problem+json", fields
+    document = json.loads(body)
+    # every answer carries its correlation id, the same in the document
+    assert fields["x-correlation-id"] == document["correlationId"], (fields, document)
+    return fields, document
+
+
 def submit_quickly(api: Api, partner: Partner) -> float:
     start = time.monotonic()
     response = api.submit({"messageId": f"calm-{uuid.uuid4().hex[:8]}",
@@ -87,7 +100,7 @@ def test_an_endless_header_is_cut_at_the_limit_with_431(server: ServerProcess) -
     raw = response_of(sock)
     sock.close()
     assert status_of(raw) == 431
-    assert b'"code":"HEADERS_TOO_LARGE"' in raw
+    assert problem_of(raw)[1]["code"] == "HEADERS_TOO_LARGE"
     assert sent < 8 * 1024 * 1024  # cut off early, not after megabytes
 
 
@@ -101,6 +114,36 @@ def test_too_many_or_too_large_header_fields_are_431(server: ServerProcess, coun
     raw = response_of(sock)
     sock.close()
     assert status_of(raw) == 431
+    assert problem_of(raw)[1]["code"] == "HEADERS_TOO_LARGE"
+
+
+def refused_head(server: ServerProcess, head: bytes) -> bytes:
+    sock = connect(server)
+    send_until_closed(sock, iter([head]), budget=len(head))
+    raw = response_of(sock)
+    sock.close()
+    return raw
+
+
+def test_a_431_sends_back_the_callers_correlation_id_or_a_new_one_each_time(
+        server: ServerProcess) -> None:
+    """Its answer was made once, at import: every 431 had the same correlationId and none
+    had the header."""
+    flood = b"".join(b"X-H%d: v\r\n" % i for i in range(101)) + b"\r\n"
+    mine = refused_head(server, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n"
+                                b"X-Correlation-Id: mine-431\r\n" + flood)
+    assert problem_of(mine)[0]["x-correlation-id"] == "mine-431"
+    ids = {problem_of(refused_head(server, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n"
+                                           + flood))[1]["correlationId"] for _ in range(2)}
+    assert len(ids) == 2
+    assert all(uuid.UUID(str(new)).version == 4 for new in ids)
+
+
+def test_a_request_line_too_long_to_parse_is_a_problem_too(server: ServerProcess) -> None:
+    raw = refused_head(server, b"GET /v1/messages?cursor=" + b"a" * 70_000
+                       + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert status_of(raw) == 400
+    assert problem_of(raw)[1]["code"] == "VALIDATION_ERROR"
 
 
 def test_headers_within_the_limits_pass(api: Api) -> None:
@@ -126,6 +169,8 @@ def test_slow_or_silent_clients_are_timed_out(server: ServerProcess, start: byte
     waited = time.monotonic() - began
     assert waited < 5  # the 1 s head and 2 s request timeouts, not forever
     assert raw == b"" or status_of(raw) == 408
+    if raw:
+        assert problem_of(raw)[1]["code"] == "REQUEST_TIMEOUT"
 
 
 def test_a_trickling_head_is_cut_at_the_head_timeout(server: ServerProcess) -> None:

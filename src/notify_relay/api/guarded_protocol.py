@@ -8,38 +8,53 @@ body or a head forever. Here:
 - the head must arrive within `head_timeout` of the connection or the previous request,
   the whole request within `request_timeout`: beyond, a 408 problem (if nothing was
   answered yet) and the connection closes.
-The size of a body is the BodyGuard's business (413), the number of connections uvicorn's
-`limit_concurrency` (503).
+A head that httptools cannot parse (a request line over its limit, bad framing) gets a 400
+problem rather than uvicorn's plain text. Each of these answers carries an
+X-Correlation-Id, as every answer does: the caller's, when its field was read before the
+refusal, else a new one. The size of a body is the BodyGuard's business (413), the number
+of connections uvicorn's `limit_concurrency` (503).
 """
 
 from __future__ import annotations
 
 import asyncio
-import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from notify_relay.api.middleware import valid_correlation_id
+from notify_relay.context import new_correlation_id
+
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FIELDS = 100
 MAX_HEAD_BYTES = MAX_FIELD_BYTES + 16 * 1024  # the request line and the framing on top
-
-
-def problem_response(status: int, title: str, code: str, detail: str) -> bytes:
-    """A whole HTTP/1.1 response carrying a problem document, for before the app runs."""
-    body = orjson.dumps({"type": "about:blank", "title": title, "status": status,
-                         "detail": detail, "code": code, "correlationId": str(uuid.uuid4())})
-    return (f"HTTP/1.1 {status} {title}\r\ncontent-type: application/problem+json\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
-
-
-TOO_LARGE = problem_response(
+# (status, title, code, detail) of the answers given before the app runs
+Refusal = tuple[int, str, str, str]
+TOO_LARGE: Refusal = (
     431, "Request Header Fields Too Large", "HEADERS_TOO_LARGE",
     f"request header fields are limited to {MAX_FIELD_BYTES // 1024} KiB in all and "
     f"{MAX_FIELDS} fields")
-TOO_SLOW = problem_response(408, "Request Timeout", "REQUEST_TIMEOUT",
-                            "the request did not arrive in time")
+TOO_SLOW: Refusal = (408, "Request Timeout", "REQUEST_TIMEOUT",
+                     "the request did not arrive in time")
+UNPARSABLE: Refusal = (400, "Bad Request", "VALIDATION_ERROR",
+                       "the request is not valid HTTP/1.1 (a request line over 64 KiB, say)")
+
+
+def problem_response(refusal: Refusal, correlation_id: str,
+                     extra_headers: Iterable[tuple[bytes, bytes]] = ()) -> bytes:
+    """A whole HTTP/1.1 response carrying a problem document, for before the app runs;
+    `correlation_id` is a checked one (valid_correlation_id) or a new one."""
+    status, title, code, detail = refusal
+    body = orjson.dumps({"type": "about:blank", "title": title, "status": status,
+                         "detail": detail, "code": code, "correlationId": correlation_id})
+    head = [f"HTTP/1.1 {status} {title}".encode()]
+    head += [name + b": " + value for name, value in extra_headers]
+    head += [b"content-type: application/problem+json",
+             b"x-correlation-id: " + correlation_id.encode(),
+             b"content-length: %d" % len(body), b"connection: close"]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
 
 
 def guarded_protocol(head_timeout: float, request_timeout: float) -> type[HttpToolsProtocol]:
@@ -60,12 +75,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._fields = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._request_timer: asyncio.TimerHandle | None = None
+        self._given_id: str | None = None  # this request's X-Correlation-Id, once read
 
-    def _refuse(self, response: bytes) -> None:
+    def _refuse(self, refusal: Refusal) -> None:
         self._cancel_timers()
         if not self.transport.is_closing():
-            self.transport.write(response)
+            self.transport.write(problem_response(
+                refusal, self._given_id or new_correlation_id(),
+                self.server_state.default_headers))
             self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        """What httptools could not parse: a problem, not uvicorn's plain text."""
+        self._refuse(UNPARSABLE)
 
     def _cancel_timers(self) -> None:
         for timer in (self._head_timer, self._request_timer):
@@ -102,6 +124,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._in_head = True
         self._field_bytes = self._fields = 0
+        self._given_id = None
         self._arm()  # a pipelined request's head may have come with the previous one
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -110,6 +133,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._fields > MAX_FIELDS or self._field_bytes > MAX_FIELD_BYTES:
             self._refuse(TOO_LARGE)
             return
+        if name.lower() == b"x-correlation-id":
+            self._given_id = valid_correlation_id(value.decode("latin-1"))
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:

@@ -41,6 +41,12 @@ def replaying(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
+def valid_correlation_id(given: str | None) -> str | None:
+    """A caller's correlation id as it is sent back: visible ASCII, at most 200 characters
+    (it goes into a response header and every log line), or None."""
+    return given if given and _VALID_CORRELATION_ID.fullmatch(given) else None
+
+
 def header(scope: Scope, name: bytes) -> str | None:
     """The first value of the header `name` (lower case, as the server gives them), as
     Headers(scope=scope).get finds it, without building Headers for each request."""
@@ -65,7 +71,7 @@ class CorrelationIdMiddleware:
             await self.app(scope, receive, send)
             return
         given = header(scope, b"x-correlation-id")
-        cid = given if given and _VALID_CORRELATION_ID.fullmatch(given) else new_correlation_id()
+        cid = valid_correlation_id(given) or new_correlation_id()
         token = correlation_id.set(cid)
         line_token = request_line.set((scope["method"], scope["path"]))
 
