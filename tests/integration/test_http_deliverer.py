@@ -144,6 +144,18 @@ async def test_the_request_goes_out_as_stored_and_the_answer_is_kept() -> None:
         assert request.header(added) is None, added
 
 
+async def test_a_header_value_beyond_ascii_goes_out_in_utf_8() -> None:
+    """The contract takes any value without CR, LF or NUL; other characters go as UTF-8
+    (RFC 9110's obs-text)."""
+    async with server(always(answer())) as (raw, port), deliverer() as client:
+        result = await client.send(outbound(f"http://127.0.0.1:{port}/", headers=(
+            ("X-Name", "Jos\u00e9 \u2713"), ("X-Tab", "a\tb"))))
+    assert result.status_code == 200, result.error
+    (request,) = raw.requests
+    assert request.header("X-Name") == "Jos\u00e9 \u2713"  # the server reads UTF-8
+    assert request.header("X-Tab") == "a\tb"
+
+
 async def test_no_body_goes_without_one_and_no_content_type() -> None:
     async with server(always(answer())) as (raw, port), deliverer() as client:
         result = await client.send(outbound(f"http://127.0.0.1:{port}/", method="DELETE",

@@ -93,7 +93,8 @@ class Submission(BaseModel):
     headers: Annotated[dict[HeaderName, HeaderValue], Field(
         max_length=MAX_HEADERS, json_schema_extra={
             "propertyNames": {"pattern": HEADER_NAME_PATTERN},
-            "additionalProperties": {"type": "string", "pattern": r"^[\t\x20-\x7e]*$"}},
+            "additionalProperties": {"type": "string",
+                                     "pattern": r"^[^\x00-\x08\x0a-\x1f\x7f]*$"}},
     )] = Field(default_factory=dict)
     body: JsonValue = None
     timestamp: Annotated[str, Field(json_schema_extra={"pattern": TIMESTAMP_PATTERN}),

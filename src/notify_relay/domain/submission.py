@@ -26,8 +26,10 @@ REFUSED_HEADERS = frozenset(
      "keep-alive"}
 )
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# RFC 9110 field values: visible ASCII, space and tab (obs-text is not sent on)
-_BAD_VALUE_CHARS = re.compile(r"[^\t\x20-\x7e]")
+# field values (RFC 9110): no control character but tab. The contract names CR, LF and
+# NUL; the others cannot be sent either (aiohttp refuses them as header injection). Other
+# characters go as UTF-8 (obs-text), so a lone surrogate, which has none, is refused too
+_BAD_VALUE_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
 _URL_FORBIDDEN = re.compile(r"[\s\x00-\x1f\x7f]")
 # RFC 3339 date-time (section 5.6): the form fromisoformat alone is too lenient for
 _RFC3339 = re.compile(
@@ -97,8 +99,8 @@ def check_header_name(name: str) -> str:
 
 def check_header_value(value: str) -> str:
     if _BAD_VALUE_CHARS.search(value):
-        raise ValueError("header value must be visible ASCII, spaces and tabs (RFC 9110): "
-                         "no CR, LF, NUL or other control characters")
+        raise ValueError("header value may have no CR, LF, NUL or other control character "
+                         "but tab (RFC 9110), and no lone surrogate")
     return value
 
 
