@@ -232,7 +232,8 @@ def test_keyless_server_answers_only_loopback_host_names(api: Api, server: Serve
 def test_keyless_server_refuses_changes_from_another_origin(api: Api, partner: Partner,
                                                             server: ServerProcess) -> None:
     body = {"messageId": new_id(), "targetUrl": partner.url("/ok")}
-    for origin in ("http://evil.example", "null", f"http://localhost:{server.port + 1}"):
+    for origin in ("http://evil.example", "null", f"http://localhost:{server.port + 1}",
+                   f"https://127.0.0.1:{server.port}"):  # another scheme, another origin
         problem(api.submit(body, headers={"Origin": origin}), 403, "FORBIDDEN")
         problem(api.http.post(f"/v1/messages/{body['messageId']}/retry",
                               headers={"Origin": origin}), 403, "FORBIDDEN")

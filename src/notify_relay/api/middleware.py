@@ -249,8 +249,10 @@ class KeylessGuardMiddleware:
                           "[::1]) or its listen address")(scope, receive, send)
             return
         origin = header(scope, b"origin")
-        if scope["method"] in _STATE_CHANGING and origin is not None and origin.lower() not in (
-                f"http://{host}", f"https://{host}"):
+        # an origin is scheme, name and port: https://this-host is another one (uvicorn
+        # takes no forwarded scheme here, proxy_headers off: the scheme is the socket's)
+        if scope["method"] in _STATE_CHANGING and origin is not None and (
+                origin.lower() != f"{scope['scheme']}://{host}"):
             await problem(403, "FORBIDDEN", "this server has no API keys: a request from "
                           "another origin (a web page) may not change anything"
                           )(scope, receive, send)
