@@ -43,10 +43,13 @@ def test_no_key_or_bad_key_is_401(server: ServerProcess, partner: Partner) -> No
     message = {"messageId": new_id(), "targetUrl": partner.url("/ok")}
     for key in (None, "wrong"):
         api = Api(server.base_url, key=key)
-        problem(api.submit(message), 401, "UNAUTHENTICATED")
-        problem(api.get("anything"), 401, "UNAUTHENTICATED")
-        problem(api.list(), 401, "UNAUTHENTICATED")
-        problem(api.retry("anything"), 401, "UNAUTHENTICATED")
+        refused = [api.submit(message), api.get("anything"), api.list(), api.retry("anything"),
+                   api.http.post("/v1/messages/batch", json={"messages": [message]}),
+                   api.http.get("/v1/destinations")]
+        for response in refused:
+            problem(response, 401, "UNAUTHENTICATED")
+            # RFC 9110: a 401 names the scheme it would take
+            assert response.headers["WWW-Authenticate"].startswith("Bearer "), response.url
         api.close()
     basic = Api(server.base_url)
     problem(basic.http.post("/v1/messages", json=message,

@@ -56,6 +56,8 @@ def problem(
     }
     if errors is not None:
         body["errors"] = [{"field": e.field, "message": e.message} for e in errors]
+    if status == 401:  # RFC 9110: a 401 names the scheme that would be accepted
+        headers = {"WWW-Authenticate": 'Bearer realm="notify-relay"', **(headers or {})}
     _log_refusal(status, code, detail)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
