@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -53,7 +54,10 @@ def loads(body: bytes) -> Any:
     except RecursionError:
         raise json.JSONDecodeError("nested too deeply", "", 0) from None
     except ValueError as exc:  # our hooks, and integers beyond the interpreter's digit limit
-        raise json.JSONDecodeError(str(exc), "", 0) from None
+        reason = str(exc)
+        if reason.startswith("Exceeds the limit"):  # said in JSON's terms, not Python's
+            reason = f"an integer has more than {sys.get_int_max_str_digits()} digits"
+        raise json.JSONDecodeError(reason, "", 0) from None
 
 
 class StrictJsonRequest(Request):
