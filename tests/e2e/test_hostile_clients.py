@@ -139,6 +139,34 @@ def test_a_431_sends_back_the_callers_correlation_id_or_a_new_one_each_time(
     assert all(uuid.UUID(str(new)).version == 4 for new in ids)
 
 
+@pytest.mark.parametrize(("refused", "status"), [
+    (b"\x01\x02 nonsense\r\n\r\n", 400),
+    (b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n"
+     + b"".join(b"X-H%d: v\r\n" % i for i in range(101)) + b"\r\n", 431),
+    (b"GET /healthz HTTP/1.1\r\nHost: loc", 408),  # a head that stops half-way
+])
+def test_a_refused_request_behind_another_is_answered_after_it(
+        server: ServerProcess, refused: bytes, status: int) -> None:
+    """Pipelined behind a submission, the refusal came first and alone: the sender read
+    a 400 as its submission's answer, though the message was stored and queued."""
+    body = json.dumps({"messageId": f"pipe-{uuid.uuid4().hex[:8]}",
+                       "targetUrl": "http://127.0.0.1:9/x"}).encode()
+    submission = (b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\n"
+                  b"Content-Type: application/json\r\nX-Correlation-Id: first-req\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    raw = refused_head(server, submission + refused)
+    answers = []
+    while raw:  # one answer after another, each as long as its Content-Length says
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:")))
+        answers.append(head + b"\r\n\r\n" + rest[:length])
+        raw = rest[length:]
+    assert [status_of(answer) for answer in answers] == [202, status], raw[:300]
+    assert b"x-correlation-id: first-req" in answers[0].lower()
+    assert problem_of(answers[1])[1]["correlationId"] != "first-req"
+
+
 def test_a_request_line_too_long_to_parse_is_a_problem_too(server: ServerProcess) -> None:
     raw = refused_head(server, b"GET /v1/messages?cursor=" + b"a" * 70_000
                        + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")

@@ -11,13 +11,16 @@ body or a head forever. Here:
 A head that httptools cannot parse (a request line over its limit, bad framing) gets a 400
 problem rather than uvicorn's plain text. Each of these answers carries an
 X-Correlation-Id, as every answer does: the caller's, when its field was read before the
-refusal, else a new one. The size of a body is the BodyGuard's business (413), the number
-of connections uvicorn's `limit_concurrency` (503).
+refusal, else a new one, and leaves a log line with it. A refused request that came
+pipelined behind others is answered after their answers, in order: written at once it
+would be taken for theirs. The size of a body is the BodyGuard's business (413), the
+number of connections uvicorn's `limit_concurrency` (503).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,6 +30,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from notify_relay.api.middleware import valid_correlation_id
 from notify_relay.context import new_correlation_id
 
+log = logging.getLogger("notify_relay.api")
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FIELDS = 100
 MAX_HEAD_BYTES = MAX_FIELD_BYTES + 16 * 1024  # the request line and the framing on top
@@ -47,8 +51,12 @@ def problem_response(refusal: Refusal, correlation_id: str,
     """A whole HTTP/1.1 response carrying a problem document, for before the app runs;
     `correlation_id` is a checked one (valid_correlation_id) or a new one."""
     status, title, code, detail = refusal
-    body = orjson.dumps({"type": "about:blank", "title": title, "status": status,
-                         "detail": detail, "code": code, "correlationId": correlation_id})
+    document: dict[str, object] = {"type": "about:blank", "title": title, "status": status,
+                                   "detail": detail, "code": code,
+                                   "correlationId": correlation_id}
+    if code == "VALIDATION_ERROR":  # as every other: the request as a whole, field ""
+        document["errors"] = [{"field": "", "message": detail}]
+    body = orjson.dumps(document)
     head = [f"HTTP/1.1 {status} {title}".encode()]
     head += [name + b": " + value for name, value in extra_headers]
     head += [b"content-type: application/problem+json",
@@ -76,14 +84,41 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._request_timer: asyncio.TimerHandle | None = None
         self._given_id: str | None = None  # this request's X-Correlation-Id, once read
+        self._deferred: Refusal | None = None  # to answer once the answers before it are out
+
+    def _refusing(self) -> bool:
+        return self._deferred is not None or self.transport.is_closing()
+
+    def _answers_pending(self) -> bool:
+        """Earlier requests of this connection, read whole, still waiting for answers."""
+        cycle = self.cycle
+        return bool(self.pipeline) or (
+            cycle is not None and not cycle.more_body and not cycle.response_complete)
 
     def _refuse(self, refusal: Refusal) -> None:
         self._cancel_timers()
-        if not self.transport.is_closing():
-            self.transport.write(problem_response(
-                refusal, self._given_id or new_correlation_id(),
-                self.server_state.default_headers))
-            self.transport.close()
+        if self._refusing():
+            return
+        if self._answers_pending():
+            self._deferred = refusal
+            self.flow.pause_reading()  # nothing more of this connection is read
+            return
+        self._send_refusal(refusal)
+
+    def _send_refusal(self, refusal: Refusal) -> None:
+        cid = self._given_id or new_correlation_id()
+        status, _, code, detail = refusal
+        log.info("request refused", extra={"status": status, "code": code, "detail": detail,
+                                           "correlationId": cid})
+        self.transport.write(problem_response(refusal, cid, self.server_state.default_headers))
+        self.transport.close()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # starts the next pipelined request, if any
+        if self._deferred is not None and not self.transport.is_closing() and (
+                not self._answers_pending()):
+            refusal, self._deferred = self._deferred, None
+            self._send_refusal(refusal)
 
     def send_400_response(self, msg: str) -> None:
         """What httptools could not parse: a problem, not uvicorn's plain text."""
@@ -96,11 +131,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer = self._request_timer = None
 
     def _timed_out(self) -> None:
-        answered = self.cycle is not None and self.cycle.response_started
-        if answered:
+        cycle = self.cycle
+        if cycle is not None and cycle.more_body and cycle.response_started:
+            # answered before its own body came whole: no 408 can follow that answer
             self._cancel_timers()
             self.transport.close()
-        else:
+        else:  # its own request is late, or the next one's head (after earlier answers)
             self._refuse(TOO_SLOW)
 
     def _arm(self) -> None:
@@ -128,6 +164,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._arm()  # a pipelined request's head may have come with the previous one
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._refusing():
+            return
         self._fields += 1
         self._field_bytes += len(name) + len(value)
         if self._fields > MAX_FIELDS or self._field_bytes > MAX_FIELD_BYTES:
@@ -138,7 +176,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        if self.transport.is_closing():
+        if self._refusing():
             return
         self._in_head = False
         if self._head_timer is not None:
@@ -146,15 +184,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._head_timer = None
         super().on_headers_complete()
 
-    def on_body(self, body: bytes) -> None:
-        if self.cycle is not None and not self.transport.is_closing():
+    def on_body(self, body: bytes) -> None:  # a refused request's is not the cycle's
+        if self.cycle is not None and not self._refusing():
             super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._cancel_timers()
         self._in_head = True  # what comes next is the head of the next request
         self._head_bytes = 0
-        if self.cycle is not None and not self.transport.is_closing():
+        if self.cycle is not None and not self._refusing():
             super().on_message_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
