@@ -4,14 +4,17 @@ what goes on the wire, what is kept of the answer, and how connections are reuse
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
-from notify_relay.adapters.http import EXPECT_CONTINUE_SECONDS, AiohttpDeliverer
+from notify_relay.adapters.http import EXPECT_CONTINUE_SECONDS, AiohttpDeliverer, PolicyResolver
 from notify_relay.domain.network import NetworkPolicy, parse_networks
 from notify_relay.domain.response import BODY_LIMIT
 from notify_relay.domain.retry import AttemptResult, ErrorKind
@@ -359,6 +362,40 @@ async def test_an_expect_100_continue_the_partner_never_answers_sends_the_body_a
     assert request.header("Expect") == "100-continue"
     assert request.body == b'{"a": 1}'
     assert EXPECT_CONTINUE_SECONDS <= took < 4.0
+
+
+async def test_the_wait_for_a_100_starts_when_the_head_is_out_not_before_the_connection(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A partner that refuses at once (417, no 100) never gets the body, however long the
+    connection took to open: the second counts from the head, not from the request's
+    making (a connect of over 1 s sent the body right behind the head)."""
+    slow = PolicyResolver.resolve
+
+    async def resolve_slowly(self: PolicyResolver, host: str, port: int = 0,
+                             family: socket.AddressFamily = socket.AF_INET) -> list[Any]:
+        await asyncio.sleep(EXPECT_CONTINUE_SECONDS * 1.3)
+        return await slow(self, host, port, family)
+
+    monkeypatch.setattr(PolicyResolver, "resolve", resolve_slowly)
+    after_head: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer(417, b"no"))
+        await writer.drain()
+        with contextlib.suppress(TimeoutError):
+            after_head.append(await asyncio.wait_for(reader.read(100), 0.5))
+        writer.close()
+
+    port = free_port()
+    listener = await asyncio.start_server(serve, "127.0.0.1", port)
+    try:
+        async with deliverer() as client:
+            result = await client.send(outbound(f"http://localhost:{port}/", headers=EXPECTING))
+    finally:
+        listener.close()
+    assert result.status_code == 417, result.error
+    assert after_head in ([], [b""]), after_head  # nothing of the body, or the close
 
 
 async def test_a_100_continue_lets_the_body_go_at_once() -> None:

@@ -173,8 +173,6 @@ async def _answered(session: aiohttp.ClientSession, request: OutboundRequest,
         request.method, url, headers=list(request.headers),
         skip_auto_headers=_SKIP_AUTO_HEADERS, data=request.body,
         loop=asyncio.get_running_loop(), session=session)
-    if req._continue is not None:  # set by aiohttp for the header, resolved by a 100
-        asyncio.get_running_loop().call_later(EXPECT_CONTINUE_SECONDS, _go_on, req._continue)
     connector = session.connector
     if connector is None:
         raise RuntimeError("deliverer is not open")
@@ -190,8 +188,13 @@ async def _answered(session: aiohttp.ClientSession, request: OutboundRequest,
         raise aiohttp.ServerDisconnectedError()
     conn.protocol.set_response_params(skip_payload=req.method == "HEAD",
                                       read_until_eof=True, auto_decompress=False)
+    waiting = req._continue  # set by aiohttp for the header, resolved by a 100
+    timer = None
     try:
-        response = await req.send(conn)
+        response = await req.send(conn)  # the head is out; the body waits for `waiting`
+        if waiting is not None:
+            timer = asyncio.get_running_loop().call_later(
+                EXPECT_CONTINUE_SECONDS, _go_on, waiting)
         try:
             await response.start(conn)
         except BaseException:
@@ -200,6 +203,9 @@ async def _answered(session: aiohttp.ClientSession, request: OutboundRequest,
     except BaseException:
         conn.close()
         raise
+    finally:
+        if timer is not None:
+            timer.cancel()
     return response
 
 
