@@ -197,6 +197,18 @@ def test_a_rate_too_small_for_a_date_waits_a_century(rate: float) -> None:
     assert d.rate_next_at == NOW + timedelta(days=200 * 365)
 
 
+def test_a_new_rate_spaces_the_next_start_from_the_last_by_itself() -> None:
+    d = started(dest(settings=DestinationSettings(rate_per_second=1e-12)), NOW, probe=False,
+                probe_seconds=60)
+    faster = d.with_settings(DestinationSettings(rate_per_second=10))
+    assert faster.rate_next_at == NOW + timedelta(seconds=0.1)  # not a century on
+    assert d.with_settings(DestinationSettings(rate_per_second=None)).rate_next_at is None
+    assert d.with_settings(DestinationSettings(rate_per_second=1e-12, paused=True)
+                           ).rate_next_at == d.rate_next_at  # the rate unchanged: kept
+    never = dest(settings=DestinationSettings(rate_per_second=1))
+    assert never.with_settings(DestinationSettings(rate_per_second=5)).rate_next_at is None
+
+
 def test_finished_records_hold_breaker_and_statistics() -> None:
     rules = Rules(default_concurrency=16, breaker=CONFIG, retry_after_cap=60)
     d = finished(dest(), status(429, "120"), started_at=NOW, now=at(1), probe=False,

@@ -214,7 +214,13 @@ class Destination:
         return cap if self.concurrency is None else max(1, min(cap, math.floor(self.concurrency)))
 
     def with_settings(self, settings: DestinationSettings) -> Destination:
-        return replace(self, settings=settings)
+        """A new rate spaces the next start from the last one by itself, not by the old
+        rate (a rate of almost nothing, set by mistake, held the next start a century)."""
+        rate, rate_next_at = settings.rate_per_second, self.rate_next_at
+        if rate != self.settings.rate_per_second:
+            rate_next_at = (self.last_attempt_at + rate_interval(rate)
+                            if rate is not None and self.last_attempt_at is not None else None)
+        return replace(self, settings=settings, rate_next_at=rate_next_at)
 
     def with_version(self, version: int) -> Destination:
         return replace(self, version=version)
@@ -272,9 +278,7 @@ def started(dest: Destination, now: datetime, *, probe: bool, probe_seconds: flo
     changes: dict[str, object] = {"last_attempt_at": now}
     rate = dest.settings.rate_per_second
     if rate is not None:
-        base = max(dest.rate_next_at or now, now)
-        changes["rate_next_at"] = base + timedelta(
-            seconds=min(1.0 / rate, LONGEST_RATE_INTERVAL_SECONDS))
+        changes["rate_next_at"] = max(dest.rate_next_at or now, now) + rate_interval(rate)
     if probe:
         changes["breaker"] = breaker_probe_started(dest.breaker, now, probe_seconds)
     return replace(dest, **changes)  # type: ignore[arg-type]
@@ -283,6 +287,11 @@ def started(dest: Destination, now: datetime, *, probe: bool, probe_seconds: flo
 # the contract takes any rate above 0: one of 1e-12/s would put the next start 31,700 years
 # ahead, past what a date can hold (the start failed, at once and again, in a loop)
 LONGEST_RATE_INTERVAL_SECONDS = 100 * 365 * 86400.0
+
+
+def rate_interval(rate: float) -> timedelta:
+    """The time between two starts at `rate` a second, at most a century."""
+    return timedelta(seconds=min(1.0 / rate, LONGEST_RATE_INTERVAL_SECONDS))
 
 
 @dataclass(frozen=True, slots=True)
