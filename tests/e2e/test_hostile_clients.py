@@ -131,8 +131,9 @@ def test_a_431_sends_back_the_callers_correlation_id_or_a_new_one_each_time(
     had the header."""
     flood = b"".join(b"X-H%d: v\r\n" % i for i in range(101)) + b"\r\n"
     mine = refused_head(server, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n"
-                                b"X-Correlation-Id: mine-431\r\n" + flood)
-    assert problem_of(mine)[0]["x-correlation-id"] == "mine-431"
+                                b"X-Correlation-Id: mine-431\r\n"
+                                b"X-Correlation-Id: not-this-one\r\n" + flood)
+    assert problem_of(mine)[0]["x-correlation-id"] == "mine-431"  # the first, as for a 200
     ids = {problem_of(refused_head(server, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n"
                                            + flood))[1]["correlationId"] for _ in range(2)}
     assert len(ids) == 2

@@ -84,6 +84,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._request_timer: asyncio.TimerHandle | None = None
         self._given_id: str | None = None  # this request's X-Correlation-Id, once read
+        self._id_read = False  # the first X-Correlation-Id field decides, as in the middleware
         self._deferred: Refusal | None = None  # to answer once the answers before it are out
 
     def _refusing(self) -> bool:
@@ -161,6 +162,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._field_bytes = self._fields = 0
         self._given_id = None
+        self._id_read = False
         self._arm()  # a pipelined request's head may have come with the previous one
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -171,7 +173,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._fields > MAX_FIELDS or self._field_bytes > MAX_FIELD_BYTES:
             self._refuse(TOO_LARGE)
             return
-        if name.lower() == b"x-correlation-id":
+        if not self._id_read and name.lower() == b"x-correlation-id":
+            self._id_read = True
             self._given_id = valid_correlation_id(value.decode("latin-1"))
         super().on_header(name, value)
 
