@@ -9,12 +9,12 @@ body or a head forever. Here:
   the whole request within `request_timeout`: beyond, a 408 problem (if nothing was
   answered yet) and the connection closes.
 A head that httptools cannot parse (a request line over its limit, bad framing) gets a 400
-problem rather than uvicorn's plain text. Each of these answers carries an
+problem rather than uvicorn's plain text, and so does a request beyond uvicorn's
+`limit_concurrency` (a 503 SYSTEM_ERROR with Retry-After). Each of these answers carries an
 X-Correlation-Id, as every answer does: the caller's, when its field was read before the
 refusal, else a new one, and leaves a log line with it. A refused request that came
 pipelined behind others is answered after their answers, in order: written at once it
-would be taken for theirs. The size of a body is the BodyGuard's business (413), the
-number of connections uvicorn's `limit_concurrency` (503).
+would be taken for theirs. The size of a body is the BodyGuard's business (413).
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ TOO_SLOW: Refusal = (408, "Request Timeout", "REQUEST_TIMEOUT",
                      "the request did not arrive in time")
 UNPARSABLE: Refusal = (400, "Bad Request", "VALIDATION_ERROR",
                        "the request is not valid HTTP/1.1 (a request line over 64 KiB, say)")
+BUSY: Refusal = (503, "Service Unavailable", "SYSTEM_ERROR",
+                 "the server has as many connections and requests in progress as it takes; "
+                 "try again shortly")
 
 
 def problem_response(refusal: Refusal, correlation_id: str,
@@ -111,7 +114,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         status, _, code, detail = refusal
         log.info("request refused", extra={"status": status, "code": code, "detail": detail,
                                            "correlationId": cid})
-        self.transport.write(problem_response(refusal, cid, self.server_state.default_headers))
+        headers = list(self.server_state.default_headers)
+        if status == 503:
+            headers.append((b"retry-after", b"1"))
+        self.transport.write(problem_response(refusal, cid, headers))
         self.transport.close()
 
     def on_response_complete(self) -> None:
@@ -185,6 +191,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+        limit = self.limit_concurrency  # uvicorn's own test, answered as a problem
+        if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
+            self._refuse(BUSY)
+            return
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:  # a refused request's is not the cycle's

@@ -12,7 +12,7 @@ import uvicorn
 from notify_relay.api.guarded_protocol import guarded_protocol
 from notify_relay.config import Settings
 
-# connections and requests in progress at once; beyond, uvicorn answers 503
+# connections and requests in progress at once; beyond, a 503 (api/guarded_protocol.py)
 MAX_CONNECTIONS = 2048
 
 
