@@ -140,32 +140,64 @@ def test_a_431_sends_back_the_callers_correlation_id_or_a_new_one_each_time(
     assert all(uuid.UUID(str(new)).version == 4 for new in ids)
 
 
-@pytest.mark.parametrize(("refused", "status"), [
-    (b"\x01\x02 nonsense\r\n\r\n", 400),
-    (b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n"
-     + b"".join(b"X-H%d: v\r\n" % i for i in range(101)) + b"\r\n", 431),
-    (b"GET /healthz HTTP/1.1\r\nHost: loc", 408),  # a head that stops half-way
-])
-def test_a_refused_request_behind_another_is_answered_after_it(
-        server: ServerProcess, refused: bytes, status: int) -> None:
-    """Pipelined behind a submission, the refusal came first and alone: the sender read
-    a 400 as its submission's answer, though the message was stored and queued."""
-    body = json.dumps({"messageId": f"pipe-{uuid.uuid4().hex[:8]}",
-                       "targetUrl": "http://127.0.0.1:9/x"}).encode()
-    submission = (b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\n"
-                  b"Content-Type: application/json\r\nX-Correlation-Id: first-req\r\n"
-                  b"Content-Length: %d\r\n\r\n" % len(body)) + body
-    raw = refused_head(server, submission + refused)
+def answers_of(raw: bytes) -> list[bytes]:
+    """The answers on a connection, one after another, each as long as its Content-Length."""
     answers = []
-    while raw:  # one answer after another, each as long as its Content-Length says
+    while raw:
         head, _, rest = raw.partition(b"\r\n\r\n")
         length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
                           if line.lower().startswith(b"content-length:")))
         answers.append(head + b"\r\n\r\n" + rest[:length])
         raw = rest[length:]
-    assert [status_of(answer) for answer in answers] == [202, status], raw[:300]
+    return answers
+
+
+UPGRADE = b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n" \
+          b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+FIELDS_101 = b"".join(b"X-H%d: v\r\n" % i for i in range(101))
+
+
+@pytest.mark.parametrize("refused", [
+    b"\x01\x02 nonsense\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n" + FIELDS_101 + b"\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n" + UPGRADE + FIELDS_101 + b"\r\n",
+], ids=["unparsable", "431", "431-upgrade"])
+def test_a_request_refused_behind_an_unanswered_one_closes_the_connection(
+        server: ServerProcess, api: Api, refused: bytes) -> None:
+    """Written at once, the refusal was read as the submission's answer, though the message
+    was stored and queued. Now neither gets an answer: the sender sends it again, safely."""
+    message_id = f"pipe-{uuid.uuid4().hex[:8]}"
+    body = json.dumps({"messageId": message_id, "targetUrl": "http://127.0.0.1:9/x"}).encode()
+    submission = (b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                  % len(body)) + body
+    assert answers_of(refused_head(server, submission + refused)) == []
+    api.wait_until(lambda: api.get(message_id).status_code == 200, "the submission stored")
+    again = api.submit({"messageId": message_id, "targetUrl": "http://127.0.0.1:9/x"})
+    assert (again.status_code, again.json()["duplicate"]) == (200, True)
+    assert "Fatal error" not in server.logs()
+    assert "KeyError" not in server.logs()
+
+
+def test_a_refused_request_after_an_answered_one_gets_its_refusal(
+        server: ServerProcess) -> None:
+    body = json.dumps({"messageId": f"pipe-{uuid.uuid4().hex[:8]}",
+                       "targetUrl": "http://127.0.0.1:9/x"}).encode()
+    submission = (b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\n"
+                  b"Content-Type: application/json\r\nX-Correlation-Id: first-req\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    # a head that stops half-way: its 408 comes after the submission's 202
+    answers = answers_of(refused_head(server, submission + b"GET /healthz HTTP/1.1\r\nHo"))
+    assert [status_of(answer) for answer in answers] == [202, 408]
     assert b"x-correlation-id: first-req" in answers[0].lower()
-    assert problem_of(answers[1])[1]["correlationId"] != "first-req"
+    assert problem_of(answers[1])[1]["code"] == "REQUEST_TIMEOUT"
+
+
+def test_a_refused_upgrade_request_gets_its_431(server: ServerProcess) -> None:
+    raw = refused_head(server, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n" + UPGRADE
+                       + FIELDS_101 + b"\r\n")
+    assert problem_of(raw)[1]["code"] == "HEADERS_TOO_LARGE"
+    assert "KeyError" not in server.logs()
 
 
 def test_a_request_line_too_long_to_parse_is_a_problem_too(server: ServerProcess) -> None:

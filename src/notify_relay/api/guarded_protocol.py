@@ -12,9 +12,14 @@ A head that httptools cannot parse (a request line over its limit, bad framing) 
 problem rather than uvicorn's plain text, and so does a request beyond uvicorn's
 `limit_concurrency` (a 503 SYSTEM_ERROR with Retry-After). Each of these answers carries an
 X-Correlation-Id, as every answer does: the caller's, when its field was read before the
-refusal, else a new one, and leaves a log line with it. A refused request that came
-pipelined behind others is answered after their answers, in order: written at once it
-would be taken for theirs. The size of a body is the BodyGuard's business (413).
+refusal, else a new one, and leaves a log line with it.
+
+A request refused while earlier ones of its connection (pipelined) still wait for their
+answers gets none, and neither do they: the connection closes at once. Written at once, the
+refusal would be taken for the first request's answer (a stored submission read as
+refused); held back until their answers are out, it kept the connection read and parsed
+with the limits off. A client whose requests get no answer sends them again, which the
+contract makes safe. The size of a body is the BodyGuard's business (413).
 """
 
 from __future__ import annotations
@@ -88,10 +93,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._request_timer: asyncio.TimerHandle | None = None
         self._given_id: str | None = None  # this request's X-Correlation-Id, once read
         self._id_read = False  # the first X-Correlation-Id field decides, as in the middleware
-        self._deferred: Refusal | None = None  # to answer once the answers before it are out
+        self._refused = False  # this connection is done: nothing more of it is handled
 
     def _refusing(self) -> bool:
-        return self._deferred is not None or self.transport.is_closing()
+        return self._refused or self.transport.is_closing()
+
+    def _should_upgrade(self) -> bool:
+        # a refused request that asked for an upgrade has no scope to upgrade with
+        return not self._refusing() and super()._should_upgrade()
 
     def _answers_pending(self) -> bool:
         """Earlier requests of this connection, read whole, still waiting for answers."""
@@ -103,29 +112,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_timers()
         if self._refusing():
             return
-        if self._answers_pending():
-            self._deferred = refusal
-            self.flow.pause_reading()  # nothing more of this connection is read
-            return
-        self._send_refusal(refusal)
-
-    def _send_refusal(self, refusal: Refusal) -> None:
+        self._refused = True
         cid = self._given_id or new_correlation_id()
         status, _, code, detail = refusal
-        log.info("request refused", extra={"status": status, "code": code, "detail": detail,
-                                           "correlationId": cid})
-        headers = list(self.server_state.default_headers)
-        if status == 503:
-            headers.append((b"retry-after", b"1"))
-        self.transport.write(problem_response(refusal, cid, headers))
+        pending = self._answers_pending()
+        log.info("request refused", extra={
+            "status": status, "code": code, "detail": detail, "correlationId": cid,
+            "answered": not pending})
+        if not pending:
+            headers = list(self.server_state.default_headers)
+            if status == 503:
+                headers.append((b"retry-after", b"1"))
+            self.transport.write(problem_response(refusal, cid, headers))
         self.transport.close()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()  # starts the next pipelined request, if any
-        if self._deferred is not None and not self.transport.is_closing() and (
-                not self._answers_pending()):
-            refusal, self._deferred = self._deferred, None
-            self._send_refusal(refusal)
 
     def send_400_response(self, msg: str) -> None:
         """What httptools could not parse: a problem, not uvicorn's plain text."""
