@@ -27,7 +27,7 @@ _SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110
 _NO_TIMEOUTS = aiohttp.ClientTimeout()  # the connector's: send() bounds the whole exchange
 # a sender's `Expect: 100-continue` holds the body until the partner says 100; one that
-# never does (many do not) gets it after this long, as curl and Go's client send it
+# never does (some do not) gets it after this long, as curl and Go's client send it
 EXPECT_CONTINUE_SECONDS = 1.0
 
 
