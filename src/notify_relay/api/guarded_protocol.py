@@ -93,14 +93,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._request_timer: asyncio.TimerHandle | None = None
         self._given_id: str | None = None  # this request's X-Correlation-Id, once read
         self._id_read = False  # the first X-Correlation-Id field decides, as in the middleware
-        self._refused = False  # this connection is done: nothing more of it is handled
-
-    def _refusing(self) -> bool:
-        return self._refused or self.transport.is_closing()
 
     def _should_upgrade(self) -> bool:
         # a refused request that asked for an upgrade has no scope to upgrade with
-        return not self._refusing() and super()._should_upgrade()
+        return not self.transport.is_closing() and super()._should_upgrade()
 
     def _answers_pending(self) -> bool:
         """Earlier requests of this connection, read whole, still waiting for answers."""
@@ -110,9 +106,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _refuse(self, refusal: Refusal) -> None:
         self._cancel_timers()
-        if self._refusing():
+        if self.transport.is_closing():  # refused already: nothing more is answered
             return
-        self._refused = True
         cid = self._given_id or new_correlation_id()
         status, _, code, detail = refusal
         pending = self._answers_pending()
@@ -171,8 +166,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._arm()  # a pipelined request's head may have come with the previous one
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._refusing():
-            return
         self._fields += 1
         self._field_bytes += len(name) + len(value)
         if self._fields > MAX_FIELDS or self._field_bytes > MAX_FIELD_BYTES:
@@ -184,7 +177,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        if self._refusing():
+        if self.transport.is_closing():
             return
         self._in_head = False
         if self._head_timer is not None:
@@ -197,14 +190,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:  # a refused request's is not the cycle's
-        if self.cycle is not None and not self._refusing():
+        if self.cycle is not None and not self.transport.is_closing():
             super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._cancel_timers()
         self._in_head = True  # what comes next is the head of the next request
         self._head_bytes = 0
-        if self.cycle is not None and not self._refusing():
+        if self.cycle is not None and not self.transport.is_closing():
             super().on_message_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
