@@ -16,6 +16,7 @@ import pytest
 
 from tests.e2e.api_client import Api, ServerProcess
 from tests.partner import Partner
+from tests.raw_http import problem_of, status_of
 
 TIMEOUTS = ("--head-timeout", "1", "--request-timeout", "2")
 
@@ -67,22 +68,6 @@ def rss_mib(server: ServerProcess) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmRSS")
-
-
-def status_of(raw: bytes) -> int:
-    return int(raw.split(b" ", 2)[1]) if raw.startswith(b"HTTP/1.1 ") else 0
-
-
-def problem_of(raw: bytes) -> tuple[dict[str, str], dict[str, object]]:
-    """The head's fields (lower-case names) and the problem document of an answer."""
-    head, _, body = raw.partition(b"\r\n\r\n")
-    fields = dict(line.decode().split(": ", 1) for line in head.split(b"\r\n")[1:])
-    fields = {name.lower(): value for name, value in fields.items()}
-    assert fields["content-type"] == "application/problem+json", fields
-    document = json.loads(body)
-    # every answer carries its correlation id, the same in the document
-    assert fields["x-correlation-id"] == document["correlationId"], (fields, document)
-    return fields, document
 
 
 def submit_quickly(api: Api, partner: Partner) -> float:

@@ -4,7 +4,6 @@ for uvicorn itself (the concurrency limit), in the contract's shape."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,6 +12,7 @@ import pytest
 import uvicorn
 
 from notify_relay.api.guarded_protocol import guarded_protocol
+from tests.raw_http import problem_of, status_of
 from tests.sockets import free_port
 
 pytestmark = pytest.mark.anyio
@@ -61,13 +61,9 @@ async def test_beyond_the_concurrency_limit_a_problem_with_retry_after() -> None
         await asyncio.sleep(0.3)  # both in the app, the third connection is one too many
         refused = await ask(port, b"over-the-limit")
         answered = await asyncio.gather(*busy)
-    head, _, body = refused.partition(b"\r\n\r\n")
-    lines = head.decode().split("\r\n")
-    fields = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines[1:])}
-    assert lines[0].startswith("HTTP/1.1 503"), refused
-    assert fields["content-type"] == "application/problem+json"
+    assert status_of(refused) == 503, refused
+    fields, document = problem_of(refused)  # problem+json, its correlation id in both
     assert fields["retry-after"] == "1"
     assert fields["x-correlation-id"] == "over-the-limit"
-    document = json.loads(body)
     assert (document["code"], document["correlationId"]) == ("SYSTEM_ERROR", "over-the-limit")
     assert all(a.startswith(b"HTTP/1.1 200") for a in answered)  # the two in place went on
