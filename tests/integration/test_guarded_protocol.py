@@ -1,5 +1,6 @@
-"""uvicorn with the guarded protocol, on 127.0.0.1, in front of a tiny app: what it answers
-for uvicorn itself (the concurrency limit), in the contract's shape."""
+"""uvicorn with the guarded protocol, on 127.0.0.1, in front of tiny apps: what it answers
+for uvicorn itself (the concurrency limit), in the contract's shape, and how it writes an
+answer (head and body in one write: api/head_with_body.py)."""
 
 from __future__ import annotations
 
@@ -28,10 +29,10 @@ async def slow_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 @asynccontextmanager
-async def serving(limit: int) -> AsyncIterator[int]:
+async def serving(limit: int | None = None, app: Any = slow_app) -> AsyncIterator[int]:
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(
-        slow_app, host="127.0.0.1", port=port, log_config=None, lifespan="off",
+        app, host="127.0.0.1", port=port, log_config=None, lifespan="off",
         http=guarded_protocol(10.0, 60.0), limit_concurrency=limit))
     task = asyncio.create_task(server.serve())
     while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for it
@@ -67,3 +68,88 @@ async def test_beyond_the_concurrency_limit_a_problem_with_retry_after() -> None
     assert fields["x-correlation-id"] == "over-the-limit"
     assert (document["code"], document["correlationId"]) == ("SYSTEM_ERROR", "over-the-limit")
     assert all(a.startswith(b"HTTP/1.1 200") for a in answered)  # the two in place went on
+
+
+async def late_body_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Starts its answer, then takes a while for the body; echoes a POST's body; a path of
+    /fail fails after starting."""
+    if scope["type"] != "http":
+        return
+    body = b"ok"
+    if scope["method"] == "POST":
+        body = (await receive())["body"]
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"%d" % len(body))]})
+    if scope["path"] == "/fail":
+        raise RuntimeError("the app fails after starting its answer")
+    await asyncio.sleep(0.3)
+    await send({"type": "http.response.body", "body": body})
+
+
+async def read_answer(reader: asyncio.StreamReader, body_length: int) -> bytes:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    return head + await asyncio.wait_for(reader.readexactly(body_length), 5)
+
+
+async def test_an_answer_s_head_goes_out_with_its_body() -> None:
+    """One write, one segment: the client's first read has all of it (uvicorn alone sent
+    the head at once, and the body in a write of its own)."""
+    async with serving(app=late_body_app) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        first_read = await asyncio.wait_for(reader.read(65536), 5)
+        writer.close()
+    assert first_read.startswith(b"HTTP/1.1 200 OK\r\n"), first_read
+    assert first_read.endswith(b"\r\n\r\nok"), first_read
+
+
+async def test_a_head_request_gets_its_head_and_the_connection_goes_on() -> None:
+    """A HEAD answer has no body to carry its head: the head goes when the answer ends."""
+    async with serving(app=late_body_app) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"HEAD / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        head = await read_answer(reader, 0)
+        writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        after = await read_answer(reader, 2)
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n"), head
+    assert head.endswith(b"content-length: 2\r\n\r\n"), head
+    assert after.startswith(b"HTTP/1.1 200 OK\r\n"), after
+    assert after.endswith(b"\r\n\r\nok"), after
+
+
+async def test_a_100_continue_is_not_held_for_the_head() -> None:
+    async with serving(app=late_body_app) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n"
+                     b"Expect: 100-continue\r\n\r\n")
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        writer.write(b"hello")  # only once told to go on, as a client that waits does
+        answer = await read_answer(reader, 5)
+        writer.close()
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
+    assert answer.endswith(b"\r\n\r\nhello"), answer
+
+
+async def test_pipelined_requests_get_their_answers_whole_and_in_order() -> None:
+    async with serving(app=late_body_app) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nfirst"
+                     b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                     b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nthird")
+        answers = [await read_answer(reader, n) for n in (5, 2, 5)]
+        writer.close()
+    assert [a.rsplit(b"\r\n\r\n", 1)[1] for a in answers] == [b"first", b"ok", b"third"]
+    assert all(a.startswith(b"HTTP/1.1 200 OK\r\n") for a in answers), answers
+
+
+async def test_an_app_failing_after_its_head_still_sends_the_head_then_closes() -> None:
+    """The held head is written when uvicorn closes the connection, as it was before."""
+    async with serving(app=late_body_app) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /fail HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        everything = await asyncio.wait_for(reader.read(), 5)  # up to the close
+        writer.close()
+    assert everything.startswith(b"HTTP/1.1 200 OK\r\n"), everything
+    assert everything.endswith(b"content-length: 2\r\n\r\n"), everything

@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from notify_relay.api.head_with_body import HeadWithBody
 from notify_relay.api.middleware import valid_correlation_id
 from notify_relay.context import new_correlation_id
 
@@ -187,7 +188,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
             self._refuse(BUSY)
             return
+        cycle = self.cycle
         super().on_headers_complete()
+        if self.cycle is not cycle and self.cycle is not None:  # not an upgrade: a request
+            HeadWithBody.install(self.cycle)
 
     def on_body(self, body: bytes) -> None:  # a refused request's is not the cycle's
         if self.cycle is not None and not self.transport.is_closing():
