@@ -41,6 +41,8 @@ REFUSED = [
     "2001:db8::1",                            # documentation
     "100::1",                                 # discard-only
     "fec0::1",                                # site-local (deprecated)
+    "::a9fe:a9fe", "::a00:1", "::8.8.8.8",    # IPv4-compatible (deprecated, ::/96)
+    "::1:0:0:1", "200::1", "4000::1",         # unassigned, outside 2000::/3
 ]
 
 ALLOWED = ["8.8.8.8", "1.1.1.1", "93.184.216.34", "2606:4700:4700::1111",

@@ -2,7 +2,10 @@
 
 Only globally routable unicast addresses are allowed, unless the operator allows a range.
 IPv6 forms that embed an IPv4 address (mapped, NAT64, 6to4, Teredo) are judged by it; the
-ranges themselves are the IANA registries' rows in special_ranges.py.
+ranges themselves are the IANA registries' rows in special_ranges.py. An IPv6 address
+outside 2000::/3, IPv6's only global unicast space, is refused when no row names it: the
+special-purpose registry has no row for IPv4-compatible addresses (::/96, deprecated), which
+Python 3.11 calls global.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_GLOBAL_UNICAST_V6 = ipaddress.IPv6Network("2000::/3")
 
 
 def parse_networks(spec: Iterable[str]) -> tuple[IPNetwork, ...]:
@@ -45,6 +49,8 @@ def refusal_reason(address: IPAddress) -> str | None:
     row = special_range(address)
     if row is not None:
         return None if row.global_ else f"{address} is a {row.name} address ({row.network})"
+    if isinstance(address, ipaddress.IPv6Address) and address not in _GLOBAL_UNICAST_V6:
+        return f"{address} is outside IPv6's global unicast range ({_GLOBAL_UNICAST_V6})"
     if not address.is_global:  # the interpreter knows of a range the rows do not
         return f"{address} is not a globally routable address"
     return None
