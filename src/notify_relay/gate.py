@@ -33,6 +33,7 @@ from notify_relay.domain.destination import (
     DestinationKey,
     Rules,
     admission,
+    breaker_probe_started,
     finished,
     started,
 )
@@ -59,6 +60,8 @@ class Ticket:
     probe: bool
     started_at: datetime
     token: str | None = None
+    # the destination's lastAttemptAt before this ticket: back if the attempt never goes
+    previous_attempt_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,10 +100,23 @@ def _with_statistics(fresh: Destination, local: Destination) -> Destination:
 
 
 def _probe_returned(dest: Destination) -> Destination:
-    """A half-open breaker whose probe did not happen: another probe may go."""
-    if dest.breaker.state is not BreakerState.HALF_OPEN:
+    """A breaker whose probe was not sent: it stays as it was (OPEN), and another probe
+    may go."""
+    if dest.breaker.state is BreakerState.CLOSED:
         return dest
     return replace(dest, breaker=replace(dest.breaker, probe_until=None))
+
+
+def _not_attempted(ticket: Ticket) -> Callable[[Destination], Destination]:
+    """The destination once a ticket's attempt is known never to go: its probe's turn
+    back, and its lastAttemptAt as before unless another attempt started since."""
+    def change(dest: Destination) -> Destination:
+        if ticket.probe:
+            dest = _probe_returned(dest)
+        if dest.last_attempt_at == ticket.started_at:
+            dest = replace(dest, last_attempt_at=ticket.previous_attempt_at)
+        return dest
+    return change
 
 
 def _durable(old: Destination, new: Destination, shared: bool) -> bool:
@@ -167,9 +183,7 @@ class Gate:
         if self._shared:
             return
         for dest in await self.store.active():
-            if dest.breaker.state is BreakerState.HALF_OPEN:
-                dest = replace(dest, breaker=replace(dest.breaker, probe_until=None))
-            self._remember(dest)
+            self._remember(_probe_returned(dest))
 
     def _remember(self, dest: Destination) -> Destination:
         self._cache[dest.key] = (dest, time.monotonic())
@@ -314,7 +328,7 @@ class Gate:
         spread = self._rand()
         if reason is Blocked.PAUSED:
             until = now + timedelta(seconds=self._paused_seconds * (1.0 + spread))
-        elif reason is Blocked.OPEN and dest.breaker.state is BreakerState.HALF_OPEN:
+        elif reason is Blocked.OPEN and dest.breaker.probe_until is not None:
             until = now + timedelta(seconds=1.0 + 4.0 * spread)  # the probe answers soon
         elif until is None:  # at its cap: a slot frees when an attempt ends
             until = now + timedelta(seconds=1.0 + 4.0 * spread)
@@ -346,8 +360,6 @@ class Gate:
         if not took:
             again = self._admission(dest, now)
             return self._hold(again.blocked or Blocked.AT_CAP, again.ready_at, now, dest)
-        if verdict.probe:
-            self._transition(key, BreakerState.OPEN, BreakerState.HALF_OPEN, dest)
         token = None
         if self._limiter is not None:
             token = await self._limiter.acquire(
@@ -358,7 +370,7 @@ class Gate:
                     await self._change(key, _probe_returned)
                 return self._hold(Blocked.AT_CAP, None, now, dest)
         self._in_flight[key] += 1
-        return Ticket(key, verdict.probe, now, token)
+        return Ticket(key, verdict.probe, now, token, current.last_attempt_at)
 
     async def _release(self, ticket: Ticket) -> bool:
         """Free the ticket's slot; True when the destination was at its cap before."""
@@ -376,11 +388,27 @@ class Gate:
                             extra={"destination": ticket.key.name}, exc_info=True)
         return was_full
 
+    async def begin(self, ticket: Ticket) -> None:
+        """The ticket's attempt is about to be sent: a probe turns the breaker HALF_OPEN
+        (one probe in flight), not its admission, whose message may turn out final."""
+        if not ticket.probe:
+            return
+        now = self._clock()
+
+        def probing(dest: Destination) -> Destination:
+            if dest.breaker.state is not BreakerState.OPEN:
+                return dest
+            return replace(dest, breaker=breaker_probe_started(dest.breaker, now,
+                                                                self._probe_seconds))
+
+        old, new = await self._change(ticket.key, probing)
+        if old.breaker.state is not new.breaker.state:
+            self._transition(ticket.key, old.breaker.state, new.breaker.state, new)
+
     async def cancel(self, ticket: Ticket) -> None:
         """The attempt did not happen: give the slot (and a probe's turn) back."""
         was_full = await self._release(ticket)
-        if ticket.probe:
-            await self._change(ticket.key, _probe_returned)
+        await self._change(ticket.key, _not_attempted(ticket))
         if was_full or ticket.probe:
             self.on_ready()
 

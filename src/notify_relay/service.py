@@ -580,6 +580,12 @@ class Relay:
             await self._send_notice(notice)
             return
 
+        if ticket.probe:
+            try:
+                await self.gate.begin(ticket)
+            except Exception:  # the probe goes all the same; its result decides as from OPEN
+                log.exception("recording a probe's start at its destination failed", extra={
+                    **message_context(message), "destination": message.destination})
         started = self.clock()
         if first:
             self.observer.first_attempt(max(0.0, (started - due).total_seconds()))

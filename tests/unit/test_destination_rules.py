@@ -96,6 +96,11 @@ HALF_1 = Breaker(BreakerState.HALF_OPEN, 3, 1, NOW, at(30), at(60))
         (HALF_1, N, True, replace(HALF_1, probe_until=None)),
         (HALF_1, F, False, replace(HALF_1, consecutive_failures=4)),
         (HALF_1, N, False, HALF_1),
+        # a probe admitted but not sent yet (OPEN, its turn taken) decides the same way
+        (replace(OPEN_1, probe_until=at(60)), S, True, CLOSED),
+        (replace(OPEN_1, probe_until=at(60)), F, True,
+         Breaker(BreakerState.OPEN, 4, 2, NOW, at(60))),
+        (replace(OPEN_1, probe_until=at(60)), N, True, OPEN_1),
         # the cool-down doubles at each opening in a row, up to the cap
         (Breaker(BreakerState.HALF_OPEN, 9, 4, NOW, NOW, at(1)), F, True,
          Breaker(BreakerState.OPEN, 10, 5, NOW, at(480))),
@@ -105,6 +110,14 @@ HALF_1 = Breaker(BreakerState.HALF_OPEN, 3, 1, NOW, at(30), at(60))
 )
 def test_breaker_table(before: Breaker, signal: Signal, probe: bool, after: Breaker) -> None:
     assert breaker_after(before, signal, NOW, CONFIG, no_jitter, probe=probe) == after
+
+
+def test_a_probe_admitted_takes_the_turn_and_stays_open_until_sent() -> None:
+    """HALF_OPEN is one probe in flight: an admitted probe's message may turn out final."""
+    d = started(dest(breaker=replace(OPEN_1, next_probe_at=at(-1))), NOW, probe=True,
+                probe_seconds=60)
+    assert d.breaker == replace(OPEN_1, next_probe_at=at(-1), probe_until=at(60))
+    assert d.last_attempt_at == NOW
 
 
 def test_probe_start_turns_it_half_open_with_a_deadline() -> None:
@@ -168,6 +181,9 @@ def dest(**changes: object) -> Destination:
         (dest(breaker=replace(OPEN_1, next_probe_at=at(-1))), 0, (1, True, None, None)),
         (dest(breaker=HALF_1), 0, (0, False, Blocked.OPEN, at(60))),
         (dest(breaker=replace(HALF_1, probe_until=None)), 0, (1, True, None, None)),
+        # past the cool-down with the probe's turn taken by an attempt not sent yet
+        (dest(breaker=replace(OPEN_1, next_probe_at=at(-1), probe_until=at(60))), 0,
+         (0, False, Blocked.OPEN, at(60))),
         (dest(settings=DestinationSettings(rate_per_second=2)), 0, (1, False, None, None)),
         (dest(settings=DestinationSettings(rate_per_second=2), rate_next_at=at(0.5)), 0,
          (0, False, Blocked.RATE, at(0.5))),

@@ -225,13 +225,46 @@ async def test_a_cancelled_probe_gives_its_turn_back() -> None:
         await w.submit(f"m{i}")
     await w.run_due()
     w.clock.advance(31)
+    last_attempt = w.gate.cached(DEST).last_attempt_at
     probe = await w.gate.admit(DEST)
     assert isinstance(probe, Ticket)
     assert probe.probe
+    assert w.gate.cached(DEST).breaker.state is BreakerState.OPEN  # not sent: not HALF_OPEN
+    w.clock.advance(1)
     await w.gate.cancel(probe)
+    dest = w.gate.cached(DEST)
+    # as it was: OPEN past its cool-down, no attempt since the last real one
+    assert (dest.breaker.state, dest.breaker.probe_until) == (BreakerState.OPEN, None)
+    assert dest.last_attempt_at == last_attempt
     again = await w.gate.admit(DEST)
     assert isinstance(again, Ticket)
     assert again.probe
+
+
+async def test_a_probe_is_half_open_once_sent_and_its_transition_counted_once() -> None:
+    transitions: list[tuple[str, str]] = []
+
+    class Transitions(NullObserver):
+        def breaker_transition(self, old: str, new: str) -> None:
+            transitions.append((old, new))
+
+    w = World()
+    w.gate.observer = Transitions()
+    w.partner.answer = AttemptResult(status_code=503)
+    for i in range(3):
+        await w.submit(f"m{i}")
+    await w.run_due()
+    w.clock.advance(31)
+    probe = await w.gate.admit(DEST)
+    assert isinstance(probe, Ticket)
+    assert transitions == [("CLOSED", "OPEN")]  # admitted, not sent: nothing yet
+    await w.gate.begin(probe)
+    dest = w.gate.cached(DEST)
+    assert dest.breaker.state is BreakerState.HALF_OPEN
+    assert dest.breaker.probe_until == w.clock.now + timedelta(seconds=180)
+    assert isinstance(await w.gate.admit(DEST), Hold)  # one probe in flight
+    await w.gate.finish(probe, AttemptResult(status_code=200))
+    assert transitions == [("CLOSED", "OPEN"), ("OPEN", "HALF_OPEN"), ("HALF_OPEN", "CLOSED")]
 
 
 async def test_embedded_state_survives_a_restart() -> None:

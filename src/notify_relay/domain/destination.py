@@ -111,7 +111,9 @@ class Breaker:
     openings: int = 0  # openings in a row, without a success between: sets the cool-down
     opened_at: datetime | None = None
     next_probe_at: datetime | None = None
-    # while HALF_OPEN: the probe's deadline; a probe whose worker died frees the way after it
+    # the probe's turn is taken until then: while OPEN by an attempt admitted as the probe
+    # and not sent yet (its message may turn out cancelled), while HALF_OPEN by the probe
+    # in flight; a probe whose worker died frees the way after it
     probe_until: datetime | None = None
 
 
@@ -137,11 +139,11 @@ def breaker_after(
     if signal is Signal.SUCCESS:
         return Breaker()
     if signal is Signal.NEUTRAL:
-        if breaker.state is BreakerState.HALF_OPEN and probe:
+        if probe and breaker.state is not BreakerState.CLOSED:
             return replace(breaker, probe_until=None)  # no verdict: another probe may go
         return breaker
     failures = breaker.consecutive_failures + 1
-    if breaker.state is BreakerState.HALF_OPEN:
+    if breaker.state is BreakerState.HALF_OPEN or (probe and breaker.state is BreakerState.OPEN):
         if not probe:  # a straggler from before the opening: the probe decides
             return replace(breaker, consecutive_failures=failures)
         return _opened(replace(breaker, consecutive_failures=failures), now, config, rand)
@@ -152,7 +154,13 @@ def breaker_after(
     return replace(breaker, consecutive_failures=failures)
 
 
+def breaker_probe_reserved(breaker: Breaker, now: datetime, probe_seconds: float) -> Breaker:
+    """An attempt admitted as the probe: no other goes, the state stays until it is sent."""
+    return replace(breaker, probe_until=now + timedelta(seconds=probe_seconds))
+
+
 def breaker_probe_started(breaker: Breaker, now: datetime, probe_seconds: float) -> Breaker:
+    """The probe is sent: HALF_OPEN means one probe attempt in flight (the contract)."""
     return replace(breaker, state=BreakerState.HALF_OPEN,
                    probe_until=now + timedelta(seconds=probe_seconds))
 
@@ -254,12 +262,11 @@ def admission(dest: Destination, now: datetime, in_flight: int, default_cap: int
         return Admission(0, blocked=Blocked.HELD, ready_at=dest.held_until)
     breaker = dest.breaker
     probe = False
-    if breaker.state is BreakerState.OPEN:
-        if breaker.next_probe_at is not None and breaker.next_probe_at > now:
-            return Admission(0, blocked=Blocked.OPEN, ready_at=breaker.next_probe_at)
-        probe = True
-    elif breaker.state is BreakerState.HALF_OPEN:
-        if breaker.probe_until is not None and breaker.probe_until > now:
+    if breaker.state is BreakerState.OPEN and breaker.next_probe_at is not None \
+            and breaker.next_probe_at > now:  # cooling down
+        return Admission(0, blocked=Blocked.OPEN, ready_at=breaker.next_probe_at)
+    if breaker.state is not BreakerState.CLOSED:
+        if breaker.probe_until is not None and breaker.probe_until > now:  # the probe's turn
             return Admission(0, blocked=Blocked.OPEN, ready_at=breaker.probe_until)
         probe = True
     slots = dest.current_concurrency(default_cap) - in_flight
@@ -273,14 +280,14 @@ def admission(dest: Destination, now: datetime, in_flight: int, default_cap: int
 
 
 def started(dest: Destination, now: datetime, *, probe: bool, probe_seconds: float) -> Destination:
-    """The destination once an admitted attempt starts: the rate's clock moves on, a probe
-    turns the breaker half-open."""
+    """The destination once an attempt is admitted: the rate's clock moves on, a probe
+    takes the probe's turn (HALF_OPEN once it is sent: breaker_probe_started)."""
     changes: dict[str, object] = {"last_attempt_at": now}
     rate = dest.settings.rate_per_second
     if rate is not None:
         changes["rate_next_at"] = max(dest.rate_next_at or now, now) + rate_interval(rate)
     if probe:
-        changes["breaker"] = breaker_probe_started(dest.breaker, now, probe_seconds)
+        changes["breaker"] = breaker_probe_reserved(dest.breaker, now, probe_seconds)
     return replace(dest, **changes)  # type: ignore[arg-type]
 
 
