@@ -41,7 +41,7 @@ from notify_relay.domain.errors import (
     TargetNotAllowed,
     ValidationFailed,
 )
-from notify_relay.domain.message import Message, MessageKey
+from notify_relay.domain.message import STOPPED_ERROR, Message, MessageKey
 from notify_relay.domain.network import NetworkPolicy
 from notify_relay.domain.retry import (
     AttemptResult,
@@ -75,6 +75,8 @@ log = logging.getLogger("notify_relay.service")
 IN_FLIGHT_MARGIN_SECONDS = 30.0
 T = TypeVar("T")
 RECORD_RETRY_DELAYS = (0.1, 0.5, 1.0, 2.0, 5.0)
+# how long a stop waits to record each attempt it abandoned (Relay._cut_short)
+CUT_SHORT_WRITE_SECONDS = 2.0
 # what an attempt needs after its timeout: its outcome's writes, through store faults
 # (RECORD_RETRY_DELAYS: 8.6 s), its destination's record (behind its batch-mates' writes)
 # and a notice
@@ -592,6 +594,10 @@ class Relay:
         t0 = time.perf_counter()
         try:
             result = await self.deliverer.send(self.request_for(message, started))
+        except asyncio.CancelledError:  # the worker stops, its grace over
+            held.ticket = None
+            await self._cut_short(claim, ticket, message, started, time.perf_counter() - t0)
+            raise
         except Exception as exc:  # one attempt's fault is recorded, never a lease loop
             log.exception("the attempt failed inside notify-relay", extra=message_context(message))
             result = AttemptResult(error_kind=ErrorKind.INVALID_REQUEST,
@@ -627,6 +633,29 @@ class Relay:
                 if message.next_attempt_at else None})
         await self._settle(claim, message, decision.outcome, entry_settled=shared is not None)
         await self._send_notice(notice)
+
+    async def _cut_short(self, claim: Claim, ticket: Ticket, message: Message,
+                         started: datetime, elapsed: float) -> None:
+        """Record an attempt a clean stop abandoned (Message.cut_short), with its entry due
+        again now. If that cannot be written within CUT_SHORT_WRITE_SECONDS, the message
+        stays DELIVERING and the next start records it as interrupted, as after a crash."""
+        now = self.clock()
+        result = AttemptResult(error_kind=ErrorKind.INTERRUPTED, error=STOPPED_ERROR)
+        outcome = message.cut_short(started_at=started, duration_ms=round(elapsed * 1000),
+                                    now=now)
+        shared = cast("QueueInStore", self.store) if _capabilities(self.store)[0] else None
+        try:
+            await self.gate.finish(ticket, result)
+            async with asyncio.timeout(CUT_SHORT_WRITE_SECONDS):
+                if shared is not None:
+                    await shared.update_settled(outcome, claim)
+                else:
+                    await self.store.update(outcome)
+                    await self.queue.reschedule(claim, now)
+        except Exception:
+            log.warning("recording an attempt cut short by the stop failed; the next start "
+                        "records it as interrupted", extra=message_context(message),
+                        exc_info=True)
 
     async def _noticed(self, message: Message) -> tuple[Message, Message | None]:
         """`message` about to be written with its outcome, and the notice of it, if its

@@ -22,7 +22,7 @@ from notify_relay.bootstrap import build_embedded
 from notify_relay.config import Settings, load
 from notify_relay.domain.destination import Blocked, DestinationKey
 from notify_relay.domain.errors import CorruptRecord, StoreUnavailable, TargetNotAllowed
-from notify_relay.domain.message import INTERRUPTED_ERROR, Message, MessageKey
+from notify_relay.domain.message import STOPPED_ERROR, Message, MessageKey
 from notify_relay.domain.retry import AttemptResult, Outcome
 from notify_relay.domain.status import Status
 from notify_relay.gate import Hold
@@ -270,10 +270,33 @@ async def test_abandoned_attempt_resumes_after_restart(
         message = await settled(e, "a-1")
     assert message.status is Status.DELIVERED
     assert outcomes(message) == [Outcome.RETRY, Outcome.SUCCESS]
-    assert message.attempts[0].error == INTERRUPTED_ERROR
+    assert message.attempts[0].error == STOPPED_ERROR  # by the stop itself, not a crash
     # recorded when it was made, before the partner saw it, not when the restart found it
     cut_short, resent = message.attempts
     assert cut_short.started_at <= seen < resent.started_at
+    assert 50 <= cut_short.duration_ms < 1000  # from its start to the grace's end
+    assert message.uncounted == 1  # the cut-short attempt spent nothing of the budget
+
+
+async def test_clean_stops_never_make_a_message_poison(tmp_path: Path, partner: Partner) -> None:
+    """Three deploys in a row, each stopping while its attempt waits for a slow partner,
+    made a healthy message FAILED: abandoned attempts counted as the crash rule's
+    interruptions (three in a row: taken for the cause). A clean stop is not a crash."""
+    config = settings(tmp_path / "r.db", shutdown_grace="0.1")
+    for stop in range(1, 4):
+        async with engine(config) as e:
+            if stop == 1:
+                await submit(e, "p-1", partner.url("/slow/1"))
+            deadline = time.monotonic() + 10
+            while len(partner.received("/slow")) < stop:
+                assert time.monotonic() < deadline, f"attempt {stop} was not sent"
+                await asyncio.sleep(0.01)
+    async with engine(config) as e:
+        message = await settled(e, "p-1")
+    assert message.status is Status.DELIVERED
+    assert outcomes(message) == [Outcome.RETRY] * 3 + [Outcome.SUCCESS]
+    assert [a.error for a in message.attempts[:3]] == [STOPPED_ERROR] * 3
+    assert len(partner.received("/slow")) == 4
 
 
 async def test_a_destination_that_cannot_be_asked_is_asked_again_a_second_later(

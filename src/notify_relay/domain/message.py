@@ -84,6 +84,10 @@ class Content:
 # otherwise grow a DynamoDB item towards its 400 KB limit over a long retry history
 RESPONSES_KEPT = 10
 INTERRUPTED_ERROR = "attempt interrupted: the worker stopped before it recorded a result"
+# an attempt the server gave up on when it stopped cleanly (its grace over): not a crash,
+# so not counted toward POISON_INTERRUPTIONS (three deploys made a healthy message FAILED)
+STOPPED_ERROR = ("attempt cut short: the server stopped (its shutdown grace ran out) "
+                 "before the partner answered")
 # a message whose attempts keep ending with the worker's death is taken for the cause
 POISON_INTERRUPTIONS = 3
 POISON_ERROR = (f"attempt interrupted {POISON_INTERRUPTIONS} times in a row: the message is "
@@ -221,6 +225,14 @@ class Message:
                 interrupted, Decision(Outcome.RETRY, now), started_at=started, duration_ms=0,
                 now=now).changed(uncounted=message.uncounted + 1)
         return message._move(Status.DELIVERING, now, next_attempt_at=None, queued=True)
+
+    def cut_short(self, *, started_at: datetime, duration_ms: int, now: datetime) -> Message:
+        """The attempt in flight, abandoned by a clean stop: recorded as it went, spending
+        nothing of the budget, due again at once (the next start sends it)."""
+        stopped = AttemptResult(error_kind=ErrorKind.INTERRUPTED, error=STOPPED_ERROR)
+        return self.finish_attempt(
+            stopped, Decision(Outcome.RETRY, now), started_at=started_at,
+            duration_ms=duration_ms, now=now).changed(uncounted=self.uncounted + 1)
 
     def finish_attempt(
         self,

@@ -83,8 +83,10 @@ class Worker:
     async def stop(self) -> None:
         """Stop claiming, let attempts in flight finish within the grace, then abandon them.
 
-        An abandoned attempt keeps its lease and status DELIVERING: the next start
-        releases the lease and records the attempt as interrupted, so nothing is lost.
+        An abandoned attempt is recorded as cut short by the stop and its entry is due again
+        (Relay._cut_short); if that write fails, it keeps its lease and status DELIVERING,
+        and the next start releases the lease and records it as interrupted. Either way
+        nothing is lost.
         """
         self._stopping.set()
         self._wake.ready()
@@ -108,7 +110,7 @@ class Worker:
             if pending:
                 await asyncio.wait(pending)
                 log.warning("abandoned attempts at shutdown", extra={"count": len(pending)})
-            for claim in abandoned:  # each is retried after the next start, uncounted
+            for claim in abandoned:  # each is sent again after the next start, uncounted
                 log.warning("abandoned an attempt at shutdown", extra={
                     "messageId": claim.key.message_id, "senderId": claim.key.sender_id,
                     "destination": claim.destination})
