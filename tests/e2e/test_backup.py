@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.e2e.api_client import Api, ServerProcess
@@ -62,3 +64,43 @@ def test_backup_refuses_to_overwrite_or_invent(tmp_path: Path) -> None:
     missing = backup(tmp_path / "none.db", tmp_path / "new.db")
     assert missing.returncode == 1
     assert "does not exist" in missing.stderr
+
+
+def test_a_killed_backup_leaves_nothing_under_its_name(tmp_path: Path) -> None:
+    """A backup killed part-way once left the target half-written: restored, it opened as
+    an empty database, and the server took it for a new one. Now only a finished, durable
+    copy gets the target's name; a killed one leaves a temporary beside it."""
+    source, target = tmp_path / "source.db", tmp_path / "copy.db"
+    with sqlite3.connect(source) as conn:  # 64 MiB: copied and synced in over 0.1 s here
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("CREATE TABLE t (n INTEGER PRIMARY KEY, b BLOB)")
+        conn.execute("WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s "
+                     "WHERE n < 1024) INSERT INTO t SELECT n, randomblob(65536) FROM s")
+    conn.close()
+    copying = subprocess.Popen(
+        [sys.executable, "-m", "notify_relay.cli", "backup", "--db", str(source), str(target)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not any(p.stat().st_size > 0 for p in tmp_path.iterdir()
+                  if not p.name.startswith("source.db")):
+        assert time.monotonic() < deadline
+        assert copying.poll() is None  # the copy takes longer than this wait
+        time.sleep(0.002)
+    copying.send_signal(signal.SIGKILL)
+    assert copying.wait() == -signal.SIGKILL  # it was still copying
+    assert not os.path.lexists(target)
+    # what it left is named for what it is (README: Operating the database)
+    assert all(p.name.startswith("copy.db.partial-") for p in tmp_path.iterdir()
+               if not p.name.startswith("source.db"))
+
+    finished = backup(source, target)
+    assert finished.returncode == 0, finished.stderr
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
+    rows = "SELECT count(*), sum(length(b)), max(n) FROM t"
+    with sqlite3.connect(source) as a, sqlite3.connect(target) as b:
+        assert b.execute("PRAGMA quick_check").fetchone() == ("ok",)
+        assert b.execute(rows).fetchone() == a.execute(rows).fetchone() == (1024, 1 << 26, 1024)
+        last = "SELECT b FROM t WHERE n = 1024"
+        assert b.execute(last).fetchone() == a.execute(last).fetchone()
+    a.close()
+    b.close()

@@ -31,6 +31,7 @@ import fcntl
 import logging
 import os
 import sqlite3
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -401,15 +402,38 @@ def backup(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> in
     online backup: consistent while a server writes to it. Returns the pages copied.
 
     The -wal file holds acknowledged messages not yet in the main file: copying only
-    `relay.db`, or deleting its -wal after a crash, loses them. This copies all of it."""
+    `relay.db`, or deleting its -wal after a crash, loses them. This copies all of it.
+
+    The copy is written to `<target>.partial-<random>` beside it and takes the target's name
+    only once whole and on disk: a backup killed part-way once left a half-written target
+    that, restored, opened as a new, empty database. A killed one leaves the temporary."""
     target_path = Path(target)
-    if target_path.exists():
+    if os.path.lexists(target_path):  # before the copy; os.link below is what decides
         raise FileExistsError(f"{target_path} exists; choose a new file")
-    os.close(os.open(target_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-    with sqlite3.connect(Path(source)) as src, \
-            sqlite3.connect(target_path) as dst:
-        src.backup(dst)
-        (pages,) = dst.execute("PRAGMA page_count").fetchone()
-    src.close()
-    dst.close()
+    fd, name = tempfile.mkstemp(prefix=f"{target_path.name}.partial-",
+                                dir=target_path.parent)  # 0600
+    os.close(fd)
+    partial = Path(name)
+    try:
+        with contextlib.closing(sqlite3.connect(Path(source))) as src, \
+                contextlib.closing(sqlite3.connect(partial)) as dst:
+            # nobody opens the temporary before it is whole: no journal; fsynced below
+            dst.execute("PRAGMA journal_mode = OFF")
+            dst.execute("PRAGMA synchronous = OFF")
+            src.backup(dst)
+            (pages,) = dst.execute("PRAGMA page_count").fetchone()
+        _fsync(partial)
+        # a link never replaces a file (rename would): one made meanwhile is refused
+        os.link(partial, target_path)
+    finally:
+        partial.unlink()
+    _fsync(target_path.parent)
     return int(pages)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
