@@ -322,12 +322,20 @@ async def test_a_destination_that_cannot_be_asked_is_asked_again_a_second_later(
     assert outcomes(message) == [Outcome.SUCCESS]  # nothing spent while it could not ask
 
 
-async def test_second_process_on_the_same_file_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("alias", ["r.db", "link.db", "folder/link.db", "sub/../r.db"])
+async def test_second_process_on_the_same_file_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, alias: str) -> None:
+    """However the path names the file: through a symlink, a second server once took a lock
+    of its own and released every lease of the first, and partners got messages twice."""
     from notify_relay.adapters.sqlite import DatabaseLocked
 
+    (tmp_path / "link.db").symlink_to("r.db")
+    (tmp_path / "folder").symlink_to(tmp_path, target_is_directory=True)
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)  # the aliases are relative
     async with engine(settings(tmp_path / "r.db")):
         with pytest.raises(DatabaseLocked):
-            build_embedded(settings(tmp_path / "r.db"))
+            build_embedded(settings(Path(alias)))
 
 
 async def test_invalid_status_line_is_named_for_what_it_is(tmp_path: Path) -> None:

@@ -74,12 +74,17 @@ def count(who: str) -> object:
                                          (who,)).fetchone()[0])
 
 
-async def test_a_process_waits_for_its_turn_without_blocking_its_loop(tmp_path: Path) -> None:
+@pytest.mark.parametrize("other_path", ["relay.db", "alias.db"])
+async def test_a_process_waits_for_its_turn_without_blocking_its_loop(
+        tmp_path: Path, other_path: str) -> None:
+    """The other process may name the file through a symlink (alias.db): the turn is the
+    real file's, or its writes would meet SQLite's busy timeout here (as below)."""
     db = SqliteDatabase(tmp_path / "relay.db", shared=True)
+    (tmp_path / "alias.db").symlink_to("relay.db")
     db.open()
     try:
         await db.write(lambda conn: conn.execute("CREATE TABLE t (v INTEGER, who TEXT)"))
-        other = other_process_holding(db.path)
+        other = other_process_holding(tmp_path / other_path)
         ticks = 0
 
         async def tick() -> None:

@@ -104,6 +104,7 @@ class SqliteDatabase:
     def __init__(self, path: str | os.PathLike[str], *, shared: bool = False) -> None:
         """`shared`: other processes of this server write to the file too (see above)."""
         self.path = Path(path)
+        self._real_path = self.path  # resolved in open() and attach()
         self._shared = shared
         self._turn: WriteTurn | None = None
         self._awaiting_turn: concurrent.futures.Future[None] | None = None
@@ -124,11 +125,13 @@ class SqliteDatabase:
         The files are readable by their owner only: they hold partners' Authorization
         values in clear. SQLite gives the -wal and -shm files the database file's mode.
         """
-        for path in (self.path, Path(f"{self.path}.lock"), Path(f"{self.path}.writer")):
+        os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        real = self._resolve()
+        for path in (Path(f"{real}.lock"), Path(f"{real}.writer")):
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         for suffix in ("", "-wal", "-shm", ".lock"):
-            _owner_only(Path(f"{self.path}{suffix}"))
-        lock_file = open(f"{self.path}.lock", "ab")  # noqa: SIM115 - held until close()
+            _owner_only(Path(f"{real}{suffix}"))
+        lock_file = open(f"{real}.lock", "ab")  # noqa: SIM115 - held until close()
         try:
             fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -152,6 +155,7 @@ class SqliteDatabase:
         """Open a file that another process of this server opened (took its lock, checked and
         migrated) and holds open: the API process of `serve`. Always shared."""
         self._shared = True
+        self._resolve()
         conn = _connect(self.path)
         (version,) = conn.execute("PRAGMA user_version").fetchone()
         if version != len(MIGRATIONS):
@@ -162,9 +166,18 @@ class SqliteDatabase:
         self._open_turns()
         self._reader = _connect_reader(self.path)
 
+    def _resolve(self) -> Path:
+        """The file's real path, which names its .lock and .writer: named from the path as
+        given, a second server started through a symlink to the file took a lock of its own,
+        released the first one's leases, and partners got messages twice. SQLite names the
+        -wal and -shm after the real file too. A hard link is a second real path: no lock
+        named from a path can see it."""
+        self._real_path = Path(os.path.realpath(self.path))
+        return self._real_path
+
     def _open_turns(self) -> None:
         if self._shared:
-            self._turn = WriteTurn(Path(f"{self.path}.writer"))
+            self._turn = WriteTurn(Path(f"{self._real_path}.writer"))
 
     def close(self) -> None:
         held = False
@@ -227,7 +240,7 @@ class SqliteDatabase:
     async def check_writable(self) -> None:
         """Readiness: room for the largest submission, and a real commit (permissions,
         the write lock and the disk all hold)."""
-        disk = os.statvfs(self.path.parent)
+        disk = os.statvfs(self._real_path.parent)  # not a symlink's
         free = disk.f_bavail * disk.f_frsize
         if free < READY_FREE_BYTES:
             raise StoreUnavailable(f"only {free // 1024} KiB free on the database's disk")
