@@ -253,6 +253,14 @@ class QueueInStore(Protocol):
         StaleWrite leaves both as they were."""
         ...
 
+    async def update_dequeued(self, message: Message) -> Message:
+        """update() with the message's queue entry deleted in the same transaction, leased
+        or not (a cancel): left to the worker, it waited until it came due, a deliverAt up
+        to 30 days ahead, counted in the queue's depth all along. A worker holding its lease
+        finds the message final, or its own write stale. StaleWrite leaves both as they
+        were."""
+        ...
+
 
 @runtime_checkable
 class StartingQueue(Protocol):

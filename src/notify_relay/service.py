@@ -359,15 +359,19 @@ class Relay:
 
         The write is conditional: a worker that claimed the message before can no longer
         move it to DELIVERING (its write is stale), and if the worker won, the message is
-        DELIVERING and cancelling is refused. Its queue entry is left to the worker, which
-        drops entries of final messages.
+        DELIVERING and cancelling is refused. Its queue entry goes in the same write where
+        the queue shares the store (QueueInStore.update_dequeued); elsewhere (SQS) it is
+        left to the worker, which drops entries of final messages.
         """
+        shared = cast("QueueInStore", self.store) if _capabilities(self.store)[0] else None
         for _ in range(CANCEL_TRIES):
             message = await self.store.get(key, with_body=False) if not is_notice(key) else None
             if message is None:
                 raise NotFound(f"no message {key.message_id} for sender {key.sender_id}")
             try:  # cancel() raises InvalidState unless the message still waits
-                message = await self.store.update(message.cancel(self.clock()))
+                cancelled = message.cancel(self.clock())
+                message = await (shared.update_dequeued(cancelled) if shared is not None
+                                 else self.store.update(cancelled))
             except StaleWrite:  # queued or claimed meanwhile: judge its new state
                 continue
             log.info("cancelled", extra=message_context(message, correlation_id))

@@ -603,3 +603,20 @@ async def test_a_stop_during_a_claim_gives_its_entries_back_unstarted(
         assert again.key == message.key
     finally:
         await rt.stop()
+
+
+async def test_a_cancel_takes_the_queue_entry_with_it(tmp_path: Path, partner: Partner) -> None:
+    """A cancelled message's entry stayed until it came due (a deliverAt up to 30 days
+    ahead), counted in notify_relay_queue_depth all along; a retry by hand queues it again."""
+    later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    async with engine(settings(tmp_path / "r.db")) as e:
+        await submit(e, "x-1", partner.url("/ok"), deliverAt=later)
+        await submit(e, "x-2", partner.url("/ok"), deliverAt=later)
+        assert await e.relay.queue.depth() == 2
+        cancelled = await e.relay.cancel(MessageKey("sender-a", "x-1"))
+        assert cancelled.status is Status.CANCELLED
+        assert await e.relay.queue.depth() == 1  # x-2's entry only
+        retried = await e.relay.retry(MessageKey("sender-a", "x-1"))
+        assert retried.status is Status.QUEUED
+        assert await e.relay.queue.depth() == 2  # queued again, still for its deliverAt
+    assert partner.received("/ok") == []

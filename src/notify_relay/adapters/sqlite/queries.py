@@ -100,6 +100,7 @@ SELECT sender_id, destination, next_visible FROM queue_destinations ORDER BY nex
 LEASE = "UPDATE queue SET visible_at = ?, receipt = ? WHERE rowid = ?"
 
 COMPLETE = "DELETE FROM queue WHERE sender_id = ? AND message_id = ? AND receipt = ?"
+DEQUEUE = "DELETE FROM queue WHERE sender_id = ? AND message_id = ?"
 
 RESCHEDULE = """
 UPDATE queue SET visible_at = ?, receipt = NULL

@@ -118,6 +118,10 @@ class SqliteStore:
             settle = (queries.COMPLETE, (key.sender_id, key.message_id, claim.receipt))
         return await self._update(message, settle)
 
+    async def update_dequeued(self, message: Message) -> Message:
+        key = message.key
+        return await self._update(message, (queries.DEQUEUE, (key.sender_id, key.message_id)))
+
     async def get(self, key: MessageKey, *, with_body: bool = True) -> Message | None:
         """Without the body, the BLOB (up to 6 MiB) is not read at all."""
         sql = queries.GET_MESSAGE if with_body else queries.GET_MESSAGE_WITHOUT_BODY
