@@ -291,6 +291,14 @@ def test_unknown_route_is_problem_404(api: Api) -> None:
     problem(api.http.get("/v2/nothing"), 404, "NOT_FOUND")
 
 
+def test_a_trailing_slash_is_an_unknown_route_not_a_redirect(api: Api) -> None:
+    """Starlette answered these 307 to the path without the slash, with an empty body."""
+    problem(api.http.post("/v1/messages/", json={}), 404, "NOT_FOUND")
+    problem(api.http.post("/v1/messages/batch/", json={"messages": []}), 404, "NOT_FOUND")
+    for path in ("/v1/messages/x/", "/v1/destinations/", "/healthz/"):
+        problem(api.http.get(path), 404, "NOT_FOUND")
+
+
 def test_health_ready_metrics(api: Api, partner: Partner) -> None:
     assert api.http.get("/healthz").json() == {"status": "ok"}
     assert api.http.get("/readyz").status_code == 200

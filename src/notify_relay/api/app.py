@@ -69,6 +69,9 @@ def create_app(rt: Runtime, listen_host: str = "127.0.0.1", *,
         description="Reliable delivery of HTTP notifications to external partners.",
         lifespan=lifespan,
         docs_url=None,  # serve_docs: from local assets
+        # /v1/messages/ is an unknown route: a 404 problem (the contract), not a 307 to
+        # another path that a client's POST may not follow
+        redirect_slashes=False,
         redoc_url=None,
         # no OpenTelemetry here: its per-request checks cost more than our own handler
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
