@@ -58,14 +58,14 @@ def build_embedded(settings: Settings, *, shared: bool = False,
         SqliteStore,
     )
     from notify_relay.adapters.sqlite.console import SqliteConsoleReads
-    from notify_relay.worker.loop import Worker, WorkerSettings
+    from notify_relay.worker.loop import Worker, WorkerSettings, most_in_flight
     from notify_relay.worker.wakeup import WakeUp
 
     database = SqliteDatabase(settings.db, shared=shared)
     database.open()
     queue = SqliteQueue(database)
     network = NetworkPolicy(settings.allow_networks)
-    deliverer = AiohttpDeliverer(network, max_connections=settings.concurrency)
+    deliverer = AiohttpDeliverer(network, max_connections=most_in_flight(settings.concurrency))
     metrics = PrometheusObserver(submissions=not shared)
     limits = settings.retry_limits
     wakeup = wakeup or WakeUp()

@@ -620,3 +620,27 @@ async def test_a_cancel_takes_the_queue_entry_with_it(tmp_path: Path, partner: P
         assert retried.status is Status.QUEUED
         assert await e.relay.queue.depth() == 2  # queued again, still for its deliverAt
     assert partner.received("/ok") == []
+
+
+async def test_partners_that_hang_do_not_hold_back_the_others(
+    tmp_path: Path, partner: Partner
+) -> None:
+    """Two destinations hanging at their cap of 4 fill a pool of 8: every other destination
+    waited for their timeouts. An attempt waiting over a second for its answer now leaves
+    the pool (up to as many again), so a third destination's message goes in about that."""
+    config = settings(tmp_path / "r.db", concurrency="8", destination_concurrency="4")
+    async with engine(config) as e:
+        for i in range(10):
+            await submit(e, f"h-{i}", partner.url("/slow/6"), destination=f"hang-{i % 2}",
+                         timeoutSeconds=10)
+        deadline = time.monotonic() + 10
+        while len(partner.received("/slow")) < 8:
+            assert time.monotonic() < deadline, "the hanging attempts did not start"
+            await asyncio.sleep(0.01)
+        started = time.monotonic()
+        await submit(e, "ok-1", partner.url("/ok"))
+        message = await settled(e, "ok-1", timeout=10)
+        took = time.monotonic() - started
+        assert len(partner.received("/slow")) == 8  # each hanging one kept to its cap
+    assert message.status is Status.DELIVERED
+    assert took < 3.0, took  # a hanging attempt's answer comes after 6 s

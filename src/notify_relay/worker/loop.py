@@ -31,6 +31,19 @@ MAIN_STOP_SECONDS = 5.0  # a claim waits at most about a second for the write tu
 # later: at once, a fault that lasts took the same entries round in a loop, hundreds a second
 ADMIT_FAULT_DELAY_SECONDS = 1.0
 RELEASE_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 30.0, 30.0, 30.0, 30.0)
+# An attempt that has waited this long for its partner stops counting against the pool
+# (`concurrency`), up to as many again as the pool: waiting costs no CPU, and partners that
+# hang, each within its own cap, filled the pool and held every other destination until
+# their timeouts (four at 64 each, with the default 256: 28 s). Looked at every
+# WAITING_CHECK_SECONDS while the pool is full.
+WAITING_AFTER_SECONDS = 1.0
+WAITING_CHECK_SECONDS = 0.25
+
+
+def most_in_flight(concurrency: int) -> int:
+    """Attempts in flight at most: the pool, and as many again waiting (the connections
+    the delivery client may hold)."""
+    return 2 * concurrency
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +72,8 @@ class Worker:
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         self._claims: dict[asyncio.Task[None], Claim] = {}  # what each attempt works on
+        self._since: dict[asyncio.Task[None], float] = {}  # when each began, in that order
+        self._waiting: set[asyncio.Task[None]] = set()  # long in flight: out of the pool
         self._releases: set[asyncio.Task[None]] = set()  # leases given back after a fault
         self._main: asyncio.Task[None] | None = None
         self._reconciler: asyncio.Task[None] | None = None
@@ -126,11 +141,14 @@ class Worker:
     async def _run(self) -> None:
         settings = self._settings
         while not self._stopping.is_set():
-            free = settings.concurrency - len(self._inflight)
+            free = self._free()
             if free < self._refill and self._inflight:
                 # claim in batches: one claim per freed slot would be one write per attempt
                 self._slot_free.clear()
-                await self._slot_free.wait()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(WAITING_CHECK_SECONDS):
+                        await self._slot_free.wait()
+                self._set_aside_waiting()
                 continue
             wanted = min(free, settings.claim_batch)
             self._wake.clear()
@@ -165,6 +183,7 @@ class Worker:
                 task = asyncio.create_task(self._deliver(claim, ticket))
                 self._inflight.add(task)
                 self._claims[task] = claim
+                self._since[task] = time.monotonic()
                 task.add_done_callback(self._done)
             if len(claims) < wanted and await self._sleep(await self._idle_time()):
                 # woken by new work: let a burst gather so that one claim takes it all
@@ -179,10 +198,28 @@ class Worker:
                               extra={"messageId": claim.key.message_id,
                                      "senderId": claim.key.sender_id})
 
+    def _free(self) -> int:
+        """Room in the pool: attempts in flight, less those long waiting for an answer."""
+        return self._settings.concurrency - len(self._inflight) + len(self._waiting)
+
+    def _set_aside_waiting(self) -> None:
+        """Take the attempts in flight for WAITING_AFTER_SECONDS out of the pool, oldest
+        first, while the waiting ones are fewer than the pool."""
+        room = self._settings.concurrency - len(self._waiting)
+        cutoff = time.monotonic() - WAITING_AFTER_SECONDS
+        for task, since in self._since.items():
+            if room <= 0 or since > cutoff:
+                return
+            if task not in self._waiting:
+                self._waiting.add(task)
+                room -= 1
+
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
         self._claims.pop(task, None)
-        if self._settings.concurrency - len(self._inflight) >= self._refill:
+        self._since.pop(task, None)
+        self._waiting.discard(task)
+        if self._free() >= self._refill:
             self._slot_free.set()
 
     async def _deliver(self, claim: Claim, ticket: Ticket | None) -> None:
