@@ -675,7 +675,8 @@ class Relay:
 
     async def _orphan(self, notice: Message) -> bool:
         """Drop a notice whose outcome was never recorded (domain/callback.is_orphan): it
-        ends CANCELLED, without an attempt, and its entry goes."""
+        ends CANCELLED, without an attempt, and its entry goes. A message retention has
+        deleted is not one of those: its notice goes on."""
         parent_key, _ = parent_of(notice.key)
         if not is_orphan(notice.key, await self.store.get(parent_key, with_body=False)):
             return False

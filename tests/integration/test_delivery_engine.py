@@ -20,6 +20,7 @@ from notify_relay import service
 from notify_relay.api.submission import Submission
 from notify_relay.bootstrap import build_embedded
 from notify_relay.config import Settings, load
+from notify_relay.domain.callback import notice_key
 from notify_relay.domain.destination import Blocked, DestinationKey
 from notify_relay.domain.errors import CorruptRecord, StoreUnavailable, TargetNotAllowed
 from notify_relay.domain.message import STOPPED_ERROR, Message, MessageKey
@@ -27,6 +28,7 @@ from notify_relay.domain.retry import AttemptResult, Outcome
 from notify_relay.domain.status import Status
 from notify_relay.gate import Hold
 from notify_relay.ports import OutboundRequest, StartingQueue
+from notify_relay.retention import RetentionSweeper
 from notify_relay.runtime import Runtime
 from notify_relay.worker.loop import Worker, WorkerSettings
 from notify_relay.worker.wakeup import WakeUp
@@ -486,6 +488,41 @@ async def test_a_notice_write_that_fails_once_does_not_send_the_request_again(
     assert outcomes(message) == [Outcome.SUCCESS]
     assert len(partner.received("/ok")) == 1
     assert len(partner.received("/callback")) == 1
+
+
+async def test_a_notice_still_retrying_when_retention_deletes_its_message_goes_on(
+    tmp_path: Path, partner: Partner
+) -> None:
+    """Retention deletes a final message whose notice waits for a retry: the notice is
+    delivered all the same (it was cancelled as the notice of an outcome never recorded,
+    found by a black-box audit with a 503 callback and a short --retention)."""
+    hook = "/switch/callback"  # 503 until the parent is gone
+    partner.failing.add("callback")
+    async with engine(settings(tmp_path / "r.db", initial_delay="200ms",
+                               max_delay="500ms")) as e:
+        await submit(e, "kept-1", partner.url("/ok"), callbackUrl=partner.url(hook))
+        notice = notice_key(MessageKey("sender-a", "kept-1"), 1)
+        await settled(e, "kept-1")
+
+        async def stored_notice(until: Callable[[Message], bool]) -> Message:
+            deadline = time.monotonic() + 10
+            while True:
+                found = await e.relay.store.get(notice, with_body=False)
+                if found is not None and until(found):
+                    return found
+                assert time.monotonic() < deadline, f"notice still {found}"
+                await asyncio.sleep(0.02)
+
+        await stored_notice(lambda n: n.status is Status.RETRYING)
+        sweeper = RetentionSweeper(e.relay.store, timedelta(days=1),
+                                   clock=lambda: datetime.now(UTC) + timedelta(days=2))
+        assert await sweeper.sweep() == 1
+        assert await e.relay.store.get(MessageKey("sender-a", "kept-1")) is None
+        partner.failing.discard("callback")
+        delivered = await stored_notice(lambda n: n.status.is_final)
+    assert delivered.status is Status.DELIVERED
+    assert [r.header("Idempotency-Key") for r in partner.received(hook)][-1] == (
+        "sender-a:kept-1:callback:1")
 
 
 def first_attempt_delays(runtime: Runtime) -> tuple[float, float]:

@@ -85,4 +85,10 @@ def test_orphans_are_notices_of_outcomes_never_recorded() -> None:
     assert retried.attempts[0].outcome is Outcome.RETRY
     assert is_orphan(notice_key(KEY, 1), retried)
     assert not is_orphan(notice_key(KEY, 2), retried)
-    assert is_orphan(notice_key(KEY, 1), None)
+
+
+def test_a_notice_whose_message_retention_deleted_goes_on() -> None:
+    """Only retention deletes a message, and only a final one: its outcome was recorded
+    (the notice was cancelled as an orphan, found by a black-box audit)."""
+    assert not is_orphan(notice_key(KEY, 1), None)
+    assert not is_orphan(notice_key(KEY, 3), None)

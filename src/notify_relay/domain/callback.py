@@ -42,9 +42,15 @@ def is_orphan(notice: MessageKey, parent: Message | None) -> bool:
     """A notice of an outcome that was never recorded. A notice is stored before its
     message's outcome; if that write then failed (a crash, a lost race between duplicate
     SQS workers), the attempt it tells of was never recorded, or was recorded as cut short
-    and tried again: the notice must not go (the next outcome has its own)."""
+    and tried again: the notice must not go (the next outcome has its own).
+
+    A missing message is no sign of that: a notice is stored after its message, and only
+    retention deletes a message, once final, so its outcome was recorded; its notice may
+    still be retrying then (a short window, a callback down for a while) and must go on."""
     _, number = parent_of(notice)
-    if parent is None or parent.attempt_count < number:
+    if parent is None:
+        return False
+    if parent.attempt_count < number:
         return True
     recorded = next((a for a in parent.attempts if a.number == number), None)
     return recorded is not None and recorded.outcome is Outcome.RETRY
