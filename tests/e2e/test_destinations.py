@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -283,6 +283,65 @@ def test_submission_destination_is_validated_and_shown(api: Api, partner: Partne
     assert api.wait_for(mid, {"DELIVERED"})["destination"] == "CRM-[eu]:main@v2"
     listed = api.list(limit=5).json()["items"]
     assert all("destination" in m for m in listed)
+
+
+def test_a_long_dns_hosts_default_destination_can_be_read_and_changed(api: Api) -> None:
+    """A legal host of 143 characters named a destination of 147 that GET and PATCH
+    refused (400, pattern): its sender could not see, pause or limit it."""
+    sender = new_id("long")
+    host = f"{'a' * 63}.{'b' * 63}.example.com"
+    name = f"{host}:443"
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat(timespec="seconds")
+    mid = new_id("long")
+    # held an hour: no attempt, so no lookup of a name that resolves nowhere
+    assert api.submit({"messageId": mid, "senderId": sender,
+                       "targetUrl": f"https://{host}/hook", "deliverAt": later}
+                      ).status_code == 202
+    assert api.get(mid, senderId=sender).json()["destination"] == name
+    found = api.destination(name, senderId=sender)
+    assert found.status_code == 200, found.text
+    assert (DestinationOut.model_validate(found.json()).destination, found.json()["pending"]
+            ) == (name, 1)
+    patched = api.patch_destination(name, {"paused": True, "ratePerSecond": 2},
+                                    senderId=sender)
+    assert patched.status_code == 200, patched.text
+    assert (patched.json()["paused"], patched.json()["ratePerSecond"]) == (True, 2)
+    assert [d["destination"] for d in api.destinations(senderId=sender).json()["items"]
+            ] == [name]
+    assert api.replay({"destination": name}, senderId=sender).json() == {
+        "replayed": 0, "more": False}
+    # the longest a default name can be (253 and the root's dot, a 5-digit port); no longer
+    longest = f"{'c' * 63}.{'d' * 63}.{'e' * 63}.{'f' * 61}.:65535"
+    assert api.patch_destination(longest, {"paused": True}, senderId=sender
+                                 ).status_code == 200
+    problem(api.destination(longest + "5", senderId=sender), 400, "VALIDATION_ERROR")
+    # a sender's own name keeps to the contract's 1-128
+    body = problem(api.submit({"messageId": new_id("long"), "senderId": sender,
+                               "targetUrl": f"https://{host}/hook", "destination": name}),
+                   400, "VALIDATION_ERROR")
+    assert [e["field"] for e in body["errors"]] == ["destination"]
+
+
+@pytest.mark.parametrize("host", ["exa%6dple.com", "ex!ample.com", "a..example.com",
+                                  f"{'a' * 64}.example.com", "[fe80::1%25eth0]"])
+def test_a_host_no_destination_could_be_named_for_is_refused_at_submission(
+    api: Api, host: str
+) -> None:
+    """Such hosts were accepted (202) and named destinations outside the name rules; none
+    of them can be delivered to either. A batch answers each in its place."""
+    url = f"https://{host}/hook"
+    body = problem(api.submit({"messageId": new_id("bad"), "targetUrl": url}),
+                   400, "VALIDATION_ERROR")
+    assert [e["field"] for e in body["errors"]] == ["targetUrl"], body
+    batch = api.http.post("/v1/messages/batch", json={"messages": [
+        {"messageId": new_id("bad"), "targetUrl": url},
+        {"messageId": new_id("bad"), "targetUrl": "https://x.example/",
+         "callbackUrl": url}]})
+    assert batch.status_code == 200, batch.text
+    answers = batch.json()["items"]
+    assert [(a["httpStatus"], a["code"], [e["field"] for e in a["errors"]])
+            for a in answers] == [(400, "VALIDATION_ERROR", ["targetUrl"]),
+                                  (400, "VALIDATION_ERROR", ["callbackUrl"])]
 
 
 def metric(api: Api, line_start: str) -> float:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from notify_relay.api.submission import Submission
+from notify_relay.domain.destination import (
+    LOOKUP_NAME_PATTERN,
+    default_destination,
+    is_valid_name,
+)
 from notify_relay.domain.errors import ValidationFailed
 from notify_relay.domain.message import BodyKind
 from notify_relay.domain.retry import RetryLimits
@@ -62,6 +68,10 @@ def test_sender_id_up_to_64() -> None:
         "http://0.0.0.0/", "http://255.255.255.255/", "http://10.1.2.3:81/",
         "https://api2.example/", "https://1.2.3.4.example/",
         "https://example.com/caf\u00e9",  # non-ASCII in the path is sent as given
+        "https://_dmarc.srv_1.example/", "https://-odd-.example/",  # as resolvers take them
+        f"https://{'a' * 63}.{'b' * 63}.example.com/",
+        f"https://{'a' * 63}.{'b' * 63}.{'c' * 63}.{'d' * 61}.:65535/",  # 253 and the dot
+        "http://[::ffff:192.0.2.1]/",
     ],
 )
 def test_valid_urls(url: str) -> None:
@@ -93,10 +103,29 @@ def test_valid_urls(url: str) -> None:
         "http://\uff11\uff12\uff17.0.0.1/",  # full-width digits
         "http://[::1x]/",
         "https://example.com/\udc80",  # a lone surrogate
+        # not DNS names: never delivered, and a default destination outside the name rules
+        "http://exa%6dple.com/", "http://ex!ample.com/", "http://a..b/", "http://.a/",
+        "http://a,b.example/", "http://a*.example/", f"http://{'a' * 64}.example/",
+        f"http://{'a' * 63}.{'b' * 63}.{'c' * 63}.{'d' * 62}/",  # 254
+        "http://[fe80::1%25eth0]/",  # a zone: one machine's interface, and a `%`
     ],
 )
 def test_invalid_urls(url: Any) -> None:
     assert error_fields(targetUrl=url) == ["targetUrl"]
+
+
+@pytest.mark.parametrize("url", [
+    f"https://{'a' * 63}.{'b' * 63}.example.com/",
+    f"https://{'a' * 63}.{'b' * 63}.{'c' * 63}.{'d' * 61}.:65535/",
+    "http://[::ffff:192.0.2.1]:65535/",
+    "http://_dmarc.example/",
+])
+def test_every_default_destination_of_an_accepted_target_can_be_looked_up(url: str) -> None:
+    """A host of 143 characters was accepted and named a destination that GET and PATCH
+    refused; only a sender's own names keep to 1-128."""
+    name = default_destination(parse(targetUrl=url).targetUrl)
+    assert re.fullmatch(LOOKUP_NAME_PATTERN, name), name
+    assert is_valid_name(name) is (len(name) <= 128)
 
 
 def test_missing_required_fields() -> None:

@@ -16,8 +16,8 @@ from notify_relay.api.strict_json import StrictJsonRoute
 from notify_relay.api.submission import json_integer
 from notify_relay.api.views import destination_view
 from notify_relay.domain.destination import (
+    LOOKUP_NAME_PATTERN,
     MAX_CONCURRENCY_LIMIT,
-    NAME_PATTERN,
     BreakerState,
     DestinationKey,
 )
@@ -25,8 +25,8 @@ from notify_relay.domain.errors import NotFound
 from notify_relay.gate import UNSET
 
 router = APIRouter(route_class=StrictJsonRoute)
-Name = Annotated[str, Path(pattern=NAME_PATTERN, description=(
-    "the destination: its custom name, or the target's host:port"))]
+Name = Annotated[str, Path(pattern=LOOKUP_NAME_PATTERN, description=(
+    "the destination: its custom name (1-128), or the target's host:port (up to 260)"))]
 NOT_FOUND = ("`NOT_FOUND`: the caller's sender has no such destination (or the name holds "
              "a `/`: no such route)")
 NO_ROUTE = ("`NOT_FOUND`: a name that holds a `/` (not a valid name) is no route; any valid "

@@ -15,7 +15,7 @@ from pydantic import (
 )
 
 from notify_relay.api.submission import TIMESTAMP_PATTERN, json_integer
-from notify_relay.domain.destination import NAME_PATTERN
+from notify_relay.domain.destination import LOOKUP_NAME_PATTERN
 from notify_relay.domain.submission import check_timestamp, parse_rfc3339
 
 REPLAY_LIMIT_DEFAULT = 1000
@@ -29,7 +29,7 @@ class ReplayRequest(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    destination: Annotated[str, StringConstraints(pattern=NAME_PATTERN)] | None = None
+    destination: Annotated[str, StringConstraints(pattern=LOOKUP_NAME_PATTERN)] | None = None
     since: Timestamp | None = Field(default=None, description="failed at or after this time")
     until: Timestamp | None = Field(default=None, description="failed before this time")
     limit: Annotated[int, Field(ge=1, le=REPLAY_LIMIT_MAX),

@@ -51,8 +51,10 @@ def json_integer(value: object) -> object:
 MaxAttempts = Annotated[int, Field(ge=1, le=100), BeforeValidator(json_integer)]
 Identifier = Annotated[str, StringConstraints(pattern=rf"^{ID_ALPHABET}+$", min_length=1)]
 # what the schema tells generated clients about a target (the validator says the rest):
-# http(s), a name whose last label is not numeric, a port, a path of visible ASCII
-TARGET_URL_PATTERN = (r"^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*"
+# http(s), a name of at most 253 in labels of 1-63 whose last is not numeric, a port, a
+# path of visible ASCII (IP literals and underscores are the validator's)
+TARGET_URL_PATTERN = (r"^[Hh][Tt][Tt][Pp][Ss]?://(?=[A-Za-z0-9.-]{1,253}(?:[:/]|$))"
+                      r"([A-Za-z0-9-]{1,63}\.)*[A-Za-z][A-Za-z0-9-]{0,62}"
                       r"(:[1-9][0-9]{0,3})?(/[!-~]*)?$")
 HEADER_NAME_PATTERN = "^(?!(?:" + "|".join(
     "".join(f"[{c.upper()}{c}]" if c.isalpha() else re.escape(c) for c in name)

@@ -24,7 +24,7 @@ from notify_relay.api.strict_json import StrictJsonRoute
 from notify_relay.api.views import message_view, rfc3339
 from notify_relay.clock import utcnow
 from notify_relay.console.reads import ConsoleReads, MessageFilter
-from notify_relay.domain.destination import NAME_PATTERN
+from notify_relay.domain.destination import LOOKUP_NAME_PATTERN
 from notify_relay.domain.errors import NotFound
 from notify_relay.domain.status import Status
 from notify_relay.domain.submission import ID_ALPHABET
@@ -49,7 +49,7 @@ STATIC_FILES = {
 }
 IdPrefix = Annotated[str | None, Query(alias="messageId", pattern=rf"^{ID_ALPHABET}{{1,128}}$",
                                        description="the start of the message id")]
-DestinationQuery = Annotated[str | None, Query(pattern=NAME_PATTERN)]
+DestinationQuery = Annotated[str | None, Query(pattern=LOOKUP_NAME_PATTERN)]
 Time = Annotated[AwareDatetime | None, Query()]
 TimeField = Annotated[Literal["created", "updated"], Query(alias="timeField")]
 Minutes = Annotated[int, Query(ge=1, le=1440)]

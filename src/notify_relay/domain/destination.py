@@ -21,7 +21,12 @@ from urllib.parse import urlsplit
 
 from notify_relay.domain.retry import AttemptResult, ErrorKind, parse_retry_after
 
-NAME_PATTERN = r"^[A-Za-z0-9._:@\-\[\]]{1,128}$"
+NAME_PATTERN = r"^[A-Za-z0-9._:@\-\[\]]{1,128}$"  # a custom name, as a sender gives it
+# the longest default name: a DNS name of 253 with its root's dot, `:` and a 5-digit port
+MAX_DEFAULT_NAME_LENGTH = 253 + 1 + 1 + 5
+# any name a destination can have, custom or default: what the lookups take (a host of
+# 143 characters made a destination no one could read, pause or limit)
+LOOKUP_NAME_PATTERN = rf"^[A-Za-z0-9._:@\-\[\]]{{1,{MAX_DEFAULT_NAME_LENGTH}}}$"
 _NAME = re.compile(NAME_PATTERN)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_CONCURRENCY_LIMIT = 1000

@@ -36,17 +36,26 @@ _RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})")
 # a host whose last label is a number is read as an IPv4 address by URL parsers (WHATWG)
 _NUMERIC_LAST_LABEL = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)", re.IGNORECASE)
+# a DNS host name as resolvers take it: letters, digits, hyphens, and underscores as
+# found in practice (_dmarc, srv_1); labels of 1-63, at most 253 without the root's dot
+_LABEL = re.compile(r"[A-Za-z0-9_-]{1,63}")
+MAX_HOST_LENGTH = 253
 _CANONICAL_IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}"
                              r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])")
 
 
 def check_host(host: str, bracketed: bool) -> None:
-    """A DNS name, a canonical dotted-quad IPv4 address or a bracketed IPv6 address."""
+    """A DNS name, a canonical dotted-quad IPv4 address or a bracketed IPv6 address:
+    a host that could never be reached is refused here, not retried for days, and the
+    target's default destination (`host:port`) is then a name GET and PATCH take."""
     if bracketed:
+        address, zoned, _ = host.partition("%")
         try:
-            ipaddress.IPv6Address(host.split("%", 1)[0])
+            ipaddress.IPv6Address(address)
         except ValueError:
             raise ValueError("has an invalid IPv6 address") from None
+        if zoned:  # a zone names an interface of one machine, and % no destination has
+            raise ValueError("IPv6 address must have no zone (%...)")
         return
     if not host.isascii():
         raise ValueError("host must be ASCII: write an internationalized name in its IDNA "
@@ -56,6 +65,11 @@ def check_host(host: str, bracketed: bool) -> None:
             name != host or not _CANONICAL_IPV4.fullmatch(host)):
         raise ValueError("a numeric host must be a dotted-quad IPv4 address in canonical "
                          "form (like 192.0.2.1)")
+    if not all(_LABEL.fullmatch(label) for label in name.split(".")):
+        raise ValueError("host must be a DNS name: letters, digits, hyphens and underscores "
+                         "in dot-separated labels of 1-63 (no percent-encoding)")
+    if len(name) > MAX_HOST_LENGTH:
+        raise ValueError(f"host must be at most {MAX_HOST_LENGTH} characters (DNS)")
 
 
 def check_target_url(url: str) -> str:
