@@ -35,6 +35,7 @@ from notify_relay.domain.destination import (
     admission,
     breaker_probe_started,
     finished,
+    probe_returned,
     started,
 )
 from notify_relay.domain.errors import StaleWrite, StoreUnavailable
@@ -60,8 +61,6 @@ class Ticket:
     probe: bool
     started_at: datetime
     token: str | None = None
-    # the destination's lastAttemptAt before this ticket: back if the attempt never goes
-    previous_attempt_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,23 +99,10 @@ def _with_statistics(fresh: Destination, local: Destination) -> Destination:
 
 
 def _probe_returned(dest: Destination) -> Destination:
-    """A breaker whose probe was not sent: it stays as it was (OPEN), and another probe
-    may go."""
-    if dest.breaker.state is BreakerState.CLOSED:
-        return dest
-    return replace(dest, breaker=replace(dest.breaker, probe_until=None))
-
-
-def _not_attempted(ticket: Ticket) -> Callable[[Destination], Destination]:
-    """The destination once a ticket's attempt is known never to go: its probe's turn
-    back, and its lastAttemptAt as before unless another attempt started since."""
-    def change(dest: Destination) -> Destination:
-        if ticket.probe:
-            dest = _probe_returned(dest)
-        if dest.last_attempt_at == ticket.started_at:
-            dest = replace(dest, last_attempt_at=ticket.previous_attempt_at)
-        return dest
-    return change
+    """A probe that is not in flight (not sent, or its process gone): OPEN, and another
+    probe may go (domain probe_returned)."""
+    breaker = probe_returned(dest.breaker)
+    return dest if breaker is dest.breaker else replace(dest, breaker=breaker)
 
 
 def _durable(old: Destination, new: Destination, shared: bool) -> bool:
@@ -370,7 +356,7 @@ class Gate:
                     await self._change(key, _probe_returned)
                 return self._hold(Blocked.AT_CAP, None, now, dest)
         self._in_flight[key] += 1
-        return Ticket(key, verdict.probe, now, token, current.last_attempt_at)
+        return Ticket(key, verdict.probe, now, token)
 
     async def _release(self, ticket: Ticket) -> bool:
         """Free the ticket's slot; True when the destination was at its cap before."""
@@ -408,7 +394,10 @@ class Gate:
     async def cancel(self, ticket: Ticket) -> None:
         """The attempt did not happen: give the slot (and a probe's turn) back."""
         was_full = await self._release(ticket)
-        await self._change(ticket.key, _not_attempted(ticket))
+        if ticket.probe:  # HALF_OPEN when sent and then cut short (Relay.begin's await)
+            old, new = await self._change(ticket.key, _probe_returned)
+            if old.breaker.state is not new.breaker.state:
+                self._transition(ticket.key, old.breaker.state, new.breaker.state, new)
         if was_full or ticket.probe:
             self.on_ready()
 
@@ -434,6 +423,13 @@ class Gate:
         self.observer.breaker_transition(old.value, new.value)
         message = {BreakerState.OPEN: "breaker opened", BreakerState.HALF_OPEN: "breaker probing",
                    BreakerState.CLOSED: "breaker closed"}[new]
+        if old is BreakerState.HALF_OPEN and new is BreakerState.OPEN \
+                and dest.breaker.probe_until is None and dest.breaker.next_probe_at is not None \
+                and dest.breaker.next_probe_at <= self._clock():
+            # not a failed probe (that opens it with a new cool-down): one with no verdict
+            log.info("breaker probe gave no verdict: the next attempt probes", extra={
+                "senderId": key.sender_id, "destination": key.name})
+            return
         extra: dict[str, object] = {
             "senderId": key.sender_id, "destination": key.name, "from": old.value,
             "consecutiveFailures": dest.breaker.consecutive_failures,

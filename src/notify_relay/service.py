@@ -586,17 +586,13 @@ class Relay:
             await self._send_notice(notice)
             return
 
-        if ticket.probe:
-            try:
-                await self.gate.begin(ticket)
-            except Exception:  # the probe goes all the same; its result decides as from OPEN
-                log.exception("recording a probe's start at its destination failed", extra={
-                    **message_context(message), "destination": message.destination})
         started = self.clock()
         if first:
             self.observer.first_attempt(max(0.0, (started - due).total_seconds()))
         t0 = time.perf_counter()
         try:
+            if ticket.probe:
+                await self._begin_probe(ticket, message)
             result = await self.deliverer.send(self.request_for(message, started))
         except asyncio.CancelledError:  # the worker stops, its grace over
             held.ticket = None
@@ -637,6 +633,13 @@ class Relay:
                 if message.next_attempt_at else None})
         await self._settle(claim, message, decision.outcome, entry_settled=shared is not None)
         await self._send_notice(notice)
+
+    async def _begin_probe(self, ticket: Ticket, message: Message) -> None:
+        try:
+            await self.gate.begin(ticket)
+        except Exception:  # the probe goes all the same; its result decides as from OPEN
+            log.exception("recording a probe's start at its destination failed", extra={
+                **message_context(message), "destination": message.destination})
 
     async def _cut_short(self, claim: Claim, ticket: Ticket, message: Message,
                          started: datetime, elapsed: float) -> None:

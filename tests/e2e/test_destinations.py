@@ -123,39 +123,6 @@ def test_breaker_opens_sends_nothing_while_cooling_then_a_probe_closes_it(
     assert name in logs
 
 
-def test_a_probe_whose_message_was_cancelled_leaves_the_breaker_open_not_half_open(
-    api: Api, server: ServerProcess, partner: Partner
-) -> None:
-    """HALF_OPEN is one probe attempt in flight: a probe admitted for a message found
-    cancelled sends nothing, and the breaker stays OPEN with its lastAttemptAt as it was
-    (it stayed HALF_OPEN with nothing in flight until a new message came)."""
-    switch = new_id("sw")
-    partner.failing.add(switch)
-    name = new_id("cancelled-probe")
-    ids = [new_id("c") for _ in range(5)]
-    submit_many(api, [{"messageId": mid, "targetUrl": partner.url(f"/switch/{switch}"),
-                       "destination": name, "retryPolicy": FAST} for mid in ids])
-    api.wait_until(lambda: api.destination(name).json()["state"] == "OPEN", "breaker open")
-    for mid in ids:
-        assert api.cancel(mid).status_code == 200
-    before = api.destination(name).json()
-    sent = len(partner.received(f"/switch/{switch}"))
-    probe_at = datetime.fromisoformat(before["nextProbeAt"])
-    time.sleep(max(0.0, (probe_at - datetime.now(UTC)).total_seconds()) + 1.5)
-
-    after = api.destination(name).json()
-    assert (after["state"], after["inFlight"], after["pending"]) == ("OPEN", 0, 0), after
-    assert after["lastAttemptAt"] == before["lastAttemptAt"]
-    assert len(partner.received(f"/switch/{switch}")) == sent  # no probe was sent
-
-    partner.failing.discard(switch)  # a new message is the probe, and closes it
-    late = new_id("c")
-    submit_many(api, [{"messageId": late, "targetUrl": partner.url(f"/switch/{switch}"),
-                       "destination": name}])
-    api.wait_for(late, {"DELIVERED"}, timeout=10)
-    assert api.destination(name).json()["state"] == "CLOSED"
-
-
 def test_max_concurrency_is_what_the_partner_sees(api: Api, other_partner: Partner) -> None:
     name = dest_name(other_partner)
     changed = api.patch_destination(name, {"maxConcurrency": 2})

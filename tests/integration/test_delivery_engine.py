@@ -21,7 +21,7 @@ from notify_relay.api.submission import Submission
 from notify_relay.bootstrap import build_embedded
 from notify_relay.config import Settings, load
 from notify_relay.domain.callback import notice_key
-from notify_relay.domain.destination import Blocked, DestinationKey
+from notify_relay.domain.destination import Blocked, BreakerState, DestinationKey
 from notify_relay.domain.errors import CorruptRecord, StoreUnavailable, TargetNotAllowed
 from notify_relay.domain.message import STOPPED_ERROR, Message, MessageKey
 from notify_relay.domain.retry import AttemptResult, Outcome
@@ -681,3 +681,37 @@ async def test_partners_that_hang_do_not_hold_back_the_others(
         assert len(partner.received("/slow")) == 8  # each hanging one kept to its cap
     assert message.status is Status.DELIVERED
     assert took < 3.0, took  # a hanging attempt's answer comes after 6 s
+
+
+async def test_a_probe_for_a_cancelled_message_leaves_the_breaker_open(
+    tmp_path: Path, partner: Partner
+) -> None:
+    """The worker takes a destination's leave (the probe's, past the cool-down) before it
+    reads the message; one found cancelled (its entry still queued, as SQS keeps it, or a
+    cancel between the claim and the read) sends nothing. The breaker stayed HALF_OPEN
+    with nothing in flight, lastAttemptAt at the probe's time; it must stay OPEN."""
+    config = settings(tmp_path / "r.db", breaker_failures="3", breaker_cooldown="1")
+    partner.failing.add("cp")
+    key = DestinationKey("sender-a", "cp")
+    async with engine(config) as e:
+        for i in range(3):
+            await submit(e, f"cp-{i}", partner.url("/switch/cp"), destination="cp",
+                         retryPolicy=FAST)
+        deadline = time.monotonic() + 10
+        while e.relay.gate.cached(key).breaker.state is not BreakerState.OPEN:
+            assert time.monotonic() < deadline, "the breaker did not open"
+            await asyncio.sleep(0.01)
+        for i in range(3):  # final, each entry left queued
+            message = await e.relay.store.get(MessageKey("sender-a", f"cp-{i}"))
+            assert message is not None
+            await e.relay.store.update(message.cancel(datetime.now(UTC)))
+        before = e.relay.gate.cached(key)
+        sent = len(partner.received("/switch/cp"))
+        assert before.breaker.next_probe_at is not None
+        wait = (before.breaker.next_probe_at - datetime.now(UTC)).total_seconds()
+        await asyncio.sleep(max(0.0, wait) + 0.5)
+        after = e.relay.gate.cached(key)
+        assert await e.relay.queue.depth() == 0  # each claimed, found final, dropped
+    assert (after.breaker.state, after.breaker.probe_until) == (BreakerState.OPEN, None)
+    assert after.last_attempt_at == before.last_attempt_at
+    assert len(partner.received("/switch/cp")) == sent

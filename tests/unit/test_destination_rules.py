@@ -93,7 +93,8 @@ HALF_1 = Breaker(BreakerState.HALF_OPEN, 3, 1, NOW, at(30), at(60))
         # half-open: the probe decides; a failed probe reopens with a doubled cool-down
         (HALF_1, S, True, CLOSED),
         (HALF_1, F, True, Breaker(BreakerState.OPEN, 4, 2, NOW, at(60))),
-        (HALF_1, N, True, replace(HALF_1, probe_until=None)),
+        # a probe with no verdict (policy, a fault, a stop): OPEN, the next attempt probes
+        (HALF_1, N, True, replace(HALF_1, state=BreakerState.OPEN, probe_until=None)),
         (HALF_1, F, False, replace(HALF_1, consecutive_failures=4)),
         (HALF_1, N, False, HALF_1),
         # a probe admitted but not sent yet (OPEN, its turn taken) decides the same way
@@ -117,7 +118,7 @@ def test_a_probe_admitted_takes_the_turn_and_stays_open_until_sent() -> None:
     d = started(dest(breaker=replace(OPEN_1, next_probe_at=at(-1))), NOW, probe=True,
                 probe_seconds=60)
     assert d.breaker == replace(OPEN_1, next_probe_at=at(-1), probe_until=at(60))
-    assert d.last_attempt_at == NOW
+    assert d.last_attempt_at is None  # the attempt's result sets it: it may never be sent
 
 
 def test_probe_start_turns_it_half_open_with_a_deadline() -> None:
@@ -223,6 +224,16 @@ def test_a_new_rate_spaces_the_next_start_from_the_last_by_itself() -> None:
                            ).rate_next_at == d.rate_next_at  # the rate unchanged: kept
     never = dest(settings=DestinationSettings(rate_per_second=1))
     assert never.with_settings(DestinationSettings(rate_per_second=5)).rate_next_at is None
+
+
+def test_last_attempt_at_is_the_latest_start_of_an_attempt_that_finished() -> None:
+    rules = Rules(default_concurrency=16, breaker=CONFIG, retry_after_cap=60)
+    d = finished(dest(), status(200), started_at=at(5), now=at(6), probe=False, rules=rules,
+                 rand=no_jitter)
+    assert d.last_attempt_at == at(5)
+    d = finished(d, status(200), started_at=at(2), now=at(7), probe=False, rules=rules,
+                 rand=no_jitter)  # a slower one started before
+    assert d.last_attempt_at == at(5)
 
 
 def test_finished_records_hold_breaker_and_statistics() -> None:

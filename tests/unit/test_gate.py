@@ -267,6 +267,74 @@ async def test_a_probe_is_half_open_once_sent_and_its_transition_counted_once() 
     assert transitions == [("CLOSED", "OPEN"), ("OPEN", "HALF_OPEN"), ("HALF_OPEN", "CLOSED")]
 
 
+async def test_a_sent_probe_with_no_verdict_leaves_it_open_for_the_next_probe() -> None:
+    """A probe refused by the network policy, or cut short by a stop, says nothing of the
+    partner: HALF_OPEN stayed with nothing in flight until a new message came."""
+    transitions: list[tuple[str, str]] = []
+
+    class Transitions(NullObserver):
+        def breaker_transition(self, old: str, new: str) -> None:
+            transitions.append((old, new))
+
+    w = World()
+    w.gate.observer = Transitions()
+    w.partner.answer = AttemptResult(status_code=503)
+    for i in range(3):
+        await w.submit(f"m{i}")
+    await w.run_due()
+    w.clock.advance(31)
+    probe = await w.gate.admit(DEST)
+    assert isinstance(probe, Ticket)
+    await w.gate.begin(probe)
+    await w.gate.finish(probe, AttemptResult(error_kind=ErrorKind.INTERRUPTED, error="cut"))
+    dest = w.gate.cached(DEST)
+    assert (dest.breaker.state, dest.breaker.probe_until) == (BreakerState.OPEN, None)
+    assert dest.breaker.openings == 1  # not a failed probe: no longer cool-down
+    assert transitions[-2:] == [("OPEN", "HALF_OPEN"), ("HALF_OPEN", "OPEN")]
+    again = await w.gate.admit(DEST)
+    assert isinstance(again, Ticket)
+    assert again.probe
+
+
+async def test_tickets_never_sent_leave_last_attempt_at_as_it_was() -> None:
+    """lastAttemptAt is the start of an attempt that was made: two tickets admitted and
+    cancelled in either order left it at a time when nothing was sent."""
+    w = World()
+    await w.submit("m0")
+    await w.run_due()
+    sent_at = w.gate.cached(DEST).last_attempt_at
+    assert sent_at is not None
+    w.clock.advance(5)
+    first = await w.gate.admit(DEST)
+    w.clock.advance(1)
+    second = await w.gate.admit(DEST)
+    assert isinstance(first, Ticket)
+    assert isinstance(second, Ticket)
+    await w.gate.cancel(first)
+    await w.gate.cancel(second)
+    assert w.gate.cached(DEST).last_attempt_at == sent_at
+
+
+async def test_a_restart_finds_no_probe_in_flight() -> None:
+    """The probe died with the process: OPEN, and the next attempt probes at once."""
+    w = World()
+    w.partner.answer = AttemptResult(status_code=503)
+    for i in range(3):
+        await w.submit(f"m{i}")
+    await w.run_due()
+    w.clock.advance(31)
+    probe = await w.gate.admit(DEST)
+    assert isinstance(probe, Ticket)
+    await w.gate.begin(probe)
+    assert (await w.store.destinations.get(DEST)).breaker.state is BreakerState.HALF_OPEN
+    restarted = Gate(w.store.destinations, RULES, clock=w.clock)
+    await restarted.start()
+    assert restarted.cached(DEST).breaker.state is BreakerState.OPEN
+    again = await restarted.admit(DEST)
+    assert isinstance(again, Ticket)
+    assert again.probe
+
+
 async def test_embedded_state_survives_a_restart() -> None:
     w = World()
     w.partner.answer = AttemptResult(status_code=503)

@@ -145,7 +145,7 @@ def breaker_after(
         return Breaker()
     if signal is Signal.NEUTRAL:
         if probe and breaker.state is not BreakerState.CLOSED:
-            return replace(breaker, probe_until=None)  # no verdict: another probe may go
+            return probe_returned(breaker)  # no verdict: another probe may go
         return breaker
     failures = breaker.consecutive_failures + 1
     if breaker.state is BreakerState.HALF_OPEN or (probe and breaker.state is BreakerState.OPEN):
@@ -157,6 +157,16 @@ def breaker_after(
     if failures >= config.failures:
         return _opened(replace(breaker, consecutive_failures=failures), now, config, rand)
     return replace(breaker, consecutive_failures=failures)
+
+
+def probe_returned(breaker: Breaker) -> Breaker:
+    """No probe in flight, and no verdict (not sent, a neutral result, its worker gone): the
+    breaker is OPEN past its cool-down, and the next attempt is the probe. HALF_OPEN means
+    one probe in flight: left so, it showed that with nothing in flight until a new message
+    came."""
+    if breaker.state is BreakerState.CLOSED:
+        return breaker
+    return replace(breaker, state=BreakerState.OPEN, probe_until=None)
 
 
 def breaker_probe_reserved(breaker: Breaker, now: datetime, probe_seconds: float) -> Breaker:
@@ -230,9 +240,14 @@ class Destination:
         """A new rate spaces the next start from the last one by itself, not by the old
         rate (a rate of almost nothing, set by mistake, held the next start a century)."""
         rate, rate_next_at = settings.rate_per_second, self.rate_next_at
-        if rate != self.settings.rate_per_second:
-            rate_next_at = (self.last_attempt_at + rate_interval(rate)
-                            if rate is not None and self.last_attempt_at is not None else None)
+        old_rate = self.settings.rate_per_second
+        if rate != old_rate:
+            # the last start the rate let through (its clock is one interval past it; it
+            # may still be in flight), else the last attempt's
+            last = (rate_next_at - rate_interval(old_rate)
+                    if old_rate is not None and rate_next_at is not None
+                    else self.last_attempt_at)
+            rate_next_at = last + rate_interval(rate) if rate is not None and last else None
         return replace(self, settings=settings, rate_next_at=rate_next_at)
 
     def with_version(self, version: int) -> Destination:
@@ -286,8 +301,10 @@ def admission(dest: Destination, now: datetime, in_flight: int, default_cap: int
 
 def started(dest: Destination, now: datetime, *, probe: bool, probe_seconds: float) -> Destination:
     """The destination once an attempt is admitted: the rate's clock moves on, a probe
-    takes the probe's turn (HALF_OPEN once it is sent: breaker_probe_started)."""
-    changes: dict[str, object] = {"last_attempt_at": now}
+    takes the probe's turn (HALF_OPEN once it is sent: breaker_probe_started). Its
+    lastAttemptAt waits for the attempt's result (finished): an admitted attempt may
+    never be sent, its message found cancelled."""
+    changes: dict[str, object] = {}
     rate = dest.settings.rate_per_second
     if rate is not None:
         changes["rate_next_at"] = max(dest.rate_next_at or now, now) + rate_interval(rate)
@@ -330,6 +347,7 @@ def finished(
         "breaker": breaker_after(dest.breaker, signal, now, rules.breaker, rand, probe=probe),
         "concurrency": None if concurrency >= cap else concurrency,
         "last_decrease_at": last_decrease,
+        "last_attempt_at": max(started_at, dest.last_attempt_at or started_at),
     }
     if held is not None and (dest.held_until is None or held > dest.held_until):
         changes["held_until"] = held
