@@ -652,17 +652,17 @@ class Relay:
                                     now=now)
         shared = cast("QueueInStore", self.store) if _capabilities(self.store)[0] else None
         try:
-            await self.gate.finish(ticket, result)
             async with asyncio.timeout(CUT_SHORT_WRITE_SECONDS):
+                await self.gate.finish(ticket, result)
                 if shared is not None:
                     await shared.update_settled(outcome, claim)
                 else:
                     await self.store.update(outcome)
                     await self.queue.reschedule(claim, now)
         except Exception:
-            log.warning("recording an attempt cut short by the stop failed; the next start "
-                        "records it as interrupted", extra=message_context(message),
-                        exc_info=True)
+            log.warning("recording an attempt cut short by the stop did not finish in time; "
+                        "unless it still commits, the next start records it as interrupted",
+                        extra=message_context(message), exc_info=True)
 
     async def _noticed(self, message: Message) -> tuple[Message, Message | None]:
         """`message` about to be written with its outcome, and the notice of it, if its
