@@ -5,6 +5,8 @@ answer (head and body in one write: api/head_with_body.py)."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,6 +15,7 @@ import pytest
 import uvicorn
 
 from notify_relay.api.guarded_protocol import guarded_protocol
+from notify_relay.api.head_with_body import HeadWithBody
 from tests.raw_http import problem_of, status_of
 from tests.sockets import free_port
 
@@ -29,11 +32,12 @@ async def slow_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 @asynccontextmanager
-async def serving(limit: int | None = None, app: Any = slow_app) -> AsyncIterator[int]:
+async def serving(limit: int | None = None, app: Any = slow_app,
+                  request_timeout: float = 60.0) -> AsyncIterator[int]:
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(
         app, host="127.0.0.1", port=port, log_config=None, lifespan="off",
-        http=guarded_protocol(10.0, 60.0), limit_concurrency=limit))
+        http=guarded_protocol(10.0, request_timeout), limit_concurrency=limit))
     task = asyncio.create_task(server.serve())
     while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for it
         await asyncio.sleep(0.01)
@@ -149,6 +153,58 @@ async def test_an_app_failing_after_its_head_still_sends_the_head_then_closes() 
     async with serving(app=late_body_app) as port:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /fail HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        everything = await asyncio.wait_for(reader.read(), 5)  # up to the close
+        writer.close()
+    assert everything.startswith(b"HTTP/1.1 200 OK\r\n"), everything
+    assert everything.endswith(b"content-length: 2\r\n\r\n"), everything
+
+
+async def test_answered_requests_leave_no_reference_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The head's transport held its cycle and the cycle held it: every request's cycle
+    waited for the cyclic garbage collector. Counted with that collector off."""
+    cycles: list[weakref.ref[Any]] = []
+    install = HeadWithBody.install
+
+    def recording(cycle: Any) -> None:
+        cycles.append(weakref.ref(cycle))
+        install(cycle)
+
+    monkeypatch.setattr(HeadWithBody, "install", recording)
+    gc.collect()
+    gc.disable()
+    try:
+        async with serving(app=late_body_app) as port:
+            for _ in range(5):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                assert (await asyncio.wait_for(reader.read(), 5)).endswith(b"ok")
+                writer.close()
+                await writer.wait_closed()
+            await asyncio.sleep(0.2)  # the server's side of each connection is gone
+            alive = sum(ref() is not None for ref in cycles)
+    finally:
+        gc.enable()
+    assert len(cycles) == 5
+    assert alive == 0, f"{alive} of 5 cycles still referenced"
+
+
+async def answer_early_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Starts its answer, then reads the body, which never comes whole."""
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"2")]})
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def test_a_request_late_after_its_answer_began_gets_that_head_then_the_close() -> None:
+    """Its request time out once its answer has begun: the connection closes (no 408 can
+    follow an answer), and the head held for the body goes out first."""
+    async with serving(app=answer_early_app, request_timeout=0.5) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nhalf")
         everything = await asyncio.wait_for(reader.read(), 5)  # up to the close
         writer.close()
     assert everything.startswith(b"HTTP/1.1 200 OK\r\n"), everything

@@ -135,9 +135,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _timed_out(self) -> None:
         cycle = self.cycle
         if cycle is not None and cycle.more_body and cycle.response_started:
-            # answered before its own body came whole: no 408 can follow that answer
+            # answered before its own body came whole: no 408 can follow that answer (its
+            # head may still be held for the body: the cycle's transport sends it first)
             self._cancel_timers()
-            self.transport.close()
+            cycle.transport.close()
         else:  # its own request is late, or the next one's head (after earlier answers)
             self._refuse(TOO_SLOW)
 

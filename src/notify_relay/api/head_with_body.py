@@ -11,6 +11,7 @@ its held head when it completes or the connection closes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
@@ -31,8 +32,10 @@ class HeadWithBody:
 
     def __init__(self, cycle: RequestResponseCycle) -> None:
         self._transport = cycle.transport
-        self._cycle = cycle
-        self._completed = cycle.on_response
+        # let go once the answer is out: the cycle holds this transport, and a loop of
+        # references would leave every request's cycle to the cyclic garbage collector
+        self._cycle: RequestResponseCycle | None = cycle
+        self._completed: Callable[[], None] = cycle.on_response
         self._head = b""
         self._held = False  # a head is held, or was: later writes pass
 
@@ -42,7 +45,7 @@ class HeadWithBody:
                 head, self._head = self._head, b""
                 self._transport.writelines((head, data))
                 return
-        elif self._cycle.response_started:  # the response's first write: its head
+        elif self._cycle is not None and self._cycle.response_started:  # its first write
             self._head, self._held = data, True
             return
         self._transport.write(data)
@@ -56,10 +59,17 @@ class HeadWithBody:
     def close(self) -> None:
         self.flush()
         self._transport.close()
+        self._cycle = None
 
     def _complete(self) -> None:
         self.flush()
-        self._completed()
+        completed, self._completed = self._completed, _nothing
+        self._cycle = None
+        completed()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
+
+
+def _nothing() -> None:
+    pass
