@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sqlite3
@@ -11,6 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from notify_relay.adapters.sqlite.database import backup as copy_database
 from tests.e2e.api_client import Api, ServerProcess
 from tests.partner import Partner
 
@@ -104,3 +108,45 @@ def test_a_killed_backup_leaves_nothing_under_its_name(tmp_path: Path) -> None:
         assert b.execute(last).fetchone() == a.execute(last).fetchone()
     a.close()
     b.close()
+
+
+def _small_database(path: Path) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE t (x)")
+        conn.executemany("INSERT INTO t VALUES (?)", [(i,) for i in range(100)])
+    conn.close()
+
+
+def test_backup_onto_a_file_system_without_hard_links(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """FAT and some network file systems refuse link(): the copy then takes its name by a
+    rename (it failed with EPERM)."""
+    source, copy = tmp_path / "relay.db", tmp_path / "copy.db"
+    _small_database(source)
+
+    def no_links(src: object, dst: object) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    copy_database(source, copy)
+    with sqlite3.connect(copy) as conn:
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (100,)
+    conn.close()
+    assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []
+
+
+def test_a_target_made_during_the_backup_is_not_replaced(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    source, copy = tmp_path / "relay.db", tmp_path / "copy.db"
+    _small_database(source)
+    link = os.link
+
+    def someone_was_first(src: str, dst: str) -> None:
+        Path(dst).write_bytes(b"theirs")
+        link(src, dst)
+
+    monkeypatch.setattr(os, "link", someone_was_first)
+    with pytest.raises(FileExistsError, match="exists; choose a new file"):
+        copy_database(source, copy)
+    assert copy.read_bytes() == b"theirs"
+    assert [p.name for p in tmp_path.iterdir() if "partial" in p.name] == []

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -436,12 +437,27 @@ def backup(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> in
             src.backup(dst)
             (pages,) = dst.execute("PRAGMA page_count").fetchone()
         _fsync(partial)
-        # a link never replaces a file (rename would): one made meanwhile is refused
-        os.link(partial, target_path)
+        _give_name(partial, target_path)
     finally:
-        partial.unlink()
+        partial.unlink(missing_ok=True)
     _fsync(target_path.parent)
     return int(pages)
+
+
+def _give_name(partial: Path, target: Path) -> None:
+    """A link never replaces a file (rename would): a target made meanwhile is refused. A
+    file system without hard links (FAT, some network ones) gets a rename after a check,
+    where a target made in between would be replaced."""
+    try:
+        os.link(partial, target)
+    except FileExistsError:
+        raise FileExistsError(f"{target} exists; choose a new file") from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
+            raise
+        if os.path.lexists(target):
+            raise FileExistsError(f"{target} exists; choose a new file") from None
+        os.rename(partial, target)
 
 
 def _fsync(path: Path) -> None:
