@@ -367,8 +367,8 @@ class Settings(_Model):
     allow_networks: Networks = _setting(
         (), "CIDRs that targets may resolve to although private, e.g. 127.0.0.0/8", "CIDRS")
     concurrency: int = _setting(
-        256, "attempts in flight at once; those waiting over 1 s for an answer stop "
-        "counting, up to as many again", gt=0)
+        256, "attempts in flight at once; those in flight over 1 s (waiting for an "
+        "answer, mostly) stop counting, up to as many again", gt=0)
     max_attempts: int = _setting(12, "default attempts per message", gt=0)
     initial_delay: Seconds = _setting(5.0, "default first retry delay", "DURATION")
     max_delay: Seconds = _setting(7200.0, "default longest retry delay", "DURATION")

@@ -31,8 +31,9 @@ MAIN_STOP_SECONDS = 5.0  # a claim waits at most about a second for the write tu
 # later: at once, a fault that lasts took the same entries round in a loop, hundreds a second
 ADMIT_FAULT_DELAY_SECONDS = 1.0
 RELEASE_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 30.0, 30.0, 30.0, 30.0)
-# An attempt that has waited this long for its partner stops counting against the pool
-# (`concurrency`), up to as many again as the pool: waiting costs no CPU, and partners that
+# An attempt in flight this long stops counting against the pool (`concurrency`), up to as
+# many again as the pool. Mostly it waits for its partner's answer, which costs no CPU (its
+# clock starts with its task, so a slow store write counts too); and partners that
 # hang, each within its own cap, filled the pool and held every other destination until
 # their timeouts (four at 64 each, with the default 256: 28 s). Looked at every
 # WAITING_CHECK_SECONDS while the pool is full.
