@@ -702,8 +702,7 @@ async def test_a_probe_for_a_cancelled_message_leaves_the_breaker_open(
             assert time.monotonic() < deadline, "the breaker did not open"
             await asyncio.sleep(0.01)
         for i in range(3):  # final, each entry left queued
-            message = await e.relay.store.get(MessageKey("sender-a", f"cp-{i}"))
-            assert message is not None
+            message = await settled(e, f"cp-{i}", until=lambda m: m.status is Status.RETRYING)
             await e.relay.store.update(message.cancel(datetime.now(UTC)))
         before = e.relay.gate.cached(key)
         sent = len(partner.received("/switch/cp"))
