@@ -180,8 +180,11 @@ async def test_answered_requests_leave_no_reference_loop(monkeypatch: pytest.Mon
                 assert (await asyncio.wait_for(reader.read(), 5)).endswith(b"ok")
                 writer.close()
                 await writer.wait_closed()
-            await asyncio.sleep(0.2)  # the server's side of each connection is gone
-            alive = sum(ref() is not None for ref in cycles)
+            for _ in range(40):  # until the server's side of each connection is gone
+                alive = sum(ref() is not None for ref in cycles)
+                if not alive:
+                    break
+                await asyncio.sleep(0.05)
     finally:
         gc.enable()
     assert len(cycles) == 5
