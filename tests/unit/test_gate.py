@@ -87,6 +87,15 @@ class World:
         return await self.relay.get(MessageKey("s", message_id))
 
 
+async def opened_and_cooled(w: World) -> None:
+    """Three failures open the breaker (RULES), then its cool-down (30 s) passes."""
+    w.partner.answer = AttemptResult(status_code=503)
+    for i in range(3):
+        await w.submit(f"m{i}")
+    await w.run_due()
+    w.clock.advance(31)
+
+
 async def test_failures_open_the_breaker_and_waiting_spends_no_attempt() -> None:
     w = World()
     w.partner.answer = AttemptResult(status_code=503)
@@ -220,11 +229,7 @@ async def test_rate_limits_attempt_starts() -> None:
 
 async def test_a_cancelled_probe_gives_its_turn_back() -> None:
     w = World()
-    w.partner.answer = AttemptResult(status_code=503)
-    for i in range(3):
-        await w.submit(f"m{i}")
-    await w.run_due()
-    w.clock.advance(31)
+    await opened_and_cooled(w)
     last_attempt = w.gate.cached(DEST).last_attempt_at
     probe = await w.gate.admit(DEST)
     assert isinstance(probe, Ticket)
@@ -242,47 +247,29 @@ async def test_a_cancelled_probe_gives_its_turn_back() -> None:
 
 
 async def test_a_probe_is_half_open_once_sent_and_its_transition_counted_once() -> None:
-    transitions: list[tuple[str, str]] = []
-
-    class Transitions(NullObserver):
-        def breaker_transition(self, old: str, new: str) -> None:
-            transitions.append((old, new))
-
     w = World()
-    w.gate.observer = Transitions()
-    w.partner.answer = AttemptResult(status_code=503)
-    for i in range(3):
-        await w.submit(f"m{i}")
-    await w.run_due()
-    w.clock.advance(31)
+    transitions: list[str] = []
+    w.gate.observer = Transitions(transitions)
+    await opened_and_cooled(w)
     probe = await w.gate.admit(DEST)
     assert isinstance(probe, Ticket)
-    assert transitions == [("CLOSED", "OPEN")]  # admitted, not sent: nothing yet
+    assert transitions == ["CLOSED->OPEN"]  # admitted, not sent: nothing yet
     await w.gate.begin(probe)
     dest = w.gate.cached(DEST)
     assert dest.breaker.state is BreakerState.HALF_OPEN
     assert dest.breaker.probe_until == w.clock.now + timedelta(seconds=180)
     assert isinstance(await w.gate.admit(DEST), Hold)  # one probe in flight
     await w.gate.finish(probe, AttemptResult(status_code=200))
-    assert transitions == [("CLOSED", "OPEN"), ("OPEN", "HALF_OPEN"), ("HALF_OPEN", "CLOSED")]
+    assert transitions == ["CLOSED->OPEN", "OPEN->HALF_OPEN", "HALF_OPEN->CLOSED"]
 
 
 async def test_a_sent_probe_with_no_verdict_leaves_it_open_for_the_next_probe() -> None:
     """A probe refused by the network policy, or cut short by a stop, says nothing of the
     partner: HALF_OPEN stayed with nothing in flight until a new message came."""
-    transitions: list[tuple[str, str]] = []
-
-    class Transitions(NullObserver):
-        def breaker_transition(self, old: str, new: str) -> None:
-            transitions.append((old, new))
-
     w = World()
-    w.gate.observer = Transitions()
-    w.partner.answer = AttemptResult(status_code=503)
-    for i in range(3):
-        await w.submit(f"m{i}")
-    await w.run_due()
-    w.clock.advance(31)
+    transitions: list[str] = []
+    w.gate.observer = Transitions(transitions)
+    await opened_and_cooled(w)
     probe = await w.gate.admit(DEST)
     assert isinstance(probe, Ticket)
     await w.gate.begin(probe)
@@ -290,7 +277,7 @@ async def test_a_sent_probe_with_no_verdict_leaves_it_open_for_the_next_probe() 
     dest = w.gate.cached(DEST)
     assert (dest.breaker.state, dest.breaker.probe_until) == (BreakerState.OPEN, None)
     assert dest.breaker.openings == 1  # not a failed probe: no longer cool-down
-    assert transitions[-2:] == [("OPEN", "HALF_OPEN"), ("HALF_OPEN", "OPEN")]
+    assert transitions[-2:] == ["OPEN->HALF_OPEN", "HALF_OPEN->OPEN"]
     again = await w.gate.admit(DEST)
     assert isinstance(again, Ticket)
     assert again.probe
@@ -318,11 +305,7 @@ async def test_tickets_never_sent_leave_last_attempt_at_as_it_was() -> None:
 async def test_a_restart_finds_no_probe_in_flight() -> None:
     """The probe died with the process: OPEN, and the next attempt probes at once."""
     w = World()
-    w.partner.answer = AttemptResult(status_code=503)
-    for i in range(3):
-        await w.submit(f"m{i}")
-    await w.run_due()
-    w.clock.advance(31)
+    await opened_and_cooled(w)
     probe = await w.gate.admit(DEST)
     assert isinstance(probe, Ticket)
     await w.gate.begin(probe)
