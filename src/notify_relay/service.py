@@ -654,11 +654,9 @@ class Relay:
         try:
             async with asyncio.timeout(CUT_SHORT_WRITE_SECONDS):
                 await self.gate.finish(ticket, result)
-                if shared is not None:
-                    await shared.update_settled(outcome, claim)
-                else:
-                    await self.store.update(outcome)
-                    await self.queue.reschedule(claim, now)
+                recorded = await self._record(outcome, claim, shared)
+                await self._settle(claim, recorded, Outcome.RETRY,
+                                   entry_settled=shared is not None)
         except Exception:
             log.warning("recording an attempt cut short by the stop did not finish in time; "
                         "unless it still commits, the next start records it as interrupted",
