@@ -186,10 +186,12 @@ def test_replay_sends_a_destinations_dead_letters_again_in_bounded_steps(
     assert first.json() == {"replayed": 2, "more": True}
     second = api.replay({"destination": "crm", "limit": 2}, senderId=sender)
     assert second.json()["replayed"] >= 1
-    # each replayed message got a second attempt (the partner still refuses it)
+    # each replayed message got a second attempt (the partner still refuses it); one the
+    # first replay sent and the partner refused again before the second replay is a dead
+    # letter of the window again, so the second may send it a third time
     for mid in failed:
         api.wait_until(lambda mid=mid: api.get(mid, senderId=sender).json()["attemptCount"]
-                       == 2, f"{mid} attempted again")
+                       >= 2, f"{mid} attempted again")
     assert api.get(other, senderId=sender).json()["attemptCount"] == 1
     for mid in failed:
         api.wait_for(mid, {"FAILED"}, senderId=sender)
