@@ -111,10 +111,18 @@ def test_items_over_the_rate_are_429_in_their_place(tmp_path: Path, partner: Par
     with ServerProcess(tmp_path / "r.db", "--allow-networks", "127.0.0.0/8",
                        "--rate-limit", "1", "--rate-burst", "3") as server, \
             Api(server.base_url) as api:
-        answers = batch(api, [{"messageId": f"r-{i}", "targetUrl": partner.url("/ok")}
-                              for i in range(5)]).json()["items"]
+        response = batch(api, [{"messageId": f"r-{i}", "targetUrl": partner.url("/ok")}
+                               for i in range(5)])
+        answers = response.json()["items"]
         assert [a["httpStatus"] for a in answers] == [202, 202, 202, 429, 429]
         assert answers[3]["code"] == "RATE_LIMITED"
+        # the contract pairs RATE_LIMITED with Retry-After: the response carries the wait
+        assert 1 <= int(response.headers["retry-after"]) <= 2
+    with ServerProcess(tmp_path / "r2.db", "--allow-networks", "127.0.0.0/8") as server, \
+            Api(server.base_url) as api:  # no rate: no Retry-After on a batch
+        response = batch(api, [{"messageId": "n-0", "targetUrl": partner.url("/ok")}])
+        assert response.status_code == 200
+        assert "retry-after" not in response.headers
 
 
 def test_an_item_as_deep_as_a_single_submission_may_be_is_judged_alone(

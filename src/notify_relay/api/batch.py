@@ -78,6 +78,7 @@ async def submit_batch(batch: Batch, request: Request) -> Response:
     cid = correlation_id.get() or ""
     answers: list[dict[str, Any] | None] = [None] * len(batch.messages)
     valid: list[tuple[int, NewMessage, str]] = []
+    retry_after: int | None = None  # the longest wait an item over the rate was told
     for index, raw in enumerate(batch.messages):
         try:
             if not isinstance(raw, dict):
@@ -96,6 +97,8 @@ async def submit_batch(batch: Batch, request: Request) -> Response:
             valid.append((index, submission.to_new_message(), sender))
         except NotifyRelayError as exc:
             answers[index] = _item_problem(exc, raw)
+            if isinstance(exc, RateLimited):
+                retry_after = max(retry_after or 0, exc.retry_after_seconds)
     results = await rt.relay.submit_many([(new, sender) for _, new, sender in valid], cid)
     for (index, _, _), result in zip(valid, results, strict=True):
         if isinstance(result, Accepted):
@@ -111,4 +114,6 @@ async def submit_batch(batch: Batch, request: Request) -> Response:
             observer.submission("duplicate" if status == 200 else "accepted")
         else:
             observer.submission("rejected", str(status))
-    return JSONResponse({"items": answers})
+    # the contract pairs RATE_LIMITED with Retry-After; an item has no field for it
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return JSONResponse({"items": answers}, headers=headers)
