@@ -72,8 +72,8 @@ class Worker:
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
-        self._claims: dict[asyncio.Task[None], Claim] = {}  # what each attempt works on
-        self._since: dict[asyncio.Task[None], float] = {}  # when each began, in that order
+        # what each attempt works on, and when it began (in that order)
+        self._claims: dict[asyncio.Task[None], tuple[Claim, float]] = {}
         self._waiting: set[asyncio.Task[None]] = set()  # long in flight: out of the pool
         self._releases: set[asyncio.Task[None]] = set()  # leases given back after a fault
         self._main: asyncio.Task[None] | None = None
@@ -120,7 +120,7 @@ class Worker:
                 "graceSeconds": self._settings.shutdown_grace_seconds})
             _, pending = await asyncio.wait(self._inflight,
                                             timeout=self._settings.shutdown_grace_seconds)
-            abandoned = [claim for task in pending if (claim := self._claims.get(task))]
+            abandoned = [started[0] for task in pending if (started := self._claims.get(task))]
             for task in pending:
                 task.cancel()
             if pending:
@@ -183,8 +183,7 @@ class Worker:
                         continue
                 task = asyncio.create_task(self._deliver(claim, ticket))
                 self._inflight.add(task)
-                self._claims[task] = claim
-                self._since[task] = time.monotonic()
+                self._claims[task] = (claim, time.monotonic())
                 task.add_done_callback(self._done)
             if len(claims) < wanted and await self._sleep(await self._idle_time()):
                 # woken by new work: let a burst gather so that one claim takes it all
@@ -208,7 +207,7 @@ class Worker:
         first, while the waiting ones are fewer than the pool."""
         room = self._settings.concurrency - len(self._waiting)
         cutoff = time.monotonic() - WAITING_AFTER_SECONDS
-        for task, since in self._since.items():
+        for task, (_, since) in self._claims.items():
             if room <= 0 or since > cutoff:
                 return
             if task not in self._waiting:
@@ -218,7 +217,6 @@ class Worker:
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
         self._claims.pop(task, None)
-        self._since.pop(task, None)
         self._waiting.discard(task)
         if self._free() >= self._refill:
             self._slot_free.set()

@@ -423,7 +423,7 @@ def backup(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> in
     that, restored, opened as a new, empty database. A killed one leaves the temporary."""
     target_path = Path(target)
     if os.path.lexists(target_path):  # before the copy; os.link below is what decides
-        raise FileExistsError(f"{target_path} exists; choose a new file")
+        raise _taken(target_path)
     fd, name = tempfile.mkstemp(prefix=f"{target_path.name}.partial-",
                                 dir=target_path.parent)  # 0600
     os.close(fd)
@@ -451,13 +451,17 @@ def _give_name(partial: Path, target: Path) -> None:
     try:
         os.link(partial, target)
     except FileExistsError:
-        raise FileExistsError(f"{target} exists; choose a new file") from None
+        raise _taken(target) from None
     except OSError as exc:
         if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
             raise
         if os.path.lexists(target):
-            raise FileExistsError(f"{target} exists; choose a new file") from None
+            raise _taken(target) from None
         os.rename(partial, target)
+
+
+def _taken(target: Path) -> FileExistsError:
+    return FileExistsError(f"{target} exists; choose a new file")
 
 
 def _fsync(path: Path) -> None:
