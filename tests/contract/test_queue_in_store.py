@@ -191,3 +191,31 @@ async def test_claim_started_leaves_an_unreadable_message_to_the_relay(
     await sqlite_db.write(lambda conn: conn.execute("UPDATE messages SET doc = x'00'"))
     (claim,) = await queue.claim_started(10, 30.0, None, lambda message: message)
     assert claim.started is None  # deliver() reads it, fails, and quarantines it
+
+
+async def test_claim_started_pairs_each_entry_with_its_own_message(
+    pair: tuple[QueueInStore, WorkQueue]
+) -> None:
+    """The messages come in the claim's own read of the entries: per destination (the
+    worker's slots) and whole, each claim starts its own message's attempt and body, and
+    an entry whose message is gone is claimed without a start."""
+    store, queue = starting(pair)
+    for n, url in enumerate(["https://a.example/h", "https://b.example/h",
+                             "https://a.example/h"]):
+        await store.create_queued(make_message(f"m-{n}", url=url, body=b'{"n":%d}' % n))
+    await queue.enqueue(make_message("gone").key, NOW - timedelta(seconds=1))
+
+    claims = await queue.claim_started(10, 30.0, lambda key: 5,
+                                       lambda message: message.start_attempt(NOW))
+    started = {c.key.message_id: c.started for c in claims}
+    assert set(started) == {"m-0", "m-1", "m-2", "gone"}
+    assert started["gone"] is None
+    for n in range(3):
+        claim = started[f"m-{n}"]
+        assert claim is not None
+        assert claim.after.key.message_id == f"m-{n}"
+        assert claim.after.content.body == b'{"n":%d}' % n
+        assert claim.after.status is Status.DELIVERING
+    assert {c.destination for c in claims if c.key.message_id != "gone"} == {
+        "a.example:443", "b.example:443"}
+    assert await queue.claim(10, 30.0) == []  # every one leased

@@ -78,6 +78,8 @@ def test_whole_table_exceptions_are_still_needed(conn: sqlite3.Connection) -> No
     ("FAILED_BETWEEN", "messages_by_sender_status_updated"),
     ("EXPIRED_MESSAGES", "messages_final_by_updated"),
     ("DUE_ENTRIES", "queue_by_visible_at"),
+    ("DUE_MESSAGES", "queue_by_visible_at"),
+    ("DUE_MESSAGES_OF_DESTINATION", "queue_by_destination"),
 ])
 def test_hot_reads_use_their_own_index(conn: sqlite3.Connection, name: str,
                                        expected_index: str) -> None:

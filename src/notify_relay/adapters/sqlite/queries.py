@@ -84,6 +84,22 @@ SELECT rowid, sender_id, message_id, destination FROM queue WHERE visible_at <= 
 ORDER BY visible_at LIMIT ?
 """
 
+# a claim that starts its attempts reads each entry's message in the same statement: one
+# statement a claim, not one a message (the message's columns as GET_MESSAGE has them, after
+# the entry's four; all NULL for an entry without a message)
+DUE_MESSAGE_ROWS = f"""q.rowid, q.sender_id, q.message_id, q.destination, {MESSAGE_COLUMNS}, b.body
+FROM queue q LEFT JOIN messages m ON m.sender_id = q.sender_id AND m.message_id = q.message_id
+LEFT JOIN bodies b ON b.seq = m.seq
+"""
+
+DUE_MESSAGES = f"""SELECT {DUE_MESSAGE_ROWS}
+WHERE q.visible_at <= ? ORDER BY q.visible_at LIMIT ?
+"""
+
+DUE_MESSAGES_OF_DESTINATION = f"""SELECT {DUE_MESSAGE_ROWS}
+WHERE q.sender_id = ? AND q.destination = ? AND q.visible_at <= ? ORDER BY q.visible_at LIMIT ?
+"""
+
 DUE_DESTINATIONS = """
 SELECT sender_id, destination, entries FROM queue_destinations WHERE next_visible <= ?
 """

@@ -24,12 +24,11 @@ def _execute(sql: str, params: tuple[object, ...]) -> Callable[[sqlite3.Connecti
     return lambda conn: conn.execute(sql, params).rowcount
 
 
-def _started(conn: sqlite3.Connection, claim: Claim,
+def _started(conn: sqlite3.Connection, claim: Claim, row: tuple[Any, ...],
              start: Callable[[Message], Message | None]) -> Claim:
-    """The claim with its message's attempt started, where `start` says so."""
-    row = conn.execute(queries.GET_MESSAGE, (claim.key.sender_id,
-                                             claim.key.message_id)).fetchone()
-    if row is None:
+    """The claim with its message's attempt started, where `start` says so; `row` is the
+    message as DUE_MESSAGES read it (all None when the entry has no message)."""
+    if row[0] is None:
         return claim
     try:
         before = message_from_row(row)
@@ -80,9 +79,15 @@ class SqliteQueue:
         now = self._clock().timestamp()
         lease_until = self._clock() + timedelta(seconds=lease_seconds)
 
+        # with `start`, each entry's message comes in the same row, after the entry's four
+        # columns (DUE_MESSAGES)
+        every, of_destination = ((queries.DUE_ENTRIES, queries.DUE_ENTRIES_OF_DESTINATION)
+                                 if start is None else
+                                 (queries.DUE_MESSAGES, queries.DUE_MESSAGES_OF_DESTINATION))
+
         def due_entries(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             if slots is None:
-                return conn.execute(queries.DUE_ENTRIES, (now, limit)).fetchall()
+                return conn.execute(every, (now, limit)).fetchall()
             # a destination's share is bounded by its entries too, so that what a small one
             # cannot use goes to the others
             ready = [(key, min(n, entries))
@@ -92,18 +97,19 @@ class SqliteQueue:
             self._turns.served(shares)
             rows: list[tuple[Any, ...]] = []
             for key, share in shares.items():
-                rows += conn.execute(queries.DUE_ENTRIES_OF_DESTINATION,
+                rows += conn.execute(of_destination,
                                      (key.sender_id, key.name, now, share)).fetchall()
             return rows
 
         def claim(conn: sqlite3.Connection) -> list[Claim]:
             due = due_entries(conn)
-            claims = [Claim(MessageKey(s, m), secrets.token_hex(8), lease_until, d)
-                      for _, s, m, d in due]
+            claims = [Claim(MessageKey(row[1], row[2]), secrets.token_hex(8), lease_until, row[3])
+                      for row in due]
             conn.executemany(queries.LEASE, [(lease_until.timestamp(), c.receipt, row[0])
                                              for row, c in zip(due, claims, strict=True)])
             if start is not None:
-                claims = [_started(conn, c, start) for c in claims]
+                claims = [_started(conn, c, row[4:], start)
+                          for row, c in zip(due, claims, strict=True)]
             return claims
 
         return await self._db.write(claim)
