@@ -182,7 +182,7 @@ class SqliteStore:
             conn.executemany(queries.DELETE_MESSAGE, rows)
             return len(rows)
 
-        return await self._db.write(delete)
+        return await self._db.write(delete, savepoint=False)  # a batch's bodies: MiBs
 
     async def unqueued(self, created_before: datetime, limit: int) -> Sequence[Message]:
         rows = await self._db.read(
