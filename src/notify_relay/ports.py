@@ -62,8 +62,10 @@ class MessageStore(Protocol):
 
     async def expire(self, changed_before: datetime, limit: int) -> int:
         """Delete up to `limit` final messages (DELIVERED, FAILED, CANCELLED) last changed
-        before `changed_before`, with their bodies and attempts; returns how many. A store
-        whose records expire by themselves (DynamoDB's TTL) deletes none here."""
+        before `changed_before`, with their bodies and attempts; returns how many, which
+        may be fewer than `limit` while more are due (SQLite bounds a batch's bodies too):
+        done when it returns 0. A store whose records expire by themselves (DynamoDB's TTL)
+        deletes none here."""
         ...
 
     async def unqueued(self, created_before: datetime, limit: int) -> Sequence[Message]:

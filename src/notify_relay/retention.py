@@ -44,7 +44,7 @@ class RetentionSweeper:
         while True:
             count = await self._store.expire(before, self._batch)
             deleted += count
-            if count < self._batch:
+            if count == 0:  # not `< batch`: a store may cut a batch short (see expire())
                 break
             await asyncio.sleep(PAUSE_SECONDS)
         if deleted:

@@ -56,10 +56,13 @@ WHERE m.sender_id = :sender AND m.status = 'FAILED'
 ORDER BY m.updated_at LIMIT :limit
 """
 
+# with each body's size (length() reads a BLOB's size, not its pages), which bounds a batch
 EXPIRED_MESSAGES = """
-SELECT seq FROM messages INDEXED BY messages_final_by_updated
-WHERE (status = 'DELIVERED' OR status = 'FAILED' OR status = 'CANCELLED') AND updated_at < ?
-ORDER BY updated_at LIMIT ?
+SELECT m.seq, coalesce(length(b.body), 0)
+FROM messages m INDEXED BY messages_final_by_updated LEFT JOIN bodies b ON b.seq = m.seq
+WHERE (m.status = 'DELIVERED' OR m.status = 'FAILED' OR m.status = 'CANCELLED')
+  AND m.updated_at < ?
+ORDER BY m.updated_at LIMIT ?
 """
 
 DELETE_MESSAGE = "DELETE FROM messages WHERE seq = ?"
