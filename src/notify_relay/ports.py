@@ -272,12 +272,16 @@ class StartingQueue(Protocol):
 
     async def claim_started(
         self, limit: int, lease_seconds: float, slots: Slots | None,
-        start: Callable[[Message], Message | None],
+        start: Callable[[Message], Message | None], body_bytes: int | None = None,
     ) -> Sequence[Claim]:
         """claim(); for each claimed message that `start` (pure, run inside the
         transaction) turns into the message to write, that is written too, and the claim
         carries both (`started`). Where `start` gives None, or the message is missing or
-        cannot be read, the claim carries none and the message is untouched."""
+        cannot be read, the claim carries none and the message is untouched.
+
+        `body_bytes`: claim no more once the claimed messages' bodies reach it (the last
+        one may pass it; one message at least), so that bodies read in one claim and held
+        by attempts in flight stay bounded whatever their size."""
         ...
 
 

@@ -9,6 +9,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from notify_relay import service
+from notify_relay.adapters.sqlite import SqliteDatabase, SqliteQueue, SqliteStore
 from notify_relay.api.submission import Submission
 from notify_relay.bootstrap import build_embedded
 from notify_relay.config import Settings, load
@@ -32,6 +34,7 @@ from notify_relay.retention import RetentionSweeper
 from notify_relay.runtime import Runtime
 from notify_relay.worker.loop import Worker, WorkerSettings
 from notify_relay.worker.wakeup import WakeUp
+from tests.factories import NOW, make_message
 from tests.partner import Partner
 from tests.sockets import free_port
 
@@ -714,3 +717,46 @@ async def test_a_probe_for_a_cancelled_message_leaves_the_breaker_open(
     assert (after.breaker.state, after.breaker.probe_until) == (BreakerState.OPEN, None)
     assert after.last_attempt_at == before.last_attempt_at
     assert len(partner.received("/switch/cp")) == sent
+
+
+async def test_bodies_held_in_flight_stay_within_their_bound(
+    tmp_path: Path, partner: Partner
+) -> None:
+    """Each attempt holds its body (up to 6 MiB) until its answer: with no bound, claims read
+    64 of them at a time on the loop and the attempts in flight could hold 512 (3 GiB).
+    With room for 3 MiB, three 1 MiB attempts go; the others wait for one to end."""
+    runtime = build_embedded(settings(tmp_path / "r.db"))
+    (worker,) = [step.__self__ for step in runtime.starts
+                 if isinstance(getattr(step, "__self__", None), Worker)]
+    worker._settings = replace(worker._settings, body_bytes_in_flight=3 << 20)
+    await runtime.start()
+    try:
+        for i in range(6):
+            await submit(runtime, f"b-{i}", partner.url("/slow/2"), destination=f"d-{i}",
+                         body="x" * (1 << 20))
+        deadline = time.monotonic() + 10
+        while len(partner.received("/slow")) < 3:
+            assert time.monotonic() < deadline, "the first attempts did not start"
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(1.0)  # the answers come after 2 s
+        assert len(partner.received("/slow")) == 3
+        for i in range(6):
+            assert (await settled(runtime, f"b-{i}", timeout=15)).status is Status.DELIVERED
+    finally:
+        await runtime.stop()
+
+
+async def test_a_claim_reads_bodies_up_to_its_bound(tmp_path: Path) -> None:
+    """One message at least, the last one past the bound; the rest stay due, unleased."""
+    db = SqliteDatabase(tmp_path / "r.db")
+    db.open()
+    try:
+        store, queue = SqliteStore(db), SqliteQueue(db)
+        for i in range(5):
+            await store.create_queued(make_message(f"c-{i}", body=b"x" * 1000))
+        start = lambda message: message.start_attempt(NOW)  # noqa: E731
+        assert len(await queue.claim_started(10, 30.0, None, start, 2500)) == 3
+        assert len(await queue.claim_started(10, 30.0, lambda key: 10, start, 0)) == 1
+        assert len(await queue.claim_started(10, 30.0, None, start, None)) == 1  # the last
+    finally:
+        db.close()

@@ -39,6 +39,12 @@ RELEASE_DELAYS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 30.0, 30.0, 30.0, 30.0)
 # WAITING_CHECK_SECONDS while the pool is full.
 WAITING_AFTER_SECONDS = 1.0
 WAITING_CHECK_SECONDS = 0.25
+# Bodies (up to 6 MiB each) are read by the claim and held by their attempts: without a
+# bound, one claim of 64 read 384 MiB on the event loop (276 ms) and the attempts in flight
+# could hold 512 of them, 3 GiB. A claim reads up to CLAIM_BODY_BYTES (~25 ms), and none
+# starts while BODY_BYTES_IN_FLIGHT are held; both bounds pass by one body at most.
+CLAIM_BODY_BYTES = 32 * 1024 * 1024
+BODY_BYTES_IN_FLIGHT = 512 * 1024 * 1024
 
 
 def most_in_flight(concurrency: int) -> int:
@@ -57,6 +63,8 @@ class WorkerSettings:
     flush_every_seconds: float = 1.0
     shutdown_grace_seconds: float = 10.0
     claim_linger_seconds: float = 0.002
+    claim_body_bytes: int = CLAIM_BODY_BYTES
+    body_bytes_in_flight: int = BODY_BYTES_IN_FLIGHT
 
 
 class Worker:
@@ -75,6 +83,7 @@ class Worker:
         # what each attempt works on, and when it began (in that order)
         self._claims: dict[asyncio.Task[None], tuple[Claim, float]] = {}
         self._waiting: set[asyncio.Task[None]] = set()  # long in flight: out of the pool
+        self._body_bytes = 0  # of the claims in flight that started with their message
         self._releases: set[asyncio.Task[None]] = set()  # leases given back after a fault
         self._main: asyncio.Task[None] | None = None
         self._reconciler: asyncio.Task[None] | None = None
@@ -143,7 +152,7 @@ class Worker:
         settings = self._settings
         while not self._stopping.is_set():
             free = self._free()
-            if free < self._refill and self._inflight:
+            if (free < self._refill or self._body_room() <= 0) and self._inflight:
                 # claim in batches: one claim per freed slot would be one write per attempt
                 self._slot_free.clear()
                 with contextlib.suppress(TimeoutError):
@@ -157,7 +166,8 @@ class Worker:
                 if self._starting is not None:  # one write fewer an attempt
                     claims = await self._starting.claim_started(
                         wanted, settings.lease_seconds, self._gate.slots,
-                        self._relay.start_claimed)
+                        self._relay.start_claimed,
+                        min(settings.claim_body_bytes, self._body_room()))
                 else:
                     claims = await self._queue.claim(wanted, settings.lease_seconds,
                                                      self._gate.slots)
@@ -182,6 +192,7 @@ class Worker:
                     if ticket is None:  # held back: rescheduled without an attempt
                         continue
                 task = asyncio.create_task(self._deliver(claim, ticket))
+                self._body_bytes += _body_size(claim)
                 self._inflight.add(task)
                 self._claims[task] = (claim, time.monotonic())
                 task.add_done_callback(self._done)
@@ -214,11 +225,15 @@ class Worker:
                 self._waiting.add(task)
                 room -= 1
 
+    def _body_room(self) -> int:
+        return self._settings.body_bytes_in_flight - self._body_bytes
+
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
-        self._claims.pop(task, None)
+        if (started := self._claims.pop(task, None)) is not None:
+            self._body_bytes -= _body_size(started[0])
         self._waiting.discard(task)
-        if self._free() >= self._refill:
+        if self._free() >= self._refill and self._body_room() > 0:
             self._slot_free.set()
 
     async def _deliver(self, claim: Claim, ticket: Ticket | None) -> None:
@@ -292,3 +307,10 @@ class Worker:
                 await self._relay.reconcile(older_than=timedelta(seconds=interval))
             except Exception:
                 log.exception("reconciling stored but unqueued messages failed")
+
+
+def _body_size(claim: Claim) -> int:
+    """The body a claim read with its message (none when it did not start it)."""
+    if claim.started is None:
+        return 0
+    return len(claim.started.after.content.body or b"")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -68,37 +69,48 @@ class SqliteQueue:
 
     async def claim_started(
         self, limit: int, lease_seconds: float, slots: Slots | None,
-        start: Callable[[Message], Message | None],
+        start: Callable[[Message], Message | None], body_bytes: int | None = None,
     ) -> Sequence[Claim]:
-        return await self._claim(limit, lease_seconds, slots, start)
+        return await self._claim(limit, lease_seconds, slots, start, body_bytes)
 
     async def _claim(
         self, limit: int, lease_seconds: float, slots: Slots | None,
-        start: Callable[[Message], Message | None] | None,
+        start: Callable[[Message], Message | None] | None, body_bytes: int | None = None,
     ) -> Sequence[Claim]:
         now = self._clock().timestamp()
         lease_until = self._clock() + timedelta(seconds=lease_seconds)
 
         # with `start`, each entry's message comes in the same row, after the entry's four
-        # columns (DUE_MESSAGES)
+        # columns (DUE_MESSAGES), its body last
         every, of_destination = ((queries.DUE_ENTRIES, queries.DUE_ENTRIES_OF_DESTINATION)
                                  if start is None else
                                  (queries.DUE_MESSAGES, queries.DUE_MESSAGES_OF_DESTINATION))
+        room = body_bytes if start is not None and body_bytes is not None else None
 
         def due_entries(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            reads: list[tuple[str, tuple[object, ...]]]
             if slots is None:
-                return conn.execute(every, (now, limit)).fetchall()
-            # a destination's share is bounded by its entries too, so that what a small one
-            # cannot use goes to the others
-            ready = [(key, min(n, entries))
-                     for s, d, entries in conn.execute(queries.DUE_DESTINATIONS, (now,))
-                     if (n := slots(key := DestinationKey(s, d))) > 0]
-            shares = fair_shares(self._turns.order(ready), limit)
-            self._turns.served(shares)
+                reads = [(every, (now, limit))]
+            else:
+                # a destination's share is bounded by its entries too, so that what a small
+                # one cannot use goes to the others
+                ready = [(key, min(n, entries))
+                         for s, d, entries in conn.execute(queries.DUE_DESTINATIONS, (now,))
+                         if (n := slots(key := DestinationKey(s, d))) > 0]
+                shares = fair_shares(self._turns.order(ready), limit)
+                self._turns.served(shares)
+                reads = [(of_destination, (key.sender_id, key.name, now, share))
+                         for key, share in shares.items()]
             rows: list[tuple[Any, ...]] = []
-            for key, share in shares.items():
-                rows += conn.execute(of_destination,
-                                     (key.sender_id, key.name, now, share)).fetchall()
+            taken = 0
+            for sql, params in reads:
+                # row by row: each row's body is read as it comes, none past `room`
+                with contextlib.closing(conn.execute(sql, params)) as cursor:
+                    for row in cursor:
+                        rows.append(row)
+                        taken += len(row[-1] or b"") if room is not None else 0
+                        if room is not None and taken >= room:
+                            return rows
             return rows
 
         def claim(conn: sqlite3.Connection) -> list[Claim]:
