@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from notify_relay.adapters.sqlite import SqliteDatabase, SqliteStore
+from notify_relay.adapters.sqlite.schema import MIGRATIONS
 from notify_relay.domain.errors import StoreUnavailable
 from tests.factories import make_message
 
@@ -118,3 +120,62 @@ def test_retention_deletes_big_bodies_without_holding_them_in_memory(tmp_path: P
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["expired"] == 120
     assert result["grew_kib"] < 40 * 1024, result  # 120 MiB of bodies: ~125 MiB held before
+
+
+def write_version_1_messages(path: Path, count: int) -> None:
+    """`count` final messages as the first schema stored them."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(f"BEGIN; {MIGRATIONS[0]}; PRAGMA user_version = 1; COMMIT;")
+    doc = b'{"url": "https://a.example/h", "pad": "' + b"p" * 300 + b'"}'
+    conn.execute("BEGIN")
+    conn.executemany(
+        "INSERT INTO messages (sender_id, message_id, status, fingerprint, created_at, "
+        "updated_at, queued, version, doc) VALUES ('s', ?, 'DELIVERED', 'f', ?, ?, 1, 1, ?)",
+        ((f"m-{i:08d}", f"2026-01-01T00:00:{i % 60:02d}", f"2026-01-01T{i:012d}", doc)
+         for i in range(count)))
+    conn.execute("COMMIT")
+    conn.close()
+
+
+@pytest.mark.skipif(not PROC_STATUS.exists(), reason="reads VmHWM in /proc/self/status")
+def test_migrations_at_open_do_not_hold_the_file_in_memory(tmp_path: Path) -> None:
+    """In a process of its own, for its peak RSS: a file of the first schema with 150,000
+    messages opened (migrated) by this version. Migration 2 rewrites every message in one
+    statement, later ones build indexes: with temp_store = MEMORY their statement journal
+    and sorts were held in memory (68 MiB here, about the messages table; 78 MiB for
+    migration 7 alone on 1M messages), where in files they cost 4 MiB. Only the writes
+    after open() keep their journals in memory."""
+    path = tmp_path / "old.db"
+    write_version_1_messages(path, 150_000)
+    script = PEAK_KIB + textwrap.dedent(f"""
+        import json
+        from notify_relay.adapters.sqlite import SqliteDatabase
+
+        before = peak_kib()
+        db = SqliteDatabase({str(path)!r})
+        db.open()
+        after = peak_kib()
+        (temp_store,) = db._connection().execute("PRAGMA temp_store").fetchone()
+        db.close()
+        print(json.dumps({{"grew_kib": after - before, "temp_store": temp_store}}))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, timeout=120, cwd=Path(__file__).parents[2])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["temp_store"] == 2  # MEMORY, for the writes after open()
+    assert result["grew_kib"] < 20 * 1024, result
+
+
+def test_both_processes_writers_keep_their_journals_in_memory(tmp_path: Path) -> None:
+    """The file's opener (after its migrations) and the API process that attaches to it."""
+    owner, api = SqliteDatabase(tmp_path / "relay.db"), SqliteDatabase(tmp_path / "relay.db")
+    owner.open()
+    try:
+        api.attach()
+        try:
+            for db in (owner, api):
+                assert db._connection().execute("PRAGMA temp_store").fetchone() == (2,)
+        finally:
+            api.close()
+    finally:
+        owner.close()

@@ -91,12 +91,20 @@ def _connect(path: Path) -> sqlite3.Connection:
     # wait this long on the event loop: short, then a 503 the caller retries
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA foreign_keys = ON")
-    # each write runs in a savepoint, which copies every page it changes to a statement
-    # journal; past 64 KiB (one submission changes ~19 pages) SQLite spills it to a temporary
-    # file, which then grows through the whole batch: 37 write syscalls and 79 KB a
-    # submission, 13x the WAL's own. In memory it is emptied at each RELEASE (see write()).
-    conn.execute("PRAGMA temp_store = MEMORY")
     return conn
+
+
+def _temp_in_memory(conn: sqlite3.Connection) -> None:
+    """Each write runs in a savepoint, which copies every page it changes to a statement
+    journal; past 64 KiB (one submission changes ~19 pages) SQLite spills it to a temporary
+    file, which then grows through the whole batch: 37 write syscalls and 79 KB a
+    submission, 13x the WAL's own. In memory it is emptied at each RELEASE (see write()).
+
+    Set after the migrations, never before: temp_store = MEMORY holds sorts in memory too
+    (SQLite's sorter never spills to a file then), and a migration that rewrites a table or
+    builds an index on a big file would hold it all (a first-schema file of 150,000
+    messages: 68 MiB more at open(), against 4)."""
+    conn.execute("PRAGMA temp_store = MEMORY")
 
 
 def _connect_reader(path: Path) -> sqlite3.Connection:
@@ -164,6 +172,7 @@ class SqliteDatabase:
             raise DatabaseCorrupt(f"{self.path} failed SQLite's quick_check: {verdict}; "
                                   "restore it from a backup (notify-relay backup)")
         migrate(self._conn)
+        _temp_in_memory(self._conn)
         self._open_turns()
         self._reader = _connect_reader(self.path)
 
@@ -178,6 +187,7 @@ class SqliteDatabase:
             conn.close()
             raise RuntimeError(f"{self.path} has schema version {version}, not "
                                f"{len(MIGRATIONS)}: it was not opened by this version")
+        _temp_in_memory(conn)
         self._conn = conn
         self._open_turns()
         self._reader = _connect_reader(self.path)
