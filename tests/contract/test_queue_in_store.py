@@ -219,3 +219,21 @@ async def test_claim_started_pairs_each_entry_with_its_own_message(
     assert {c.destination for c in claims if c.key.message_id != "gone"} == {
         "a.example:443", "b.example:443"}
     assert await queue.claim(10, 30.0) == []  # every one leased
+
+
+@pytest.mark.parametrize("slots", [None, lambda key: 5], ids=["whole", "per-destination"])
+async def test_claim_started_tells_apart_two_senders_messages_of_one_id(
+    pair: tuple[QueueInStore, WorkQueue], slots: object
+) -> None:
+    """A message id is a sender's own: the claim's read joins each entry with the message
+    of its sender and id, in both of the claim's reads."""
+    store, queue = starting(pair)
+    for sender in ("sender-a", "sender-b"):
+        await store.create_queued(make_message("same", sender, body=sender.encode()))
+    claims = await queue.claim_started(10, 30.0, slots,  # type: ignore[arg-type]
+                                       lambda message: message.start_attempt(NOW))
+    assert sorted(c.key.sender_id for c in claims) == ["sender-a", "sender-b"]
+    for claim in claims:
+        assert claim.started is not None
+        assert claim.started.after.key == claim.key
+        assert claim.started.after.content.body == claim.key.sender_id.encode()
