@@ -114,16 +114,6 @@ def _connect_reader(path: Path) -> sqlite3.Connection:
     return conn
 
 
-class _WithoutSavepoint:
-    """A write that SqliteDatabase runs without a savepoint (see its write())."""
-
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
-        self._fn = fn
-
-    def __call__(self, conn: sqlite3.Connection) -> Any:
-        return self._fn(conn)
-
-
 class SqliteDatabase:
     def __init__(self, path: str | os.PathLike[str], *, shared: bool = False) -> None:
         """`shared`: other processes of this server write to the file too (see above)."""
@@ -244,18 +234,17 @@ class SqliteDatabase:
             raise RuntimeError("database is not open")
         return self._conn
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T], *,
-                    savepoint: bool = True) -> T:
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` in the next group commit; returns once that commit is durable.
 
         In its savepoint, an exception of `fn` undoes its changes alone. A savepoint keeps a
-        copy of every page the write changes, in memory (temp_store): `savepoint=False`
-        for a write that changes pages by the thousand (retention's deletes read and copied
-        500 MiB for 500 bodies of 1 MiB); its exception then fails the whole batch."""
+        copy of every page the write changes, in memory (_temp_in_memory): a write keeps to
+        a few MiB of pages (retention's deletes of 500 bodies of 1 MiB copied 530 MiB, which
+        is why expire() bounds its batch by size)."""
         self._connection()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._pending.append((fn if savepoint else _WithoutSavepoint(fn), future))
+        self._pending.append((fn, future))
         if not self._flush_scheduled and self._committing is None:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
@@ -386,9 +375,6 @@ class SqliteDatabase:
         try:
             conn.execute("BEGIN IMMEDIATE")
             for fn, future in batch:
-                if isinstance(fn, _WithoutSavepoint):  # see write(): raising fails them all
-                    results.append((future, fn(conn), None))
-                    continue
                 conn.execute("SAVEPOINT w")
                 try:
                     results.append((future, fn(conn), None))

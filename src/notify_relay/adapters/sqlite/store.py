@@ -174,7 +174,8 @@ class SqliteStore:
         """One short write transaction per call: the caller keeps batches small, so that
         submissions and attempts never wait long behind it; bodies of up to EXPIRE_BYTES in
         all, too (freeing a body reads each of its pages: 60 of 6 MiB held the writer for
-        1.9 s), so a call may delete fewer than `limit` while more are due. Freed pages are
+        1.9 s, and the write's savepoint keeps a copy of each in memory), so a call may
+        delete fewer than `limit` while more are due. Freed pages are
         reused by later writes, so a steady rate keeps a steady file size."""
         before = changed_before.astimezone(UTC).isoformat()
 
@@ -191,7 +192,7 @@ class SqliteStore:
             conn.executemany(queries.DELETE_MESSAGE, rows)
             return len(rows)
 
-        return await self._db.write(delete, savepoint=False)  # a batch's bodies: MiBs
+        return await self._db.write(delete)
 
     async def unqueued(self, created_before: datetime, limit: int) -> Sequence[Message]:
         rows = await self._db.read(
