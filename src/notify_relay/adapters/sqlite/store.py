@@ -175,8 +175,8 @@ class SqliteStore:
         submissions and attempts never wait long behind it; bodies of up to EXPIRE_BYTES in
         all, too (freeing a body reads each of its pages: 60 of 6 MiB held the writer for
         1.9 s, and the write's savepoint keeps a copy of each in memory), so a call may
-        delete fewer than `limit` while more are due. Freed pages are
-        reused by later writes, so a steady rate keeps a steady file size."""
+        delete fewer than `limit` while more are due. Freed pages are reused by later
+        writes, so a steady rate keeps a steady file size."""
         before = changed_before.astimezone(UTC).isoformat()
 
         def delete(conn: sqlite3.Connection) -> int:
