@@ -760,3 +760,29 @@ async def test_a_claim_reads_bodies_up_to_its_bound(tmp_path: Path) -> None:
         assert len(await queue.claim_started(10, 30.0, None, start, None)) == 1  # the last
     finally:
         db.close()
+
+
+async def test_a_claim_cut_short_by_its_bound_leaves_the_next_turn_to_those_not_read(
+    tmp_path: Path,
+) -> None:
+    """A destination the bound left unread has not been served: the next claim starts with
+    it. Marked served all the same, it stayed behind one with a backlog of big bodies until
+    that backlog was gone."""
+    db = SqliteDatabase(tmp_path / "r.db")
+    db.open()
+    try:
+        store, queue = SqliteStore(db), SqliteQueue(db)
+        for host in ("a", "b"):
+            for i in range(6):
+                await store.create_queued(make_message(
+                    f"{host}-{i}", body=b"x" * 1000, url=f"https://{host}.example/hook"))
+        start = lambda message: message.start_attempt(NOW)  # noqa: E731
+        read = []
+        for _ in range(4):
+            claims = await queue.claim_started(10, 30.0, lambda key: 10, start, 1500)
+            read.append({claim.destination for claim in claims})
+        assert [len(names) for names in read] == [1, 1, 1, 1], read
+        assert read[0] != read[1], read
+        assert read[2:] == read[:2], read
+    finally:
+        db.close()

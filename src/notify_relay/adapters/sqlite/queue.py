@@ -88,9 +88,9 @@ class SqliteQueue:
         room = body_bytes if start is not None and body_bytes is not None else None
 
         def due_entries(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
-            reads: list[tuple[str, tuple[object, ...]]]
+            reads: list[tuple[DestinationKey | None, str, tuple[object, ...]]]
             if slots is None:
-                reads = [(every, (now, limit))]
+                reads = [(None, every, (now, limit))]
             else:
                 # a destination's share is bounded by its entries too, so that what a small
                 # one cannot use goes to the others
@@ -98,20 +98,27 @@ class SqliteQueue:
                          for s, d, entries in conn.execute(queries.DUE_DESTINATIONS, (now,))
                          if (n := slots(key := DestinationKey(s, d))) > 0]
                 shares = fair_shares(self._turns.order(ready), limit)
-                self._turns.served(shares)
-                reads = [(of_destination, (key.sender_id, key.name, now, share))
+                reads = [(key, of_destination, (key.sender_id, key.name, now, share))
                          for key, share in shares.items()]
             rows: list[tuple[Any, ...]] = []
+            served: list[DestinationKey] = []
             taken = 0
-            for sql, params in reads:
-                # row by row: each row's body is read as it comes, none past `room`
-                with contextlib.closing(conn.execute(sql, params)) as cursor:
-                    for row in cursor:
-                        rows.append(row)
-                        taken += len(row[-1] or b"") if room is not None else 0
-                        if room is not None and taken >= room:
-                            return rows
-            return rows
+            try:
+                for of, sql, params in reads:
+                    # row by row: each row's body is read as it comes, none past `room`
+                    with contextlib.closing(conn.execute(sql, params)) as cursor:
+                        for row in cursor:
+                            if of is not None and (not served or served[-1] != of):
+                                served.append(of)
+                            rows.append(row)
+                            taken += len(row[-1] or b"") if room is not None else 0
+                            if room is not None and taken >= room:
+                                return rows
+                return rows
+            finally:
+                # only those read were served: one the bound left unread keeps its turn,
+                # else it stayed behind a backlog of big bodies until that was gone
+                self._turns.served(served)
 
         def claim(conn: sqlite3.Connection) -> list[Claim]:
             due = due_entries(conn)
