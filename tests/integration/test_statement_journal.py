@@ -177,3 +177,39 @@ def test_both_processes_writers_keep_their_journals_in_memory(tmp_path: Path) ->
             api.close()
     finally:
         owner.close()
+
+
+async def test_retention_that_fails_half_way_is_undone_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delete of expire() that fails after the bodies went (a damaged page, say): its
+    savepoint puts them back, and the submissions in the same batch commit. Without one, the
+    whole batch failed, at every sweep."""
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from notify_relay.adapters.sqlite import queries
+    from notify_relay.domain.status import Status
+    from tests.factories import NOW
+
+    db = SqliteDatabase(tmp_path / "relay.db")
+    db.open()
+    try:
+        store = SqliteStore(db)
+        await store.create(replace(make_message("old", body=b"x" * 1000),
+                                   status=Status.DELIVERED))
+        # not DML: executemany() raises a ProgrammingError, after DELETE_BODY has run
+        monkeypatch.setattr(queries, "DELETE_MESSAGE", "SELECT ?")
+        results = await asyncio.gather(
+            store.create(make_message("new-1")),
+            store.expire(NOW + timedelta(days=1), 10),
+            store.create(make_message("new-2")),
+            return_exceptions=True)
+        assert isinstance(results[1], sqlite3.ProgrammingError), results
+        for m in ("new-1", "new-2"):  # committed beside it
+            assert await store.get(make_message(m).key) is not None, results
+        old = await store.get(make_message("old").key)
+        assert old is not None
+        assert old.content.body == b"x" * 1000
+    finally:
+        db.close()
