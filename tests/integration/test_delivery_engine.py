@@ -719,43 +719,84 @@ async def test_a_probe_for_a_cancelled_message_leaves_the_breaker_open(
     assert len(partner.received("/switch/cp")) == sent
 
 
+def with_body_room(runtime: Runtime, room: int) -> Worker:
+    """The runtime's worker, its bound on bodies in flight set to `room` (before start)."""
+    (worker,) = [step.__self__ for step in runtime.starts
+                 if isinstance(getattr(step, "__self__", None), Worker)]
+    worker._settings = replace(worker._settings, body_bytes_in_flight=room)
+    return worker
+
+
+async def received_at_least(partner: Partner, path: str, n: int, within: float = 10) -> None:
+    deadline = time.monotonic() + within
+    while len(partner.received(path)) < n:
+        assert time.monotonic() < deadline, f"{n} requests to {path} did not come"
+        await asyncio.sleep(0.01)
+
+
 async def test_bodies_held_in_flight_stay_within_their_bound(
     tmp_path: Path, partner: Partner
 ) -> None:
     """Each attempt holds its body (up to 6 MiB) until its answer: with no bound, claims read
     64 of them at a time on the loop and the attempts in flight could hold 512 (3 GiB).
-    With room for 3 MiB, three 1 MiB attempts go; the others wait for one to end."""
+    With room for 3 MiB, three 1 MiB attempts go; once they have waited a second for their
+    answer, their bodies stop counting, up to 3 MiB more (as the pool does), and three more
+    go; the last three wait for answers."""
     runtime = build_embedded(settings(tmp_path / "r.db"))
-    (worker,) = [step.__self__ for step in runtime.starts
-                 if isinstance(getattr(step, "__self__", None), Worker)]
-    worker._settings = replace(worker._settings, body_bytes_in_flight=3 << 20)
+    worker = with_body_room(runtime, 3 << 20)
     await runtime.start()
     try:
-        # all six due at once, for one claim: its own bound (32 MiB) would take them all
+        # all nine due at once, for one claim: its own bound (32 MiB) would take them all
         held = DestinationKey("sender-a", "d")
         await runtime.relay.gate.configure(held, paused=True)
-        for i in range(6):
-            await submit(runtime, f"b-{i}", partner.url("/slow/2"), destination="d",
+        for i in range(9):
+            await submit(runtime, f"b-{i}", partner.url("/slow/3"), destination="d",
                          body="x" * (1 << 20))
         await runtime.relay.gate.configure(held, paused=False)
-        deadline = time.monotonic() + 10
-        while len(partner.received("/slow")) < 3:
-            assert time.monotonic() < deadline, "the first attempts did not start"
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(1.0)  # the answers come after 2 s
-        assert len(partner.received("/slow")) == 3
-        for i in range(6):
-            assert (await settled(runtime, f"b-{i}", timeout=15)).status is Status.DELIVERED
-        # the room came back with the answers: the other three went together, not one by
+        await received_at_least(partner, "/slow", 3)
+        await asyncio.sleep(0.5)
+        assert len(partner.received("/slow")) == 3  # the bound
+        await asyncio.sleep(1.5)  # set aside after 1-1.25 s; the answers come after 3 s
+        assert len(partner.received("/slow")) == 6  # as much again, waiting
+        for i in range(9):
+            assert (await settled(runtime, f"b-{i}", timeout=20)).status is Status.DELIVERED
+        at = sorted(r.at for r in partner.received("/slow"))
+        assert at[6] - at[0] > 2.5, at  # the last three after the first answers
+        # the room came back with the answers: the last three went together, not one by
         # one as they would with bodies counted and never given back
-        later = sorted(r.at for r in partner.received("/slow"))[3:]
-        assert later[-1] - later[0] < 1.0, later
+        assert at[8] - at[6] < 1.0, at
+        deadline = time.monotonic() + 10
         while worker._inflight:  # DELIVERED is written a moment before its task ends
-            assert time.monotonic() < deadline + 15, "attempts still in flight"
+            assert time.monotonic() < deadline, "attempts still in flight"
             await asyncio.sleep(0.01)
-        assert (worker._body_bytes, worker._claims) == (0, {})
+        assert (worker._body_bytes, worker._waiting_bytes, worker._claims) == (0, 0, {})
     finally:
         await runtime.stop()
+
+
+async def test_partners_that_hang_on_big_bodies_do_not_hold_back_the_others(
+    tmp_path: Path, partner: Partner
+) -> None:
+    """The contract: a destination that hangs takes no more than its own maxConcurrency.
+    With room for 3 MiB of bodies, four attempts hanging on 1 MiB each held every other
+    destination until their answers (12.8 s with the default room and 6 MiB bodies). Their
+    bodies now stop counting once they have waited a second, as they leave the pool."""
+    runtime = build_embedded(settings(tmp_path / "r.db"))
+    with_body_room(runtime, 3 << 20)
+    await runtime.start()
+    try:
+        for i in range(4):
+            await submit(runtime, f"h-{i}", partner.url("/slow/6"), destination="hang",
+                         body="x" * (1 << 20), timeoutSeconds=10)
+        await received_at_least(partner, "/slow", 3)
+        started = time.monotonic()
+        await submit(runtime, "ok-1", partner.url("/ok"), destination="ok")
+        message = await settled(runtime, "ok-1", timeout=10)
+        took = time.monotonic() - started
+    finally:
+        await runtime.stop()
+    assert message.status is Status.DELIVERED
+    assert took < 3.0, took  # the hanging ones answer after 6 s
 
 
 async def test_a_claim_reads_bodies_up_to_its_bound(tmp_path: Path) -> None:

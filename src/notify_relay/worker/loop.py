@@ -42,7 +42,9 @@ WAITING_CHECK_SECONDS = 0.25
 # Bodies (up to 6 MiB each) are read by the claim and held by their attempts: without a
 # bound, one claim of 64 read 384 MiB on the event loop (276 ms) and the attempts in flight
 # could hold 512 of them, 3 GiB. A claim reads up to CLAIM_BODY_BYTES (~25 ms), and none
-# starts while BODY_BYTES_IN_FLIGHT are held; both bounds pass by one body at most.
+# starts while BODY_BYTES_IN_FLIGHT are held; both bounds pass by one body at most. As with
+# the pool, the bodies of attempts set aside as waiting stop counting, up to as much again:
+# partners that hang on big bodies hold back the others only past twice the bound.
 CLAIM_BODY_BYTES = 32 * 1024 * 1024
 BODY_BYTES_IN_FLIGHT = 512 * 1024 * 1024
 
@@ -84,6 +86,7 @@ class Worker:
         self._claims: dict[asyncio.Task[None], tuple[Claim, float]] = {}
         self._waiting: set[asyncio.Task[None]] = set()  # long in flight: out of the pool
         self._body_bytes = 0  # of the claims in flight that started with their message
+        self._waiting_bytes = 0  # of those, the waiting ones'
         self._releases: set[asyncio.Task[None]] = set()  # leases given back after a fault
         self._main: asyncio.Task[None] | None = None
         self._reconciler: asyncio.Task[None] | None = None
@@ -218,20 +221,27 @@ class Worker:
         first, while the waiting ones are fewer than the pool."""
         room = self._settings.concurrency - len(self._waiting)
         cutoff = time.monotonic() - WAITING_AFTER_SECONDS
-        for task, (_, since) in self._claims.items():
+        for task, (claim, since) in self._claims.items():
             if room <= 0 or since > cutoff:
                 return
             if task not in self._waiting:
                 self._waiting.add(task)
+                self._waiting_bytes += _body_size(claim)
                 room -= 1
 
     def _body_room(self) -> int:
-        return self._settings.body_bytes_in_flight - self._body_bytes
+        """Room for bodies: the bound, less those held, of which the waiting ones count
+        only past the bound (see BODY_BYTES_IN_FLIGHT)."""
+        bound = self._settings.body_bytes_in_flight
+        return bound - self._body_bytes + min(self._waiting_bytes, bound)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
         if (started := self._claims.pop(task, None)) is not None:
-            self._body_bytes -= _body_size(started[0])
+            size = _body_size(started[0])
+            self._body_bytes -= size
+            if task in self._waiting:
+                self._waiting_bytes -= size
         self._waiting.discard(task)
         if self._free() >= self._refill and self._body_room() > 0:
             self._slot_free.set()
