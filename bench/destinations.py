@@ -18,6 +18,11 @@ one runs.
   that answers only after --hang-seconds (30; default timeout 30 s, so they hold their
   destination's slots: the healthy burst starts once they are in flight), against the
   same without the hanging partner. Prints both rates and the ratio (target >= 0.90).
+  With --hang-destinations N the hanging messages are spread over N named destinations
+  (each up to its own cap), and with --hang-body-kib each carries a string body of that
+  size: 2 destinations of 48 bodies of 6,000 KiB pass the worker's 512 MiB bound on bodies
+  in flight, which must not hold back the healthy partner either. The server's peak RSS
+  is printed with each run.
 - outage: --outage-messages (10,000) to a partner whose port is closed (connection
   refused) for --outage seconds (120), then open, while a healthy partner gets
   --trickle-rate (50) messages/s from --before (20) s earlier to the end. Prints attempts
@@ -307,6 +312,7 @@ class IsolationRun:
     hang_open_end: int = 0
     hang_received: int = 0
     foreign: float = 0.0
+    rss_mib: float = float("nan")
     hang_view: dict[str, Any] | None = None
     attempts: dict[str, int] = field(default_factory=dict)
 
@@ -317,14 +323,24 @@ async def isolation_run(args: argparse.Namespace, workdir: Path, healthy: int, h
     with Server(label, workdir, [], args.keep_db) as server:
         async with session(args.submit_concurrency + 8) as s:
             open_start = 0
-            hang_dest = f"127.0.0.1:{hang}"
+            named = args.hang_destinations > 1
+            hang_dest = "hang-0" if named else f"127.0.0.1:{hang}"
             hang_before = 0
             if hang is not None:
                 hang_before = await get_int(s, f"http://127.0.0.1:{hang}/__hanging")
                 hang_url = f"http://127.0.0.1:{hang}/hang/{args.hang_seconds:g}"
-                await submit_all(s, server.base, (
-                    {"messageId": f"hang-{i}", "targetUrl": hang_url, "body": {"n": i}}
-                    for i in range(args.hang_messages)), args.submit_concurrency)
+                filler = "x" * (args.hang_body_kib * 1024)
+
+                def hanging(i: int) -> dict[str, Any]:
+                    body: dict[str, Any] = {"messageId": f"hang-{i}", "targetUrl": hang_url,
+                                            "body": filler or {"n": i}}
+                    if named:
+                        body["destination"] = f"hang-{i % args.hang_destinations}"
+                    return body
+
+                # big bodies: fewer at once, so that the submissions stay within memory
+                await submit_all(s, server.base, map(hanging, range(args.hang_messages)),
+                                 args.submit_concurrency if not filler else 4)
                 opened = f"http://127.0.0.1:{hang}/__hang_open"
 
                 async def some_open() -> bool:
@@ -367,13 +383,16 @@ async def isolation_run(args: argparse.Namespace, workdir: Path, healthy: int, h
                 run.hang_view = await get_json(s, f"{server.base}/v1/destinations/{hang_dest}")
             run.attempts = await settled_attempts(s, server.base, args.healthy_messages)
     run.problems = server.problems()
+    run.rss_mib = server.rss_mib
     return run
 
 
 async def isolation(args: argparse.Namespace, workdir: Path) -> None:
+    shape = (f" in {args.hang_destinations} destinations" if args.hang_destinations > 1
+             else "") + (f", {args.hang_body_kib} KiB each" if args.hang_body_kib else "")
     note(f"\n== isolation: {args.healthy_messages} to a healthy partner while "
-         f"{args.hang_messages} wait on a partner hanging {args.hang_seconds:g} s; reference: "
-         f"the same without the hanging partner, run before and after ==")
+         f"{args.hang_messages}{shape} wait on a partner hanging {args.hang_seconds:g} s; "
+         f"reference: the same without the hanging partner, run before and after ==")
     healthy, healthy_port = start_partner()
     hanging, hang_port = start_partner()
     try:
@@ -390,7 +409,7 @@ async def isolation(args: argparse.Namespace, workdir: Path) -> None:
                                             f"isolation-{name}")
                     note(f"  {name:<10} {r.rate:6.0f} delivered/s  (accepted "
                          f"{r.accepted_rate:.0f}/s)  attempts {r.attempts}  other processes "
-                         f"{r.foreign:.2f} cores")
+                         f"{r.foreign:.2f} cores  peak RSS {r.rss_mib:.0f} MiB")
                     if r.foreign <= args.max_others or tries == args.run_tries - 1:
                         break
                     note("             (run discarded: other processes were busy)")
@@ -841,6 +860,12 @@ def main() -> None:
     parser.add_argument("--hang-messages", type=int, default=500)
     parser.add_argument("--healthy-messages", type=int, default=2000)
     parser.add_argument("--hang-seconds", type=float, default=30.0)
+    parser.add_argument("--hang-destinations", type=int, default=1,
+                        help="isolation: named destinations the hanging messages are spread "
+                             "over (1: the partner's host:port)")
+    parser.add_argument("--hang-body-kib", type=int, default=0,
+                        help="isolation: a string body of this size for each hanging message "
+                             "(0: a small JSON body)")
     parser.add_argument("--outage-messages", type=int, default=10000)
     parser.add_argument("--outage", type=float, default=120.0, help="seconds the port is closed")
     parser.add_argument("--before", type=float, default=20.0,
