@@ -273,6 +273,7 @@ class StartingQueue(Protocol):
     async def claim_started(
         self, limit: int, lease_seconds: float, slots: Slots | None,
         start: Callable[[Message], Message | None], body_bytes: int | None = None,
+        body_bytes_of: Callable[[DestinationKey], int] | None = None,
     ) -> Sequence[Claim]:
         """claim(); for each claimed message that `start` (pure, run inside the
         transaction) turns into the message to write, that is written too, and the claim
@@ -281,7 +282,9 @@ class StartingQueue(Protocol):
 
         `body_bytes`: claim no more once the claimed messages' bodies reach it (the last
         one may pass it; one message at least), so that bodies read in one claim and held
-        by attempts in flight stay bounded whatever their size."""
+        by attempts in flight stay bounded whatever their size. `body_bytes_of`: the same
+        for each destination's messages (a destination that `slots` lets in takes one at
+        least), so that a few destinations with big bodies cannot take all of it."""
         ...
 
 

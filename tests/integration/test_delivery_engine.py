@@ -7,6 +7,7 @@ import itertools
 import logging
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -741,18 +742,22 @@ async def test_bodies_held_in_flight_stay_within_their_bound(
     64 of them at a time on the loop and the attempts in flight could hold 512 (3 GiB).
     With room for 3 MiB, three 1 MiB attempts go; once they have waited a second for their
     answer, their bodies stop counting, up to 3 MiB more (as the pool does), and three more
-    go; the last three wait for answers."""
-    runtime = build_embedded(settings(tmp_path / "r.db"))
+    go; the last three wait for answers. Two destinations, each capped as the pool is, so
+    that its share is all of the bound: one destination's bodies, waiting or not, take at
+    most its share."""
+    runtime = build_embedded(settings(tmp_path / "r.db", destination_concurrency="256"))
     worker = with_body_room(runtime, 3 << 20)
     await runtime.start()
     try:
         # all nine due at once, for one claim: its own bound (32 MiB) would take them all
-        held = DestinationKey("sender-a", "d")
-        await runtime.relay.gate.configure(held, paused=True)
+        held = [DestinationKey("sender-a", f"d{d}") for d in range(2)]
+        for key in held:
+            await runtime.relay.gate.configure(key, paused=True)
         for i in range(9):
-            await submit(runtime, f"b-{i}", partner.url("/slow/3"), destination="d",
+            await submit(runtime, f"b-{i}", partner.url("/slow/3"), destination=f"d{i % 2}",
                          body="x" * (1 << 20))
-        await runtime.relay.gate.configure(held, paused=False)
+        for key in held:
+            await runtime.relay.gate.configure(key, paused=False)
         await received_at_least(partner, "/slow", 3)
         await asyncio.sleep(0.5)
         assert len(partner.received("/slow")) == 3  # the bound
@@ -780,8 +785,9 @@ async def test_partners_that_hang_on_big_bodies_do_not_hold_back_the_others(
     """The contract: a destination that hangs takes no more than its own maxConcurrency.
     With room for 3 MiB of bodies, four attempts hanging on 1 MiB each held every other
     destination until their answers (12.8 s with the default room and 6 MiB bodies). Their
-    bodies now stop counting once they have waited a second, as they leave the pool."""
-    runtime = build_embedded(settings(tmp_path / "r.db"))
+    bodies now stop counting once they have waited a second, as they leave the pool. (A
+    destination capped as the pool is may hold all of the bound.)"""
+    runtime = build_embedded(settings(tmp_path / "r.db", destination_concurrency="256"))
     with_body_room(runtime, 3 << 20)
     await runtime.start()
     try:
@@ -797,6 +803,84 @@ async def test_partners_that_hang_on_big_bodies_do_not_hold_back_the_others(
         await runtime.stop()
     assert message.status is Status.DELIVERED
     assert took < 3.0, took  # the hanging ones answer after 6 s
+
+
+@pytest.mark.parametrize("hanging", [3, 7])
+async def test_partners_that_hang_on_big_bodies_fewer_than_fill_the_pool_leave_room(
+    tmp_path: Path, partner: Partner, hanging: int
+) -> None:
+    """The defaults scaled down: pool 16, cap 4 (a quarter, as 64 of 256), room for 8 MiB
+    of bodies, 1 MiB each. A destination's bodies take at most its cap's share of the room
+    (2 MiB), so hanging destinations fill it, waiting ones counted as much again, only at
+    eight, as they fill the pool. Without the share three of them, at their caps, held
+    12 MiB, and the healthy message waited for their answers (as 3 x 64 x 6 MiB did with
+    the defaults)."""
+    runtime = build_embedded(settings(tmp_path / "r.db", concurrency="16",
+                                      destination_concurrency="4"))
+    worker = with_body_room(runtime, 8 << 20)
+    await runtime.start()
+    try:
+        for d in range(hanging):
+            for i in range(4):
+                await submit(runtime, f"h-{d}-{i}", partner.url("/slow/8"),
+                             destination=f"hang-{d}", body="x" * (1 << 20), timeoutSeconds=10)
+        await received_at_least(partner, "/slow", 2 * hanging)
+        await asyncio.sleep(1.5)  # all set aside as waiting
+        assert len(partner.received("/slow")) == 2 * hanging  # two each: their share
+        assert max(worker._bytes_of.values()) == 2 << 20
+        started = time.monotonic()
+        await submit(runtime, "ok-1", partner.url("/ok"), destination="ok")
+        message = await settled(runtime, "ok-1", timeout=15)
+        took = time.monotonic() - started
+    finally:
+        await runtime.stop()
+    assert message.status is Status.DELIVERED
+    assert took < 3.0, took  # the hanging ones answer after 8 s
+    assert (worker._body_bytes, worker._bytes_of) == (0, {})
+
+
+async def test_a_destination_at_its_share_of_bodies_takes_more_as_attempts_end(
+    tmp_path: Path, partner: Partner
+) -> None:
+    """Two 1 MiB bodies fill the share (pool 16, cap 4, room 8 MiB); the next two go as
+    soon as the first answers come, not at the next idle wake-up (5 s)."""
+    runtime = build_embedded(settings(tmp_path / "r.db", concurrency="16",
+                                      destination_concurrency="4"))
+    with_body_room(runtime, 8 << 20)
+    await runtime.start()
+    try:
+        for i in range(4):
+            await submit(runtime, f"s-{i}", partner.url("/slow/1"), destination="d",
+                         body="x" * (1 << 20))
+        for i in range(4):
+            assert (await settled(runtime, f"s-{i}", timeout=10)).status is Status.DELIVERED
+    finally:
+        await runtime.stop()
+    at = sorted(r.at for r in partner.received("/slow"))
+    assert at[1] - at[0] < 0.5, at  # two by two
+    assert at[3] - at[2] < 0.5, at
+    assert 0.9 < at[2] - at[0] < 2.0, at  # once the first two have answered
+
+
+async def test_a_claim_reads_a_destinations_bodies_up_to_its_share(tmp_path: Path) -> None:
+    """Each destination's rows stop once its share is read (the last one past it), and the
+    claim goes on to the next destination."""
+    db = SqliteDatabase(tmp_path / "r.db")
+    db.open()
+    try:
+        store, queue = SqliteStore(db), SqliteQueue(db)
+        for host in ("a", "b"):
+            for i in range(4):
+                await store.create_queued(make_message(
+                    f"{host}-{i}", body=b"x" * 1000, url=f"https://{host}.example/hook"))
+        start = lambda message: message.start_attempt(NOW)  # noqa: E731
+        room = {"a.example:443": 1500, "b.example:443": 3000}
+        claims = await queue.claim_started(10, 30.0, lambda key: 10, start, 10_000,
+                                           lambda key: room[key.name])
+        taken = Counter(claim.destination for claim in claims)
+        assert taken == {"a.example:443": 2, "b.example:443": 3}, taken
+    finally:
+        db.close()
 
 
 async def test_a_claim_reads_bodies_up_to_its_bound(tmp_path: Path) -> None:
@@ -839,3 +923,27 @@ async def test_a_claim_cut_short_by_its_bound_leaves_the_next_turn_to_those_not_
         assert read[2:] == read[:2], read
     finally:
         db.close()
+
+
+async def test_body_counts_return_to_zero_when_waiting_attempts_are_cut_short(
+    tmp_path: Path, partner: Partner
+) -> None:
+    """Attempts set aside as waiting, abandoned at shutdown (cancelled): their bodies leave
+    every count, with nothing left waiting."""
+    runtime = build_embedded(settings(tmp_path / "r.db", shutdown_grace="0.1",
+                                      destination_concurrency="256"))
+    worker = with_body_room(runtime, 3 << 20)
+    await runtime.start()
+    try:
+        for i in range(8):
+            await submit(runtime, f"h-{i}", partner.url("/slow/20"), destination=f"d{i % 2}",
+                         body="x" * (1 << 20), timeoutSeconds=30)
+        await received_at_least(partner, "/slow", 6)
+        await asyncio.sleep(0.6)
+        assert (len(worker._inflight), len(worker._waiting)) == (6, 3)
+        assert (worker._body_bytes, worker._waiting_bytes) == (6 << 20, 3 << 20)
+        assert sum(worker._bytes_of.values()) == 6 << 20
+    finally:
+        await runtime.stop()
+    assert (worker._body_bytes, worker._waiting_bytes, worker._bytes_of, worker._waiting,
+            worker._claims, worker._inflight) == (0, 0, {}, set(), {}, set())

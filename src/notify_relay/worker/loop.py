@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from notify_relay.domain.destination import DestinationKey
 from notify_relay.gate import Ticket
 from notify_relay.ports import Claim, StartingQueue, WorkQueue
 from notify_relay.service import OutcomeNotRecorded, Relay
@@ -42,9 +43,13 @@ WAITING_CHECK_SECONDS = 0.25
 # Bodies (up to 6 MiB each) are read by the claim and held by their attempts: without a
 # bound, one claim of 64 read 384 MiB on the event loop (276 ms) and the attempts in flight
 # could hold 512 of them, 3 GiB. A claim reads up to CLAIM_BODY_BYTES (~25 ms), and none
-# starts while BODY_BYTES_IN_FLIGHT are held; both bounds pass by one body at most. As with
-# the pool, the bodies of attempts set aside as waiting stop counting, up to as much again:
-# partners that hang on big bodies hold back the others only past twice the bound.
+# starts while BODY_BYTES_IN_FLIGHT are held; both bounds pass by one body at most. The
+# bound is shared as the pool is: the bodies of attempts set aside as waiting stop counting,
+# up to as much again, and one destination's bodies in flight, waiting or not, take at most
+# its default cap's share of the bound (64 of 256: 128 MiB); so partners that hang on big
+# bodies hold back the others only when as many hang as would fill the pool (eight). With
+# the first rule alone, three such partners held 1,152 MiB and every other destination
+# waited for their timeouts.
 CLAIM_BODY_BYTES = 32 * 1024 * 1024
 BODY_BYTES_IN_FLIGHT = 512 * 1024 * 1024
 
@@ -87,6 +92,7 @@ class Worker:
         self._waiting: set[asyncio.Task[None]] = set()  # long in flight: out of the pool
         self._body_bytes = 0  # of the claims in flight that started with their message
         self._waiting_bytes = 0  # of those, the waiting ones'
+        self._bytes_of: dict[DestinationKey, int] = {}  # the same by destination
         self._releases: set[asyncio.Task[None]] = set()  # leases given back after a fault
         self._main: asyncio.Task[None] | None = None
         self._reconciler: asyncio.Task[None] | None = None
@@ -168,9 +174,9 @@ class Worker:
             try:
                 if self._starting is not None:  # one write fewer an attempt
                     claims = await self._starting.claim_started(
-                        wanted, settings.lease_seconds, self._gate.slots,
+                        wanted, settings.lease_seconds, self._slots,
                         self._relay.start_claimed,
-                        min(settings.claim_body_bytes, self._body_room()))
+                        min(settings.claim_body_bytes, self._body_room()), self._room_of)
                 else:
                     claims = await self._queue.claim(wanted, settings.lease_seconds,
                                                      self._gate.slots)
@@ -195,7 +201,10 @@ class Worker:
                     if ticket is None:  # held back: rescheduled without an attempt
                         continue
                 task = asyncio.create_task(self._deliver(claim, ticket))
-                self._body_bytes += _body_size(claim)
+                size = _body_size(claim)
+                self._body_bytes += size
+                if destination is not None and size:
+                    self._bytes_of[destination] = self._bytes_of.get(destination, 0) + size
                 self._inflight.add(task)
                 self._claims[task] = (claim, time.monotonic())
                 task.add_done_callback(self._done)
@@ -235,13 +244,36 @@ class Worker:
         bound = self._settings.body_bytes_in_flight
         return bound - self._body_bytes + min(self._waiting_bytes, bound)
 
+    def _share(self) -> int:
+        """The most of the bound one destination's bodies in flight may hold: its default
+        cap's share of the pool (see BODY_BYTES_IN_FLIGHT)."""
+        settings = self._settings
+        cap = min(self._gate.rules.default_concurrency, settings.concurrency)
+        return settings.body_bytes_in_flight * cap // settings.concurrency
+
+    def _room_of(self, key: DestinationKey) -> int:
+        return self._share() - self._bytes_of.get(key, 0)
+
+    def _slots(self, key: DestinationKey) -> int:
+        """The gate's slots, none for a destination whose bodies fill its share."""
+        return self._gate.slots(key) if self._room_of(key) > 0 else 0
+
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
         if (started := self._claims.pop(task, None)) is not None:
-            size = _body_size(started[0])
+            claim = started[0]
+            size = _body_size(claim)
             self._body_bytes -= size
             if task in self._waiting:
                 self._waiting_bytes -= size
+            if (key := claim.destination_key) is not None and size:
+                held = self._bytes_of[key] - size
+                if held > 0:
+                    self._bytes_of[key] = held
+                else:
+                    del self._bytes_of[key]
+                if held < self._share() <= held + size:  # it may take more: claim again
+                    self._wake.ready()
         self._waiting.discard(task)
         if self._free() >= self._refill and self._body_room() > 0:
             self._slot_free.set()
@@ -289,7 +321,7 @@ class Worker:
             await asyncio.sleep(delay)
 
     async def _idle_time(self) -> float:
-        times = [t for t in (await self._queue.next_due(self._gate.slots),
+        times = [t for t in (await self._queue.next_due(self._slots),
                              self._gate.next_ready_at()) if t is not None]
         next_due = min(times, default=None)
         if next_due is None:

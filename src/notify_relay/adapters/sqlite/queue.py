@@ -70,12 +70,14 @@ class SqliteQueue:
     async def claim_started(
         self, limit: int, lease_seconds: float, slots: Slots | None,
         start: Callable[[Message], Message | None], body_bytes: int | None = None,
+        body_bytes_of: Callable[[DestinationKey], int] | None = None,
     ) -> Sequence[Claim]:
-        return await self._claim(limit, lease_seconds, slots, start, body_bytes)
+        return await self._claim(limit, lease_seconds, slots, start, body_bytes, body_bytes_of)
 
     async def _claim(
         self, limit: int, lease_seconds: float, slots: Slots | None,
         start: Callable[[Message], Message | None] | None, body_bytes: int | None = None,
+        body_bytes_of: Callable[[DestinationKey], int] | None = None,
     ) -> Sequence[Claim]:
         now = self._clock().timestamp()
         lease_until = self._clock() + timedelta(seconds=lease_seconds)
@@ -105,15 +107,24 @@ class SqliteQueue:
             taken = 0
             try:
                 for of, sql, params in reads:
+                    room_of = (body_bytes_of(of) if room is not None and of is not None
+                               and body_bytes_of is not None else None)
+                    taken_of = 0
                     # row by row: each row's body is read as it comes, none past `room`
                     with contextlib.closing(conn.execute(sql, params)) as cursor:
                         for row in cursor:
                             if of is not None and (not served or served[-1] != of):
                                 served.append(of)
                             rows.append(row)
-                            taken += len(row[-1] or b"") if room is not None else 0
-                            if room is not None and taken >= room:
+                            if room is None:
+                                continue
+                            size = len(row[-1] or b"")
+                            taken += size
+                            taken_of += size
+                            if taken >= room:
                                 return rows
+                            if room_of is not None and taken_of >= room_of:
+                                break  # this destination's share: on to the next
                 return rows
             finally:
                 # only those read were served: one the bound left unread keeps its turn,
