@@ -947,3 +947,27 @@ async def test_body_counts_return_to_zero_when_waiting_attempts_are_cut_short(
         await runtime.stop()
     assert (worker._body_bytes, worker._waiting_bytes, worker._bytes_of, worker._waiting,
             worker._claims, worker._inflight) == (0, 0, {}, set(), {}, set())
+
+
+async def test_a_destination_given_a_larger_cap_takes_that_share_of_bodies(
+    tmp_path: Path, partner: Partner
+) -> None:
+    """The share follows the destination's own cap, as the pool does: one PATCHed from the
+    default 4 to 8 (pool 16, room 8 MiB) may hold half the room, 4 bodies of 1 MiB, not
+    the default's 2 (README: a partner that can take more gets a larger maxConcurrency)."""
+    runtime = build_embedded(settings(tmp_path / "r.db", concurrency="16",
+                                      destination_concurrency="4"))
+    worker = with_body_room(runtime, 8 << 20)
+    await runtime.start()
+    try:
+        big = DestinationKey("sender-a", "big")
+        await runtime.relay.gate.configure(big, max_concurrency=8)
+        for i in range(8):
+            await submit(runtime, f"g-{i}", partner.url("/slow/4"), destination="big",
+                         body="x" * (1 << 20), timeoutSeconds=10)
+        await received_at_least(partner, "/slow", 4, within=2)
+        await asyncio.sleep(1.5)  # set aside as waiting: still counted in the share
+        assert len(partner.received("/slow")) == 4
+        assert worker._bytes_of == {big: 4 << 20}
+    finally:
+        await runtime.stop()
