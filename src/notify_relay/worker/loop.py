@@ -46,7 +46,7 @@ WAITING_CHECK_SECONDS = 0.25
 # starts while BODY_BYTES_IN_FLIGHT are held; both bounds pass by one body at most. The
 # bound is shared as the pool is: the bodies of attempts set aside as waiting stop counting,
 # up to as much again, and one destination's bodies in flight, waiting or not, take at most
-# its default cap's share of the bound (64 of 256: 128 MiB); so partners that hang on big
+# its cap's share of the bound (the default 64 of 256: 128 MiB); so partners that hang on big
 # bodies hold back the others only when as many hang as would fill the pool (eight). With
 # the first rule alone, three such partners held 1,152 MiB and every other destination
 # waited for their timeouts.
@@ -244,15 +244,16 @@ class Worker:
         bound = self._settings.body_bytes_in_flight
         return bound - self._body_bytes + min(self._waiting_bytes, bound)
 
-    def _share(self) -> int:
-        """The most of the bound one destination's bodies in flight may hold: its default
-        cap's share of the pool (see BODY_BYTES_IN_FLIGHT)."""
+    def _share(self, key: DestinationKey) -> int:
+        """The most of the bound one destination's bodies in flight may hold: its cap's
+        share of the pool (see BODY_BYTES_IN_FLIGHT), a cap set by PATCH included."""
         settings = self._settings
-        cap = min(self._gate.rules.default_concurrency, settings.concurrency)
-        return settings.body_bytes_in_flight * cap // settings.concurrency
+        cap = self._gate.cached(key).cap(self._gate.rules.default_concurrency)
+        return settings.body_bytes_in_flight * min(cap, settings.concurrency) \
+            // settings.concurrency
 
     def _room_of(self, key: DestinationKey) -> int:
-        return self._share() - self._bytes_of.get(key, 0)
+        return self._share(key) - self._bytes_of.get(key, 0)
 
     def _slots(self, key: DestinationKey) -> int:
         """The gate's slots, none for a destination whose bodies fill its share."""
@@ -272,7 +273,7 @@ class Worker:
                     self._bytes_of[key] = held
                 else:
                     del self._bytes_of[key]
-                if held < self._share() <= held + size:  # it may take more: claim again
+                if held < self._share(key) <= held + size:  # it may take more: claim again
                     self._wake.ready()
         self._waiting.discard(task)
         if self._free() >= self._refill and self._body_room() > 0:
