@@ -20,9 +20,9 @@ one runs.
   same without the hanging partner. Prints both rates and the ratio (target >= 0.90).
   With --hang-destinations N the hanging messages are spread over N named destinations
   (each up to its own cap), and with --hang-body-kib each carries a string body of that
-  size: 2 destinations of 48 bodies of 6,000 KiB pass the worker's 512 MiB bound on bodies
-  in flight, which must not hold back the healthy partner either. The server's peak RSS
-  is printed with each run.
+  size: 3 destinations of 64 bodies of 6,000 KiB (--hang-messages 192) would hold more than
+  twice the worker's 512 MiB bound on bodies in flight, which must not hold back the
+  healthy partner either. The server's peak RSS is printed with each run.
 - outage: --outage-messages (10,000) to a partner whose port is closed (connection
   refused) for --outage seconds (120), then open, while a healthy partner gets
   --trickle-rate (50) messages/s from --before (20) s earlier to the end. Prints attempts
