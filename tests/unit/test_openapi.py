@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 from openapi_spec_validator import validate
+from pydantic import ValidationError
 
 from notify_relay.adapters.memory import MemoryQueue, MemoryStore
 from notify_relay.api.app import create_app
 from notify_relay.api.openapi import as_openapi_30
+from notify_relay.api.submission import Submission
 from notify_relay.bootstrap import NoDelivery
 from notify_relay.gate import Gate
 from notify_relay.runtime import Runtime
@@ -114,3 +117,27 @@ def test_the_v1_operations_take_a_bearer_key_which_a_keyless_server_does_not_nee
         else:
             assert "security" not in op, path
     assert "security" not in spec  # /openapi.json itself is open
+
+
+@pytest.mark.parametrize(("url", "admitted"), [
+    ("http://partner.example/hook", True), ("https://partner.example:1/a", True),
+    ("http://p.example:9999/", True), ("http://p.example:10000/", True),
+    ("http://p.example:18080/hook", True), ("http://p.example:65535/x", True),
+    ("https://p.example/a%20b?x=1&y=2#top", True), ("https://p.example/a/b;c=d/@e:f/~g_(h)", True),
+    ("http://p.example:65536/x", False), ("http://p.example:0/x", False),
+    ("ftp://p.example/x", False), ("http://user:pw@p.example/x", False),
+    # not URIs (`format: uri`), which the server takes all the same
+    ("http://p.example/a%2", False), ("http://p.example/a|b", False),
+])
+def test_the_target_url_pattern_admits_what_the_server_accepts(
+    spec: dict[str, Any], url: str, admitted: bool
+) -> None:
+    """A client that checks targets against the document must not refuse what the server
+    takes (the pattern once stopped at port 9999), and what it admits the server takes.
+    IP literals and `_` in names are the validator's alone, as the pattern's comment says."""
+    schema = spec["components"]["schemas"]["Submission"]["properties"]["targetUrl"]
+    assert (re.fullmatch(schema["pattern"], url) is not None) == admitted
+    try:
+        Submission.model_validate({"messageId": "m", "targetUrl": url})
+    except ValidationError:
+        assert not admitted, url

@@ -51,14 +51,17 @@ def json_integer(value: object) -> object:
 MaxAttempts = Annotated[int, Field(ge=1, le=100), BeforeValidator(json_integer)]
 Identifier = Annotated[str, StringConstraints(pattern=rf"^{ID_ALPHABET}+$", min_length=1)]
 # what the schema tells generated clients about a target (the validator says the rest):
-# http(s), a name of at most 253 in labels of 1-63 whose last is not numeric, a port, a
+# http(s), a name of at most 253 in labels of 1-63 whose last is not numeric, a port of
+# 1-65535 (its leading zeros are the validator's), a
 # path (with query and fragment) of the characters `format: uri` admits: with any visible
 # ASCII here, schemathesis drew 2,048-character URLs until one happened to be a URI (~200 s
 # of the suite). IP literals and underscores are the validator's.
 URI_CHAR = r"(?:[-A-Za-z0-9._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})"
 TARGET_URL_PATTERN = (r"^[Hh][Tt][Tt][Pp][Ss]?://(?=[A-Za-z0-9.-]{1,253}(?:[:/]|$))"
                       r"([A-Za-z0-9-]{1,63}\.)*[A-Za-z][A-Za-z0-9-]{0,62}"
-                      rf"(:[1-9][0-9]{{0,3}})?(/{URI_CHAR}*(#{URI_CHAR}*)?)?$")
+                      r"(:(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}"
+                      r"|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?"
+                      rf"(/{URI_CHAR}*(#{URI_CHAR}*)?)?$")
 HEADER_NAME_PATTERN = "^(?!(?:" + "|".join(
     "".join(f"[{c.upper()}{c}]" if c.isalpha() else re.escape(c) for c in name)
     for name in sorted(REFUSED_HEADERS)) + ")$)(?![Pp][Rr][Oo][Xx][Yy]-)" + \
