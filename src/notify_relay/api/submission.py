@@ -52,10 +52,10 @@ MaxAttempts = Annotated[int, Field(ge=1, le=100), BeforeValidator(json_integer)]
 Identifier = Annotated[str, StringConstraints(pattern=rf"^{ID_ALPHABET}+$", min_length=1)]
 # what the schema tells generated clients about a target (the validator says the rest):
 # http(s), a name of at most 253 in labels of 1-63 whose last is not numeric, a port of
-# 1-65535 (its leading zeros are the validator's), a
-# path (with query and fragment) of the characters `format: uri` admits: with any visible
-# ASCII here, schemathesis drew 2,048-character URLs until one happened to be a URI (~200 s
-# of the suite). IP literals and underscores are the validator's.
+# 1-65535, a path (with query and fragment) of the characters `format: uri` admits: with
+# any visible ASCII there, schemathesis drew 2,048-character URLs until one happened to be
+# a URI (~200 s of the suite). IP literals, underscores and a port's leading zeros are the
+# validator's.
 URI_CHAR = r"(?:[-A-Za-z0-9._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})"
 TARGET_URL_PATTERN = (r"^[Hh][Tt][Tt][Pp][Ss]?://(?=[A-Za-z0-9.-]{1,253}(?:[:/]|$))"
                       r"([A-Za-z0-9-]{1,63}\.)*[A-Za-z][A-Za-z0-9-]{0,62}"
