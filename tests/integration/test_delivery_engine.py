@@ -30,7 +30,7 @@ from notify_relay.domain.message import STOPPED_ERROR, Message, MessageKey
 from notify_relay.domain.retry import AttemptResult, Outcome
 from notify_relay.domain.status import Status
 from notify_relay.gate import Hold
-from notify_relay.ports import OutboundRequest, StartingQueue
+from notify_relay.ports import Claim, OutboundRequest, StartingQueue
 from notify_relay.retention import RetentionSweeper
 from notify_relay.runtime import Runtime
 from notify_relay.worker.loop import Worker, WorkerSettings
@@ -969,5 +969,40 @@ async def test_a_destination_given_a_larger_cap_takes_that_share_of_bodies(
         await asyncio.sleep(1.5)  # set aside as waiting: still counted in the share
         assert len(partner.received("/slow")) == 4
         assert worker._bytes_of == {big: 4 << 20}
+    finally:
+        await runtime.stop()
+
+
+async def test_a_lease_given_back_after_a_fault_does_not_hold_its_body(
+    tmp_path: Path, partner: Partner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step that fails gives its lease back, trying again for as long as the lease lasts
+    (180 s) while the store refuses: that needs the lease, not the message's body, which
+    the bound on bodies in flight no longer counts."""
+    runtime = build_embedded(settings(tmp_path / "r.db"))
+    worker = with_body_room(runtime, 8 << 20)
+    given_back: list[Claim] = []
+
+    async def failing_deliver(self: object, claim: Claim, ticket: object) -> None:
+        raise StoreUnavailable("the store is down")
+
+    async def refused(self: object, claim: Claim, due_at: datetime) -> None:
+        given_back.append(claim)
+        raise StoreUnavailable("still down")
+
+    # on the classes: their instances have slots
+    monkeypatch.setattr(type(runtime.relay), "deliver", failing_deliver)
+    monkeypatch.setattr(type(worker._queue), "reschedule", refused)
+    await runtime.start()
+    try:
+        await submit(runtime, "f-1", partner.url("/ok"), body="x" * (1 << 20))
+        deadline = time.monotonic() + 10
+        while not given_back:
+            assert time.monotonic() < deadline, "the lease was not given back"
+            await asyncio.sleep(0.01)
+        assert worker._releases  # still trying
+        assert [claim.key.message_id for claim in given_back] == ["f-1"]
+        assert given_back[0].started is None  # the body is not held by the retries
+        assert (worker._body_bytes, worker._bytes_of) == (0, {})
     finally:
         await runtime.stop()

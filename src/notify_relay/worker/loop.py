@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from notify_relay.domain.destination import DestinationKey
@@ -293,7 +293,9 @@ class Worker:
             self._release_later(claim)
 
     def _release_later(self, claim: Claim, after: float = 0.0) -> None:
-        task = asyncio.create_task(self._release(claim, after))
+        # the lease is all a release needs: its tries may last as long as the lease (180 s),
+        # and the body it started with (up to 6 MiB) no longer counts against the bound
+        task = asyncio.create_task(self._release(replace(claim, started=None), after))
         self._releases.add(task)
         task.add_done_callback(self._releases.discard)
 
