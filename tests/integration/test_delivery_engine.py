@@ -8,7 +8,7 @@ import logging
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -49,8 +49,12 @@ def settings(db: Path, **flags: str) -> Settings:
 
 
 @asynccontextmanager
-async def engine(config: Settings) -> AsyncIterator[Runtime]:
+async def engine(config: Settings, body_room: int | None = None) -> AsyncIterator[Runtime]:
+    """Started; `body_room`: the worker's bound on bodies in flight (no flag sets it)."""
     runtime = build_embedded(config)
+    if body_room is not None:
+        worker = worker_of(runtime)
+        worker._settings = replace(worker._settings, body_bytes_in_flight=body_room)
     await runtime.start()
     try:
         yield runtime
@@ -720,11 +724,9 @@ async def test_a_probe_for_a_cancelled_message_leaves_the_breaker_open(
     assert len(partner.received("/switch/cp")) == sent
 
 
-def with_body_room(runtime: Runtime, room: int) -> Worker:
-    """The runtime's worker, its bound on bodies in flight set to `room` (before start)."""
+def worker_of(runtime: Runtime) -> Worker:
     (worker,) = [step.__self__ for step in runtime.starts
                  if isinstance(getattr(step, "__self__", None), Worker)]
-    worker._settings = replace(worker._settings, body_bytes_in_flight=room)
     return worker
 
 
@@ -745,10 +747,9 @@ async def test_bodies_held_in_flight_stay_within_their_bound(
     go; the last three wait for answers. Two destinations, each capped as the pool is, so
     that its share is all of the bound: one destination's bodies, waiting or not, take at
     most its share."""
-    runtime = build_embedded(settings(tmp_path / "r.db", destination_concurrency="256"))
-    worker = with_body_room(runtime, 3 << 20)
-    await runtime.start()
-    try:
+    async with engine(settings(tmp_path / "r.db", destination_concurrency="256"),
+                      body_room=3 << 20) as runtime:
+        worker = worker_of(runtime)
         # all nine due at once, for one claim: its own bound (32 MiB) would take them all
         held = [DestinationKey("sender-a", f"d{d}") for d in range(2)]
         for key in held:
@@ -775,8 +776,6 @@ async def test_bodies_held_in_flight_stay_within_their_bound(
             assert time.monotonic() < deadline, "attempts still in flight"
             await asyncio.sleep(0.01)
         assert (worker._body_bytes, worker._waiting_bytes, worker._claims) == (0, 0, {})
-    finally:
-        await runtime.stop()
 
 
 async def test_partners_that_hang_on_big_bodies_do_not_hold_back_the_others(
@@ -787,10 +786,8 @@ async def test_partners_that_hang_on_big_bodies_do_not_hold_back_the_others(
     destination until their answers (12.8 s with the default room and 6 MiB bodies). Their
     bodies now stop counting once they have waited a second, as they leave the pool. (A
     destination capped as the pool is may hold all of the bound.)"""
-    runtime = build_embedded(settings(tmp_path / "r.db", destination_concurrency="256"))
-    with_body_room(runtime, 3 << 20)
-    await runtime.start()
-    try:
+    async with engine(settings(tmp_path / "r.db", destination_concurrency="256"),
+                      body_room=3 << 20) as runtime:
         for i in range(4):
             await submit(runtime, f"h-{i}", partner.url("/slow/6"), destination="hang",
                          body="x" * (1 << 20), timeoutSeconds=10)
@@ -799,8 +796,6 @@ async def test_partners_that_hang_on_big_bodies_do_not_hold_back_the_others(
         await submit(runtime, "ok-1", partner.url("/ok"), destination="ok")
         message = await settled(runtime, "ok-1", timeout=10)
         took = time.monotonic() - started
-    finally:
-        await runtime.stop()
     assert message.status is Status.DELIVERED
     assert took < 3.0, took  # the hanging ones answer after 6 s
 
@@ -815,11 +810,9 @@ async def test_partners_that_hang_on_big_bodies_fewer_than_fill_the_pool_leave_r
     eight, as they fill the pool. Without the share three of them, at their caps, held
     12 MiB, and the healthy message waited for their answers (as 3 x 64 x 6 MiB did with
     the defaults)."""
-    runtime = build_embedded(settings(tmp_path / "r.db", concurrency="16",
-                                      destination_concurrency="4"))
-    worker = with_body_room(runtime, 8 << 20)
-    await runtime.start()
-    try:
+    async with engine(settings(tmp_path / "r.db", concurrency="16",
+                               destination_concurrency="4"), body_room=8 << 20) as runtime:
+        worker = worker_of(runtime)
         for d in range(hanging):
             for i in range(4):
                 await submit(runtime, f"h-{d}-{i}", partner.url("/slow/8"),
@@ -832,8 +825,6 @@ async def test_partners_that_hang_on_big_bodies_fewer_than_fill_the_pool_leave_r
         await submit(runtime, "ok-1", partner.url("/ok"), destination="ok")
         message = await settled(runtime, "ok-1", timeout=15)
         took = time.monotonic() - started
-    finally:
-        await runtime.stop()
     assert message.status is Status.DELIVERED
     assert took < 3.0, took  # the hanging ones answer after 8 s
     assert (worker._body_bytes, worker._bytes_of) == (0, {})
@@ -844,59 +835,57 @@ async def test_a_destination_at_its_share_of_bodies_takes_more_as_attempts_end(
 ) -> None:
     """Two 1 MiB bodies fill the share (pool 16, cap 4, room 8 MiB); the next two go as
     soon as the first answers come, not at the next idle wake-up (5 s)."""
-    runtime = build_embedded(settings(tmp_path / "r.db", concurrency="16",
-                                      destination_concurrency="4"))
-    with_body_room(runtime, 8 << 20)
-    await runtime.start()
-    try:
+    async with engine(settings(tmp_path / "r.db", concurrency="16",
+                               destination_concurrency="4"), body_room=8 << 20) as runtime:
         for i in range(4):
             await submit(runtime, f"s-{i}", partner.url("/slow/1"), destination="d",
                          body="x" * (1 << 20))
         for i in range(4):
             assert (await settled(runtime, f"s-{i}", timeout=10)).status is Status.DELIVERED
-    finally:
-        await runtime.stop()
     at = sorted(r.at for r in partner.received("/slow"))
     assert at[1] - at[0] < 0.5, at  # two by two
     assert at[3] - at[2] < 0.5, at
     assert 0.9 < at[2] - at[0] < 2.0, at  # once the first two have answered
 
 
-async def test_a_claim_reads_a_destinations_bodies_up_to_its_share(tmp_path: Path) -> None:
-    """Each destination's rows stop once its share is read (the last one past it), and the
-    claim goes on to the next destination."""
+@asynccontextmanager
+async def due_bodies(tmp_path: Path, hosts: Sequence[str], each: int) -> AsyncIterator[SqliteQueue]:
+    """A SQLite queue with `each` messages of 1,000-byte bodies due for each host's
+    destination (`<host>.example:443`)."""
     db = SqliteDatabase(tmp_path / "r.db")
     db.open()
     try:
-        store, queue = SqliteStore(db), SqliteQueue(db)
-        for host in ("a", "b"):
-            for i in range(4):
+        store = SqliteStore(db)
+        for host in hosts:
+            for i in range(each):
                 await store.create_queued(make_message(
                     f"{host}-{i}", body=b"x" * 1000, url=f"https://{host}.example/hook"))
-        start = lambda message: message.start_attempt(NOW)  # noqa: E731
+        yield SqliteQueue(db)
+    finally:
+        db.close()
+
+
+def started_now(message: Message) -> Message | None:
+    return message.start_attempt(NOW)
+
+
+async def test_a_claim_reads_a_destinations_bodies_up_to_its_share(tmp_path: Path) -> None:
+    """Each destination's rows stop once its share is read (the last one past it), and the
+    claim goes on to the next destination."""
+    async with due_bodies(tmp_path, ("a", "b"), 4) as queue:
         room = {"a.example:443": 1500, "b.example:443": 3000}
-        claims = await queue.claim_started(10, 30.0, lambda key: 10, start, 10_000,
+        claims = await queue.claim_started(10, 30.0, lambda key: 10, started_now, 10_000,
                                            lambda key: room[key.name])
         taken = Counter(claim.destination for claim in claims)
         assert taken == {"a.example:443": 2, "b.example:443": 3}, taken
-    finally:
-        db.close()
 
 
 async def test_a_claim_reads_bodies_up_to_its_bound(tmp_path: Path) -> None:
     """One message at least, the last one past the bound; the rest stay due, unleased."""
-    db = SqliteDatabase(tmp_path / "r.db")
-    db.open()
-    try:
-        store, queue = SqliteStore(db), SqliteQueue(db)
-        for i in range(5):
-            await store.create_queued(make_message(f"c-{i}", body=b"x" * 1000))
-        start = lambda message: message.start_attempt(NOW)  # noqa: E731
-        assert len(await queue.claim_started(10, 30.0, None, start, 2500)) == 3
-        assert len(await queue.claim_started(10, 30.0, lambda key: 10, start, 0)) == 1
-        assert len(await queue.claim_started(10, 30.0, None, start, None)) == 1  # the last
-    finally:
-        db.close()
+    async with due_bodies(tmp_path, ("c",), 5) as queue:
+        assert len(await queue.claim_started(10, 30.0, None, started_now, 2500)) == 3
+        assert len(await queue.claim_started(10, 30.0, lambda key: 10, started_now, 0)) == 1
+        assert len(await queue.claim_started(10, 30.0, None, started_now, None)) == 1  # last
 
 
 async def test_a_claim_cut_short_by_its_bound_leaves_the_next_turn_to_those_not_read(
@@ -905,24 +894,14 @@ async def test_a_claim_cut_short_by_its_bound_leaves_the_next_turn_to_those_not_
     """A destination the bound left unread has not been served: the next claim starts with
     it. Marked served all the same, it stayed behind one with a backlog of big bodies until
     that backlog was gone."""
-    db = SqliteDatabase(tmp_path / "r.db")
-    db.open()
-    try:
-        store, queue = SqliteStore(db), SqliteQueue(db)
-        for host in ("a", "b"):
-            for i in range(6):
-                await store.create_queued(make_message(
-                    f"{host}-{i}", body=b"x" * 1000, url=f"https://{host}.example/hook"))
-        start = lambda message: message.start_attempt(NOW)  # noqa: E731
+    async with due_bodies(tmp_path, ("a", "b"), 6) as queue:
         read = []
         for _ in range(4):
-            claims = await queue.claim_started(10, 30.0, lambda key: 10, start, 1500)
+            claims = await queue.claim_started(10, 30.0, lambda key: 10, started_now, 1500)
             read.append({claim.destination for claim in claims})
         assert [len(names) for names in read] == [1, 1, 1, 1], read
         assert read[0] != read[1], read
         assert read[2:] == read[:2], read
-    finally:
-        db.close()
 
 
 async def test_body_counts_return_to_zero_when_waiting_attempts_are_cut_short(
@@ -930,11 +909,9 @@ async def test_body_counts_return_to_zero_when_waiting_attempts_are_cut_short(
 ) -> None:
     """Attempts set aside as waiting, abandoned at shutdown (cancelled): their bodies leave
     every count, with nothing left waiting."""
-    runtime = build_embedded(settings(tmp_path / "r.db", shutdown_grace="0.1",
-                                      destination_concurrency="256"))
-    worker = with_body_room(runtime, 3 << 20)
-    await runtime.start()
-    try:
+    async with engine(settings(tmp_path / "r.db", shutdown_grace="0.1",
+                               destination_concurrency="256"), body_room=3 << 20) as runtime:
+        worker = worker_of(runtime)
         for i in range(8):
             await submit(runtime, f"h-{i}", partner.url("/slow/20"), destination=f"d{i % 2}",
                          body="x" * (1 << 20), timeoutSeconds=30)
@@ -943,8 +920,6 @@ async def test_body_counts_return_to_zero_when_waiting_attempts_are_cut_short(
         assert (len(worker._inflight), len(worker._waiting)) == (6, 3)
         assert (worker._body_bytes, worker._waiting_bytes) == (6 << 20, 3 << 20)
         assert sum(worker._bytes_of.values()) == 6 << 20
-    finally:
-        await runtime.stop()
     assert (worker._body_bytes, worker._waiting_bytes, worker._bytes_of, worker._waiting,
             worker._claims, worker._inflight) == (0, 0, {}, set(), {}, set())
 
@@ -955,11 +930,9 @@ async def test_a_destination_given_a_larger_cap_takes_that_share_of_bodies(
     """The share follows the destination's own cap, as the pool does: one PATCHed from the
     default 4 to 8 (pool 16, room 8 MiB) may hold half the room, 4 bodies of 1 MiB, not
     the default's 2 (README: a partner that can take more gets a larger maxConcurrency)."""
-    runtime = build_embedded(settings(tmp_path / "r.db", concurrency="16",
-                                      destination_concurrency="4"))
-    worker = with_body_room(runtime, 8 << 20)
-    await runtime.start()
-    try:
+    async with engine(settings(tmp_path / "r.db", concurrency="16",
+                               destination_concurrency="4"), body_room=8 << 20) as runtime:
+        worker = worker_of(runtime)
         big = DestinationKey("sender-a", "big")
         await runtime.relay.gate.configure(big, max_concurrency=8)
         for i in range(8):
@@ -969,8 +942,6 @@ async def test_a_destination_given_a_larger_cap_takes_that_share_of_bodies(
         await asyncio.sleep(1.5)  # set aside as waiting: still counted in the share
         assert len(partner.received("/slow")) == 4
         assert worker._bytes_of == {big: 4 << 20}
-    finally:
-        await runtime.stop()
 
 
 async def test_a_lease_given_back_after_a_fault_does_not_hold_its_body(
@@ -979,8 +950,6 @@ async def test_a_lease_given_back_after_a_fault_does_not_hold_its_body(
     """A step that fails gives its lease back, trying again for as long as the lease lasts
     (180 s) while the store refuses: that needs the lease, not the message's body, which
     the bound on bodies in flight no longer counts."""
-    runtime = build_embedded(settings(tmp_path / "r.db"))
-    worker = with_body_room(runtime, 8 << 20)
     given_back: list[Claim] = []
 
     async def failing_deliver(self: object, claim: Claim, ticket: object) -> None:
@@ -991,10 +960,10 @@ async def test_a_lease_given_back_after_a_fault_does_not_hold_its_body(
         raise StoreUnavailable("still down")
 
     # on the classes: their instances have slots
-    monkeypatch.setattr(type(runtime.relay), "deliver", failing_deliver)
-    monkeypatch.setattr(type(worker._queue), "reschedule", refused)
-    await runtime.start()
-    try:
+    monkeypatch.setattr(service.Relay, "deliver", failing_deliver)
+    monkeypatch.setattr(SqliteQueue, "reschedule", refused)
+    async with engine(settings(tmp_path / "r.db"), body_room=8 << 20) as runtime:
+        worker = worker_of(runtime)
         await submit(runtime, "f-1", partner.url("/ok"), body="x" * (1 << 20))
         deadline = time.monotonic() + 10
         while not given_back:
@@ -1004,5 +973,3 @@ async def test_a_lease_given_back_after_a_fault_does_not_hold_its_body(
         assert [claim.key.message_id for claim in given_back] == ["f-1"]
         assert given_back[0].started is None  # the body is not held by the retries
         assert (worker._body_bytes, worker._bytes_of) == (0, {})
-    finally:
-        await runtime.stop()
