@@ -20,6 +20,7 @@ from standardwebhooks import Webhook
 
 from notify_relay import service
 from notify_relay.adapters.sqlite import SqliteDatabase, SqliteQueue, SqliteStore
+from notify_relay.adapters.sqlite.queries import INLINE_BODY_BYTES
 from notify_relay.api.submission import Submission
 from notify_relay.bootstrap import build_embedded
 from notify_relay.config import Settings, load
@@ -750,7 +751,7 @@ async def test_bodies_held_in_flight_stay_within_their_bound(
     async with engine(settings(tmp_path / "r.db", destination_concurrency="256"),
                       body_room=3 << 20) as runtime:
         worker = worker_of(runtime)
-        # all nine due at once, for one claim: its own bound (32 MiB) would take them all
+        # all nine due at once: the claims go on while there is room
         held = [DestinationKey("sender-a", f"d{d}") for d in range(2)]
         for key in held:
             await runtime.relay.gate.configure(key, paused=True)
@@ -886,6 +887,31 @@ async def test_a_claim_reads_bodies_up_to_its_bound(tmp_path: Path) -> None:
         assert len(await queue.claim_started(10, 30.0, None, started_now, 2500)) == 3
         assert len(await queue.claim_started(10, 30.0, lambda key: 10, started_now, 0)) == 1
         assert len(await queue.claim_started(10, 30.0, None, started_now, None)) == 1  # last
+
+
+@pytest.mark.parametrize("size", [0, INLINE_BODY_BYTES, INLINE_BODY_BYTES + 1, 3 << 20])
+async def test_a_claim_starts_its_messages_with_their_whole_bodies(
+    tmp_path: Path, size: int
+) -> None:
+    """A body over INLINE_BODY_BYTES is left out of the claim's row and read on its own
+    once the claim takes it (the row read ahead must not read it): each comes whole, and
+    the bound counts it. Counted, the 3 MiB one takes the claim alone."""
+    db = SqliteDatabase(tmp_path / "r.db")
+    db.open()
+    try:
+        store = SqliteStore(db)
+        bodies = {f"m-{i}": bytes([65 + i]) * size for i in range(3)}
+        for message_id, body in bodies.items():
+            await store.create_queued(make_message(message_id, body=body))
+        claims = await SqliteQueue(db).claim_started(10, 30.0, None, started_now, 1 << 20)
+        assert claims, "nothing claimed"
+        for claim in claims:
+            assert claim.started is not None
+            assert claim.started.after.content.body == bodies[claim.key.message_id]
+            assert claim.started.after.status is Status.DELIVERING
+        assert len(claims) == (1 if size > 1 << 20 else 3)
+    finally:
+        db.close()
 
 
 async def test_a_claim_cut_short_by_its_bound_leaves_the_next_turn_to_those_not_read(

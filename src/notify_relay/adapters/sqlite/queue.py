@@ -12,6 +12,7 @@ from typing import Any
 
 from notify_relay.adapters.sqlite import queries
 from notify_relay.adapters.sqlite.database import SqliteDatabase
+from notify_relay.adapters.sqlite.queries import INLINE_BODY_BYTES as INLINE
 from notify_relay.adapters.sqlite.store import message_from_row, update_params
 from notify_relay.adapters.turns import RoundRobin
 from notify_relay.clock import utcnow
@@ -28,7 +29,8 @@ def _execute(sql: str, params: tuple[object, ...]) -> Callable[[sqlite3.Connecti
 def _started(conn: sqlite3.Connection, claim: Claim, row: tuple[Any, ...],
              start: Callable[[Message], Message | None]) -> Claim:
     """The claim with its message's attempt started, where `start` says so; `row` is the
-    message as DUE_MESSAGES read it (all None when the entry has no message)."""
+    message as DUE_MESSAGES read it, body included (all None when the entry has no
+    message)."""
     if row[0] is None:
         return claim
     try:
@@ -83,7 +85,7 @@ class SqliteQueue:
         lease_until = self._clock() + timedelta(seconds=lease_seconds)
 
         # with `start`, each entry's message comes in the same row, after the entry's four
-        # columns (DUE_MESSAGES), its body last
+        # columns (DUE_MESSAGES), then its body and the body's size
         every, of_destination = ((queries.DUE_ENTRIES, queries.DUE_ENTRIES_OF_DESTINATION)
                                  if start is None else
                                  (queries.DUE_MESSAGES, queries.DUE_MESSAGES_OF_DESTINATION))
@@ -115,10 +117,14 @@ class SqliteQueue:
                         for row in cursor:
                             if of is not None and (not served or served[-1] != of):
                                 served.append(of)
+                            if start is not None and (row[-1] or 0) > INLINE:
+                                # left out of the row: read now that the claim takes it
+                                (body,) = conn.execute(queries.BODY, (row[4],)).fetchone()
+                                row = (*row[:-2], body, row[-1])
                             rows.append(row)
                             if room is None:
                                 continue
-                            size = len(row[-1] or b"")
+                            size = row[-1] or 0
                             taken += size
                             taken_of += size
                             if taken >= room:
@@ -138,7 +144,7 @@ class SqliteQueue:
             conn.executemany(queries.LEASE, [(lease_until.timestamp(), c.receipt, row[0])
                                              for row, c in zip(due, claims, strict=True)])
             if start is not None:
-                claims = [_started(conn, c, row[4:], start)
+                claims = [_started(conn, c, row[4:-1], start)
                           for row, c in zip(due, claims, strict=True)]
             return claims
 
