@@ -115,6 +115,11 @@ class SqliteQueue:
                     # row by row: each row's body is read as it comes, none past `room`
                     with contextlib.closing(conn.execute(sql, params)) as cursor:
                         for row in cursor:
+                            size = (row[-1] or 0) if room is not None else 0
+                            if room is not None and rows and taken + size > room:
+                                # its size is known unread: past the bound, it waits (and
+                                # its destination keeps its turn) unless it comes first
+                                return rows
                             if of is not None and (not served or served[-1] != of):
                                 served.append(of)
                             if start is not None and (row[-1] or 0) > INLINE:
@@ -124,7 +129,6 @@ class SqliteQueue:
                             rows.append(row)
                             if room is None:
                                 continue
-                            size = row[-1] or 0
                             taken += size
                             taken_of += size
                             if taken >= room:
