@@ -9,11 +9,11 @@ Every generated `targetUrl` and `callbackUrl` is pointed at localhost:9, path an
 kept: the server delivers what it accepts, and generated host names (svwi.com, ...) sent it
 to the machine's DNS resolver, off loopback (tests make loopback traffic only), with
 lookups that took up to 5 s each to fail. `localhost` comes from /etc/hosts, and nothing
-listens on port 9: each attempt is refused at once. A name, not 127.0.0.1: the schema's
-URL pattern leaves IP literals out, and a request the hook made schema-violating was
-taken by schemathesis's stateful phase for negative data that the server "accepted" (a
-failure seen once in CI). How a host is checked at submission is tested in
-tests/unit/test_validation.py.
+listens on port 9: each attempt is refused at once. The URL must stay within the schema's
+pattern (it leaves IPv6 literals out, and IPv4 ones too until 2026-12-06): a request the
+hook made schema-violating was taken by schemathesis's stateful phase for negative data
+that the server "accepted" (a failure seen once in CI). How a host is checked at
+submission is tested in tests/unit/test_validation.py.
 """
 
 from __future__ import annotations

@@ -51,14 +51,16 @@ def json_integer(value: object) -> object:
 MaxAttempts = Annotated[int, Field(ge=1, le=100), BeforeValidator(json_integer)]
 Identifier = Annotated[str, StringConstraints(pattern=rf"^{ID_ALPHABET}+$", min_length=1)]
 # what the schema tells generated clients about a target (the validator says the rest):
-# http(s), a name of at most 253 in labels of 1-63 whose last is not numeric, a port of
-# 1-65535, a path (with query and fragment) of the characters `format: uri` admits: with
-# any visible ASCII there, schemathesis drew 2,048-character URLs until one happened to be
-# a URI (~200 s of the suite). IP literals, underscores and a port's leading zeros are the
-# validator's.
+# http(s), a canonical dotted-quad IPv4 address or a name of at most 253 in labels of 1-63
+# whose last is not numeric, a port of 1-65535, a path (with query and fragment) of the
+# characters `format: uri` admits: with any visible ASCII there, schemathesis drew
+# 2,048-character URLs until one happened to be a URI (~200 s of the suite). IPv6
+# literals, underscores and a port's leading zeros are the validator's.
 URI_CHAR = r"(?:[-A-Za-z0-9._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})"
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 TARGET_URL_PATTERN = (r"^[Hh][Tt][Tt][Pp][Ss]?://(?=[A-Za-z0-9.-]{1,253}(?:[:/]|$))"
-                      r"([A-Za-z0-9-]{1,63}\.)*[A-Za-z][A-Za-z0-9-]{0,62}"
+                      rf"(?:(?:{_OCTET}\.){{3}}{_OCTET}"
+                      r"|([A-Za-z0-9-]{1,63}\.)*[A-Za-z][A-Za-z0-9-]{0,62})"
                       r"(:(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}"
                       r"|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?"
                       rf"(/{URI_CHAR}*(#{URI_CHAR}*)?)?$")
