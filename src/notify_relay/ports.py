@@ -280,11 +280,12 @@ class StartingQueue(Protocol):
         carries both (`started`). Where `start` gives None, or the message is missing or
         cannot be read, the claim carries none and the message is untouched.
 
-        `body_bytes`: claim no more once the claimed messages' bodies reach it (the last
-        one may pass it; one message at least), so that bodies read in one claim and held
-        by attempts in flight stay bounded whatever their size. `body_bytes_of`: the same
-        for each destination's messages (a destination that `slots` lets in takes one at
-        least), so that a few destinations with big bodies cannot take all of it."""
+        `body_bytes`: claim no more once the claimed messages' bodies reach it, nor a
+        message whose body would pass it (one message at least), so that bodies read in one
+        claim and held by attempts in flight stay bounded whatever their size.
+        `body_bytes_of`: a bound for each destination's messages, which the last one read
+        may pass (a destination that `slots` lets in takes one at least), so that a few
+        destinations with big bodies cannot take all of it."""
         ...
 
 

@@ -931,6 +931,33 @@ async def test_a_claim_cut_short_by_its_bound_leaves_the_next_turn_to_those_not_
         assert read[2:] == read[:2], read
 
 
+async def test_a_destination_whose_first_body_would_pass_the_bound_keeps_its_turn(
+    tmp_path: Path,
+) -> None:
+    """A claim that stops before another destination's first row (its body would pass the
+    bound) has not served that destination: the next claim starts with it. Marked served,
+    it went behind the first destination's backlog claim after claim."""
+    db = SqliteDatabase(tmp_path / "r.db")
+    db.open()
+    try:
+        store = SqliteStore(db)
+        for host, count, size in (("a", 6, 1000), ("b", 2, 3000)):
+            for i in range(count):
+                await store.create_queued(make_message(
+                    f"{host}-{i}", body=b"x" * size, url=f"https://{host}.example/hook"))
+        queue = SqliteQueue(db)
+        read = []
+        for _ in range(3):
+            claims = await queue.claim_started(10, 30.0, lambda key: 10, started_now, 2500,
+                                               lambda key: 2000)  # each one's share
+            read.append(sorted(claim.key.message_id for claim in claims))
+        assert read[0] == ["a-0", "a-1"], read  # a's share; then b's 3,000 would pass 2,500
+        assert read[1] == ["b-0"], read  # b first now: its body taken, alone
+        assert read[2] == ["a-2", "a-3"], read
+    finally:
+        db.close()
+
+
 async def test_body_counts_return_to_zero_when_waiting_attempts_are_cut_short(
     tmp_path: Path, partner: Partner
 ) -> None:

@@ -45,18 +45,20 @@ WAITING_CHECK_SECONDS = 0.25
 # could hold 512 of them, 3 GiB. A claim reads up to CLAIM_BODY_BYTES, stopping before a
 # body that would take it past (each row gives its body's size before its body is read),
 # unless that body is its first; and none starts while BODY_BYTES_IN_FLIGHT are held. So a
-# claim reads at most 6 MiB, a few ms of the loop (4 MiB of 512 KiB bodies: 4-6 ms on a slow
-# day of this project's 2-core machine, about what a claim of 64 small ones costs), where a
-# bound of 32 MiB that the last body could pass held it 42-45 ms. Each claim waits for its
-# commit, so fewer bodies a claim is slower where fsync is slow: with 5 ms more a commit,
-# 1 MiB delivered bodies of 100-512 KiB 1.5-3x slower than 32 MiB, 4 MiB those of 512 KiB
-# 500-584/s against 591-710 (100 KiB: the same), and 6 MiB as fast as 32 but a claim of
-# 100 KiB bodies held the loop 12 ms against 5.6. The bound is shared as the pool is: the
-# bodies of attempts set aside as waiting stop counting, up to as much again, and one
-# destination's bodies in flight, waiting or not, take at most its cap's share of the bound
-# (the default 64 of 256: 128 MiB); so partners that hang on big bodies hold back the others
-# only when as many hang as would fill the pool (eight). With the first rule alone, three
-# such partners held 1,152 MiB and every other destination waited for their timeouts.
+# claim reads at most 4 MiB or its first body (a request has up to 6 MiB; its body as sent
+# may be more, json.dumps writing 1e15 as 1000000000000000.0), a few ms of the loop (4 MiB
+# of 512 KiB bodies: 4-6 ms on a slow day of this project's 2-core machine, about what a
+# claim of 64 small ones costs), where a bound of 32 MiB that the last body could pass held
+# it 42-45 ms. Each claim waits for its commit, so fewer bodies a claim is slower where
+# fsync is slow: with 5 ms more a commit, 1 MiB delivered bodies of 100-512 KiB 1.5-3x
+# slower than 32 MiB, 4 MiB those of 512 KiB 500-584/s against 591-710 (100 KiB: the same),
+# and 6 MiB as fast as 32 but a claim of 100 KiB bodies held the loop 12 ms against 5.6. The
+# bound is shared as the pool is: the bodies of attempts set aside as waiting stop counting,
+# up to as much again, and one destination's bodies in flight, waiting or not, take at most
+# its cap's share of the bound (the default 64 of 256: 128 MiB); so partners that hang on
+# big bodies hold back the others only when as many hang as would fill the pool (eight).
+# With the first rule alone, three such partners held 1,152 MiB and every other destination
+# waited for their timeouts.
 CLAIM_BODY_BYTES = 4 * 1024 * 1024
 BODY_BYTES_IN_FLIGHT = 512 * 1024 * 1024
 
