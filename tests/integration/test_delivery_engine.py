@@ -82,6 +82,16 @@ async def settled(runtime: Runtime, message_id: str, timeout: float = 10.0,
         await asyncio.sleep(0.02)
 
 
+async def healthy_one(runtime: Runtime, partner: Partner, timeout: float = 10.0,
+                      **fields: Any) -> tuple[Message, float]:
+    """A message to a partner that answers at once, settled: it, and the seconds from its
+    submission (how long whatever else was in flight held it back)."""
+    started = time.monotonic()
+    await submit(runtime, "ok-1", partner.url("/ok"), **fields)
+    message = await settled(runtime, "ok-1", timeout=timeout)
+    return message, time.monotonic() - started
+
+
 async def sent(partner: Partner, segment: str, timeout: float = 10.0) -> None:
     """Until the partner has a request of `segment` (DELIVERING alone is not enough: the
     claim starts an attempt before its request goes)."""
@@ -679,14 +689,8 @@ async def test_partners_that_hang_do_not_hold_back_the_others(
         for i in range(10):
             await submit(e, f"h-{i}", partner.url("/slow/6"), destination=f"hang-{i % 2}",
                          timeoutSeconds=10)
-        deadline = time.monotonic() + 10
-        while len(partner.received("/slow")) < 8:
-            assert time.monotonic() < deadline, "the hanging attempts did not start"
-            await asyncio.sleep(0.01)
-        started = time.monotonic()
-        await submit(e, "ok-1", partner.url("/ok"))
-        message = await settled(e, "ok-1", timeout=10)
-        took = time.monotonic() - started
+        await received_at_least(partner, "/slow", 8)
+        message, took = await healthy_one(e, partner)
         assert len(partner.received("/slow")) == 8  # each hanging one kept to its cap
     assert message.status is Status.DELIVERED
     assert took < 3.0, took  # a hanging attempt's answer comes after 6 s
@@ -793,10 +797,7 @@ async def test_partners_that_hang_on_big_bodies_do_not_hold_back_the_others(
             await submit(runtime, f"h-{i}", partner.url("/slow/6"), destination="hang",
                          body="x" * (1 << 20), timeoutSeconds=10)
         await received_at_least(partner, "/slow", 3)
-        started = time.monotonic()
-        await submit(runtime, "ok-1", partner.url("/ok"), destination="ok")
-        message = await settled(runtime, "ok-1", timeout=10)
-        took = time.monotonic() - started
+        message, took = await healthy_one(runtime, partner, destination="ok")
     assert message.status is Status.DELIVERED
     assert took < 3.0, took  # the hanging ones answer after 6 s
 
@@ -822,10 +823,7 @@ async def test_partners_that_hang_on_big_bodies_fewer_than_fill_the_pool_leave_r
         await asyncio.sleep(1.5)  # all set aside as waiting
         assert len(partner.received("/slow")) == 2 * hanging  # two each: their share
         assert max(worker._bytes_of.values()) == 2 << 20
-        started = time.monotonic()
-        await submit(runtime, "ok-1", partner.url("/ok"), destination="ok")
-        message = await settled(runtime, "ok-1", timeout=15)
-        took = time.monotonic() - started
+        message, took = await healthy_one(runtime, partner, timeout=15, destination="ok")
     assert message.status is Status.DELIVERED
     assert took < 3.0, took  # the hanging ones answer after 8 s
     assert (worker._body_bytes, worker._bytes_of) == (0, {})
