@@ -115,17 +115,18 @@ class SqliteQueue:
                     # row by row: each row's body is read as it comes, none past `room`
                     with contextlib.closing(conn.execute(sql, params)) as cursor:
                         for row in cursor:
-                            size = (row[-1] or 0) if room is not None else 0
+                            # only rows that start come with their body's size, last
+                            size = (row[-1] or 0) if start is not None else 0
                             if room is not None and rows and taken + size > room:
                                 # its size is known unread: past the bound, it waits (and
                                 # its destination keeps its turn) unless it comes first
                                 return rows
                             if of is not None and (not served or served[-1] != of):
                                 served.append(of)
-                            if start is not None and (row[-1] or 0) > INLINE:
+                            if size > INLINE:
                                 # left out of the row: read now that the claim takes it
                                 (body,) = conn.execute(queries.BODY, (row[4],)).fetchone()
-                                row = (*row[:-2], body, row[-1])
+                                row = (*row[:-2], body, size)
                             rows.append(row)
                             if room is None:
                                 continue
