@@ -233,6 +233,8 @@ def test_destinations_list_filter_paging_and_errors(api: Api, partner: Partner) 
     problem(api.patch_destination("bad name!", {"paused": True}), 400, "VALIDATION_ERROR")
     problem(api.destinations(state="SIDEWAYS"), 400, "VALIDATION_ERROR")
     problem(api.destinations(cursor="garbage!"), 400, "VALIDATION_ERROR")
+    # a forged cursor, base64 of the JSON text "\ud800" (a lone surrogate): it was a 500
+    problem(api.destinations(cursor="Ilx1ZDgwMCI"), 400, "VALIDATION_ERROR")
     # null restores the server default
     restored = api.patch_destination(names[0], {"ratePerSecond": None, "maxConcurrency": None},
                                      senderId=sender).json()

@@ -41,6 +41,13 @@ def test_forged_cursors_are_value_errors(cursor: str) -> None:
         decode_position(cursor)
 
 
+@pytest.mark.parametrize("position", ["\ud800", {"name": {"S": "a\udfff"}}, ["\udc00"]])
+def test_forged_cursors_with_lone_surrogates_are_value_errors(position: object) -> None:
+    """JSON escapes them; UTF-8 cannot carry them: SQLite's driver raised its own error."""
+    with pytest.raises(ValueError, match="cursor"):
+        decode_cursor(forged(position))
+
+
 def test_any_json_value_round_trips_as_a_store_position() -> None:
     key = {"sender": {"S": "s"}, "sortKey": {"S": "2026-11-28#m"}}
     assert decode_cursor(encode_cursor(key)) == key

@@ -15,11 +15,16 @@ def encode_cursor(position: object) -> str:
 
 
 def decode_cursor(cursor: str) -> object:
+    """A position this server issued; InvalidCursor for anything else. Strings in it are
+    checked to be Unicode that UTF-8 can carry: JSON's `\\ud800` escape decodes to a lone
+    surrogate, which the stores' drivers refuse with an error of their own (a 500)."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        return json.loads(raw)
-    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
+        position = json.loads(raw)
+        json.dumps(position, ensure_ascii=False).encode()
+    except (binascii.Error, ValueError, UnicodeError, RecursionError):
         raise InvalidCursor() from None
+    return position
 
 
 def decode_position(cursor: str | None) -> int | None:
