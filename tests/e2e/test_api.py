@@ -181,6 +181,28 @@ def test_json_that_json_loads_would_bend_is_400(api: Api, raw: bytes, says: str)
     assert "sys." not in body["detail"]  # said in JSON's terms, not the interpreter's
 
 
+def test_a_deeply_nested_body_is_delivered_as_compact_json(api: Api, partner: Partner) -> None:
+    """Any JSON value the parser takes (it was refused from 255 levels, by a field path
+    4 KB long); deeper than the parser goes, a 400 that names the nesting."""
+    mid = new_id("deep")
+    body: Any = {"leaf": [1, "two"]}
+    for level in range(600):
+        body = [body] if level % 2 else {"k": body}
+    assert api.submit({"messageId": mid, "targetUrl": partner.url("/deep"),
+                       "body": body}).status_code == 202
+    api.wait_for(mid, {"DELIVERED"})
+    (got,) = partner.received("/deep")
+    assert got.body == json.dumps(body, separators=(",", ":")).encode()
+
+    raw = (b'{"messageId": "x", "targetUrl": "https://p.example/", "body": '
+           + b"[" * 5000 + b"]" * 5000 + b"}")
+    refused = problem(api.http.post("/v1/messages", content=raw,
+                                    headers={"Content-Type": "application/json"}),
+                      400, "VALIDATION_ERROR")
+    assert "nested too deeply" in refused["detail"]
+    assert len(refused["detail"]) < 200
+
+
 def test_json_that_is_not_an_object_is_400(api: Api) -> None:
     problem(api.http.post("/v1/messages", json=[1, 2]), 400, "VALIDATION_ERROR")
 

@@ -153,6 +153,8 @@ def encode_body(body: Any) -> tuple[bytes | None, BodyKind]:
     except ValueError:
         raise ValidationFailed([FieldError("body", "NaN and infinite numbers are not "
                                                    "JSON")]) from None
+    except RecursionError:  # the parser's own bound depends on its stack, as this one does
+        raise ValidationFailed([FieldError("body", "nested too deeply")]) from None
 
 
 @dataclass(frozen=True, slots=True)
