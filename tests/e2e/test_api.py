@@ -135,6 +135,10 @@ def test_sender_scoping_without_keys(api: Api, partner: Partner) -> None:
         ({"targetUrl": "https://p.example/x"}, "messageId"),
         ({"messageId": "bad id", "targetUrl": "https://p.example/x"}, "messageId"),
         ({"messageId": "m", "targetUrl": "ftp://p.example/x"}, "targetUrl"),
+        # was accepted, then failed at every attempt: "Invalid IPv6 URL"
+        ({"messageId": "m", "targetUrl": "https://[2001:db8::1]junk/x"}, "targetUrl"),
+        ({"messageId": "m", "targetUrl": "https://p.example/x",
+          "callbackUrl": "http://x[2001:db8::1]/cb"}, "callbackUrl"),
         ({"messageId": "m", "targetUrl": "https://p.example/x",
           "retryPolicy": {"maxAttempts": 101}}, "retryPolicy.maxAttempts"),
         ({"messageId": "m", "targetUrl": "https://p.example/x",

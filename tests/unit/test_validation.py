@@ -72,6 +72,7 @@ def test_sender_id_up_to_64() -> None:
         f"https://{'a' * 63}.{'b' * 63}.example.com/",
         f"https://{'a' * 63}.{'b' * 63}.{'c' * 63}.{'d' * 61}.:65535/",  # 253 and the dot
         "http://[::ffff:192.0.2.1]/",
+        "http://[2001:db8::1]:/x",  # an empty port, as for a name
     ],
 )
 def test_valid_urls(url: str) -> None:
@@ -108,6 +109,9 @@ def test_valid_urls(url: str) -> None:
         "http://a,b.example/", "http://a*.example/", f"http://{'a' * 64}.example/",
         f"http://{'a' * 63}.{'b' * 63}.{'c' * 63}.{'d' * 62}/",  # 254
         "http://[fe80::1%25eth0]/",  # a zone: one machine's interface, and a `%`
+        # more than the brackets in the host: urlsplit dropped the rest, delivery failed
+        "https://[2001:db8::1]junk/hook", "http://x[2001:db8::1]:8080/", "http://[::1]]:80/",
+        "http://[[::1]]/", "http://[::1]:80]/", "http://[2001:db8::1]:8080x/", "http://]x/",
     ],
 )
 def test_invalid_urls(url: Any) -> None:

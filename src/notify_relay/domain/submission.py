@@ -31,6 +31,7 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # characters go as UTF-8 (obs-text), so a lone surrogate, which has none, is refused too
 _BAD_VALUE_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
 _URL_FORBIDDEN = re.compile(r"[\s\x00-\x1f\x7f]")
+_BRACKETED = re.compile(r"\[[^\[\]]*\](?::[0-9]*)?")
 # RFC 3339 date-time (section 5.6): the form fromisoformat alone is too lenient for
 _RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})")
@@ -87,6 +88,12 @@ def check_target_url(url: str) -> str:
             url.encode()
         except UnicodeEncodeError:
             raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    host_and_port = parts.netloc.rpartition("@")[2]
+    if ("[" in host_and_port or "]" in host_and_port) and not _BRACKETED.fullmatch(host_and_port):
+        # urlsplit reads the address inside the brackets and drops what surrounds it
+        # ("[2001:db8::1]junk"): accepted, it failed at every attempt instead
+        raise ValueError("an IPv6 address in brackets must be the whole host, with at most "
+                         "a port after it ([2001:db8::1] or [2001:db8::1]:8080)")
     check_host(parts.hostname, bracketed="[" in parts.netloc)
     if parts.username is not None or parts.password is not None:
         raise ValueError("must not contain a user:password part")
