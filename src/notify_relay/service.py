@@ -440,8 +440,9 @@ class Relay:
     # -- delivery side -----------------------------------------------------------------
 
     def request_for(self, message: Message, now: datetime) -> OutboundRequest:
-        headers = [*outbound_headers(message, self.user_agent),
-                   *self.signer.headers(message, now)]
+        signature = self.signer.headers(message, now)
+        headers = [*outbound_headers(message, self.user_agent, signed=bool(signature)),
+                   *signature]
         content = message.content
         return OutboundRequest(content.target_url, content.method, headers, content.body,
                                message.timeout_seconds)

@@ -100,6 +100,27 @@ def test_signed_for_the_sender_with_a_secret(team_a: Api, team_b: Api, partner: 
     assert by_path["/ok?b"].header("webhook-signature") is None
 
 
+def test_a_senders_own_signature_headers(team_a: Api, team_b: Api, partner: Partner) -> None:
+    """Without a secret the sender's webhook-* headers go as stored (it may sign its own
+    requests; they were dropped); with one, the server's signature replaces them."""
+    own = {"webhook-id": "mine", "Webhook-Timestamp": "1", "webhook-signature": "v1,abc"}
+    signed, unsigned = new_id(), new_id()
+    team_a.submit({"messageId": signed, "targetUrl": partner.url("/own?a"),
+                   "headers": own, "body": {"n": 1}})
+    team_b.submit({"messageId": unsigned, "targetUrl": partner.url("/own?b"),
+                   "headers": own, "body": {"n": 2}})
+    team_a.wait_for(signed, {"DELIVERED"})
+    team_b.wait_for(unsigned, {"DELIVERED"})
+    by_path = {r.path: r for r in partner.received("/own")}
+    as_sent = by_path["/own?b"]
+    assert [(k.lower(), v) for k, v in as_sent.headers.items()
+            if k.lower().startswith("webhook-")] == [(k.lower(), v) for k, v in own.items()]
+    replaced = by_path["/own?a"]
+    assert [k.lower() for k in replaced.headers if k.lower().startswith("webhook-")] == [
+        "webhook-id", "webhook-timestamp", "webhook-signature"]
+    assert Webhook(SECRET).verify(replaced.body, replaced.headers) == {"n": 1}
+
+
 def test_keys_and_secrets_never_logged(server: ServerProcess, team_a: Api,
                                        partner: Partner) -> None:
     mid = new_id()

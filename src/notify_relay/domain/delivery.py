@@ -8,10 +8,15 @@ CONTENT_TYPES = {BodyKind.JSON: "application/json", BodyKind.TEXT: "text/plain; 
 SIGNATURE_HEADERS = frozenset({"webhook-id", "webhook-timestamp", "webhook-signature"})
 
 
-def outbound_headers(message: Message, user_agent: str) -> list[tuple[str, str]]:
-    """The sender's headers, then defaults for what the sender did not set."""
+def outbound_headers(message: Message, user_agent: str, *,
+                     signed: bool = False) -> list[tuple[str, str]]:
+    """The sender's headers, then defaults for what the sender did not set. `signed`: the
+    server adds its own signature, which replaces any the sender gave (two signatures
+    would leave the partner to pick one); unsigned, the sender's go as stored (a sender
+    may sign its own requests)."""
     content = message.content
-    headers = [(k, v) for k, v in content.headers if k.lower() not in SIGNATURE_HEADERS]
+    headers = [(k, v) for k, v in content.headers
+               if not signed or k.lower() not in SIGNATURE_HEADERS]
     present = {k.lower() for k, _ in headers}
     defaults = [
         ("User-Agent", user_agent),
