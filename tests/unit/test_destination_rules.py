@@ -251,6 +251,22 @@ def test_finished_records_hold_breaker_and_statistics() -> None:
     assert d.held_until == at(61)  # a hold is not cut short by a success
 
 
+def test_a_permanent_refusal_closes_the_breaker_but_is_no_success() -> None:
+    """The partner is there (the breaker's rule), yet nothing was delivered: a 422 is
+    the last error, not the last success."""
+    rules = Rules(default_concurrency=16, breaker=CONFIG, retry_after_cap=60)
+    d = finished(dest(), status(503), started_at=NOW, now=at(1), probe=False, rules=rules,
+                 rand=no_jitter)
+    assert d.breaker.consecutive_failures == 1
+    d = finished(d, status(422), started_at=at(2), now=at(3), probe=False, rules=rules,
+                 rand=no_jitter)
+    assert d.breaker.consecutive_failures == 0  # a run of failures ended
+    assert (d.last_success_at, d.last_error) == (None, "HTTP 422")
+    d = finished(d, status(204), started_at=at(4), now=at(5), probe=False, rules=rules,
+                 rand=no_jitter)
+    assert (d.last_success_at, d.last_error) == (at(5), "HTTP 422")
+
+
 @pytest.mark.parametrize(
     ("result", "held"),
     [(status(429, "10"), at(10)), (status(503, "10"), at(10)), (status(500, "10"), None),

@@ -351,9 +351,12 @@ def finished(
     }
     if held is not None and (dest.held_until is None or held > dest.held_until):
         changes["held_until"] = held
-    if signal is Signal.SUCCESS:
+    # a permanent 4xx is a success to the breaker (the partner is there), not a delivery:
+    # shown as the last success, it told an operator that a partner refusing everything
+    # with 422 was fine, with no error
+    if result.status_code is not None and 200 <= result.status_code < 300:
         changes["last_success_at"] = now
-    if result.description is not None and signal is not Signal.SUCCESS:
+    elif result.description is not None:
         changes["last_error"] = result.description
     return replace(dest, **changes)  # type: ignore[arg-type]
 
