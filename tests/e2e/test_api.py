@@ -317,6 +317,27 @@ def test_unknown_route_is_problem_404(api: Api) -> None:
     problem(api.http.get("/v2/nothing"), 404, "NOT_FOUND")
 
 
+def test_head_is_get_without_the_body(api: Api, partner: Partner) -> None:
+    """RFC 9110: a general-purpose server supports HEAD wherever it supports GET (it was
+    405 everywhere); the routes the owner process serves included (/metrics)."""
+    mid = new_id("head")
+    assert api.submit({"messageId": mid, "targetUrl": partner.url("/ok")}).status_code == 202
+    for path in ("/healthz", "/metrics", f"/v1/messages/{mid}", "/v1/messages",
+                 "/v1/destinations", "/openapi.json"):
+        got = api.http.get(path)
+        head = api.http.head(path)
+        assert (head.status_code, head.content) == (got.status_code, b""), path
+        assert head.headers["content-type"] == got.headers["content-type"], path
+        assert "x-correlation-id" in head.headers
+        if path in ("/healthz", "/openapi.json"):  # the same answer both times
+            assert head.headers["content-length"] == str(len(got.content)), path
+    missing = api.http.head("/v1/messages/no-such-id")
+    assert (missing.status_code, missing.content) == (404, b"")
+    assert missing.headers["content-type"] == "application/problem+json"
+    post_only = api.http.head(f"/v1/messages/{mid}/retry")
+    assert (post_only.status_code, post_only.headers.get("allow")) == (405, "POST")
+
+
 def test_a_trailing_slash_is_an_unknown_route_not_a_redirect(api: Api) -> None:
     """Starlette answered these 307 to the path without the slash, with an empty body."""
     problem(api.http.post("/v1/messages/", json={}), 404, "NOT_FOUND")

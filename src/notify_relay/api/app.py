@@ -18,6 +18,7 @@ from notify_relay.api.fast_submit import FastSubmit
 from notify_relay.api.middleware import (
     BodyGuardMiddleware,
     CorrelationIdMiddleware,
+    HeadAsGetMiddleware,
     KeylessGuardMiddleware,
     RejectedSubmissionsMiddleware,
 )
@@ -99,5 +100,6 @@ def create_app(rt: Runtime, listen_host: str = "127.0.0.1", *,
         assert rt.metrics is not None
         app.add_middleware(ForwardToOwner, owner=owner,
                            own_metrics=rt.metrics.render_submissions)
+    app.add_middleware(HeadAsGetMiddleware)  # every layer below sees GET
     app.add_middleware(CorrelationIdMiddleware)  # added last: outermost
     return app

@@ -100,6 +100,21 @@ class CorrelationIdMiddleware:
             request_line.reset(line_token)
 
 
+class HeadAsGetMiddleware:
+    """HEAD is GET without its body, which every general-purpose server must support
+    (RFC 9110 9.1): a health check by HEAD got 405, as FastAPI routes take GET alone. The
+    app below sees GET; uvicorn, which keeps the request's own scope, sends the head of
+    GET's answer (its Content-Length too) and no body."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            scope = {**scope, "method": "GET"}
+        await self.app(scope, receive, send)
+
+
 class RejectedSubmissionsMiddleware:
     """Counts submissions answered with an error, whichever layer refused them."""
 
