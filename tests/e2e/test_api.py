@@ -58,6 +58,22 @@ def test_submit_deliver_and_read_back(api: Api, partner: Partner) -> None:
     assert got.header("X-Correlation-Id") == "trace-123"
 
 
+def test_a_correlation_id_with_spaces_is_the_callers(api: Api, partner: Partner) -> None:
+    """Any header value in ASCII up to 200 characters is echoed and carried (one with a
+    space was replaced by a new id); beyond, or with control characters, a new UUID."""
+    mid = new_id()
+    response = api.submit({"messageId": mid, "targetUrl": partner.url("/cid")},
+                          headers={"X-Correlation-Id": "order 42\tcheckout"})
+    assert response.headers["x-correlation-id"] == "order 42\tcheckout"
+    assert response.json()["correlationId"] == "order 42\tcheckout"
+    api.wait_for(mid, {"DELIVERED"})
+    (got,) = partner.received("/cid")
+    assert got.header("X-Correlation-Id") == "order 42\tcheckout"
+    too_long = api.http.get("/healthz", headers={"X-Correlation-Id": "x" * 201})
+    assert str(uuid.UUID(too_long.headers["x-correlation-id"])) == too_long.headers[
+        "x-correlation-id"]
+
+
 def test_duplicate_returns_200_and_sends_once(api: Api, partner: Partner) -> None:
     message = {"messageId": new_id(), "targetUrl": partner.url("/ok"), "body": "x"}
     assert api.submit(message).status_code == 202

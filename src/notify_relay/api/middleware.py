@@ -22,7 +22,8 @@ MAX_BODY_BYTES = 6 * 1024 * 1024
 DRAIN_LIMIT_BYTES = 16 * 1024 * 1024
 # bodies being read, all requests together: twenty 6 MiB bodies sent slowly held 116 MiB
 BUFFER_BUDGET_BYTES = 64 * 1024 * 1024
-_VALID_CORRELATION_ID = re.compile(r"[\x21-\x7e]{1,200}")
+# an RFC 9110 field value in ASCII: visible characters, spaces and tabs between them
+_VALID_CORRELATION_ID = re.compile(r"[\x21-\x7e](?:[\x20-\x7e\t]{0,198}[\x21-\x7e])?")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _SUBMISSION_PATHS = frozenset({"/v1/messages", "/v1/messages/batch"})
 
@@ -42,8 +43,9 @@ def replaying(body: bytes, receive: Receive) -> Receive:
 
 
 def valid_correlation_id(given: str | None) -> str | None:
-    """A caller's correlation id as it is sent back: visible ASCII, at most 200 characters
-    (it goes into a response header and every log line), or None."""
+    """A caller's correlation id as it is sent back: visible ASCII, with spaces or tabs
+    inside (`order 42` was replaced by a new id), at most 200 characters (it goes into a
+    response header, every log line and the partner's request), or None."""
     return given if given and _VALID_CORRELATION_ID.fullmatch(given) else None
 
 
