@@ -280,12 +280,44 @@ async def test_a_stalled_body_ends_at_the_timeout() -> None:
 
 
 async def test_the_timeout_covers_a_body_that_trickles() -> None:
+    """The head of a 200 came, then two bytes of ten: the send ends at the timeout, and
+    the partner's answer is its status (2xx is success), with what came of the body."""
     async def trickle(request: Request, on_connection: int) -> bytes | None:
         return b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab"  # and nothing more
 
     async with server(trickle) as (_, port), deliverer() as client:
+        started = time.monotonic()
         result = await client.send(outbound(f"http://127.0.0.1:{port}/", timeout=0.3))
-    assert result.error_kind is ErrorKind.TIMEOUT
+    assert time.monotonic() - started < 3
+    assert (result.status_code, result.error_kind, result.error) == (200, None, None)
+    assert result.response is not None
+    assert (result.response.body, result.response.body_truncated) == ("ab", True)
+
+
+@pytest.mark.parametrize(("status", "error"), [
+    (200, None), (503, "HTTP 503; its body was cut short: ClientPayloadError"),
+    (422, "HTTP 422; its body was cut short: ClientPayloadError")])
+async def test_an_answer_whose_body_is_cut_short_is_the_partners_answer(
+        status: int, error: str | None) -> None:
+    """A body shorter than its Content-Length, the connection closed: it was recorded as
+    no response at all (statusCode null), and a 200 was sent again."""
+    async def cut(request: Request, on_connection: int) -> bytes | None:
+        writer = raw.writers[request.connection]
+        writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 100\r\n"
+                     "Retry-After: 7\r\n\r\npartial b".encode())
+        await writer.drain()
+        return None  # and the connection closes
+
+    async with server(cut) as (raw, port), deliverer() as client:
+        result = await client.send(outbound(f"http://127.0.0.1:{port}/"))
+    assert (result.status_code, result.error_kind, result.retry_after) == (status, None, "7")
+    if error is None:
+        assert result.error is None
+    else:
+        assert (result.error or "").startswith(error)
+    assert result.response is not None
+    assert result.response.body == "partial b"
+    assert result.response.body_truncated
 
 
 @pytest.mark.parametrize(("method", "delivered"), [("GET", True), ("POST", False)])

@@ -60,9 +60,9 @@ class PolicyResolver(AbstractResolver):
         await self._inner.close()
 
 
-async def _read_prefix(stream: aiohttp.StreamReader, size: int) -> bytes:
-    """Up to `size` bytes: a single read may return fewer before the body ends."""
-    chunks: list[bytes] = []
+async def _read_prefix(stream: aiohttp.StreamReader, size: int, chunks: list[bytes]) -> bytes:
+    """Up to `size` bytes: a single read may return fewer before the body ends. What was
+    read is in `chunks` too, for a body that fails part-way."""
     wanted = size
     while wanted > 0:
         chunk = await stream.read(wanted)
@@ -91,6 +91,19 @@ def _failure(exc: BaseException, timeout_seconds: float) -> AttemptResult:
                                    f"{exc.message}"[:500])
     return AttemptResult(error_kind=ErrorKind.CONNECTION,
                          error=f"{type(exc).__name__}: {exc}"[:500])
+
+
+def _cut_short(response: aiohttp.ClientResponse, prefix: bytes, exc: BaseException,
+               timeout_seconds: float) -> AttemptResult:
+    """The answer's head came and its body did not come whole (the connection closed, or
+    the timeout passed): the partner answered, with its status. A 2xx is a delivery (it
+    was recorded as no response and sent again); any other status is judged as such."""
+    code = response.status
+    cut = _failure(exc, timeout_seconds).error
+    return AttemptResult(
+        status_code=code, retry_after=response.headers.get("Retry-After"),
+        error=None if 200 <= code < 300 else f"HTTP {code}; its body was cut short: {cut}",
+        response=PartnerResponse.capture(response.headers.items(), prefix, True))
 
 
 def _describe_connect_error(exc: aiohttp.ClientConnectorError) -> str:
@@ -140,6 +153,8 @@ class AiohttpDeliverer:
         if refusal is not None:
             return AttemptResult(error_kind=ErrorKind.TARGET_NOT_ALLOWED,
                                  error=f"target not allowed: {refusal}")
+        answered: list[aiohttp.ClientResponse] = []  # its head, once it came
+        body: list[bytes] = []
         try:
             async with asyncio.timeout(request.timeout_seconds):  # connect to the last byte
                 try:
@@ -151,9 +166,12 @@ class AiohttpDeliverer:
                         raise
                     # most often a kept connection the partner closed as the request left
                     response = await _answered(session, request, url)
-                return await _result(response)
+                answered.append(response)
+                return await _result(response, body)
         except (TargetRefused, TimeoutError, aiohttp.ClientError, OSError) as exc:
             release_frames(exc)  # they hold the request's body in a cycle (cycles.py)
+            if answered:
+                return _cut_short(answered[0], b"".join(body), exc, request.timeout_seconds)
             return _failure(exc, request.timeout_seconds)
 
 
@@ -215,10 +233,11 @@ def _go_on(waiting: asyncio.Future[bool]) -> None:
         waiting.set_result(True)
 
 
-async def _result(response: aiohttp.ClientResponse) -> AttemptResult:
-    """What is kept of the answer: its head, and the first BODY_LIMIT bytes of its body."""
+async def _result(response: aiohttp.ClientResponse, chunks: list[bytes]) -> AttemptResult:
+    """What is kept of the answer: its head, and the first BODY_LIMIT bytes of its body
+    (read into `chunks` as they come)."""
     try:
-        prefix = await _read_prefix(response.content, BODY_LIMIT + 1)
+        prefix = await _read_prefix(response.content, BODY_LIMIT + 1, chunks)
         more = len(prefix) > BODY_LIMIT
         if more:  # read on a little, so that a short tail keeps the connection
             await response.content.read(RESPONSE_READ_LIMIT)
