@@ -103,3 +103,28 @@ async def test_the_fast_path_does_not_go_through_the_route(
         assert (await client.post("/v1/messages", json={"x": 1},
                                   headers=KEY)).status_code == 400
     assert routed == ["/v1/messages"]  # only the invalid one
+
+
+async def test_a_request_handed_on_to_the_route_is_parsed_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The route takes the body the fast path parsed: parsed again deeper in the stack, a
+    body nested ~965 levels that the fast path took was refused as nested too deeply (a
+    400) where its rate limit's 429 was due, and each refusal paid the parse twice."""
+    from notify_relay.api import fast_submit, strict_json
+
+    parses: list[int] = []
+    real = strict_json.loads
+
+    def counting(body: bytes) -> Any:
+        parses.append(len(body))
+        return real(body)
+
+    monkeypatch.setattr(fast_submit, "loads", counting)
+    monkeypatch.setattr(strict_json, "loads", counting)
+    transport = httpx.ASGITransport(app=create_app(runtime()))
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+        refused = [(await client.post("/v1/messages", json=body, headers=KEY)).status_code
+                   for body in ({**OK, "messageId": "bad id!"},  # the route names the field
+                                {**OK, "senderId": "team-b"})]    # not this key's sender
+    assert refused == [400, 403]
+    assert len(parses) == 2  # once each

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from notify_relay.api.middleware import header, is_submission, replaying
 from notify_relay.api.problems import JSONResponse, domain_problem
-from notify_relay.api.strict_json import loads
+from notify_relay.api.strict_json import PARSED_BODY, loads
 from notify_relay.api.submission import Submission
 from notify_relay.api.views import submit_view
 from notify_relay.context import correlation_id
@@ -54,7 +54,8 @@ class FastSubmit:
         replay = replaying(body, receive)
         rt = self.rt
         try:
-            submission = Submission.model_validate(loads(body))
+            scope[PARSED_BODY] = parsed = loads(body)
+            submission = Submission.model_validate(parsed)
             sender = rt.auth.sender_of(scope, header(scope, b"authorization"), submission.senderId)
         except (json.JSONDecodeError, ValidationError, NotifyRelayError):
             refused = True  # the route names what is wrong; called once this error is gone,

@@ -60,10 +60,17 @@ def loads(body: bytes) -> Any:
         raise json.JSONDecodeError(reason, "", 0) from None
 
 
+# where FastSubmit leaves the body it parsed, for the route it hands a request on to: parsed
+# again there, deeper in the stack, a body nested ~965 levels that the fast path took was
+# "nested too deeply", a 400 where a 429 (rate limit) or the real field's error was due
+PARSED_BODY = "notify_relay.parsed_body"
+
+
 class StrictJsonRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            self._json = loads(await self.body())
+            parsed = self.scope.get(PARSED_BODY, self)
+            self._json = parsed if parsed is not self else loads(await self.body())
         return self._json
 
 
