@@ -352,6 +352,13 @@ def test_head_is_get_without_the_body(api: Api, partner: Partner) -> None:
     assert missing.headers["content-type"] == "application/problem+json"
     post_only = api.http.head(f"/v1/messages/{mid}/retry")
     assert (post_only.status_code, post_only.headers.get("allow")) == (405, "POST")
+    get_only = api.http.post("/healthz")
+    assert get_only.headers["allow"] == "GET, HEAD"
+    assert problem(get_only, 405, "METHOD_NOT_ALLOWED")["detail"] == (
+        "POST is not allowed here; use GET or HEAD")
+    asked = api.http.request("HEAD", f"/v1/messages/{mid}/retry",
+                             headers={"X-Correlation-Id": "head-405"})
+    assert asked.headers["x-correlation-id"] == "head-405"
 
 
 def test_a_trailing_slash_is_an_unknown_route_not_a_redirect(api: Api) -> None:

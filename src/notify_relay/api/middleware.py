@@ -13,7 +13,7 @@ from collections.abc import Callable
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from notify_relay.api.problems import problem, problem_for
+from notify_relay.api.problems import ASKED_HEAD, problem, problem_for
 from notify_relay.context import correlation_id, new_correlation_id, request_line
 from notify_relay.domain.errors import NotifyRelayError
 
@@ -113,7 +113,7 @@ class HeadAsGetMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "HEAD":
-            scope = {**scope, "method": "GET"}
+            scope = {**scope, "method": "GET", ASKED_HEAD: True}
         await self.app(scope, receive, send)
 
 

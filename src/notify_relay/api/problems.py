@@ -27,6 +27,7 @@ from notify_relay.domain.errors import (
 
 log = logging.getLogger("notify_relay.api")
 PROBLEM_JSON = "application/problem+json"
+ASKED_HEAD = "notify_relay.asked_head"  # in the scope of a HEAD passed on as GET
 
 
 class JSONResponse(_StarletteJSON):
@@ -149,8 +150,11 @@ def install(app: FastAPI) -> None:
         headers = dict(exc.headers or {})
         if exc.status_code == 405:  # Starlette names only the first route's methods
             allowed = _allowed_methods(request)
+            if "GET" in allowed:  # HeadAsGetMiddleware answers HEAD wherever GET is
+                allowed.insert(allowed.index("GET") + 1, "HEAD")
             headers["Allow"] = ", ".join(allowed)
-            detail = f"{request.method} is not allowed here; use {' or '.join(allowed)}"
+            asked = "HEAD" if request.scope.get(ASKED_HEAD) else request.method
+            detail = f"{asked} is not allowed here; use {' or '.join(allowed)}"
         return problem(exc.status_code, code, detail, headers=headers or None)
 
     app.add_exception_handler(NotifyRelayError, on_domain)
