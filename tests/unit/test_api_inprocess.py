@@ -67,6 +67,9 @@ async def test_correlation_id_echoed_or_made(client: httpx.AsyncClient) -> None:
     for kept in ("a b", "order\t42", "x" * 200):  # a header's value, in ASCII
         echoed = await client.get("/healthz", headers={"X-Correlation-Id": kept})
         assert echoed.headers["x-correlation-id"] == kept
+    for padded in ("  trimmed", "trimmed \t"):  # whitespace around is not the value's
+        echoed = await client.get("/healthz", headers={"X-Correlation-Id": padded})
+        assert echoed.headers["x-correlation-id"] == "trimmed"
     for replaced in ("x" * 201, "caf\u00e9".encode(), b"a\x01b"):
         weird = await client.get("/healthz", headers={"X-Correlation-Id": replaced})
         assert str(uuid.UUID(weird.headers["x-correlation-id"])) == weird.headers[

@@ -46,7 +46,10 @@ def valid_correlation_id(given: str | None) -> str | None:
     """A caller's correlation id as it is sent back: visible ASCII, with spaces or tabs
     inside (`order 42` was replaced by a new id), at most 200 characters (it goes into a
     response header, every log line and the partner's request), or None."""
-    return given if given and _VALID_CORRELATION_ID.fullmatch(given) else None
+    if given is None:
+        return None
+    given = given.strip(" \t")  # not part of a field's value (RFC 9110 5.5); httptools
+    return given if _VALID_CORRELATION_ID.fullmatch(given) else None  # keeps the tail
 
 
 def header(scope: Scope, name: bytes) -> str | None:
