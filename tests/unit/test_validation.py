@@ -315,6 +315,8 @@ def test_string_and_json_bodies_differ_in_fingerprint() -> None:
         ({"k\udc80": 1}, "surrogates"),
         ({"x": float("nan")}, "NaN"),
         ([float("inf")], "NaN"),
+        # an in-process caller's values; HTTP bodies come as JSON values (it was a 500)
+        ({1, 2}, "JSON value"), ({"at": b"bytes"}, "JSON value"),
     ],
 )
 def test_bodies_that_cannot_be_sent_are_refused(body: Any, message: str) -> None:

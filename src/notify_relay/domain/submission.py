@@ -162,6 +162,8 @@ def encode_body(body: Any) -> tuple[bytes | None, BodyKind]:
                                                    "JSON")]) from None
     except RecursionError:  # the parser's own bound depends on its stack, as this one does
         raise ValidationFailed([FieldError("body", "nested too deeply")]) from None
+    except TypeError:  # an in-process caller's set, bytes or date: HTTP bodies are JSON
+        raise ValidationFailed([FieldError("body", "must be a JSON value")]) from None
 
 
 @dataclass(frozen=True, slots=True)
