@@ -37,6 +37,7 @@ FORGED_DESTINATION_KEYS: list[Any] = [
     {"pk": {"S": "s"}, "sk": {"N": "1"}},
     {"pk": {"S": "s"}},
     {"pk": "s", "sk": "a:1"},
+    {"pk": {"S": "s"}, "sk": {"S": ""}},  # DynamoDB refuses an empty key (moto does not)
     [1],
 ]
 

@@ -189,7 +189,7 @@ def _start_key(sender_id: str, cursor: str) -> dict[str, Any]:
     if isinstance(position, dict):
         pk, sk = position.get("pk"), position.get("sk")
         if (isinstance(pk, dict) and pk.get("S") == sender_id and isinstance(sk, dict)
-                and isinstance(sk.get("S"), str)):
+                and isinstance(sk.get("S"), str) and sk["S"]):  # DynamoDB refuses "" in a key
             return record_key(DestinationKey(sender_id, sk["S"]))
     raise InvalidCursor()
 
