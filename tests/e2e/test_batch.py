@@ -142,3 +142,37 @@ def test_an_item_as_deep_as_a_single_submission_may_be_is_judged_alone(
     ])
     assert answers.status_code == 200, answers.text
     assert [a["httpStatus"] for a in answers.json()["items"]] == [202, 202]
+
+
+def test_an_item_nested_near_the_parsers_bound_never_fails_its_batch(
+    api: Api, partner: Partner
+) -> None:
+    """The deepest body POST /v1/messages takes (the parser's bound is the stack left:
+    965-975 levels here, with two processes): the batch, parsed deeper in the stack and two
+    levels deeper, refused as a whole from 954 (helper-49), and its ordinary item was lost
+    with it. Now each item is judged: as deep as this, the item itself may be refused, its
+    neighbour is not."""
+    sender = new_sender()
+
+    def item(message_id: str, depth: int) -> bytes:
+        return (b'{"messageId": "%s", "senderId": "%s", "targetUrl": "%s", "body": %s}'
+                % (message_id.encode(), sender.encode(), partner.url("/ok").encode(),
+                   b"[" * depth + b"]" * depth))
+
+    for depth in range(968, 900, -4):  # from the deepest the single path takes here
+        single = api.http.post("/v1/messages", content=item(f"deep-{depth}", depth),
+                               headers={"Content-Type": "application/json"})
+        if single.status_code == 202:
+            break
+        assert single.status_code == 400, single.text
+    assert single.status_code == 202, single.text
+    ordinary = (b'{"messageId": "fine", "senderId": "%s", "targetUrl": "%s"}'
+                % (sender.encode(), partner.url("/ok").encode()))
+    answers = api.http.post("/v1/messages/batch",
+                            content=b'{"messages": [' + ordinary + b", "
+                            + item("deep", depth) + b"]}",
+                            headers={"Content-Type": "application/json"})
+    assert answers.status_code == 200, answers.text
+    fine, deep = answers.json()["items"]
+    assert fine["httpStatus"] == 202
+    assert deep["httpStatus"] in (202, 400)
