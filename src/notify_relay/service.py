@@ -20,10 +20,11 @@ from notify_relay import __version__, logs
 from notify_relay.clock import utcnow
 from notify_relay.domain.callback import (
     callback_state,
+    incarnation_of,
     is_notice,
     is_orphan,
+    latest_notice_key,
     notice_due,
-    notice_key,
     outcome_notice,
     parent_of,
 )
@@ -321,10 +322,10 @@ class Relay:
 
     async def _with_callback(self, message: Message) -> Message:
         """With the state of its latest outcome notice, when one is due."""
-        if message.callback_notice is None:
+        key = latest_notice_key(message)
+        if key is None:
             return message
-        notice = await self.store.get(notice_key(message.key, message.callback_notice),
-                                      with_body=False)
+        notice = await self.store.get(key, with_body=False)
         if notice is None:
             return message
         return message.changed(callback=callback_state(await self._as_expected(notice)))
@@ -670,10 +671,20 @@ class Relay:
         repeats, under another Idempotency-Key)."""
         if not notice_due(message):
             return message, None
-        notice, _ = await self.store.create(outcome_notice(
+        notice, created = await self.store.create(outcome_notice(
             message, policy=self.limits.default_policy,
             timeout_seconds=self.limits.default_timeout, now=self.clock()))
-        return message.changed(callback_notice=message.attempt_count), notice
+        if created or notice.created_at >= message.created_at:  # this message's own
+            return message.changed(callback_notice=message.attempt_count,
+                                   callback_notice_id=None), notice
+        # the notice of an earlier message under this id, which retention deleted while its
+        # notice was still stored: adopted, the new outcome was never told (helper-50)
+        notice, _ = await self.store.create(outcome_notice(
+            message, policy=self.limits.default_policy,
+            timeout_seconds=self.limits.default_timeout, now=self.clock(),
+            incarnation=incarnation_of(message)))
+        return message.changed(callback_notice=message.attempt_count,
+                               callback_notice_id=notice.key.message_id), notice
 
     async def _orphan(self, notice: Message) -> bool:
         """Drop a notice whose outcome was never recorded (domain/callback.is_orphan): it
@@ -694,10 +705,10 @@ class Relay:
         outbox nothing else would (no index of unqueued items); embedded, reconcile() would
         too, later. Called where a final message is read again: its entry's redelivery, the
         dead-letter sweep."""
-        if message.callback_notice is None:
+        key = latest_notice_key(message)
+        if key is None:
             return
-        notice = await self.store.get(notice_key(message.key, message.callback_notice),
-                                      with_body=False)
+        notice = await self.store.get(key, with_body=False)
         if notice is not None and notice.status is Status.QUEUED and not notice.queued:
             log.warning("releasing an outcome notice whose release did not run",
                         extra=message_context(notice))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import sqlite3
 import time
@@ -542,6 +543,43 @@ async def test_a_notice_still_retrying_when_retention_deletes_its_message_goes_o
     assert delivered.status is Status.DELIVERED
     assert [r.header("Idempotency-Key") for r in partner.received(hook)][-1] == (
         "sender-a:kept-1:callback:1")
+
+
+async def test_an_id_used_again_after_retention_gets_a_notice_of_its_own(
+    tmp_path: Path, partner: Partner
+) -> None:
+    """The id of a message retention deleted is used again while its notice is still
+    stored: the new message's notice was that one (same key), so its outcome was never
+    told, and its view showed the old notice (helper-50's audit)."""
+    partner.failing.add("old")  # the first message's callback: 503 all along
+    async with engine(settings(tmp_path / "r.db", initial_delay="200ms",
+                               max_delay="500ms")) as e:
+        await submit(e, "again-1", partner.url("/ok"), callbackUrl=partner.url("/switch/old"))
+        await settled(e, "again-1")
+        old = notice_key(MessageKey("sender-a", "again-1"), 1)
+        deadline = time.monotonic() + 10
+        while (found := await e.relay.store.get(old, with_body=False)) is None or (
+                found.status is not Status.RETRYING):
+            assert time.monotonic() < deadline, f"notice still {found}"
+            await asyncio.sleep(0.02)
+        sweeper = RetentionSweeper(e.relay.store, timedelta(days=1),
+                                   clock=lambda: datetime.now(UTC) + timedelta(days=2))
+        assert await sweeper.sweep() == 1  # the message; its notice waits for a retry
+        await submit(e, "again-1", partner.url("/ok?second"),
+                     callbackUrl=partner.url("/new-callback"))
+        second = await settled(e, "again-1")
+        assert second.status is Status.DELIVERED
+        deadline = time.monotonic() + 10
+        while (viewed := await e.relay.get(MessageKey("sender-a", "again-1"))).callback is None \
+                or viewed.callback.status is not Status.DELIVERED:
+            assert time.monotonic() < deadline, f"its notice: {viewed.callback}"
+            await asyncio.sleep(0.02)
+        still = await e.relay.store.get(old, with_body=False)
+        assert still is not None  # the first message's notice goes on, its own
+        assert not still.status.is_final
+    (told,) = partner.received("/new-callback")
+    assert json.loads(told.body)["attemptCount"] == 1
+    assert told.header("Idempotency-Key") == "sender-a:again-1:callback:1"  # the contract's
 
 
 def first_attempt_delays(runtime: Runtime) -> tuple[float, float]:

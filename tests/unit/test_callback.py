@@ -92,3 +92,14 @@ def test_a_notice_whose_message_retention_deleted_goes_on() -> None:
     (the notice was cancelled as an orphan, found by a black-box audit)."""
     assert not is_orphan(notice_key(KEY, 1), None)
     assert not is_orphan(notice_key(KEY, 3), None)
+
+
+def test_a_notice_key_of_another_incarnation_names_the_same_parent_and_attempt() -> None:
+    """A message that reuses the id of one retention deleted, while that one's notice is
+    still stored, has its notice under a key of its own: its parent and attempt read back
+    as from the usual key."""
+    key = MessageKey("s", "order-1")
+    usual, own = notice_key(key, 3), notice_key(key, 3, 1796589476461)
+    assert own != usual
+    assert own.message_id == "order-1~callback~3~1796589476461"
+    assert parent_of(own) == parent_of(usual) == (key, 3)

@@ -66,6 +66,7 @@ def message_to_doc(m: Message) -> dict[str, Any]:
         "attempts": [attempt_to_doc(a) for a in m.attempts],
         "callbackUrl": m.callback_url,
         "callbackNotice": m.callback_notice,
+        **({"callbackNoticeId": m.callback_notice_id} if m.callback_notice_id else {}),
         "deliverAt": iso(m.deliver_at),
     }
 
@@ -114,6 +115,7 @@ def message_from_doc(
         version=version,
         callback_url=doc.get("callbackUrl"),
         callback_notice=doc.get("callbackNotice"),
+        callback_notice_id=doc.get("callbackNoticeId"),
         deliver_at=from_iso(doc.get("deliverAt")),
     )
 

@@ -27,15 +27,31 @@ def is_notice(key: MessageKey) -> bool:
     return "~" in key.message_id
 
 
-def notice_key(key: MessageKey, notice: int) -> MessageKey:
-    """The notice of `key`'s outcome after its attempt number `notice`."""
-    return MessageKey(key.sender_id, f"{key.message_id}{NOTICE_MARK}{notice}")
+def notice_key(key: MessageKey, notice: int, incarnation: int | None = None) -> MessageKey:
+    """The notice of `key`'s outcome after its attempt number `notice`. `incarnation`
+    (the message's creation, in ms) tells apart the notice of a message that reuses the
+    id of one retention deleted, while that one's notice is still stored."""
+    suffix = "" if incarnation is None else f"~{incarnation}"
+    return MessageKey(key.sender_id, f"{key.message_id}{NOTICE_MARK}{notice}{suffix}")
+
+
+def latest_notice_key(message: Message) -> MessageKey | None:
+    """Where the notice of `message`'s latest outcome is stored, if one is due."""
+    if message.callback_notice is None:
+        return None
+    if message.callback_notice_id is not None:
+        return MessageKey(message.key.sender_id, message.callback_notice_id)
+    return notice_key(message.key, message.callback_notice)
+
+
+def incarnation_of(message: Message) -> int:
+    return int(message.created_at.timestamp() * 1000)
 
 
 def parent_of(notice: MessageKey) -> tuple[MessageKey, int]:
     """The message a notice tells of, and the attempt number whose outcome it tells."""
     message_id, _, number = notice.message_id.rpartition(NOTICE_MARK)
-    return MessageKey(notice.sender_id, message_id), int(number)
+    return MessageKey(notice.sender_id, message_id), int(number.partition("~")[0])
 
 
 def is_orphan(notice: MessageKey, parent: Message | None) -> bool:
@@ -69,7 +85,7 @@ def notice_due(message: Message) -> bool:
 
 
 def outcome_notice(message: Message, *, policy: RetryPolicy, timeout_seconds: float,
-                   now: datetime) -> Message:
+                   now: datetime, incarnation: int | None = None) -> Message:
     """The notice of `message`'s outcome, as a new message to its callback URL, with the
     contract's Idempotency-Key (the same for every attempt of this notice)."""
     if message.callback_url is None:
@@ -88,6 +104,6 @@ def outcome_notice(message: Message, *, policy: RetryPolicy, timeout_seconds: fl
     idempotency = f"{message.key.idempotency_key}:callback:{message.attempt_count}"
     content = Content(message.callback_url, "POST", (("Idempotency-Key", idempotency),),
                       json.dumps(body, separators=(",", ":")).encode(), BodyKind.JSON)
-    return Message.new(notice_key(message.key, message.attempt_count), content,
+    return Message.new(notice_key(message.key, message.attempt_count, incarnation), content,
                        correlation_id=message.correlation_id, policy=policy,
                        timeout_seconds=timeout_seconds, now=now)

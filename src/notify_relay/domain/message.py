@@ -122,6 +122,8 @@ class Message:
     callback_url: str | None = None  # told the outcome (contract v1.1)
     deliver_at: datetime | None = None  # no attempt before it (contract v1.1)
     callback_notice: int | None = None  # attempt count of the latest outcome told
+    # its notice's message id when not the usual one (domain/callback.latest_notice_key)
+    callback_notice_id: str | None = None
     # read-time only, never stored: the latest notice's state, for the view
     callback: CallbackState | None = None
 
