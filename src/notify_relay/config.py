@@ -56,11 +56,13 @@ class ConfigError(ValueError):
 # -- parsers of the text forms (each raises ValueError with a message that echoes no secret)
 
 def _pairs(text: str, what: str) -> list[tuple[str, str]]:
-    pairs = []
+    pairs: list[tuple[str, str]] = []
     for item in filter(None, (part.strip() for part in text.split(","))):
         left, sep, right = item.partition("=")
         if not sep or not left or not right:
             raise ConfigError(f"expected {what} pairs separated by commas")
+        if any(name == left.strip() for name, _ in pairs):
+            raise ConfigError(f"{left.strip()} is given twice")  # a sender or a role: no secret
         pairs.append((left.strip(), right.strip()))
     return pairs
 
@@ -72,6 +74,8 @@ def parse_api_keys(text: str) -> dict[str, str]:
         key, sep, sender = item.rpartition("=")
         if not sep or not key or not _SENDER.fullmatch(sender):
             raise ConfigError("expected key=senderId pairs separated by commas")
+        if key in keys:  # the last one won: a key meant for one sender served another
+            raise ConfigError(f"a key is given twice (for {keys[key]} and {sender})")
         keys[key] = sender
     return keys
 
@@ -208,7 +212,9 @@ def _pairs_file(parse: Callable[[str], dict[str, str]]) -> Callable[[Any], Pairs
             raise ValueError("expected the path of a file")
         path = Path(value)
         try:
-            with path.open(encoding="utf-8") as file:
+            # utf-8-sig: a byte order mark (Windows editors write one) was read into the
+            # first key, which then matched no request while the start-up line listed it
+            with path.open(encoding="utf-8-sig") as file:
                 mode = stat.S_IMODE(os.fstat(file.fileno()).st_mode)
                 lines = file.read().splitlines()
         except OSError as exc:
@@ -220,9 +226,14 @@ def _pairs_file(parse: Callable[[str], dict[str, str]]) -> Callable[[Any], Pairs
             line = line.strip()
             if line and not line.startswith("#"):
                 try:
-                    pairs.update(parse(line))
+                    parsed = parse(line)
+                    if twice := parsed.keys() & pairs.keys():
+                        raise ConfigError(
+                            "a key is given twice" if parse is parse_api_keys
+                            else f"{min(twice)} is given twice")  # no secret echoed
                 except ValueError as exc:
                     raise ValueError(f"line {number}: {exc}") from None
+                pairs.update(parsed)
         if not pairs:
             raise ValueError("it holds no NAME=VALUE pairs")
         return PairsFile(path, pairs, mode)

@@ -214,6 +214,26 @@ def test_api_keys_from_a_file(tmp_path: Path) -> None:
         assert not settings.api_keys_file.others_can_read
 
 
+def test_a_byte_order_mark_is_not_part_of_the_first_key(tmp_path: Path) -> None:
+    """Written by some editors; it was read into the first key, which then matched no
+    request (401) while the start-up line listed its sender."""
+    keys = tmp_path / "keys"
+    keys.write_bytes("\ufeffk1=senderA\nk2=senderB\n".encode())
+    keys.chmod(0o600)
+    assert load({"api_keys_file": str(keys)}, environ={}).api_keys == {
+        "k1": "senderA", "k2": "senderB"}
+
+
+def test_a_sender_given_twice_a_secret_is_refused(tmp_path: Path) -> None:
+    secrets = write(tmp_path / "secrets", f"senderA={SECRET}\nsenderA={SECRET}\n")
+    with pytest.raises(ConfigError, match="line 2: senderA is given twice") as info:
+        load({"signing_secrets_file": secrets, "api_keys": "k=senderA"}, environ={})
+    assert SECRET not in str(info.value)
+    with pytest.raises(ConfigError, match="senderA is given twice"):
+        load({"signing_secrets": f"senderA={SECRET},senderA={SECRET}",
+              "api_keys": "k=senderA"}, environ={})
+
+
 def test_signing_secrets_from_a_file(tmp_path: Path) -> None:
     secrets = write(tmp_path / "secrets", f"senderA={SECRET}\n")
     settings = load({"signing_secrets_file": secrets, "api_keys": "k=senderA"}, environ={})
@@ -247,6 +267,11 @@ def test_inline_and_file_forms_together_are_refused(tmp_path: Path) -> None:
         ("missing", None, "cannot read it: No such file or directory"),
         ("empty", "# nothing yet\n", "holds no NAME=VALUE pairs"),
         ("bad", "k1=senderA\nsupersecretkey\n", "line 2: expected key=senderId pairs"),
+        # the last one won, silently: a key meant for one sender served another
+        ("twice", "supersecretkey=senderA\nsupersecretkey=senderB\n",
+         "line 2: a key is given twice"),
+        ("twice-inline", "supersecretkey=senderA, supersecretkey=senderB\n",
+         "line 1: a key is given twice"),
     ],
 )
 def test_bad_files_are_named(tmp_path: Path, name: str, text: str | None, message: str) -> None:
