@@ -1063,3 +1063,40 @@ async def test_a_lease_given_back_after_a_fault_does_not_hold_its_body(
         assert [claim.key.message_id for claim in given_back] == ["f-1"]
         assert given_back[0].started is None  # the body is not held by the retries
         assert (worker._body_bytes, worker._bytes_of) == (0, {})
+
+
+async def test_a_store_that_cannot_write_is_a_warning_each_time_not_a_traceback(
+    tmp_path: Path, partner: Partner, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A full disk made every claim fail once a second, each an ERROR with its whole
+    traceback (helper-50's audit: 24 in 10 s, on the disk that was full). The store's own
+    refusal is named in a warning; delivery goes on once it can write."""
+    caplog.set_level(logging.WARNING, logger="notify_relay.worker")
+    rt = build_embedded(settings(tmp_path / "r.db"))
+    await rt.relay.deliverer.open()  # type: ignore[attr-defined]
+    queue = rt.relay.queue
+    assert isinstance(queue, StartingQueue)
+    worker = Worker(rt.relay, queue, WorkerSettings(), WakeUp())
+    real = queue.claim_started
+    refusals: list[int] = []
+
+    async def full(*args: Any) -> Any:
+        if len(refusals) < 2:
+            refusals.append(1)
+            raise StoreUnavailable("the database cannot take writes now: "
+                                   "database or disk is full")
+        return await real(*args)
+
+    monkeypatch.setattr(queue, "claim_started", full)
+    try:
+        await submit(rt, "full-1", partner.url("/ok"))
+        await worker.start()
+        await sent(partner, "ok")
+    finally:
+        await worker.stop()
+        await rt.stop()
+    failed = [r for r in caplog.records if r.getMessage().startswith("claiming work failed")]
+    assert len(failed) == 2
+    assert {(r.levelno, r.exc_info, r.error) for r in failed} == {  # type: ignore[attr-defined]
+        (logging.WARNING, None, "the database cannot take writes now: database or disk is full")}

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from notify_relay.domain.destination import DestinationKey
+from notify_relay.domain.errors import StoreUnavailable
 from notify_relay.gate import Ticket
 from notify_relay.ports import Claim, StartingQueue, WorkQueue
 from notify_relay.service import OutcomeNotRecorded, Relay
@@ -189,6 +190,11 @@ class Worker:
                 else:
                     claims = await self._queue.claim(wanted, settings.lease_seconds,
                                                      self._gate.slots)
+            except StoreUnavailable as exc:  # a full disk, a lock held: named, no traceback
+                log.warning("claiming work failed; trying again shortly",
+                            extra={"error": exc.message})
+                await self._sleep(1.0)
+                continue
             except Exception:
                 log.exception("claiming work failed; trying again shortly")
                 await self._sleep(1.0)
@@ -350,6 +356,8 @@ class Worker:
             await asyncio.sleep(self._settings.flush_every_seconds)
             try:
                 await self._gate.flush()
+            except StoreUnavailable as exc:  # each second while the disk is full: no traceback
+                log.warning("writing destination statistics failed", extra={"error": exc.message})
             except Exception:
                 log.exception("writing destination statistics failed")
 
