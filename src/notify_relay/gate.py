@@ -28,9 +28,11 @@ from notify_relay.clock import utcnow
 from notify_relay.domain.destination import (
     Admission,
     Blocked,
+    Breaker,
     BreakerState,
     Destination,
     DestinationKey,
+    DestinationSettings,
     Rules,
     admission,
     breaker_probe_started,
@@ -44,6 +46,8 @@ from notify_relay.ports import DestinationStore, NullObserver, Observer, SlotLim
 
 log = logging.getLogger("notify_relay.destinations")
 SAVE_TRIES = 5
+_DEFAULT_SETTINGS = DestinationSettings()
+_CLOSED = Breaker()
 
 
 class _Unset:
@@ -115,6 +119,13 @@ def _durable(old: Destination, new: Destination, shared: bool) -> bool:
         return (_whole(old.concurrency) != _whole(new.concurrency)
                 or old.rate_next_at != new.rate_next_at)
     return False
+
+
+def _as_default(dest: Destination, now: datetime) -> bool:
+    """Whether admission would treat `dest` as a destination never seen: its statistics
+    and version aside, which are read again with it."""
+    return (dest.settings == _DEFAULT_SETTINGS and dest.breaker == _CLOSED
+            and dest.concurrency is None and (dest.held_until is None or dest.held_until <= now))
 
 
 def _whole(concurrency: float | None) -> int | None:
@@ -210,6 +221,10 @@ class Gate:
         time per destination, of whatever the cache then holds.
         """
         if not self._shared:
+            if key not in self._cache:  # evicted (evict_idle) or never seen: as stored
+                stored = await self.store.get(key)
+                if stored is not None and key not in self._cache:
+                    self._remember(stored)
             old = self.cached(key)
             new = self._remember(change(old))
             if not force and not _durable(old, new, shared=False):
@@ -275,6 +290,32 @@ class Gate:
                 self._remember(await self.store.save(self.cached(key)))
             except StaleWrite:
                 self._cache.pop(key, None)  # another worker wrote: read it afresh next time
+
+    def evict_idle(self, idle_seconds: float, limit: int = 5000) -> int:
+        """Forget destinations untouched for `idle_seconds` whose record is written and says
+        nothing the defaults do not: every destination ever used stayed in memory, about
+        2 KiB each (9,000 one-off destinations: +19 MiB, found by helper-50). Embedded, the
+        cache is the truth for the rest (a paused, open, held or cut destination stays); an
+        evicted one is read again at its next change. At most `limit` a call (5,000: ~8 ms
+        of the loop; the pass over the others ~15 ms for 100,000). Returns how many."""
+        now, moment = self._clock(), time.monotonic()
+        gone: list[DestinationKey] = []
+        for key, (dest, at) in self._cache.items():
+            if (moment - at >= idle_seconds and key not in self._dirty
+                    and not self._in_flight.get(key) and self._unlocked(key)
+                    and (self._shared or _as_default(dest, now))):
+                gone.append(key)
+                if len(gone) >= limit:
+                    break
+        for key in gone:
+            del self._cache[key]
+            self._locks.pop(key, None)
+            self._flushed_at.pop(key, None)
+        return len(gone)
+
+    def _unlocked(self, key: DestinationKey) -> bool:
+        lock = self._locks.get(key)
+        return lock is None or not (lock.locked() or getattr(lock, "_waiters", None))
 
     # -- before and after an attempt ------------------------------------------------------
 

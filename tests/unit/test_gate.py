@@ -517,3 +517,49 @@ async def test_a_batch_of_failures_at_one_destination_is_counted_without_content
     assert stored is not None
     assert stored.breaker.consecutive_failures == 20
     assert store.refused == 0
+
+
+async def test_idle_destinations_in_their_default_state_leave_memory() -> None:
+    """Every destination ever used stayed in memory (helper-50: 9,000 one-off ones, +19
+    MiB). An idle one whose record is written and default leaves; one that is paused,
+    open, held, cut, unwritten or in flight stays; one that left is read again from the
+    store at its next change, its version and statistics with it (no stale write)."""
+    store = MemoryDestinationStore()
+    clock = Clock()
+    gate = Gate(store, RULES, clock=clock, rand=lambda: 0.0)
+
+    async def attempt(key: DestinationKey, answer: int) -> Ticket:
+        ticket = await gate.admit(key)
+        assert isinstance(ticket, Ticket)
+        await gate.finish(ticket, AttemptResult(status_code=answer))
+        return ticket
+
+    one_off = [DestinationKey("s", f"once-{i}:443") for i in range(50)]
+    for key in one_off:
+        await attempt(key, 200)
+    paused, failing, busy = (DestinationKey("s", f"{name}:443")
+                             for name in ("paused", "failing", "busy"))
+    await gate.configure(paused, paused=True)
+    for _ in range(3):  # RULES: the third failure in a row opens the breaker
+        await attempt(failing, 503)
+    in_flight = await gate.admit(busy)
+    assert isinstance(in_flight, Ticket)
+    assert gate.evict_idle(0.0) == 0  # their statistics are not written yet
+    await gate.flush()
+    assert gate.evict_idle(3600.0) == 0  # not idle long enough
+    assert gate.evict_idle(0.0) == 50
+    assert gate.count_by_state() == {"CLOSED": 2, "OPEN": 1}  # paused, busy; failing
+    assert gate.cached(paused).settings.paused
+
+    stored = await store.get(one_off[0])
+    assert stored is not None
+    assert stored.version >= 1
+    assert stored.last_success_at is not None
+    clock.advance(5)
+    for _ in range(3):  # durable changes (the breaker opens): written over its version
+        await attempt(one_off[0], 503)
+    again = await store.get(one_off[0])
+    assert again is not None
+    assert again.breaker.state is BreakerState.OPEN
+    assert again.version > stored.version
+    assert again.last_success_at == stored.last_success_at  # read back, then kept

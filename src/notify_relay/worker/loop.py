@@ -78,6 +78,10 @@ class WorkerSettings:
     max_idle_seconds: float = 5.0
     reconcile_every_seconds: float = 30.0
     flush_every_seconds: float = 1.0
+    # a destination untouched this long, in its default state, leaves memory (Gate.evict_idle);
+    # looked for this often (a pass reads every destination held: ~10 ms for 100,000)
+    idle_destination_seconds: float = 600.0
+    evict_every_seconds: float = 60.0
     shutdown_grace_seconds: float = 10.0
     claim_linger_seconds: float = 0.002
     claim_body_bytes: int = CLAIM_BODY_BYTES
@@ -352,8 +356,14 @@ class Worker:
         return await self._wake.sleep(seconds)
 
     async def _flush_forever(self) -> None:
+        settings = self._settings
+        evicted_at = time.monotonic()
         while True:
-            await asyncio.sleep(self._settings.flush_every_seconds)
+            await asyncio.sleep(settings.flush_every_seconds)
+            if time.monotonic() - evicted_at >= settings.evict_every_seconds:
+                evicted_at = time.monotonic()
+                if forgotten := self._gate.evict_idle(settings.idle_destination_seconds):
+                    log.debug("forgot idle destinations", extra={"destinations": forgotten})
             try:
                 await self._gate.flush()
             except StoreUnavailable as exc:  # each second while the disk is full: no traceback
