@@ -286,7 +286,8 @@ async def test_abandoned_attempt_resumes_after_restart(
         await sent(partner, "slow")
         seen = datetime.now(UTC)
     named = [r for r in caplog.records if r.getMessage() == "abandoned an attempt at shutdown"]
-    assert [(r.messageId, r.senderId) for r in named] == [("a-1", "sender-a")]
+    assert [(r.messageId, r.senderId, r.correlationId) for r in named] == [  # type: ignore[attr-defined]
+        ("a-1", "sender-a", "corr-a-1")]
     await asyncio.sleep(0.2)  # the restart comes measurably later
     async with engine(config) as e:
         message = await settled(e, "a-1")

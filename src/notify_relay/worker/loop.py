@@ -159,9 +159,12 @@ class Worker:
                 await asyncio.wait(pending)
                 log.warning("abandoned attempts at shutdown", extra={"count": len(pending)})
             for claim in abandoned:  # each is sent again after the next start, uncounted
+                # every line of a message's life carries its correlation id (helper-50)
+                cid = claim.correlation_id or (
+                    claim.started.before.correlation_id if claim.started else None)
                 log.warning("abandoned an attempt at shutdown", extra={
                     "messageId": claim.key.message_id, "senderId": claim.key.sender_id,
-                    "destination": claim.destination})
+                    "destination": claim.destination, "correlationId": cid})
         for task in list(self._releases):  # the next start's recover() releases those leases
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
