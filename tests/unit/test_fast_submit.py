@@ -128,3 +128,29 @@ async def test_a_request_handed_on_to_the_route_is_parsed_once(
                                 {**OK, "senderId": "team-b"})]    # not this key's sender
     assert refused == [400, 403]
     assert len(parses) == 2  # once each
+
+
+async def test_the_parsed_body_leaves_the_scope_with_the_route() -> None:
+    """uvicorn keeps a connection's last scope until its next request: a parsed body left
+    in it stayed alive on every idle keep-alive connection (12 held 250 MiB, helper-51)."""
+    from notify_relay.api.strict_json import PARSED_BODY
+
+    seen: list[object] = []
+
+    async def route(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope.get(PARSED_BODY))
+        await send({"type": "http.response.start", "status": 400, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b'{"messageId": "bad id!"}',
+                "more_body": False}
+
+    async def send(message: Any) -> None:
+        pass
+
+    scope: dict[str, Any] = {"type": "http", "method": "POST", "path": "/v1/messages",
+                             "headers": []}
+    await FastSubmit(route, runtime())(scope, receive, send)
+    assert seen == [{"messageId": "bad id!"}]  # the route had it
+    assert PARSED_BODY not in scope  # and it went with it
