@@ -10,6 +10,7 @@ JSONDecodeError, reported as VALIDATION_ERROR for the whole body (field "").
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import math
 import sys
@@ -73,6 +74,11 @@ PARSED_BODY = "notify_relay.parsed_body"
 # than FastSubmit parses a submission, refused as a whole (400) a batch with one item whose
 # body POST /v1/messages takes (nested 954-970 levels; found by helper-49)
 THREAD_PARSE_BRACKETS = 900
+# one thread: one such parse at a time, as on the loop (the parse holds the GIL anyway);
+# the default executor ran six at once (8 batches of 5 MiB: 863 MiB, helper-51) and is the
+# one aiohttp's resolver uses for deliveries' DNS
+_DEEP_PARSER = concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                     thread_name_prefix="deep-json")
 
 
 class StrictJsonRequest(Request):
@@ -81,8 +87,11 @@ class StrictJsonRequest(Request):
             parsed = self.scope.get(PARSED_BODY, self)
             if parsed is self:
                 body = await self.body()
-                deep = body.count(b"[") + body.count(b"{") > THREAD_PARSE_BRACKETS
-                parsed = await asyncio.to_thread(loads, body) if deep else loads(body)
+                if body.count(b"[") + body.count(b"{") > THREAD_PARSE_BRACKETS:
+                    parsed = await asyncio.get_running_loop().run_in_executor(
+                        _DEEP_PARSER, loads, body)
+                else:
+                    parsed = loads(body)
             self._json = parsed
         return self._json
 
