@@ -691,7 +691,12 @@ class Relay:
         ends CANCELLED, without an attempt, and its entry goes. A message retention has
         deleted is not one of those: its notice goes on."""
         parent_key, _ = parent_of(notice.key)
-        if not is_orphan(notice.key, await self.store.get(parent_key, with_body=False)):
+        parent = await self.store.get(parent_key, with_body=False)
+        if parent is not None and parent.created_at > notice.created_at:
+            # a later message under the id (retention deleted this notice's own): this one
+            # was taken for its parent and dropped, its outcome never told (helper-51)
+            return False
+        if not is_orphan(notice.key, parent):
             return False
         log.warning("dropped the notice of an outcome that was never recorded",
                     extra=message_context(notice))

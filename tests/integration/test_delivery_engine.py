@@ -583,6 +583,55 @@ async def test_an_id_used_again_after_retention_gets_a_notice_of_its_own(
     assert told.header("Idempotency-Key") == "sender-a:again-1:callback:1"  # the contract's
 
 
+async def test_the_notice_of_a_deleted_message_is_not_taken_for_a_later_ones(
+    tmp_path: Path, partner: Partner
+) -> None:
+    """The id of a message retention deleted is used again while its notice is still
+    retrying: that notice took the new message for its parent, and was dropped as the
+    notice of an outcome never recorded once the new one's first attempt failed
+    (helper-51's review). It goes on, and each outcome is told once."""
+    partner.failing.update({"old", "new"})  # the first callback, the second target: 503
+    async with engine(settings(tmp_path / "r.db", initial_delay="200ms",
+                               max_delay="500ms")) as e:
+        key = MessageKey("sender-a", "again-1")
+        await submit(e, "again-1", partner.url("/ok"), callbackUrl=partner.url("/switch/old"))
+        await settled(e, "again-1")
+        old = notice_key(key, 1)
+
+        async def old_notice(until: Callable[[Message], bool]) -> Message:
+            deadline = time.monotonic() + 10
+            while (found := await e.relay.store.get(old, with_body=False)) is None or (
+                    not until(found)):
+                assert time.monotonic() < deadline, f"notice still {found}"
+                await asyncio.sleep(0.02)
+            return found
+
+        await old_notice(lambda n: n.status is Status.RETRYING)
+        sweeper = RetentionSweeper(e.relay.store, timedelta(days=1),
+                                   clock=lambda: datetime.now(UTC) + timedelta(days=2))
+        assert await sweeper.sweep() == 1  # the message; its notice waits for a retry
+        await submit(e, "again-1", partner.url("/switch/new"),
+                     callbackUrl=partner.url("/new-callback"))
+        deadline = time.monotonic() + 10
+        while not (await e.relay.get(key)).attempts:  # its first attempt: 503, RETRY
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        tried = (await old_notice(lambda n: True)).attempt_count
+        await old_notice(lambda n: n.attempt_count > tried or n.status.is_final)
+        partner.failing.clear()
+        assert (await old_notice(lambda n: n.status.is_final)).status is Status.DELIVERED
+        deadline = time.monotonic() + 10
+        while (viewed := await e.relay.get(key)).callback is None \
+                or viewed.callback.status is not Status.DELIVERED:
+            assert time.monotonic() < deadline, f"its notice: {viewed.callback}"
+            await asyncio.sleep(0.02)
+    assert viewed.status is Status.DELIVERED
+    (told,) = partner.received("/new-callback")
+    assert json.loads(told.body)["attemptCount"] == 2
+    assert told.header("Idempotency-Key") == "sender-a:again-1:callback:2"  # the contract's
+    assert json.loads(partner.received("/switch/old")[-1].body)["attemptCount"] == 1
+
+
 def first_attempt_delays(runtime: Runtime) -> tuple[float, float]:
     """(count, sum) of the first-attempt delay histogram."""
     assert runtime.metrics is not None
