@@ -269,10 +269,13 @@ class Gate:
         """Write the cached record (embedded: the cache is the truth, this the only
         writer); a write that follows another one waits for it."""
         async with self._locks.setdefault(key, asyncio.Lock()):
-            saved = await self.store.save(self.cached(key))
-            self._dirty.discard(key)
+            written = self.cached(key)
+            saved = await self.store.save(written)
+            current = self.cached(key)
+            if current is written:  # changed meanwhile: still to write (and not evicted)
+                self._dirty.discard(key)
             # changes made meanwhile are in the cache: keep them, with the stored version
-            self._remember(replace(self.cached(key), version=saved.version))
+            self._remember(replace(current, version=saved.version))
 
     async def flush(self) -> None:
         """Write the statistics (last attempt, success, error) changed since the last flush,

@@ -563,3 +563,38 @@ async def test_idle_destinations_in_their_default_state_leave_memory() -> None:
     assert again.breaker.state is BreakerState.OPEN
     assert again.version > stored.version
     assert again.last_success_at == stored.last_success_at  # read back, then kept
+
+
+async def test_a_change_made_while_its_record_is_written_stays_to_write() -> None:
+    """The write of a record took the destination off the dirty list even when a change
+    came during it: that change was then never written, and lost once the destination
+    left memory (helper-51's review)."""
+    class SlowStore(MemoryDestinationStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = asyncio.Event()
+
+        async def save(self, destination: Destination) -> Destination:
+            await self.release.wait()
+            return await super().save(destination)
+
+    store = SlowStore()
+    clock = Clock()
+    gate = Gate(store, RULES, clock=clock, rand=lambda: 0.0)
+    first = await gate.admit(DEST)
+    assert isinstance(first, Ticket)
+    await gate.finish(first, AttemptResult(status_code=200))  # statistics: dirty
+    flushing = asyncio.create_task(gate.flush())
+    await asyncio.sleep(0)  # the save waits
+    clock.advance(5)
+    second = await gate.admit(DEST)
+    assert isinstance(second, Ticket)
+    await gate.finish(second, AttemptResult(status_code=200))  # during the save
+    store.release.set()
+    await flushing
+    assert gate.evict_idle(0.0) == 0  # still to write: kept
+    await gate.flush()
+    stored = await store.get(DEST)
+    assert stored is not None
+    assert stored.last_success_at == clock.now
+    assert gate.evict_idle(0.0) == 1

@@ -363,11 +363,11 @@ class Worker:
         evicted_at = time.monotonic()
         while True:
             await asyncio.sleep(settings.flush_every_seconds)
-            if time.monotonic() - evicted_at >= settings.evict_every_seconds:
-                evicted_at = time.monotonic()
-                if forgotten := self._gate.evict_idle(settings.idle_destination_seconds):
-                    log.debug("forgot idle destinations", extra={"destinations": forgotten})
             try:
+                if time.monotonic() - evicted_at >= settings.evict_every_seconds:
+                    evicted_at = time.monotonic()
+                    if forgotten := self._gate.evict_idle(settings.idle_destination_seconds):
+                        log.debug("forgot idle destinations", extra={"destinations": forgotten})
                 await self._gate.flush()
             except StoreUnavailable as exc:  # each second while the disk is full: no traceback
                 log.warning("writing destination statistics failed", extra={"error": exc.message})
