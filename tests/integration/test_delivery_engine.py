@@ -709,16 +709,22 @@ async def test_a_started_claim_delivered_without_leave_is_put_back_first(
         await rt.stop()
 
 
+async def unstarted_worker(tmp_path: Path) -> tuple[Runtime, StartingQueue, Worker]:
+    """An embedded runtime, its delivery client open, and a worker of its own (not started):
+    for tests that step into the worker's claims."""
+    rt = build_embedded(settings(tmp_path / "r.db"))
+    await rt.relay.deliverer.open()  # type: ignore[attr-defined]
+    queue = rt.relay.queue
+    assert isinstance(queue, StartingQueue)
+    return rt, queue, Worker(rt.relay, queue, WorkerSettings(), WakeUp())
+
+
 async def test_a_stop_during_a_claim_gives_its_entries_back_unstarted(
     tmp_path: Path, partner: Partner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The claim starts its attempts; a stop that comes while it is written must not leave
     them DELIVERING (the next start would record attempts cut short that never began)."""
-    rt = build_embedded(settings(tmp_path / "r.db"))
-    await rt.relay.deliverer.open()  # type: ignore[attr-defined]
-    queue = rt.relay.queue
-    assert isinstance(queue, StartingQueue)
-    worker = Worker(rt.relay, queue, WorkerSettings(), WakeUp())
+    rt, queue, worker = await unstarted_worker(tmp_path)
     real = queue.claim_started
     stopping: list[asyncio.Task[None]] = []
 
@@ -1123,11 +1129,7 @@ async def test_a_store_that_cannot_write_is_a_warning_each_time_not_a_traceback(
     traceback (helper-50's audit: 24 in 10 s, on the disk that was full). The store's own
     refusal is named in a warning; delivery goes on once it can write."""
     caplog.set_level(logging.WARNING, logger="notify_relay.worker")
-    rt = build_embedded(settings(tmp_path / "r.db"))
-    await rt.relay.deliverer.open()  # type: ignore[attr-defined]
-    queue = rt.relay.queue
-    assert isinstance(queue, StartingQueue)
-    worker = Worker(rt.relay, queue, WorkerSettings(), WakeUp())
+    rt, queue, worker = await unstarted_worker(tmp_path)
     real = queue.claim_started
     refusals: list[int] = []
 
