@@ -19,7 +19,7 @@ from yarl import URL
 from notify_relay.cycles import release_frames
 from notify_relay.domain.network import NetworkPolicy
 from notify_relay.domain.response import BODY_LIMIT, PartnerResponse
-from notify_relay.domain.retry import AttemptResult, ErrorKind
+from notify_relay.domain.retry import AttemptResult, ErrorKind, is_success
 from notify_relay.ports import OutboundRequest
 
 RESPONSE_READ_LIMIT = 64 * 1024
@@ -102,7 +102,7 @@ def _cut_short(response: aiohttp.ClientResponse, prefix: bytes, exc: BaseExcepti
     cut = _failure(exc, timeout_seconds).error
     return AttemptResult(
         status_code=code, retry_after=response.headers.get("Retry-After"),
-        error=None if 200 <= code < 300 else f"HTTP {code}; its body was cut short: {cut}",
+        error=None if is_success(code) else f"HTTP {code}; its body was cut short: {cut}",
         response=PartnerResponse.capture(response.headers.items(), prefix, True))
 
 

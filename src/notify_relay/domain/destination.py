@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from urllib.parse import urlsplit
 
-from notify_relay.domain.retry import AttemptResult, ErrorKind, parse_retry_after
+from notify_relay.domain.retry import AttemptResult, ErrorKind, is_success, parse_retry_after
 
 NAME_PATTERN = r"^[A-Za-z0-9._:@\-\[\]]{1,128}$"  # a custom name, as a sender gives it
 # the longest default name: a DNS name of 253 with its root's dot, `:` and a 5-digit port
@@ -354,7 +354,7 @@ def finished(
     # a permanent 4xx is a success to the breaker (the partner is there), not a delivery:
     # shown as the last success, it told an operator that a partner refusing everything
     # with 422 was fine, with no error
-    if result.status_code is not None and 200 <= result.status_code < 300:
+    if is_success(result.status_code):
         changes["last_success_at"] = now
     elif result.description is not None:
         changes["last_error"] = result.description

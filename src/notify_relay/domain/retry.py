@@ -103,7 +103,7 @@ class AttemptResult:
     def description(self) -> str | None:
         if self.error is not None:
             return self.error
-        if self.status_code is not None and not 200 <= self.status_code < 300:
+        if self.status_code is not None and not is_success(self.status_code):
             return f"HTTP {self.status_code}"
         return None
 
@@ -112,6 +112,11 @@ class AttemptResult:
 class Decision:
     outcome: Outcome
     retry_at: datetime | None = None
+
+
+def is_success(status_code: int | None) -> bool:
+    """A 2xx: the contract's success."""
+    return status_code is not None and 200 <= status_code < 300
 
 
 def is_retryable(result: AttemptResult) -> bool:
@@ -156,7 +161,7 @@ def decide(
     rand: Callable[[], float],
 ) -> Decision:
     """SUCCESS, RETRY at a time, or GIVE_UP, for the attempt numbered `attempt_in_round`."""
-    if result.status_code is not None and 200 <= result.status_code < 300:
+    if is_success(result.status_code):
         return Decision(Outcome.SUCCESS)
     if not is_retryable(result) or attempt_in_round >= policy.max_attempts:
         return Decision(Outcome.GIVE_UP)
