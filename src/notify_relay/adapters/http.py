@@ -153,7 +153,7 @@ class AiohttpDeliverer:
         if refusal is not None:
             return AttemptResult(error_kind=ErrorKind.TARGET_NOT_ALLOWED,
                                  error=f"target not allowed: {refusal}")
-        answered: list[aiohttp.ClientResponse] = []  # its head, once it came
+        answered: aiohttp.ClientResponse | None = None  # its head, once it came
         body: list[bytes] = []
         try:
             async with asyncio.timeout(request.timeout_seconds):  # connect to the last byte
@@ -166,12 +166,12 @@ class AiohttpDeliverer:
                         raise
                     # most often a kept connection the partner closed as the request left
                     response = await _answered(session, request, url)
-                answered.append(response)
+                answered = response
                 return await _result(response, body)
         except (TargetRefused, TimeoutError, aiohttp.ClientError, OSError) as exc:
             release_frames(exc)  # they hold the request's body in a cycle (cycles.py)
-            if answered:
-                return _cut_short(answered[0], b"".join(body), exc, request.timeout_seconds)
+            if answered is not None:
+                return _cut_short(answered, b"".join(body), exc, request.timeout_seconds)
             return _failure(exc, request.timeout_seconds)
 
 
