@@ -27,6 +27,7 @@ from notify_relay.domain.callback import (
     notice_due,
     outcome_notice,
     parent_of,
+    tells_of,
 )
 from notify_relay.domain.delivery import outbound_headers
 from notify_relay.domain.destination import DestinationKey
@@ -674,7 +675,7 @@ class Relay:
         notice, created = await self.store.create(outcome_notice(
             message, policy=self.limits.default_policy,
             timeout_seconds=self.limits.default_timeout, now=self.clock()))
-        if created or notice.created_at >= message.created_at:  # this message's own
+        if created or tells_of(notice, message):
             return message.changed(callback_notice=message.attempt_count,
                                    callback_notice_id=None), notice
         # the notice of an earlier message under this id, which retention deleted while its
@@ -692,10 +693,9 @@ class Relay:
         deleted is not one of those: its notice goes on."""
         parent_key, _ = parent_of(notice.key)
         parent = await self.store.get(parent_key, with_body=False)
-        if parent is not None and parent.created_at > notice.created_at:
-            # a later message under the id (retention deleted this notice's own): this one
-            # was taken for its parent and dropped, its outcome never told (helper-51)
-            return False
+        if parent is not None and not tells_of(notice, parent):
+            # a later message under the id: this notice's own was deleted (helper-51)
+            parent = None
         if not is_orphan(notice.key, parent):
             return False
         log.warning("dropped the notice of an outcome that was never recorded",

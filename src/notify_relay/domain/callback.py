@@ -48,6 +48,13 @@ def incarnation_of(message: Message) -> int:
     return int(message.created_at.timestamp() * 1000)
 
 
+def tells_of(notice: Message, message: Message) -> bool:
+    """Whether `notice` is one of `message`'s own, rather than the notice of an earlier
+    message under its id that retention deleted while its notice was still stored: a
+    notice is made after its message."""
+    return notice.created_at >= message.created_at
+
+
 def parent_of(notice: MessageKey) -> tuple[MessageKey, int]:
     """The message a notice tells of, and the attempt number whose outcome it tells."""
     message_id, _, number = notice.message_id.rpartition(NOTICE_MARK)
