@@ -548,7 +548,7 @@ class Gate:
                 settings = replace(settings, rate_per_second=rate_per_second)
             return dest.with_settings(settings)
 
-        if key not in self._cache or self._shared:
+        if self._shared:  # embedded, _change reads a destination it does not hold
             await self._reload(key)
         _, dest = await self._change(key, change, force=True)
         log.info("destination settings changed", extra={
