@@ -170,6 +170,28 @@ def test_validation_errors_name_the_field(api: Api, body: dict[str, Any], field:
     assert response["detail"].startswith(f"{field}: ")
 
 
+@pytest.mark.parametrize("field", ["targetUrl", "callbackUrl"])
+def test_a_url_of_2048_characters_is_taken_and_one_more_is_400(api: Api, partner: Partner,
+                                                               field: str) -> None:
+    """The contract's bound over HTTP; the schemathesis runs lower it (see their hooks)."""
+    path = f"/wide-{field}/"
+
+    def submission(length: int) -> dict[str, Any]:
+        url = partner.url(path)
+        return {"messageId": new_id(), "targetUrl": partner.url("/ok"),
+                field: url + "a" * (length - len(url))}
+
+    taken = submission(2048)
+    assert len(taken[field]) == 2048
+    assert api.submit(taken).status_code == 202
+    response = problem(api.submit(submission(2049)), 400, "VALIDATION_ERROR")
+    assert [e["field"] for e in response["errors"]] == [field]
+    api.wait_for(taken["messageId"], {"DELIVERED"})
+    if field == "targetUrl":
+        (got,) = partner.received(path)
+        assert partner.url(got.path) == taken[field]
+
+
 def test_malformed_json_is_400(api: Api) -> None:
     response = api.http.post("/v1/messages", content=b'{"messageId": ',
                              headers={"Content-Type": "application/json"})
