@@ -101,8 +101,10 @@ def build_embedded(settings: Settings, *, shared: bool = False,
                                    release_space=database.release_free_pages)
         starts.append(sweeper.start)
         stops.append(sweeper.stop)
-    return _embedded_runtime(settings, relay, metrics, console, starts=starts, stops=stops,
-                             checks=[worker.check_alive])
+    runtime = _embedded_runtime(settings, relay, metrics, console, starts=starts, stops=stops,
+                                checks=[worker.check_alive])
+    runtime.hurries.append(worker.hurry)
+    return runtime
 
 
 def build_embedded_api(settings: Settings, *, wake: Callable[[], None],

@@ -30,6 +30,8 @@ class Runtime:
     starts: list[Step] = field(default_factory=list)
     stops: list[Step] = field(default_factory=list)
     checks: list[Step] = field(default_factory=list)
+    # called on a second stop signal, on the loop: what waits out a grace stops waiting
+    hurries: list[Callable[[], None]] = field(default_factory=list)
 
     async def start(self) -> None:
         for step in self.starts:

@@ -126,6 +126,79 @@ def test_a_ctrl_c_reaching_both_stops_the_server(tmp_path: Path) -> None:
     assert "restarting" not in server.logs()
 
 
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_stop_signal_while_starting_is_a_clean_stop(tmp_path: Path,
+                                                      stop: signal.Signals) -> None:
+    """Before uvicorn's handlers were in place (a second or more) a SIGTERM killed the
+    server, exit 143, where the contract promises a clean stop and 0. SIGHUP (a terminal
+    closed) killed it at any time."""
+    server = ServerProcess(tmp_path / "relay.db", *FLAGS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFY_RELAY_")}
+    with open(server.log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "notify_relay.cli", "serve", "--port", str(server.port),
+             "--db", str(server.db), *FLAGS], stdout=log, stderr=subprocess.STDOUT, env=env)
+    time.sleep(0.15)  # the interpreter has started; the server's stack is still loading
+    early = server.logs()
+    proc.send_signal(stop)
+    assert proc.wait(timeout=30) == 0, server.logs()[-2000:]
+    assert '"starting"' not in early, "the signal came after the start: the test says nothing"
+    logs = server.logs()
+    assert "Traceback" not in logs, logs[-2000:]
+    assert "the API process listens" not in logs  # a stop before it: not started at all
+    if stop == signal.SIGTERM:  # once is enough: the file is whole and not held
+        with ServerProcess(server.db, *FLAGS) as again:
+            assert httpx.get(again.base_url + "/readyz", timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_the_same_stop_signal_twice_ends_the_grace(tmp_path: Path, partner: Partner,
+                                                   stop: signal.Signals) -> None:
+    """The first waits for attempts in flight (up to --shutdown-grace); a second cuts them
+    short at once, and the stop still records them so: the message is tried again after
+    the restart. A second SIGTERM did nothing; a second SIGINT skipped the recording."""
+    server = ServerProcess(tmp_path / "relay.db", *FLAGS, "--shutdown-grace", "60s").start()
+    assert server.proc is not None
+    with Api(server.base_url) as api:
+        assert api.submit({"messageId": "slow", "targetUrl": partner.url("/slow/8")}
+                          ).status_code == 202
+        api.wait_for("slow", {"DELIVERING"})
+        server.proc.send_signal(stop)
+        with pytest.raises(subprocess.TimeoutExpired):  # the first waits
+            server.proc.wait(timeout=1.5)
+        server.proc.send_signal(stop)
+        assert server.proc.wait(timeout=5) == 0
+    assert "abandoned an attempt at shutdown" in server.logs()
+    # no grace: its stop does not wait for the partner's 8 s again
+    with ServerProcess(server.db, *FLAGS, "--shutdown-grace", "0") as again, \
+            Api(again.base_url) as api:
+        message = api.get("slow").json()
+        assert message["attempts"][0]["error"].startswith("attempt cut short: the server "
+                                                          "stopped"), message
+
+
+def test_sigterm_to_both_processes_lets_a_request_in_progress_finish(tmp_path: Path) -> None:
+    """systemd's stop signals every process of a service. The owner also asks its API
+    process to stop; were that a second SIGTERM, the API process would stop at once and cut
+    the request (it did, with a 500, before the owner asked with a signal of its own)."""
+    server = ServerProcess(tmp_path / "relay.db", *FLAGS).start()
+    assert server.proc is not None
+    child = api_pid(server)
+    body = b'{"messageId": "mid-stop", "targetUrl": "http://127.0.0.1:9/x"}'
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
+        client.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                       b"Content-Type: application/json\r\n"
+                       b"Content-Length: %d\r\n\r\n" % len(body) + body[:10])
+        time.sleep(0.3)
+        os.kill(child, signal.SIGTERM)
+        os.kill(server.proc.pid, signal.SIGTERM)
+        time.sleep(0.5)
+        client.sendall(body[10:])
+        assert client.recv(4096).startswith(b"HTTP/1.1 202 "), server.logs()[-2000:]
+    assert server.proc.wait(timeout=30) == 0
+    assert "Traceback" not in server.logs()
+
+
 def test_an_api_process_that_cannot_listen_fails_the_start(tmp_path: Path) -> None:
     with ServerProcess(tmp_path / "a.db", *FLAGS) as first:
         second = subprocess.run(  # the same port, another file

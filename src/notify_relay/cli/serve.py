@@ -51,12 +51,10 @@ def backup_command(db: str | None, target: str) -> int:
 
 def serve(flags: dict[str, str | None]) -> int:
     # imported here: the other commands (a CLI over HTTP) start without the server's stack
-    import uvicorn
-
     from notify_relay.adapters.sqlite import DatabaseLocked
     from notify_relay.api.app import create_app
     from notify_relay.bootstrap import build_embedded
-    from notify_relay.embedded.server import quiet_stop_signals, uvicorn_config
+    from notify_relay.embedded.server import Server, uvicorn_config
     from notify_relay.embedded.supervisor import serve_two_processes
     from notify_relay.worker.wakeup import WakeUp
 
@@ -85,8 +83,8 @@ def serve(flags: dict[str, str | None]) -> int:
     log.info("starting", extra={**settings.summary(), "version": __version__})
     if two:
         return serve_two_processes(settings, runtime, wakeup)
-    server = uvicorn.Server(uvicorn_config(
-        create_app(runtime, listen_host=settings.host, freeze_at_start=True), settings))
-    quiet_stop_signals()
+    server = Server(uvicorn_config(
+        create_app(runtime, listen_host=settings.host, freeze_at_start=True), settings),
+        runtime.hurries)
     server.run()
     return 0 if server.started else 1

@@ -86,8 +86,8 @@ RESPONSES_KEPT = 10
 INTERRUPTED_ERROR = "attempt interrupted: the worker stopped before it recorded a result"
 # an attempt the server gave up on when it stopped cleanly (its grace over): not a crash,
 # so not counted toward POISON_INTERRUPTIONS (three deploys made a healthy message FAILED)
-STOPPED_ERROR = ("attempt cut short: the server stopped (its shutdown grace ran out) "
-                 "before the partner answered")
+STOPPED_ERROR = ("attempt cut short: the server stopped (its shutdown grace ran out, or a "
+                 "second stop signal ended it) before the partner answered")
 # a message whose attempts keep ending with the worker's death is taken for the cause
 POISON_INTERRUPTIONS = 3
 POISON_ERROR = (f"attempt interrupted {POISON_INTERRUPTIONS} times in a row: the message is "

@@ -12,18 +12,22 @@ import logging
 import pickle
 import sys
 
-from notify_relay.api.app import create_app
-from notify_relay.bootstrap import build_embedded_api
-from notify_relay.config import Settings
-from notify_relay.embedded.link import READY, WakeSender, watch_lifeline
-from notify_relay.embedded.owner import OwnerLink
-from notify_relay.embedded.server import Server, quiet_stop_signals, uvicorn_config
-from notify_relay.logs import configure_logging
+from notify_relay.embedded import stop_signals
 
 log = logging.getLogger("notify_relay.cli")
 
 
 def main(argv: list[str]) -> int:
+    # before the imports, which take half a second
+    stop_signals.hold((*stop_signals.STOP_SIGNALS, stop_signals.FROM_OWNER))
+    from notify_relay.api.app import create_app
+    from notify_relay.bootstrap import build_embedded_api
+    from notify_relay.config import Settings
+    from notify_relay.embedded.link import READY, WakeSender, watch_lifeline
+    from notify_relay.embedded.owner import OwnerLink
+    from notify_relay.embedded.server import Server, uvicorn_config
+    from notify_relay.logs import configure_logging
+
     wake_fd, lifeline_fd, socket_path = int(argv[0]), int(argv[1]), argv[2]
     settings = pickle.load(sys.stdin.buffer)  # noqa: S301 - the owner's, over a pipe
     assert isinstance(settings, Settings)
@@ -34,7 +38,7 @@ def main(argv: list[str]) -> int:
     runtime.stops.insert(0, owner.close)  # stopped last
     server = Server(uvicorn_config(
         create_app(runtime, listen_host=settings.host, freeze_at_start=True, owner=owner),
-        settings))
+        settings), also=(stop_signals.FROM_OWNER,))
 
     async def run() -> None:
         def owner_gone() -> None:
@@ -47,7 +51,6 @@ def main(argv: list[str]) -> int:
             wake.send(READY)
         await serving
 
-    quiet_stop_signals()
     with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
         runner.run(run())
     return 0 if server.started else 1

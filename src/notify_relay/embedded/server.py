@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
+import threading
+from collections.abc import Callable, Generator, Sequence
+from types import FrameType
 from typing import Any
 
 import uvicorn
+from uvicorn.lifespan.on import LifespanOn
 
 from notify_relay.api.guarded_protocol import guarded_protocol
 from notify_relay.config import Settings
+from notify_relay.embedded import stop_signals
 
 # connections and requests in progress at once; beyond, a 503 (api/guarded_protocol.py)
 MAX_CONNECTIONS = 2048
@@ -33,19 +39,22 @@ def uvicorn_config(app: Any, settings: Settings, *, uds: str | None = None) -> u
     )
 
 
-def quiet_stop_signals() -> None:
-    """uvicorn restores the handlers it found once it has shut down, then raises the signal
-    again: with these in place that ends there, and a clean stop exits 0 (contract v1.1)."""
-    for stop_signal in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(stop_signal, lambda number, frame: None)
-
-
 class Server(uvicorn.Server):
-    """uvicorn's server, with an event set once it listens."""
+    """uvicorn's server, with an event set once it listens, and stop signals as
+    stop_signals.py holds them: SIGHUP is one, one that came before the server ran stops it
+    once it has started, and the same signal a second time stops at once: requests in
+    progress are cut, and `hurries` (the worker's) end the grace of attempts in flight.
+    uvicorn itself stops at once only on a second SIGINT, and then skips the app's
+    shutdown, which here records the attempts it abandons."""
 
-    def __init__(self, config: uvicorn.Config) -> None:
+    def __init__(self, config: uvicorn.Config, hurries: Sequence[Callable[[], None]] = (),
+                 also: tuple[int, ...] = ()) -> None:
+        """`also`: signals that stop it besides uvicorn's SIGTERM and SIGINT, and SIGHUP."""
         super().__init__(config)
         self.listening = asyncio.Event()
+        self._hurries = hurries
+        self._more = (signal.SIGHUP, *also)
+        self._signals: list[int] = []
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -59,3 +68,40 @@ class Server(uvicorn.Server):
         await asyncio.wait([serving, listening], return_when=asyncio.FIRST_COMPLETED)
         listening.cancel()
         return serving
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # as uvicorn: signals reach the main thread only
+            return
+        stop_signals.hold((*stop_signals.STOP_SIGNALS, *self._more))  # what uvicorn puts back
+        with super().capture_signals():
+            for number in self._more:
+                signal.signal(number, self.handle_exit)
+            try:
+                for number in stop_signals.take():  # those that came before
+                    self.handle_exit(number, None)
+                yield
+            finally:
+                for number in self._more:
+                    signal.signal(number, stop_signals.keep)
+        stop_signals.take()  # uvicorn raised those it handled again, into hold()'s handlers
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        again = sig in self._signals
+        self._signals.append(sig)
+        super().handle_exit(sig, frame)
+        if not again:
+            return
+        self.force_exit = True
+        with contextlib.suppress(RuntimeError):  # no loop runs yet: nothing waits
+            loop = asyncio.get_running_loop()
+            for hurry in self._hurries:
+                loop.call_soon_threadsafe(hurry)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        lifespan = self.lifespan
+        if self.force_exit and isinstance(lifespan, LifespanOn) \
+                and not lifespan.shutdown_event.is_set():
+            await lifespan.shutdown()  # uvicorn skips it when forced; the runtime still stops

@@ -9,7 +9,6 @@ import logging
 import os
 import pickle
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -19,8 +18,9 @@ import uvicorn
 
 from notify_relay.api.app import create_app
 from notify_relay.config import Settings
+from notify_relay.embedded import stop_signals
 from notify_relay.embedded.link import WakeListener
-from notify_relay.embedded.server import Server, quiet_stop_signals, uvicorn_config
+from notify_relay.embedded.server import Server, uvicorn_config
 from notify_relay.runtime import Runtime
 from notify_relay.worker.wakeup import WakeUp
 
@@ -40,6 +40,7 @@ class ApiProcess:
         self._wakeup = wakeup
         self._proc: asyncio.subprocess.Process | None = None
         self._stopping = False
+        self._asked = 0  # stop requests sent to the current API process
         self.failed = False
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -82,6 +83,7 @@ class ApiProcess:
                     sys.executable, "-m", "notify_relay.embedded.api_process",
                     str(wake_w), str(lifeline_r), self._socket_path,
                     stdin=asyncio.subprocess.PIPE, pass_fds=(wake_w, lifeline_r))
+                self._asked = 0
             finally:  # the child's ends: its own now (or nobody's, if it did not start)
                 os.close(wake_w)
                 os.close(lifeline_r)
@@ -108,12 +110,17 @@ class ApiProcess:
             os.close(lifeline_w)  # the API process sees the end of its lifeline
             self._proc = None
 
-    def signal_stop(self) -> None:
-        """From a signal handler: ask the API process to stop (it finishes its requests)."""
+    def signal_stop(self, at_once: bool = False) -> None:
+        """Ask the API process to stop: it finishes its requests, unless `at_once` (the
+        owner got its stop signal a second time). Asked twice, it stops at once, so it is
+        asked once, and then once more only `at_once` (from a signal handler too)."""
         self._stopping = True
-        if self._proc is not None and self._proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self._proc.send_signal(signal.SIGTERM)
+        proc = self._proc
+        if proc is None or proc.returncode is not None or self._asked >= (2 if at_once else 1):
+            return
+        self._asked += 1
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(stop_signals.FROM_OWNER)
 
     async def wait_stopped(self) -> None:
         """Kill it if it outlives its grace."""
@@ -131,13 +138,13 @@ class ApiProcess:
 
 
 class _OwnerServer(Server):
-    def __init__(self, config: uvicorn.Config, api: ApiProcess) -> None:
-        super().__init__(config)
+    def __init__(self, config: uvicorn.Config, api: ApiProcess, runtime: Runtime) -> None:
+        super().__init__(config, runtime.hurries)
         self._api = api
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
-        self._api.signal_stop()
+        self._api.signal_stop(at_once=self.force_exit)
 
 
 def socket_path(db: str) -> tuple[str, str | None]:
@@ -164,7 +171,7 @@ def serve_two_processes(settings: Settings, runtime: Runtime, wakeup: WakeUp) ->
     stop = asyncio.Event()
     server = _OwnerServer(uvicorn_config(
         create_app(runtime, listen_host=settings.host, freeze_at_start=True), settings,
-        uds=path), api)
+        uds=path), api, runtime)
 
     async def run() -> None:
         serving = await server.serve_until_listening()
@@ -183,7 +190,6 @@ def serve_two_processes(settings: Settings, runtime: Runtime, wakeup: WakeUp) ->
                 await watching
         await serving
 
-    quiet_stop_signals()
     try:
         with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
             runner.run(run())

@@ -100,6 +100,7 @@ class Worker:
         self._wake = wakeup
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._hurried = asyncio.Event()  # a second stop signal: the grace is over
         self._inflight: set[asyncio.Task[None]] = set()
         # what each attempt works on, and when it began (in that order)
         self._claims: dict[asyncio.Task[None], tuple[Claim, float]] = {}
@@ -150,8 +151,7 @@ class Worker:
             log.info("stopping: waiting for the attempts in flight", extra={
                 "count": len(self._inflight),
                 "graceSeconds": self._settings.shutdown_grace_seconds})
-            _, pending = await asyncio.wait(self._inflight,
-                                            timeout=self._settings.shutdown_grace_seconds)
+            pending = await self._within_grace()
             abandoned = [started[0] for task in pending if (started := self._claims.get(task))]
             for task in pending:
                 task.cancel()
@@ -173,6 +173,28 @@ class Worker:
             await self._gate.flush()
         except Exception:
             log.exception("writing destination statistics at shutdown failed")
+
+    def hurry(self) -> None:
+        """A second stop signal: the attempts in flight are abandoned now, not at the end
+        of the grace."""
+        self._hurried.set()
+
+    async def _within_grace(self) -> set[asyncio.Task[None]]:
+        """The attempts still in flight when the grace ends, or when hurried."""
+        deadline = asyncio.get_running_loop().time() + self._settings.shutdown_grace_seconds
+        pending = set(self._inflight)
+        hurried = asyncio.create_task(self._hurried.wait())
+        try:
+            while pending and not self._hurried.is_set():
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    break
+                await asyncio.wait([*pending, hurried], timeout=left,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                pending = {task for task in pending if not task.done()}
+        finally:
+            hurried.cancel()
+        return pending
 
     async def _run(self) -> None:
         settings = self._settings
