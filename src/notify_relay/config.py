@@ -8,6 +8,7 @@ from. Times take units (`500ms`, `30s`, `1m`, `2h`, `7d`; a plain number is seco
 from __future__ import annotations
 
 import argparse
+import difflib
 import ipaddress
 import os
 import re
@@ -567,6 +568,27 @@ def load(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> 
     """Settings from flags (as strings, None when absent) over the environment."""
     return _build(Settings, {name: value for name, value in flags.items() if value is not None},
                   environ)
+
+
+# NOTIFY_RELAY_* variables read elsewhere: the CLI's HTTP commands (cli/remote.py) and
+# scripts/build-lambda
+_OTHER_VARIABLES = frozenset({"NOTIFY_RELAY_URL", "NOTIFY_RELAY_API_KEY",
+                              "NOTIFY_RELAY_SENDER", "NOTIFY_RELAY_PYTHON313"})
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[tuple[str, str | None]]:
+    """NOTIFY_RELAY_* variables that nothing reads, each with the known name it is closest
+    to, if any: a misspelt one (NOTIFY_RELAY_CONCURENCY) was ignored without a word, and
+    the server ran on the default."""
+    known = {env_name(name) for name in (*Settings.model_fields,
+                                         *_AwsEnvironment.model_fields)} | _OTHER_VARIABLES
+    tails = {name.removeprefix(ENV_PREFIX): name for name in known}
+    given = os.environ if environ is None else environ
+    unknown = [name for name in sorted(given)  # pydantic-settings ignores the case
+               if name.upper().startswith(ENV_PREFIX) and name.upper() not in known]
+    return [(name, next((tails[tail] for tail in difflib.get_close_matches(
+                 name.upper().removeprefix(ENV_PREFIX), tails, n=1, cutoff=0.75)), None))
+            for name in unknown]
 
 
 # settings of the embedded server that the Lambdas read too

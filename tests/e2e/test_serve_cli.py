@@ -69,3 +69,29 @@ def test_keys_from_a_file_are_accepted(tmp_path: Path) -> None:
     assert "file-key" not in json.dumps(starting)
     loose = next(e for e in entries if "readable by group or others" in e["message"])
     assert (loose["setting"], loose["mode"]) == ("api-keys-file", "0640")
+
+
+def test_a_misspelt_variable_is_named_in_a_warning_not_its_value(tmp_path: Path) -> None:
+    """It was ignored without a word, and the server ran on the default."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFY_RELAY_")}
+    env.update({"NOTIFY_RELAY_CONCURENCY": "7", "NOTIFY_RELAY_API_KEYS_FIEL": "k-secret=a",
+                "NOTIFY_RELAY_URL": "http://127.0.0.1:1"})  # the CLI's: no warning
+    proc = subprocess.Popen([sys.executable, "-m", "notify_relay.cli", "serve", "--port", "0",
+                             "--db", str(tmp_path / "relay.db")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    assert proc.stdout is not None
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(json.loads(line))
+            if lines[-1]["message"] == "starting":
+                break
+    finally:
+        proc.terminate()
+        rest = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 0, rest
+    warned = {line["variable"]: line["didYouMean"] for line in lines
+              if line["message"].startswith("an environment variable that no setting reads")}
+    assert warned == {"NOTIFY_RELAY_API_KEYS_FIEL": "NOTIFY_RELAY_API_KEYS_FILE",
+                      "NOTIFY_RELAY_CONCURENCY": "NOTIFY_RELAY_CONCURRENCY"}
+    assert "k-secret" not in json.dumps(lines) + rest

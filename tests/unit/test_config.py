@@ -399,3 +399,15 @@ def test_processes_default_to_two_where_there_are_two_cores(
 def test_processes_beyond_two_are_refused() -> None:
     with pytest.raises(ConfigError, match="--processes"):
         load({"processes": "3"}, environ={})
+
+
+def test_unknown_variables_are_found_with_the_closest_known_name() -> None:
+    from notify_relay.config import unknown_variables
+
+    assert unknown_variables({
+        "NOTIFY_RELAY_PORT": "1", "NOTIFY_RELAY_QUEUE_URL": "q",  # a setting, a Lambda's
+        "NOTIFY_RELAY_SENDER": "s", "notify_relay_retention": "1",  # the CLI's; any case
+        "NOTIFY_RELAY_RETRY_AFTER": "1", "notify_relay_prot": "1", "NOTIFY_RELAY_X": "1",
+        "OTHER": "1",
+    }) == [("NOTIFY_RELAY_RETRY_AFTER", "NOTIFY_RELAY_RETRY_AFTER_CAP"),
+           ("NOTIFY_RELAY_X", None), ("notify_relay_prot", "NOTIFY_RELAY_PORT")]

@@ -9,7 +9,7 @@ import sqlite3
 import sys
 
 from notify_relay import __version__
-from notify_relay.config import ConfigError, add_arguments, load
+from notify_relay.config import ConfigError, add_arguments, load, unknown_variables
 from notify_relay.logs import configure_logging
 
 log = logging.getLogger("notify_relay.cli")
@@ -64,6 +64,9 @@ def serve(flags: dict[str, str | None]) -> int:
         print(f"notify-relay: error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    for name, closest in unknown_variables():  # the name only: a value may be a secret
+        log.warning("an environment variable that no setting reads: ignored",
+                    extra={"variable": name, "didYouMean": closest})
     for name, file in (("api-keys-file", settings.api_keys_file),
                        ("signing-secrets-file", settings.signing_secrets_file)):
         if file is not None and file.others_can_read:
