@@ -90,6 +90,28 @@ CANCEL_TRIES = 3
 DEFAULT_SCHEDULE_CAP = timedelta(days=30)
 
 
+def _log_attempt(message: Message, number: int, status_code: int | None, error: str | None,
+                 outcome: Outcome, duration_ms: int) -> None:
+    """Every attempt's line, in its message's state once recorded."""
+    if log.isEnabledFor(logging.INFO):
+        logs.info(log, "attempt", {
+            **message_context(message), "attempt": number, "statusCode": status_code,
+            "error": error, "outcome": outcome.value, "durationMs": duration_ms,
+            "destination": message.destination,
+            "targetHost": urlsplit(message.content.target_url).hostname,
+            "nextAttemptAt": message.next_attempt_at.isoformat()
+            if message.next_attempt_at else None})
+
+
+def _log_interrupted(before: Message, started: Message) -> None:
+    """The line of an attempt that a crash cut short, which the next start records
+    (Message.start_attempt): it had none, as its worker died before its line."""
+    if before.status is Status.DELIVERING and len(started.attempts) > len(before.attempts):
+        attempt = started.attempts[-1]
+        _log_attempt(started, attempt.number, None, attempt.error, attempt.outcome,
+                     attempt.duration_ms)
+
+
 def message_context(message: Message, request_cid: str | None = None) -> dict[str, object]:
     """The fields every log line about a message carries; in a line caused by a request,
     `correlationId` is that request's, and the message's own is `messageCorrelationId`."""
@@ -519,6 +541,7 @@ class Relay:
     async def _deliver(self, claim: Claim, held: _Held, deadline: datetime | None) -> None:
         if claim.started is not None and held.ticket is not None and deadline is None:
             before = claim.started.before
+            _log_interrupted(before, claim.started.after)
             await self._attempt(
                 claim, held, held.ticket, claim.started.after,
                 first=before.attempt_count == 0 and before.status is not Status.DELIVERING,
@@ -573,11 +596,13 @@ class Relay:
         first = message.attempt_count == 0 and message.status is not Status.DELIVERING
         started_message, notice = await self._noticed(message.start_attempt(now))
         try:
-            message = await self.store.update(started_message)
+            started_message = await self.store.update(started_message)
         except StaleWrite:
             await self.queue.reschedule(claim, now)
             self.on_scheduled(now)
             return
+        _log_interrupted(message, started_message)
+        message = started_message
         await self._attempt(claim, held, held.ticket, message, first=first, due=due,
                             notice=notice)
 
@@ -625,15 +650,8 @@ class Relay:
         except StoreUnavailable as exc:
             raise OutcomeNotRecorded(str(exc)) from exc
         self.observer.attempt(decision.outcome.value, elapsed)
-        if log.isEnabledFor(logging.INFO):
-            logs.info(log, "attempt", {
-                **message_context(message), "attempt": message.attempt_count,
-                "statusCode": result.status_code, "error": result.description,
-                "outcome": decision.outcome.value, "durationMs": round(elapsed * 1000),
-                "destination": message.destination,
-                "targetHost": urlsplit(message.content.target_url).hostname,
-                "nextAttemptAt": message.next_attempt_at.isoformat()
-                if message.next_attempt_at else None})
+        _log_attempt(message, message.attempt_count, result.status_code, result.description,
+                     decision.outcome, round(elapsed * 1000))
         await self._settle(claim, message, decision.outcome, entry_settled=shared is not None)
         await self._send_notice(notice)
 

@@ -28,7 +28,7 @@ from notify_relay.config import Settings, load
 from notify_relay.domain.callback import notice_key
 from notify_relay.domain.destination import Blocked, BreakerState, DestinationKey
 from notify_relay.domain.errors import CorruptRecord, StoreUnavailable, TargetNotAllowed
-from notify_relay.domain.message import STOPPED_ERROR, Message, MessageKey
+from notify_relay.domain.message import INTERRUPTED_ERROR, STOPPED_ERROR, Message, MessageKey
 from notify_relay.domain.retry import AttemptResult, Outcome
 from notify_relay.domain.status import Status
 from notify_relay.gate import Hold
@@ -299,6 +299,28 @@ async def test_abandoned_attempt_resumes_after_restart(
     assert cut_short.started_at <= seen < resent.started_at
     assert 50 <= cut_short.duration_ms < 1000  # from its start to the grace's end
     assert message.uncounted == 1  # the cut-short attempt spent nothing of the budget
+
+
+async def test_an_attempt_a_crash_cut_short_gets_its_line_from_the_claim_that_records_it(
+    tmp_path: Path, partner: Partner, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The claim that starts an attempt (SqliteQueue.claim_started) records the attempt
+    before it as interrupted: that one had no "attempt" line, its worker having died."""
+    config = settings(tmp_path / "r.db")
+    due = datetime.now(UTC) + timedelta(seconds=1)
+    async with engine(config) as e:
+        message = await submit(e, "c-1", partner.url("/ok"),
+                               deliverAt=due.isoformat().replace("+00:00", "Z"))
+        await e.relay.store.update(message.start_attempt(datetime.now(UTC)))  # then a crash
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="notify_relay"):
+        async with engine(config) as e:
+            message = await settled(e, "c-1")
+    assert [(a.error, a.outcome) for a in message.attempts] == [
+        (INTERRUPTED_ERROR, Outcome.RETRY), (None, Outcome.SUCCESS)]
+    lines = [(r.attempt, r.error, r.outcome, r.correlationId)  # type: ignore[attr-defined]
+             for r in caplog.records if r.getMessage() == "attempt"]
+    assert lines == [(1, INTERRUPTED_ERROR, "RETRY", "corr-c-1"), (2, None, "SUCCESS", "corr-c-1")]
 
 
 async def test_clean_stops_never_make_a_message_poison(tmp_path: Path, partner: Partner) -> None:

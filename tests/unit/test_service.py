@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -222,6 +223,22 @@ async def test_exclusive_claims_resume_an_interrupted_attempt_at_once() -> None:
     message = await r.get(KEY)
     assert message.status is Status.DELIVERED
     assert [a.outcome for a in message.attempts] == [Outcome.RETRY, Outcome.SUCCESS]
+
+
+async def test_an_interrupted_attempt_has_its_line_when_the_next_start_records_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every attempt has an "attempt" line; the one a crash cut short had none."""
+    r, clock = relay(ScriptedDeliverer(AttemptResult(status_code=200)))
+    await r.submit(submission(), "s", "c")
+    await r.store.update((await r.store.get(KEY)).start_attempt(clock.now))  # then a crash
+    await r.queue.recover()
+    with caplog.at_level(logging.INFO, logger="notify_relay"):
+        assert await deliver_due(r) == 1
+    lines = [(getattr(rec, "attempt", None), getattr(rec, "error", None),
+              getattr(rec, "outcome", None), getattr(rec, "messageId", None))
+             for rec in caplog.records if rec.getMessage() == "attempt"]
+    assert lines == [(1, INTERRUPTED_ERROR, "RETRY", "m-1"), (2, None, "SUCCESS", "m-1")]
 
 
 async def test_a_message_redriven_while_delivering_keeps_when_its_attempt_started() -> None:
