@@ -4,6 +4,7 @@ and nothing answered 202 is lost; the server recovers by itself."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -36,6 +37,11 @@ def test_a_held_write_lock_is_a_fast_503_then_the_server_recovers(
             assert refused.headers["retry-after"] == "1"
             assert "retry" in body["detail"] or "cannot" in body["detail"]
             assert took < 3.0  # the short busy timeout, not ten seconds of a frozen loop
+            cid = refused.headers["x-correlation-id"]
+            lines = [json.loads(line) for line in server.logs().splitlines() if cid in line]
+            assert [(line["message"], line["level"], line.get("status")) for line in lines] == [
+                ("request refused", "WARNING", 503)], lines  # once, with its cause
+            assert lines[0]["detail"] == body["detail"]
             started = time.monotonic()
             assert api.http.get("/healthz").status_code == 200
             assert time.monotonic() - started < 2.0

@@ -122,10 +122,10 @@ def _allowed_methods(request: Request) -> list[str]:
 
 
 def domain_problem(exc: NotifyRelayError) -> JSONResponse:
-    """The answer to a refusal of the domain, logged by its gravity."""
-    if isinstance(exc, StoreUnavailable):
-        log.warning("request refused: the store is unavailable", extra={"error": exc.message})
-    elif exc.status >= 500:
+    """The answer to a refusal of the domain, logged by its gravity: a fault of ours with
+    its traceback; an unavailable store, an expected state, only in the refusal's own line
+    (problem()), which names the cause (a second line of its own said the same)."""
+    if exc.status >= 500 and not isinstance(exc, StoreUnavailable):
         log.error("request failed", exc_info=exc)
     return problem_for(exc)
 
