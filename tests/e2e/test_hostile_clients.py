@@ -219,6 +219,24 @@ def test_slow_or_silent_clients_are_timed_out(server: ServerProcess, start: byte
         assert problem_of(raw)[1]["code"] == "REQUEST_TIMEOUT"
 
 
+def test_an_oversized_body_that_never_comes_is_a_408_and_no_413_is_logged(
+    server: ServerProcess,
+) -> None:
+    """The 413 waits for the body to be drained; a client that never sends it gets the
+    408, and the 413 that could no longer be sent was logged all the same."""
+    sock = connect(server)
+    sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\n"
+                 b"Content-Type: application/json\r\nX-Correlation-Id: never-drained-1\r\n"
+                 b"Content-Length: 7340032\r\n\r\n{")
+    raw = response_of(sock)
+    sock.close()
+    assert status_of(raw) == 408
+    time.sleep(0.2)  # the app's task ends after the connection
+    lines = [json.loads(line) for line in server.logs().splitlines()
+             if "never-drained-1" in line]
+    assert [line.get("status") for line in lines] == [408], lines
+
+
 def test_a_trickling_head_is_cut_at_the_head_timeout(server: ServerProcess) -> None:
     sock = connect(server)
     began = time.monotonic()

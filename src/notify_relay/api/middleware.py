@@ -178,8 +178,9 @@ class BodyGuardMiddleware:
                 return
         declared = header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            if int(declared) <= DRAIN_LIMIT_BYTES:
-                await _drain(receive, DRAIN_LIMIT_BYTES)
+            if int(declared) <= DRAIN_LIMIT_BYTES and not await _drain(receive,
+                                                                       DRAIN_LIMIT_BYTES):
+                return  # gone (or timed out: a 408 went): no 413 to send, nor to log
             await self._too_large(scope, receive, send)
             return
         chunks: list[bytes] = []
@@ -195,8 +196,8 @@ class BodyGuardMiddleware:
                 self.buffered += len(chunk)
                 more = message.get("more_body", False)
                 if size > self.limit:
-                    if more:
-                        await _drain(receive, DRAIN_LIMIT_BYTES - size)
+                    if more and not await _drain(receive, DRAIN_LIMIT_BYTES - size):
+                        return
                     await self._too_large(scope, receive, send)
                     return
                 if self.buffered > self.budget:
@@ -223,14 +224,16 @@ class BodyGuardMiddleware:
         await response(scope, receive, send)
 
 
-async def _drain(receive: Receive, budget: int) -> None:
+async def _drain(receive: Receive, budget: int) -> bool:
+    """Read and drop up to `budget` bytes of the body; False if the client went first."""
     while budget > 0:
         message = await receive()
         if message["type"] != "http.request":
-            return
+            return False
         budget -= len(message.get("body", b""))
         if not message.get("more_body", False):
-            return
+            return True
+    return True
 
 
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
