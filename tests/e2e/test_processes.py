@@ -138,10 +138,15 @@ def test_a_stop_signal_while_starting_is_a_clean_stop(tmp_path: Path,
         proc = subprocess.Popen(
             [sys.executable, "-m", "notify_relay.cli", "serve", "--port", str(server.port),
              "--db", str(server.db), *FLAGS], stdout=log, stderr=subprocess.STDOUT, env=env)
-    time.sleep(0.15)  # the interpreter has started; the server's stack is still loading
-    early = server.logs()
-    proc.send_signal(stop)
-    assert proc.wait(timeout=30) == 0, server.logs()[-2000:]
+    try:
+        time.sleep(0.15)  # the interpreter has started; the server's stack is still loading
+        early = server.logs()
+        proc.send_signal(stop)
+        assert proc.wait(timeout=30) == 0, server.logs()[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert '"starting"' not in early, "the signal came after the start: the test says nothing"
     logs = server.logs()
     assert "Traceback" not in logs, logs[-2000:]
@@ -177,26 +182,91 @@ def test_the_same_stop_signal_twice_ends_the_grace(tmp_path: Path, partner: Part
                                                           "stopped"), message
 
 
-def test_sigterm_to_both_processes_lets_a_request_in_progress_finish(tmp_path: Path) -> None:
-    """systemd's stop signals every process of a service. The owner also asks its API
-    process to stop; were that a second SIGTERM, the API process would stop at once and cut
-    the request (it did, with a 500, before the owner asked with a signal of its own)."""
+@pytest.mark.parametrize(("first", "stop"), [("api", signal.SIGTERM), ("owner", signal.SIGINT)])
+def test_a_stop_signal_to_both_processes_lets_a_request_in_progress_finish(
+    tmp_path: Path, first: str, stop: signal.Signals
+) -> None:
+    """systemd's stop signals every process of a service (KillSignal=, the main one first).
+    The owner also asks its API process to stop; were that a second SIGTERM, or were a
+    SIGINT after it taken for a second Ctrl-C (uvicorn's rule), the API process would stop
+    at once and cut the request (it did, with a 500, both ways)."""
     server = ServerProcess(tmp_path / "relay.db", *FLAGS).start()
     assert server.proc is not None
     child = api_pid(server)
+    order = [child, server.proc.pid] if first == "api" else [server.proc.pid, child]
     body = b'{"messageId": "mid-stop", "targetUrl": "http://127.0.0.1:9/x"}'
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as client:
         client.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                        b"Content-Type: application/json\r\n"
                        b"Content-Length: %d\r\n\r\n" % len(body) + body[:10])
         time.sleep(0.3)
-        os.kill(child, signal.SIGTERM)
-        os.kill(server.proc.pid, signal.SIGTERM)
+        os.kill(order[0], stop)
+        time.sleep(0.05)
+        os.kill(order[1], stop)
         time.sleep(0.5)
         client.sendall(body[10:])
         assert client.recv(4096).startswith(b"HTTP/1.1 202 "), server.logs()[-2000:]
     assert server.proc.wait(timeout=30) == 0
     assert "Traceback" not in server.logs()
+
+
+def test_sighup_ignored_at_start_stays_ignored(tmp_path: Path) -> None:
+    """`nohup notify-relay serve &`: the terminal closes, the server runs on."""
+    server = ServerProcess(tmp_path / "relay.db", *FLAGS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFY_RELAY_")}
+    with open(server.log_path, "ab") as log:
+        server.proc = subprocess.Popen(
+            [sys.executable, "-m", "notify_relay.cli", "serve", "--port", str(server.port),
+             "--db", str(server.db), *FLAGS], stdout=log, stderr=subprocess.STDOUT, env=env,
+            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    try:
+        server.wait_ready()
+        child = api_pid(server)
+        os.kill(child, signal.SIGHUP)
+        os.kill(server.proc.pid, signal.SIGHUP)
+        time.sleep(1.0)
+        assert server.proc.poll() is None
+        assert alive(child)
+        assert httpx.get(server.base_url + "/readyz", timeout=5).status_code == 200
+    finally:
+        assert server.terminate() == 0
+
+
+def test_stop_signals_repeated_until_the_end_still_exit_0(tmp_path: Path) -> None:
+    """A supervisor that repeats its SIGTERM: the interpreter's exit puts the default
+    action back, and one that came then ended a clean stop with 143 (5 runs of 5)."""
+    server = ServerProcess(tmp_path / "relay.db", *FLAGS).start()
+    assert server.proc is not None
+    deadline = time.monotonic() + 20
+    while server.proc.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(ProcessLookupError):
+            server.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.02)
+    assert server.proc.wait(timeout=5) == 0
+
+
+def test_a_start_that_hangs_stops_at_a_second_signal(tmp_path: Path) -> None:
+    """Signals are held while the server starts; a start that never ends (a file that
+    does not answer: here a FIFO) must still yield to the same signal twice."""
+    db = tmp_path / "relay.db"
+    os.mkfifo(db)
+    server = ServerProcess(db, *FLAGS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFY_RELAY_")}
+    with open(server.log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "notify_relay.cli", "serve", "--port", str(server.port),
+             "--db", str(db), *FLAGS], stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        time.sleep(2.0)  # in the open of the file, for good
+        proc.send_signal(signal.SIGINT)
+        with pytest.raises(subprocess.TimeoutExpired):  # held: the start may yet end
+            proc.wait(timeout=0.5)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=5) == -signal.SIGINT
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_an_api_process_that_cannot_listen_fails_the_start(tmp_path: Path) -> None:

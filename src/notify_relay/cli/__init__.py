@@ -29,12 +29,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    if list(sys.argv[1:2] if argv is None else argv[:1]) == ["serve"]:
+    serving = list(sys.argv[1:2] if argv is None else argv[:1]) == ["serve"]
+    if serving:
         stop_signals.hold()  # a stop while it starts is a clean stop once it has started
-    args = vars(_parser().parse_args(argv))
-    args.pop("command")
-    run: Callable[[dict[str, Any]], int] = args.pop("run")
-    return run(args)
+    try:
+        args = vars(_parser().parse_args(argv))
+        args.pop("command")
+        run: Callable[[dict[str, Any]], int] = args.pop("run")
+        return run(args)
+    finally:
+        if serving:
+            stop_signals.ignore()  # stopped: a signal now would spoil the exit status
 
 
 __all__ = ["main"]

@@ -1,5 +1,6 @@
 """The API process of a two-process `serve`: `python -m notify_relay.embedded.api_process
-WAKE_FD LIFELINE_FD SOCKET`, its Settings pickled on stdin (the owner's, flags included).
+WAKE_FD LIFELINE_FD SOCKET IGNORED`, its Settings pickled on stdin (the owner's, flags
+included); IGNORED: the stop signals the owner ignores, comma-separated numbers.
 
 Started by the owner (supervisor.py) once the owner has opened the file and serves its
 socket; ends when told (SIGTERM, SIGINT) or when the owner is gone.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import pickle
+import signal
 import sys
 
 from notify_relay.embedded import stop_signals
@@ -18,6 +20,8 @@ log = logging.getLogger("notify_relay.cli")
 
 
 def main(argv: list[str]) -> int:
+    for number in filter(None, argv[3].split(",")):  # those the owner was started to ignore
+        signal.signal(int(number), signal.SIG_IGN)
     # before the imports, which take half a second
     stop_signals.hold((*stop_signals.STOP_SIGNALS, stop_signals.FROM_OWNER))
     from notify_relay.api.app import create_app
@@ -53,6 +57,7 @@ def main(argv: list[str]) -> int:
 
     with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
         runner.run(run())
+    stop_signals.ignore((*stop_signals.STOP_SIGNALS, stop_signals.FROM_OWNER))  # stopped
     return 0 if server.started else 1
 
 

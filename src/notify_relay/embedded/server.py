@@ -76,21 +76,25 @@ class Server(uvicorn.Server):
             return
         stop_signals.hold((*stop_signals.STOP_SIGNALS, *self._more))  # what uvicorn puts back
         with super().capture_signals():
-            for number in self._more:
-                signal.signal(number, self.handle_exit)
+            previous = {number: signal.getsignal(number) for number in self._more}
+            for number, handler in previous.items():
+                if handler is not signal.SIG_IGN:  # `nohup`: it stays ignored
+                    signal.signal(number, self.handle_exit)
             try:
                 for number in stop_signals.take():  # those that came before
                     self.handle_exit(number, None)
                 yield
             finally:
-                for number in self._more:
-                    signal.signal(number, stop_signals.keep)
-        stop_signals.take()  # uvicorn raised those it handled again, into hold()'s handlers
+                for number, handler in previous.items():
+                    signal.signal(number, handler)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """uvicorn's own rule (a SIGINT after any signal stops at once) would cut requests
+        in progress in the API process at one Ctrl-C after the owner's word; and nothing
+        is appended for uvicorn to raise again after its shutdown."""
         again = sig in self._signals
         self._signals.append(sig)
-        super().handle_exit(sig, frame)
+        self.should_exit = True
         if not again:
             return
         self.force_exit = True

@@ -78,15 +78,18 @@ class ApiProcess:
         ready = asyncio.Event()
         listener = WakeListener(wake_r, self._wakeup.ready, ready.set)
         try:
+            self._asked = 0
             try:
                 self._proc = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "notify_relay.embedded.api_process",
                     str(wake_w), str(lifeline_r), self._socket_path,
+                    ",".join(str(number) for number in stop_signals.ignored()),
                     stdin=asyncio.subprocess.PIPE, pass_fds=(wake_w, lifeline_r))
-                self._asked = 0
             finally:  # the child's ends: its own now (or nobody's, if it did not start)
                 os.close(wake_w)
                 os.close(lifeline_r)
+            if self._stopping:  # a stop came while it was being started
+                self.signal_stop()
             assert self._proc.stdin is not None
             self._proc.stdin.write(pickle.dumps(self._settings))
             await self._proc.stdin.drain()
