@@ -210,6 +210,35 @@ def test_a_stop_signal_to_both_processes_lets_a_request_in_progress_finish(
     assert "Traceback" not in server.logs()
 
 
+@pytest.mark.parametrize("delay", [0.0, 0.005])
+def test_a_group_stop_as_the_api_process_starts_is_a_clean_stop(tmp_path: Path,
+                                                                 delay: float) -> None:
+    """systemd, `tini -g`, supervisord's stopasgroup signal the whole group. One that came
+    just as the owner started its API process killed the child before it read its
+    settings, and the owner died of the closed pipe: a traceback, exit 1 (helper-53)."""
+    server = ServerProcess(tmp_path / "relay.db", *FLAGS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFY_RELAY_")}
+    with open(server.log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "notify_relay.cli", "serve", "--port", str(server.port),
+             "--db", str(server.db), *FLAGS], stdout=log, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while "starting the API process" not in server.logs():
+            assert proc.poll() is None, server.logs()[-2000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.0005)
+        time.sleep(delay)
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, server.logs()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert "Traceback" not in server.logs()
+
+
 def test_sighup_ignored_at_start_stays_ignored(tmp_path: Path) -> None:
     """`nohup notify-relay serve &`: the terminal closes, the server runs on."""
     server = ServerProcess(tmp_path / "relay.db", *FLAGS)

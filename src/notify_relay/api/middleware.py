@@ -180,7 +180,7 @@ class BodyGuardMiddleware:
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             if int(declared) <= DRAIN_LIMIT_BYTES and not await _drain(receive,
                                                                        DRAIN_LIMIT_BYTES):
-                return  # gone (or timed out: a 408 went): no 413 to send, nor to log
+                return  # the client went, or timed out (a 408): no 413 to send, nor to log
             await self._too_large(scope, receive, send)
             return
         chunks: list[bytes] = []

@@ -23,6 +23,7 @@ This module imports nothing heavy: it is imported before the rest of the server'
 
 from __future__ import annotations
 
+import os
 import signal
 from types import FrameType
 
@@ -50,6 +51,7 @@ def keep(number: int, frame: FrameType | None) -> None:
     if not _taken and number in _held:  # the same twice while starting: at once
         signal.signal(number, signal.SIG_DFL)
         signal.raise_signal(number)
+        os._exit(128 + number)  # as PID 1 (a container without an init) the kernel drops it
     _held.append(number)
 
 

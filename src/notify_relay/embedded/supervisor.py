@@ -88,12 +88,22 @@ class ApiProcess:
             finally:  # the child's ends: its own now (or nobody's, if it did not start)
                 os.close(wake_w)
                 os.close(lifeline_r)
-            if self._stopping:  # a stop came while it was being started
-                self.signal_stop()
+            if self._stopping:  # a stop came while it was being started: it has done nothing
+                with contextlib.suppress(ProcessLookupError):
+                    self._proc.kill()
+                await self._proc.wait()
+                return False
             assert self._proc.stdin is not None
-            self._proc.stdin.write(pickle.dumps(self._settings))
-            await self._proc.stdin.drain()
-            self._proc.stdin.close()
+            try:
+                self._proc.stdin.write(pickle.dumps(self._settings))
+                await self._proc.stdin.drain()
+                self._proc.stdin.close()
+            except (OSError, RuntimeError):  # it died at once (a signal to the group, say)
+                await self._proc.wait()
+                if not self._stopping:
+                    log.error("the API process ended before it read its settings",
+                              extra={"exitStatus": self._proc.returncode})
+                return False
             exited = asyncio.create_task(self._proc.wait())
             listening = asyncio.create_task(ready.wait())
             await asyncio.wait([exited, listening], return_when=asyncio.FIRST_COMPLETED)
@@ -184,13 +194,16 @@ def serve_two_processes(settings: Settings, runtime: Runtime, wakeup: WakeUp) ->
                      extra={"pid": os.getpid(), "socket": path})
             watching = asyncio.create_task(api.run(stop))
             stopped = asyncio.create_task(stop.wait())
-            await asyncio.wait([watching, stopped, serving], return_when=asyncio.FIRST_COMPLETED)
-            server.should_exit = True
-            api.signal_stop()
-            await api.wait_stopped()
-            watching.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watching
+            try:
+                await asyncio.wait([watching, stopped, serving],
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:  # whatever ended the wait, the owner's own stop runs whole
+                server.should_exit = True
+                api.signal_stop()
+                await api.wait_stopped()
+                watching.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watching
         await serving
 
     try:
