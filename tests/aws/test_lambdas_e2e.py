@@ -427,10 +427,12 @@ def test_paused_destination_is_held_while_the_others_go(lambdas: AwsResources,
     events = source(lambdas, batch_size=40)
     assert events.poll_once() == 40
     assert events.failures == 0
-    # (held for 1-5 s each: some may be visible again already)
+    # each held one went back with a delay of 1-5 s: delayed still, or visible again (on a
+    # slow machine the batch itself took 5 s, and "some still delayed" failed in CI)
     counts = queue_counts(lambdas)
     assert counts["ApproximateNumberOfMessagesNotVisible"] == 0
-    assert counts["ApproximateNumberOfMessagesDelayed"] >= 1
+    assert counts["ApproximateNumberOfMessagesDelayed"] + counts[
+        "ApproximateNumberOfMessages"] == 20
     # Then the free destination's are delivered, the paused one's not even attempted:
     # each went back to the queue with a delay, and the batch did not wait for them
     assert all(status_of(f"free-{i}") == "DELIVERED" for i in range(20))

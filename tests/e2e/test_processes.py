@@ -25,6 +25,14 @@ FLAGS = ("--processes", "2", "--allow-networks", "127.0.0.0/8", "--concurrency",
          "--destination-concurrency", "6")
 
 
+def default_stop_signals() -> None:
+    """For a server started here: the default actions, as from a terminal. The test runner
+    may run under `nohup` (a CI run did: its server then rightly ignored SIGHUP) or as a
+    background job of a script (SIGINT ignored)."""
+    for number in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_DFL)
+
+
 def api_pid(server: ServerProcess, timeout: float = 10.0) -> int:
     """The pid of the owner's child (the API process), once it listens."""
     assert server.proc is not None
@@ -137,7 +145,8 @@ def test_a_stop_signal_while_starting_is_a_clean_stop(tmp_path: Path,
     with open(server.log_path, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "notify_relay.cli", "serve", "--port", str(server.port),
-             "--db", str(server.db), *FLAGS], stdout=log, stderr=subprocess.STDOUT, env=env)
+             "--db", str(server.db), *FLAGS], stdout=log, stderr=subprocess.STDOUT, env=env,
+            preexec_fn=default_stop_signals)
     try:
         time.sleep(0.15)  # the interpreter has started; the server's stack is still loading
         early = server.logs()
@@ -222,7 +231,7 @@ def test_a_group_stop_as_the_api_process_starts_is_a_clean_stop(tmp_path: Path,
         proc = subprocess.Popen(
             [sys.executable, "-m", "notify_relay.cli", "serve", "--port", str(server.port),
              "--db", str(server.db), *FLAGS], stdout=log, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True)
+            start_new_session=True, preexec_fn=default_stop_signals)
     try:
         deadline = time.monotonic() + 20
         while "starting the API process" not in server.logs():
@@ -284,7 +293,8 @@ def test_a_start_that_hangs_stops_at_a_second_signal(tmp_path: Path) -> None:
     with open(server.log_path, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "notify_relay.cli", "serve", "--port", str(server.port),
-             "--db", str(db), *FLAGS], stdout=log, stderr=subprocess.STDOUT, env=env)
+             "--db", str(db), *FLAGS], stdout=log, stderr=subprocess.STDOUT, env=env,
+            preexec_fn=default_stop_signals)
     try:
         time.sleep(2.0)  # in the open of the file, for good
         proc.send_signal(signal.SIGINT)
