@@ -31,14 +31,19 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
+        self.launch()
+        return self.wait_ready(timeout)
+
+    def launch(self, **popen: Any) -> subprocess.Popen[bytes]:
+        """The process started, not waited for; `popen`: more of Popen's arguments."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFY_RELAY_")}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "notify_relay.cli", "serve", "--port", str(self.port),
                  "--db", str(self.db), *self.flags],
-                stdout=log, stderr=subprocess.STDOUT, env=env,
+                stdout=log, stderr=subprocess.STDOUT, env=env, **popen,
             )
-        return self.wait_ready(timeout)
+        return self.proc
 
     def wait_ready(self, timeout: float = 20.0) -> ServerProcess:
         """Until /healthz answers (the port's process listens)."""

@@ -141,12 +141,7 @@ def test_a_stop_signal_while_starting_is_a_clean_stop(tmp_path: Path,
     server, exit 143, where the contract promises a clean stop and 0. SIGHUP (a terminal
     closed) killed it at any time."""
     server = ServerProcess(tmp_path / "relay.db", *FLAGS)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFY_RELAY_")}
-    with open(server.log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "notify_relay.cli", "serve", "--port", str(server.port),
-             "--db", str(server.db), *FLAGS], stdout=log, stderr=subprocess.STDOUT, env=env,
-            preexec_fn=default_stop_signals)
+    proc = server.launch(preexec_fn=default_stop_signals)
     try:
         time.sleep(0.15)  # the interpreter has started; the server's stack is still loading
         early = server.logs()
@@ -226,12 +221,7 @@ def test_a_group_stop_as_the_api_process_starts_is_a_clean_stop(tmp_path: Path,
     just as the owner started its API process killed the child before it read its
     settings, and the owner died of the closed pipe: a traceback, exit 1 (helper-53)."""
     server = ServerProcess(tmp_path / "relay.db", *FLAGS)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFY_RELAY_")}
-    with open(server.log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "notify_relay.cli", "serve", "--port", str(server.port),
-             "--db", str(server.db), *FLAGS], stdout=log, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True, preexec_fn=default_stop_signals)
+    proc = server.launch(start_new_session=True, preexec_fn=default_stop_signals)
     try:
         deadline = time.monotonic() + 20
         while "starting the API process" not in server.logs():
@@ -251,12 +241,7 @@ def test_a_group_stop_as_the_api_process_starts_is_a_clean_stop(tmp_path: Path,
 def test_sighup_ignored_at_start_stays_ignored(tmp_path: Path) -> None:
     """`nohup notify-relay serve &`: the terminal closes, the server runs on."""
     server = ServerProcess(tmp_path / "relay.db", *FLAGS)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFY_RELAY_")}
-    with open(server.log_path, "ab") as log:
-        server.proc = subprocess.Popen(
-            [sys.executable, "-m", "notify_relay.cli", "serve", "--port", str(server.port),
-             "--db", str(server.db), *FLAGS], stdout=log, stderr=subprocess.STDOUT, env=env,
-            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    server.launch(preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
     try:
         server.wait_ready()
         child = api_pid(server)
@@ -289,12 +274,7 @@ def test_a_start_that_hangs_stops_at_a_second_signal(tmp_path: Path) -> None:
     db = tmp_path / "relay.db"
     os.mkfifo(db)
     server = ServerProcess(db, *FLAGS)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFY_RELAY_")}
-    with open(server.log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "notify_relay.cli", "serve", "--port", str(server.port),
-             "--db", str(db), *FLAGS], stdout=log, stderr=subprocess.STDOUT, env=env,
-            preexec_fn=default_stop_signals)
+    proc = server.launch(preexec_fn=default_stop_signals)
     try:
         time.sleep(2.0)  # in the open of the file, for good
         proc.send_signal(signal.SIGINT)
