@@ -106,7 +106,7 @@ def _log_attempt(message: Message, number: int, status_code: int | None, error: 
 def _log_interrupted(before: Message, started: Message) -> None:
     """The line of an attempt that a crash cut short, which the next start records
     (Message.start_attempt): it had none, as its worker died before its line."""
-    if before.status is Status.DELIVERING and len(started.attempts) > len(before.attempts):
+    if before.status is Status.DELIVERING:  # start_attempt recorded it, last
         attempt = started.attempts[-1]
         _log_attempt(started, attempt.number, None, attempt.error, attempt.outcome,
                      attempt.duration_ms)

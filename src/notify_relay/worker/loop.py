@@ -181,20 +181,16 @@ class Worker:
 
     async def _within_grace(self) -> set[asyncio.Task[None]]:
         """The attempts still in flight when the grace ends, or when hurried."""
-        deadline = asyncio.get_running_loop().time() + self._settings.shutdown_grace_seconds
-        pending = set(self._inflight)
+        attempts = set(self._inflight)
+        finished = asyncio.create_task(asyncio.wait(attempts))  # its cancel leaves them be
         hurried = asyncio.create_task(self._hurried.wait())
         try:
-            while pending and not self._hurried.is_set():
-                left = deadline - asyncio.get_running_loop().time()
-                if left <= 0:
-                    break
-                await asyncio.wait([*pending, hurried], timeout=left,
-                                   return_when=asyncio.FIRST_COMPLETED)
-                pending = {task for task in pending if not task.done()}
+            await asyncio.wait([finished, hurried], timeout=self._settings.shutdown_grace_seconds,
+                               return_when=asyncio.FIRST_COMPLETED)
         finally:
+            finished.cancel()
             hurried.cancel()
-        return pending
+        return {task for task in attempts if not task.done()}
 
     async def _run(self) -> None:
         settings = self._settings
