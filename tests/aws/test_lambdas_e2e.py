@@ -72,10 +72,12 @@ def outbox_of(aws: AwsResources) -> StreamEventSource:
     return _outboxes[aws.table]
 
 
-def source(aws: AwsResources, batch_size: int = 10) -> SqsEventSource:
+def source(aws: AwsResources, batch_size: int = 10,
+           visibility_timeout: int = 2) -> SqsEventSource:
     """The worker's event source; before each poll, the outbox queues what was stored."""
     return SqsEventSource(client("sqs", aws.endpoint), aws.queue_url, worker_lambda.handler,
-                          batch_size=batch_size, outbox=outbox_of(aws))
+                          batch_size=batch_size, outbox=outbox_of(aws),
+                          visibility_timeout=visibility_timeout)
 
 
 def status_of(message_id: str) -> str:

@@ -36,8 +36,11 @@ def test_a_batch_of_100_with_a_paused_destination(lambdas: AwsResources,  # noqa
     for half in (messages[:50], messages[50:]):
         code, body, _ = call_api("POST", "/v1/messages/batch", {"messages": half})
         assert code in (200, 202, 207), body
-    # When one invocation gets all 100
-    events = source(lambdas, batch_size=BATCH)
+    # When one invocation gets all 100 (gathered in ten receives, each entry invisible for
+    # longer than that takes, as the stack's visibility timeout is: with the event source's
+    # 2 s, a loaded machine took longer, the first ones came round again into the same
+    # batch, and the last ones stayed out of it)
+    events = source(lambdas, batch_size=BATCH, visibility_timeout=60)
     assert events.poll_once() == BATCH
     assert events.failures == 0
     # Then every free record was delivered in it, once, and the paused one's held
