@@ -19,6 +19,7 @@ import pytest
 
 from tests.e2e.api_client import Api, ServerProcess, submit_until_killed
 from tests.partner import Partner
+from tests.sockets import free_port
 
 MESSAGES = 300
 FLAGS = ("--processes", "2", "--allow-networks", "127.0.0.0/8", "--concurrency", "16",
@@ -52,6 +53,19 @@ def alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):  # gone, or going as it was read
         return False
     return stat[stat.rindex(")") + 2] != "Z"
+
+
+def api_processes(socket_path: str) -> list[int]:
+    """Every API process on the machine started for this owner's socket."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # not a process, or gone
+            continue
+        if b"notify_relay.embedded.api_process" in argv and socket_path.encode() in argv:
+            found.append(int(entry.name))
+    return found
 
 
 def wait_gone(pid: int, timeout: float = 10.0) -> None:
@@ -277,15 +291,41 @@ def test_a_start_that_hangs_stops_at_a_second_signal(tmp_path: Path) -> None:
     proc = server.launch(preexec_fn=default_stop_signals)
     try:
         time.sleep(2.0)  # in the open of the file, for good
+        # the API process was started before the file was opened (api_child.py), and
+        # waits for its settings
+        child = api_pid(server, timeout=1)
         proc.send_signal(signal.SIGINT)
         with pytest.raises(subprocess.TimeoutExpired):  # held: the start may yet end
             proc.wait(timeout=0.5)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=5) == -signal.SIGINT
+        wait_gone(child, timeout=5)  # its input ended with its owner: no orphan left
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_second_server_on_the_same_file_leaves_the_first_one_whole(tmp_path: Path) -> None:
+    """The second one starts its API process before it finds the file locked: that process
+    exits with it, and the first one's socket (beside the file, the same name for both) is
+    left alone, so that what the first one's API process forwards still reaches its owner."""
+    db = tmp_path / "relay.db"
+    with ServerProcess(db, *FLAGS) as first, Api(first.base_url) as api:
+        assert api.patch_destination("crm", {"paused": True}).status_code == 200
+        second = subprocess.Popen(
+            [sys.executable, "-m", "notify_relay.cli", "serve", "--port", str(free_port()),
+             "--db", str(db), *FLAGS],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, err = second.communicate(timeout=60)
+        assert second.returncode == 1
+        assert "in use by another notify-relay process" in err, out + err
+        # its API process is gone with it: the first one's is the only one for the file
+        assert api_processes(f"{db}.sock") == [api_pid(first)]
+        assert Path(f"{db}.sock").is_socket()
+        response = api.destination("crm")  # forwarded to the first one's owner
+        assert response.status_code == 200, response.text
+        assert response.json()["paused"] is True
 
 
 def test_an_api_process_that_cannot_listen_fails_the_start(tmp_path: Path) -> None:

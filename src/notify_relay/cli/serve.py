@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sqlite3
 import sys
 
 from notify_relay import __version__
-from notify_relay.config import ConfigError, add_arguments, load, unknown_variables
+from notify_relay.config import ConfigError, Settings, add_arguments, load, unknown_variables
+from notify_relay.embedded.api_child import ApiChild, socket_path, spawn
 from notify_relay.logs import configure_logging
 
 log = logging.getLogger("notify_relay.cli")
@@ -50,6 +52,36 @@ def backup_command(db: str | None, target: str) -> int:
 
 
 def serve(flags: dict[str, str | None]) -> int:
+    try:
+        settings = load(flags)
+    except ConfigError as exc:
+        print(f"notify-relay: error: {exc}", file=sys.stderr)
+        return 2
+    two = settings.process_count == 2
+    if not two:
+        return _serve(settings, None)
+    # the API process imports its stack while this one does (api_child.py)
+    socket = socket_path(settings.db)
+    try:
+        try:
+            first = spawn(socket[0])
+        except OSError as exc:  # out of processes, of files
+            print(f"notify-relay: error: cannot start the API process: {exc}",
+                  file=sys.stderr)
+            return 1
+        try:
+            return _serve(settings, (socket, first))
+        finally:
+            first.discard()  # when it was not given its settings (a no-op once it was)
+    finally:
+        # the socket itself is the owner's to remove once it holds the file's lock: one
+        # that finds the file locked must not remove the running server's
+        if socket[1] is not None:
+            shutil.rmtree(socket[1], ignore_errors=True)
+
+
+def _serve(settings: Settings, early: tuple[tuple[str, str | None], ApiChild] | None) -> int:
+    """`early`: two processes; the owner's socket and the API process started for it."""
     # imported here: the other commands (a CLI over HTTP) start without the server's stack
     from notify_relay.adapters.sqlite import DatabaseLocked
     from notify_relay.api.app import create_app
@@ -58,11 +90,6 @@ def serve(flags: dict[str, str | None]) -> int:
     from notify_relay.embedded.supervisor import serve_two_processes
     from notify_relay.worker.wakeup import WakeUp
 
-    try:
-        settings = load(flags)
-    except ConfigError as exc:
-        print(f"notify-relay: error: {exc}", file=sys.stderr)
-        return 2
     configure_logging(settings.log_level)
     for name, closest in unknown_variables():  # the name only: a value may be a secret
         log.warning("an environment variable that no setting reads: ignored",
@@ -76,16 +103,15 @@ def serve(flags: dict[str, str | None]) -> int:
     if not settings.api_keys and not settings.loopback_only:
         log.warning("no API keys are configured and the server listens beyond loopback: "
                     "anyone who can reach it can submit", extra={"host": settings.host})
-    two = settings.process_count == 2
     wakeup = WakeUp()
     try:
-        runtime = build_embedded(settings, shared=two, wakeup=wakeup)
+        runtime = build_embedded(settings, shared=early is not None, wakeup=wakeup)
     except (DatabaseLocked, sqlite3.Error, OSError, RuntimeError) as exc:
         print(f"notify-relay: error: cannot open {settings.db}: {exc}", file=sys.stderr)
         return 1
     log.info("starting", extra={**settings.summary(), "version": __version__})
-    if two:
-        return serve_two_processes(settings, runtime, wakeup)
+    if early is not None:
+        return serve_two_processes(settings, runtime, wakeup, *early)
     server = Server(uvicorn_config(
         create_app(runtime, listen_host=settings.host, freeze_at_start=True), settings),
         runtime.hurries)

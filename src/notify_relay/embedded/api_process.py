@@ -2,8 +2,10 @@
 WAKE_FD LIFELINE_FD SOCKET IGNORED`, its Settings pickled on stdin (the owner's, flags
 included); IGNORED: the stop signals the owner ignores, comma-separated numbers.
 
-Started by the owner (supervisor.py) once the owner has opened the file and serves its
-socket; ends when told (SIGTERM, SIGINT) or when the owner is gone.
+Started by the owner as early as it can (api_child.py), it imports its stack, then waits
+for its settings, which the owner writes once it has opened the file and serves its socket;
+no settings (the end of its input: the owner did not start, or is gone) and it exits at
+once. It ends when told (SIGTERM, SIGINT) or when the owner is gone.
 """
 
 from __future__ import annotations
@@ -33,7 +35,10 @@ def main(argv: list[str]) -> int:
     from notify_relay.logs import configure_logging
 
     wake_fd, lifeline_fd, socket_path = int(argv[0]), int(argv[1]), argv[2]
-    settings = pickle.load(sys.stdin.buffer)  # noqa: S301 - the owner's, over a pipe
+    given = sys.stdin.buffer.read()  # once the owner is ready (api_child.py)
+    if not given:  # it did not start after all, or died: this one has nothing to do
+        return 0
+    settings = pickle.loads(given)  # noqa: S301 - the owner's, over a pipe
     assert isinstance(settings, Settings)
     configure_logging(settings.log_level)
     wake = WakeSender(wake_fd)

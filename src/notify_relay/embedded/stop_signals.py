@@ -41,9 +41,9 @@ def hold(numbers: tuple[int, ...] = STOP_SIGNALS) -> None:
 
 
 def ignored() -> list[int]:
-    """The stop signals this process ignores. The owner starts its API process through
-    the event loop's (uvloop's, libuv's) spawn, which gives the child default actions,
-    the ignored ones too: the owner says which they were."""
+    """The stop signals this process ignores. The owner names them to its API process,
+    which ignores them too: an exec keeps ignored signals, but a spawn through the event
+    loop (uvloop's, libuv's) gave the child default actions, the ignored ones too."""
     return [number for number in STOP_SIGNALS if signal.getsignal(number) is signal.SIG_IGN]
 
 

@@ -8,9 +8,6 @@ import contextlib
 import logging
 import os
 import pickle
-import shutil
-import sys
-import tempfile
 import time
 from types import FrameType
 
@@ -19,6 +16,7 @@ import uvicorn
 from notify_relay.api.app import create_app
 from notify_relay.config import Settings
 from notify_relay.embedded import stop_signals
+from notify_relay.embedded.api_child import ApiChild, remove_socket, spawn
 from notify_relay.embedded.link import WakeListener
 from notify_relay.embedded.server import Server, uvicorn_config
 from notify_relay.runtime import Runtime
@@ -26,19 +24,24 @@ from notify_relay.worker.wakeup import WakeUp
 
 log = logging.getLogger("notify_relay.cli")
 RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes with its NUL; a margin
 HEALTHY_SECONDS = 60.0  # an API process that lived this long restarts at the first delay
 STOP_MARGIN_SECONDS = 5.0  # beyond the API's own grace, before it is killed
 
 
 class ApiProcess:
-    """Starts and watches the API process; `failed` once it could not start at all."""
+    """Starts and watches the API process; `failed` once it could not start at all.
 
-    def __init__(self, settings: Settings, socket_path: str, wakeup: WakeUp) -> None:
+    `first`: the first API process, started early (api_child.py); discard_first() stops
+    it if it is never used."""
+
+    def __init__(self, settings: Settings, socket_path: str, wakeup: WakeUp,
+                 first: ApiChild | None = None) -> None:
         self._settings = settings
         self._socket_path = socket_path
         self._wakeup = wakeup
-        self._proc: asyncio.subprocess.Process | None = None
+        self._first = first
+        self._proc: ApiChild | None = None
+        self._exited: asyncio.Future[int] | None = None  # the current one's exit status
         self._stopping = False
         self._asked = 0  # stop requests sent to the current API process
         self.failed = False
@@ -71,45 +74,42 @@ class ApiProcess:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
 
+    def discard_first(self) -> None:
+        """The early API process, if it was never given its settings: it exits."""
+        if self._first is not None:
+            first, self._first = self._first, None
+            first.discard()
+
     async def _run_once(self, stop: asyncio.Event) -> bool:
         """One API process from start to end; whether it started listening."""
-        wake_r, wake_w = os.pipe()
-        lifeline_r, lifeline_w = os.pipe()
+        child, self._first = self._first or spawn(self._socket_path), None
+        proc = child.proc
+        self._proc = child
+        # one thread waits for its end (its pid is not the event loop's to reap)
+        exited = self._exited = asyncio.ensure_future(asyncio.to_thread(proc.wait))
         ready = asyncio.Event()
-        listener = WakeListener(wake_r, self._wakeup.ready, ready.set)
+        listener = WakeListener(child.wake_r, self._wakeup.ready, ready.set)
+        child.wake_r = -1  # the listener's now
         try:
             self._asked = 0
-            try:
-                self._proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "notify_relay.embedded.api_process",
-                    str(wake_w), str(lifeline_r), self._socket_path,
-                    ",".join(str(number) for number in stop_signals.ignored()),
-                    stdin=asyncio.subprocess.PIPE, pass_fds=(wake_w, lifeline_r))
-            finally:  # the child's ends: its own now (or nobody's, if it did not start)
-                os.close(wake_w)
-                os.close(lifeline_r)
             if self._stopping:  # a stop came while it was being started: it has done nothing
                 with contextlib.suppress(ProcessLookupError):
-                    self._proc.kill()
-                await self._proc.wait()
+                    proc.kill()
+                await exited
                 return False
-            assert self._proc.stdin is not None
             try:
-                self._proc.stdin.write(pickle.dumps(self._settings))
-                await self._proc.stdin.drain()
-                self._proc.stdin.close()
-            except (OSError, RuntimeError):  # it died at once (a signal to the group, say)
-                await self._proc.wait()
+                await asyncio.to_thread(child.send_settings, pickle.dumps(self._settings))
+            except OSError:  # it died at once (a signal to the group, say)
+                await exited
                 if not self._stopping:
                     log.error("the API process ended before it read its settings",
-                              extra={"exitStatus": self._proc.returncode})
+                              extra={"exitStatus": proc.returncode})
                 return False
-            exited = asyncio.create_task(self._proc.wait())
             listening = asyncio.create_task(ready.wait())
             await asyncio.wait([exited, listening], return_when=asyncio.FIRST_COMPLETED)
             listening.cancel()
             if ready.is_set() and not self._stopping:
-                log.info("the API process listens", extra={"pid": self._proc.pid})
+                log.info("the API process listens", extra={"pid": proc.pid})
             code = await exited
             if code == 0 and not self._stopping and ready.is_set():
                 # told to stop by someone else (a Ctrl-C reaches the whole process group):
@@ -120,7 +120,7 @@ class ApiProcess:
             return ready.is_set()
         finally:
             listener.close()
-            os.close(lifeline_w)  # the API process sees the end of its lifeline
+            child.close_pipes()  # the API process sees the end of its lifeline
             self._proc = None
 
     def signal_stop(self, at_once: bool = False) -> None:
@@ -128,7 +128,7 @@ class ApiProcess:
         owner got its stop signal a second time). Asked twice, it stops at once, so it is
         asked once, and then once more only `at_once` (from a signal handler too)."""
         self._stopping = True
-        proc = self._proc
+        proc = self._proc.proc if self._proc is not None else None
         if proc is None or proc.returncode is not None or self._asked >= (2 if at_once else 1):
             return
         self._asked += 1
@@ -137,17 +137,17 @@ class ApiProcess:
 
     async def wait_stopped(self) -> None:
         """Kill it if it outlives its grace."""
-        proc = self._proc
-        if proc is None:
+        child, exited = self._proc, self._exited
+        if child is None or exited is None:
             return
         try:
-            await asyncio.wait_for(proc.wait(),
+            await asyncio.wait_for(asyncio.shield(exited),
                                    self._settings.shutdown_grace + STOP_MARGIN_SECONDS)
         except TimeoutError:
             log.error("the API process did not stop in time: killed it")
             with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+                child.proc.kill()
+            await exited
 
 
 class _OwnerServer(Server):
@@ -160,27 +160,13 @@ class _OwnerServer(Server):
         self._api.signal_stop(at_once=self.force_exit)
 
 
-def socket_path(db: str) -> tuple[str, str | None]:
-    """Where the owner listens: beside the database (a folder no cleaner empties, and a
-    socket that a crash leaves behind is bound over at the next start), or in a private
-    temporary folder (returned second, to remove) when that path is too long for a Unix
-    socket (108 bytes)."""
-    beside = os.path.abspath(f"{db}.sock")
-    for candidate in (beside, os.path.relpath(beside)):
-        if len(os.fsencode(candidate)) <= MAX_SOCKET_PATH:
-            return candidate, None
-    directory = tempfile.mkdtemp(prefix="notify-relay-")  # 0700
-    if len(os.fsencode(directory)) > MAX_SOCKET_PATH - len("/owner.sock"):  # a long TMPDIR
-        os.rmdir(directory)
-        directory = tempfile.mkdtemp(prefix="notify-relay-", dir="/tmp")
-    return os.path.join(directory, "owner.sock"), directory
-
-
-def serve_two_processes(settings: Settings, runtime: Runtime, wakeup: WakeUp) -> int:
-    """The owner: its socket, then the API process; exits 1 if the API process could not
+def serve_two_processes(settings: Settings, runtime: Runtime, wakeup: WakeUp,
+                        socket: tuple[str, str | None], first: ApiChild) -> int:
+    """The owner: its socket (`socket`: api_child.socket_path's), then the API process
+    (`first`, started early, is given its settings); exits 1 if the API process could not
     start (its error is in the log), else 0 after a clean stop."""
-    path, directory = socket_path(settings.db)
-    api = ApiProcess(settings, path, wakeup)
+    path, directory = socket
+    api = ApiProcess(settings, path, wakeup, first)
     stop = asyncio.Event()
     server = _OwnerServer(uvicorn_config(
         create_app(runtime, listen_host=settings.host, freeze_at_start=True), settings,
@@ -210,9 +196,7 @@ def serve_two_processes(settings: Settings, runtime: Runtime, wakeup: WakeUp) ->
         with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
             runner.run(run())
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        if directory is not None:
-            shutil.rmtree(directory, ignore_errors=True)
+        api.discard_first()  # not started after all (a stop came first)
+        remove_socket(path, directory)
     return 0 if server.started and not api.failed else 1
 

@@ -1,0 +1,115 @@
+"""Starting the API process of a two-process `serve`, early.
+
+Each of the two processes spends most of its start importing its stack (about a second
+each, on this project's 2-core machine). The first API process is therefore started as soon
+as the owner has read its settings, before the owner imports anything heavy: it imports
+while the owner does, on the other core, and then waits for its settings on stdin, which the
+owner writes once it has opened the file and serves its socket (supervisor.py). A server
+answered /readyz 2.7-3.5 s after its start (median 3.3 s), and now 2.5-2.8 s (2.6 s):
+six starts of each, alternated, on this project's 2-core machine.
+
+An owner that does not get that far (its file is locked, a stop signal came first) closes
+the child's stdin without writing: at that end of file the child exits at once, quietly.
+An owner that dies closes it too. Later API processes (restarts) start the same way.
+
+This module imports nothing heavy: `serve` uses it before its own imports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+
+from notify_relay.embedded import stop_signals
+
+MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes with its NUL; a margin
+DISCARD_WAIT_SECONDS = 5.0  # a child given no settings exits at once; past this, killed
+
+
+@dataclass
+class ApiChild:
+    """The process, and the owner's ends of its two pipes (link.py)."""
+
+    proc: subprocess.Popen[bytes]
+    wake_r: int
+    lifeline_w: int
+
+    def send_settings(self, data: bytes) -> None:
+        """Blocking (a pipe holds 64 KiB, and the child reads only once it has imported its
+        stack): call it in a thread. OSError if the child is gone."""
+        stdin = self.proc.stdin
+        assert stdin is not None
+        try:
+            stdin.write(data)
+        finally:
+            # the flush of what write() buffered fails once it is gone
+            with contextlib.suppress(OSError):
+                stdin.close()
+
+    def discard(self) -> None:
+        """For a child that will not be given its settings: it sees the end of its input and
+        exits; waited for, and killed if it does not."""
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+        self.close_pipes()
+        try:
+            self.proc.wait(DISCARD_WAIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def close_pipes(self) -> None:
+        for fd in (self.wake_r, self.lifeline_w):
+            if fd >= 0:
+                os.close(fd)
+        self.wake_r = self.lifeline_w = -1
+
+
+def spawn(socket: str) -> ApiChild:
+    """The API process, started; it reads its settings from stdin."""
+    wake_r, wake_w = os.pipe()
+    lifeline_r, lifeline_w = os.pipe()
+    try:
+        proc = subprocess.Popen(  # noqa: S603 - this interpreter, this package
+            [sys.executable, "-m", "notify_relay.embedded.api_process",
+             str(wake_w), str(lifeline_r), socket,
+             ",".join(str(number) for number in stop_signals.ignored())],
+            stdin=subprocess.PIPE, pass_fds=(wake_w, lifeline_r))
+    except BaseException:
+        os.close(wake_r)
+        os.close(lifeline_w)
+        raise
+    finally:  # the child's ends: its own now (or nobody's, if it did not start)
+        os.close(wake_w)
+        os.close(lifeline_r)
+    return ApiChild(proc, wake_r, lifeline_w)
+
+
+def socket_path(db: str) -> tuple[str, str | None]:
+    """Where the owner listens: beside the database (a folder no cleaner empties, and a
+    socket that a crash leaves behind is bound over at the next start), or in a private
+    temporary folder (returned second, to remove) when that path is too long for a Unix
+    socket (108 bytes)."""
+    beside = os.path.abspath(f"{db}.sock")
+    for candidate in (beside, os.path.relpath(beside)):
+        if len(os.fsencode(candidate)) <= MAX_SOCKET_PATH:
+            return candidate, None
+    directory = tempfile.mkdtemp(prefix="notify-relay-")  # 0700
+    if len(os.fsencode(directory)) > MAX_SOCKET_PATH - len("/owner.sock"):  # a long TMPDIR
+        os.rmdir(directory)
+        directory = tempfile.mkdtemp(prefix="notify-relay-", dir="/tmp")
+    return os.path.join(directory, "owner.sock"), directory
+
+
+def remove_socket(path: str, directory: str | None) -> None:
+    """The owner's socket, and its temporary folder if it has one."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
