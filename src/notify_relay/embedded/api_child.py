@@ -8,9 +8,11 @@ owner writes once it has opened the file and serves its socket (supervisor.py). 
 answered /readyz 2.7-3.5 s after its start (median 3.3 s), and now 2.5-2.8 s (2.6 s):
 six starts of each, alternated, on this project's 2-core machine.
 
-An owner that does not get that far (its file is locked, a stop signal came first) closes
-the child's stdin without writing: at that end of file the child exits at once, quietly.
-An owner that dies closes it too. Later API processes (restarts) start the same way.
+An owner that does not get that far (its file is locked, a stop signal came first) kills
+the child, which has done nothing but import (waiting for the end of its imports held such
+an owner's exit up to a second). An owner that dies closes the child's stdin: at that end
+of file the child exits at once, quietly. Later API processes (restarts) start the same
+way.
 
 This module imports nothing heavy: `serve` uses it before its own imports.
 """
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from notify_relay.embedded import stop_signals
 
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes with its NUL; a margin
-DISCARD_WAIT_SECONDS = 5.0  # a child given no settings exits at once; past this, killed
+DISCARD_WAIT_SECONDS = 5.0  # for one that was given them and should have ended: then killed
 
 
 @dataclass
@@ -38,12 +40,14 @@ class ApiChild:
     proc: subprocess.Popen[bytes]
     wake_r: int
     lifeline_w: int
+    given: bool = False  # its settings were sent: it may have started work since
 
     def send_settings(self, data: bytes) -> None:
         """Blocking (a pipe holds 64 KiB, and the child reads only once it has imported its
         stack): call it in a thread. OSError if the child is gone."""
         stdin = self.proc.stdin
         assert stdin is not None
+        self.given = True
         try:
             stdin.write(data)
         finally:
@@ -52,8 +56,10 @@ class ApiChild:
                 stdin.close()
 
     def discard(self) -> None:
-        """For a child that will not be given its settings: it sees the end of its input and
-        exits; waited for, and killed if it does not."""
+        """For a child that will not be given its settings (then killed: it has done
+        nothing), or that was and has stopped: waited for, and killed if it does not end."""
+        if not self.given:
+            self.proc.kill()  # a no-op once it has been waited for
         if self.proc.stdin is not None and not self.proc.stdin.closed:
             with contextlib.suppress(OSError):
                 self.proc.stdin.close()
