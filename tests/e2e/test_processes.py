@@ -55,19 +55,6 @@ def alive(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] != "Z"
 
 
-def api_processes(socket_path: str) -> list[int]:
-    """Every API process on the machine started for this owner's socket."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:  # not a process, or gone
-            continue
-        if b"notify_relay.embedded.api_process" in argv and socket_path.encode() in argv:
-            found.append(int(entry.name))
-    return found
-
-
 def wait_gone(pid: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while alive(pid):
@@ -308,7 +295,7 @@ def test_a_start_that_hangs_stops_at_a_second_signal(tmp_path: Path) -> None:
 
 def test_a_second_server_on_the_same_file_leaves_the_first_one_whole(tmp_path: Path) -> None:
     """The second one starts its API process before it finds the file locked: that process
-    exits with it, and the first one's socket (beside the file, the same name for both) is
+    ends with it, and the first one's socket (beside the file, the same name for both) is
     left alone, so that what the first one's API process forwards still reaches its owner."""
     db = tmp_path / "relay.db"
     with ServerProcess(db, *FLAGS) as first, Api(first.base_url) as api:
@@ -317,15 +304,88 @@ def test_a_second_server_on_the_same_file_leaves_the_first_one_whole(tmp_path: P
             [sys.executable, "-m", "notify_relay.cli", "serve", "--port", str(free_port()),
              "--db", str(db), *FLAGS],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        its_api = first_child(second)
         out, err = second.communicate(timeout=60)
         assert second.returncode == 1
         assert "in use by another notify-relay process" in err, out + err
-        # its API process is gone with it: the first one's is the only one for the file
-        assert api_processes(f"{db}.sock") == [api_pid(first)]
+        wait_gone(its_api, timeout=1)  # not left behind
         assert Path(f"{db}.sock").is_socket()
         response = api.destination("crm")  # forwarded to the first one's owner
         assert response.status_code == 200, response.text
         assert response.json()["paused"] is True
+
+
+def first_child(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
+    """The owner's first child, as soon as it exists (polled every ms)."""
+    deadline = time.monotonic() + timeout
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if pids := children.read_text().split():
+                return int(pids[0])
+        time.sleep(0.001)
+    raise AssertionError("the owner started no API process")
+
+
+def test_an_api_process_gone_before_its_settings_is_logged(tmp_path: Path) -> None:
+    """Killed while the owner still starts (its settings are small: they fit the pipe's
+    buffer, and only the close reports the broken pipe): exit 1, and the log says why."""
+    server = ServerProcess(tmp_path / "relay.db", *FLAGS)
+    proc = server.launch(preexec_fn=default_stop_signals)
+    try:
+        os.kill(first_child(proc), signal.SIGKILL)
+        assert proc.wait(timeout=30) == 1
+        assert "the API process ended before it read its settings" in server.logs()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_ctrl_c_just_as_the_api_process_starts_is_a_clean_stop(tmp_path: Path) -> None:
+    """The API process starts with the stop signals blocked until it holds them: a Ctrl-C
+    to the group in its interpreter's start printed a KeyboardInterrupt traceback from it."""
+    for run, delay in enumerate((0.03, 0.05, 0.08, 0.12)):  # into its interpreter's start
+        server = ServerProcess(tmp_path / f"relay-{run}.db", *FLAGS)
+        proc = server.launch(preexec_fn=default_stop_signals, start_new_session=True)
+        try:
+            first_child(proc)
+            time.sleep(delay)
+            os.killpg(proc.pid, signal.SIGINT)  # the terminal's Ctrl-C reaches the group
+            assert proc.wait(timeout=30) == 0
+            logs = server.logs()
+            assert "Traceback" not in logs, logs[-3000:]
+            assert "KeyboardInterrupt" not in logs, logs[-3000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_a_long_path_s_socket_folder_is_not_left_by_a_start_cut_short(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A --db path too long for a socket beside it gets one in a temporary folder, made by
+    the owner once it holds the file: made before (while it still imported), a start cut
+    short by a second signal left it behind (helper-54)."""
+    deep = tmp_path / ("d" * 120)
+    deep.mkdir()
+    temp = tmp_path / "t"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))  # where the server makes the folder
+    server = ServerProcess(deep / "relay.db", *FLAGS)
+    proc = server.launch(preexec_fn=default_stop_signals)
+    try:
+        first_child(proc)
+        time.sleep(0.3)  # the owner imports its stack
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)  # the same twice while starting: at once
+        proc.wait(timeout=30)
+        assert list(temp.iterdir()) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_an_api_process_that_cannot_listen_fails_the_start(tmp_path: Path) -> None:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import sqlite3
 import sys
 
 from notify_relay import __version__
 from notify_relay.config import ConfigError, Settings, add_arguments, load, unknown_variables
-from notify_relay.embedded.api_child import ApiChild, socket_path, spawn
+from notify_relay.embedded.api_child import ApiChild, spawn
 from notify_relay.logs import configure_logging
 
 log = logging.getLogger("notify_relay.cli")
@@ -61,27 +60,19 @@ def serve(flags: dict[str, str | None]) -> int:
     if not two:
         return _serve(settings, None)
     # the API process imports its stack while this one does (api_child.py)
-    socket = socket_path(settings.db)
     try:
-        try:
-            first = spawn(socket[0])
-        except OSError as exc:  # out of processes, of files
-            print(f"notify-relay: error: cannot start the API process: {exc}",
-                  file=sys.stderr)
-            return 1
-        try:
-            return _serve(settings, (socket, first))
-        finally:
-            first.discard()  # when it was not given its settings (a no-op once it was)
+        first = spawn()
+    except OSError as exc:  # out of processes, of files
+        print(f"notify-relay: error: cannot start the API process: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return _serve(settings, first)
     finally:
-        # the socket itself is the owner's to remove once it holds the file's lock: one
-        # that finds the file locked must not remove the running server's
-        if socket[1] is not None:
-            shutil.rmtree(socket[1], ignore_errors=True)
+        first.discard()  # when it was not given its settings (a no-op once it was)
 
 
-def _serve(settings: Settings, early: tuple[tuple[str, str | None], ApiChild] | None) -> int:
-    """`early`: two processes; the owner's socket and the API process started for it."""
+def _serve(settings: Settings, early: ApiChild | None) -> int:
+    """`early`: two processes, and the API process started for them."""
     # imported here: the other commands (a CLI over HTTP) start without the server's stack
     from notify_relay.adapters.sqlite import DatabaseLocked
     from notify_relay.api.app import create_app
@@ -111,7 +102,7 @@ def _serve(settings: Settings, early: tuple[tuple[str, str | None], ApiChild] | 
         return 1
     log.info("starting", extra={**settings.summary(), "version": __version__})
     if early is not None:
-        return serve_two_processes(settings, runtime, wakeup, *early)
+        return serve_two_processes(settings, runtime, wakeup, early)
     server = Server(uvicorn_config(
         create_app(runtime, listen_host=settings.host, freeze_at_start=True), settings),
         runtime.hurries)

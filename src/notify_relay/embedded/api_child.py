@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
+import signal
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 
 from notify_relay.embedded import stop_signals
 
-MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes with its NUL; a margin
 DISCARD_WAIT_SECONDS = 5.0  # for one that was given them and should have ended: then killed
 
 
@@ -44,16 +42,15 @@ class ApiChild:
 
     def send_settings(self, data: bytes) -> None:
         """Blocking (a pipe holds 64 KiB, and the child reads only once it has imported its
-        stack): call it in a thread. OSError if the child is gone."""
+        stack): call it in a thread. OSError if the child is gone (most often from close(),
+        whose flush writes what the buffer held: helper-54 found a dead child unreported)."""
         stdin = self.proc.stdin
         assert stdin is not None
         self.given = True
         try:
             stdin.write(data)
         finally:
-            # the flush of what write() buffered fails once it is gone
-            with contextlib.suppress(OSError):
-                stdin.close()
+            stdin.close()  # closed even when its flush fails, which it then raises
 
     def discard(self) -> None:
         """For a child that will not be given its settings (then killed: it has done
@@ -77,14 +74,22 @@ class ApiChild:
         self.wake_r = self.lifeline_w = -1
 
 
-def spawn(socket: str) -> ApiChild:
-    """The API process, started; it reads its settings from stdin."""
+def spawn() -> ApiChild:
+    """The API process, started; it reads its settings (and the owner's socket) from stdin.
+
+    It starts with the stop signals blocked, as this process holds them while it spawns it
+    (exec keeps the mask), until it holds them itself: in the interpreter's start and first
+    imports (20-150 ms) a Ctrl-C to the group printed a KeyboardInterrupt traceback from
+    it (helper-54; it was so before it started early too). Pending, not lost: each process
+    gets them once it unblocks."""
     wake_r, wake_w = os.pipe()
     lifeline_r, lifeline_w = os.pipe()
+    blocked = (*stop_signals.STOP_SIGNALS, stop_signals.FROM_OWNER)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
     try:
         proc = subprocess.Popen(  # noqa: S603 - this interpreter, this package
             [sys.executable, "-m", "notify_relay.embedded.api_process",
-             str(wake_w), str(lifeline_r), socket,
+             str(wake_w), str(lifeline_r),
              ",".join(str(number) for number in stop_signals.ignored())],
             stdin=subprocess.PIPE, pass_fds=(wake_w, lifeline_r))
     except BaseException:
@@ -92,30 +97,7 @@ def spawn(socket: str) -> ApiChild:
         os.close(lifeline_w)
         raise
     finally:  # the child's ends: its own now (or nobody's, if it did not start)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(wake_w)
         os.close(lifeline_r)
     return ApiChild(proc, wake_r, lifeline_w)
-
-
-def socket_path(db: str) -> tuple[str, str | None]:
-    """Where the owner listens: beside the database (a folder no cleaner empties, and a
-    socket that a crash leaves behind is bound over at the next start), or in a private
-    temporary folder (returned second, to remove) when that path is too long for a Unix
-    socket (108 bytes)."""
-    beside = os.path.abspath(f"{db}.sock")
-    for candidate in (beside, os.path.relpath(beside)):
-        if len(os.fsencode(candidate)) <= MAX_SOCKET_PATH:
-            return candidate, None
-    directory = tempfile.mkdtemp(prefix="notify-relay-")  # 0700
-    if len(os.fsencode(directory)) > MAX_SOCKET_PATH - len("/owner.sock"):  # a long TMPDIR
-        os.rmdir(directory)
-        directory = tempfile.mkdtemp(prefix="notify-relay-", dir="/tmp")
-    return os.path.join(directory, "owner.sock"), directory
-
-
-def remove_socket(path: str, directory: str | None) -> None:
-    """The owner's socket, and its temporary folder if it has one."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    if directory is not None:
-        shutil.rmtree(directory, ignore_errors=True)

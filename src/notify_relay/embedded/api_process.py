@@ -1,6 +1,7 @@
 """The API process of a two-process `serve`: `python -m notify_relay.embedded.api_process
-WAKE_FD LIFELINE_FD SOCKET IGNORED`, its Settings pickled on stdin (the owner's, flags
-included); IGNORED: the stop signals the owner ignores, comma-separated numbers.
+WAKE_FD LIFELINE_FD IGNORED`, its Settings (the owner's, flags included) and the owner's
+socket pickled on stdin; IGNORED: the stop signals the owner ignores, comma-separated
+numbers.
 
 Started by the owner as early as it can (api_child.py), it imports its stack, then waits
 for its settings, which the owner writes once it has opened the file and serves its socket;
@@ -22,10 +23,12 @@ log = logging.getLogger("notify_relay.cli")
 
 
 def main(argv: list[str]) -> int:
-    for number in filter(None, argv[3].split(",")):  # those the owner was started to ignore
+    for number in filter(None, argv[2].split(",")):  # those the owner was started to ignore
         signal.signal(int(number), signal.SIG_IGN)
-    # before the imports, which take half a second
-    stop_signals.hold((*stop_signals.STOP_SIGNALS, stop_signals.FROM_OWNER))
+    # before the imports, which take a second; blocked until now (api_child.spawn)
+    stops = (*stop_signals.STOP_SIGNALS, stop_signals.FROM_OWNER)
+    stop_signals.hold(stops)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
     from notify_relay.api.app import create_app
     from notify_relay.bootstrap import build_embedded_api
     from notify_relay.config import Settings
@@ -34,12 +37,13 @@ def main(argv: list[str]) -> int:
     from notify_relay.embedded.server import Server, uvicorn_config
     from notify_relay.logs import configure_logging
 
-    wake_fd, lifeline_fd, socket_path = int(argv[0]), int(argv[1]), argv[2]
+    wake_fd, lifeline_fd = int(argv[0]), int(argv[1])
     given = sys.stdin.buffer.read()  # once the owner is ready (api_child.py)
     if not given:  # it did not start after all, or died: this one has nothing to do
         return 0
-    settings = pickle.loads(given)  # noqa: S301 - the owner's, over a pipe
+    settings, socket_path = pickle.loads(given)  # noqa: S301 - the owner's, over a pipe
     assert isinstance(settings, Settings)
+    assert isinstance(socket_path, str)
     configure_logging(settings.log_level)
     wake = WakeSender(wake_fd)
     owner = OwnerLink(socket_path)

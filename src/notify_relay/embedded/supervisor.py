@@ -8,6 +8,8 @@ import contextlib
 import logging
 import os
 import pickle
+import shutil
+import tempfile
 import time
 from types import FrameType
 
@@ -16,7 +18,7 @@ import uvicorn
 from notify_relay.api.app import create_app
 from notify_relay.config import Settings
 from notify_relay.embedded import stop_signals
-from notify_relay.embedded.api_child import ApiChild, remove_socket, spawn
+from notify_relay.embedded.api_child import ApiChild, spawn
 from notify_relay.embedded.link import WakeListener
 from notify_relay.embedded.server import Server, uvicorn_config
 from notify_relay.runtime import Runtime
@@ -24,6 +26,7 @@ from notify_relay.worker.wakeup import WakeUp
 
 log = logging.getLogger("notify_relay.cli")
 RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes with its NUL; a margin
 HEALTHY_SECONDS = 60.0  # an API process that lived this long restarts at the first delay
 STOP_MARGIN_SECONDS = 5.0  # beyond the API's own grace, before it is killed
 
@@ -82,7 +85,7 @@ class ApiProcess:
 
     async def _run_once(self, stop: asyncio.Event) -> bool:
         """One API process from start to end; whether it started listening."""
-        child, self._first = self._first or spawn(self._socket_path), None
+        child, self._first = self._first or spawn(), None
         proc = child.proc
         self._proc = child
         # one thread waits for its end (its pid is not the event loop's to reap)
@@ -98,7 +101,8 @@ class ApiProcess:
                 await exited
                 return False
             try:
-                await asyncio.to_thread(child.send_settings, pickle.dumps(self._settings))
+                await asyncio.to_thread(child.send_settings,
+                                        pickle.dumps((self._settings, self._socket_path)))
             except OSError:  # it died at once (a signal to the group, say)
                 await exited
                 if not self._stopping:
@@ -111,6 +115,9 @@ class ApiProcess:
             if ready.is_set() and not self._stopping:
                 log.info("the API process listens", extra={"pid": proc.pid})
             code = await exited
+            if not ready.is_set() and not self._stopping:  # its own error, if any, is above
+                log.error("the API process ended before it listened",
+                          extra={"exitStatus": code})
             if code == 0 and not self._stopping and ready.is_set():
                 # told to stop by someone else (a Ctrl-C reaches the whole process group):
                 # the server stops with it
@@ -119,6 +126,9 @@ class ApiProcess:
                 stop.set()
             return ready.is_set()
         finally:
+            if not child.given:  # left on the way (an error, a cancel): it has done nothing
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
             listener.close()
             child.close_pipes()  # the API process sees the end of its lifeline
             self._proc = None
@@ -160,12 +170,28 @@ class _OwnerServer(Server):
         self._api.signal_stop(at_once=self.force_exit)
 
 
+def socket_path(db: str) -> tuple[str, str | None]:
+    """Where the owner listens: beside the database (a folder no cleaner empties, and a
+    socket that a crash leaves behind is bound over at the next start), or in a private
+    temporary folder (returned second, to remove) when that path is too long for a Unix
+    socket (108 bytes)."""
+    beside = os.path.abspath(f"{db}.sock")
+    for candidate in (beside, os.path.relpath(beside)):
+        if len(os.fsencode(candidate)) <= MAX_SOCKET_PATH:
+            return candidate, None
+    directory = tempfile.mkdtemp(prefix="notify-relay-")  # 0700
+    if len(os.fsencode(directory)) > MAX_SOCKET_PATH - len("/owner.sock"):  # a long TMPDIR
+        os.rmdir(directory)
+        directory = tempfile.mkdtemp(prefix="notify-relay-", dir="/tmp")
+    return os.path.join(directory, "owner.sock"), directory
+
+
 def serve_two_processes(settings: Settings, runtime: Runtime, wakeup: WakeUp,
-                        socket: tuple[str, str | None], first: ApiChild) -> int:
-    """The owner: its socket (`socket`: api_child.socket_path's), then the API process
-    (`first`, started early, is given its settings); exits 1 if the API process could not
-    start (its error is in the log), else 0 after a clean stop."""
-    path, directory = socket
+                        first: ApiChild) -> int:
+    """The owner: its socket, then the API process (`first`, started early, is given its
+    settings); exits 1 if the API process could not start (its error is in the log), else
+    0 after a clean stop."""
+    path, directory = socket_path(settings.db)
     api = ApiProcess(settings, path, wakeup, first)
     stop = asyncio.Event()
     server = _OwnerServer(uvicorn_config(
@@ -197,6 +223,9 @@ def serve_two_processes(settings: Settings, runtime: Runtime, wakeup: WakeUp,
             runner.run(run())
     finally:
         api.discard_first()  # not started after all (a stop came first)
-        remove_socket(path, directory)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
     return 0 if server.started and not api.failed else 1
 
