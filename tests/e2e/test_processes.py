@@ -327,15 +327,22 @@ def first_child(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
     raise AssertionError("the owner started no API process")
 
 
-def test_an_api_process_gone_before_its_settings_is_logged(tmp_path: Path) -> None:
-    """Killed while the owner still starts (its settings are small: they fit the pipe's
-    buffer, and only the close reports the broken pipe): exit 1, and the log says why."""
+def test_an_api_process_killed_before_its_settings_is_logged_and_started_again(
+        tmp_path: Path) -> None:
+    """Killed from outside while the owner still starts (its settings are small: they fit
+    the pipe's buffer, and only the close reports the broken pipe): the log says so, and
+    another is started, as after a crash (its own error, a port taken, ends the start)."""
     server = ServerProcess(tmp_path / "relay.db", *FLAGS)
     proc = server.launch(preexec_fn=default_stop_signals)
     try:
-        os.kill(first_child(proc), signal.SIGKILL)
-        assert proc.wait(timeout=30) == 1
-        assert "the API process ended before it read its settings" in server.logs()
+        killed = first_child(proc)
+        os.kill(killed, signal.SIGKILL)
+        server.wait_ready()
+        assert api_pid(server) != killed
+        logs = server.logs()
+        assert "the API process ended before it read its settings" in logs
+        assert "the API process did not start: trying again" in logs
+        assert server.terminate() == 0
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -47,6 +47,7 @@ class ApiProcess:
         self._exited: asyncio.Future[int] | None = None  # the current one's exit status
         self._stopping = False
         self._asked = 0  # stop requests sent to the current API process
+        self._signalled = False  # the last one was ended by a signal, not by its own error
         self.failed = False
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -63,16 +64,20 @@ class ApiProcess:
                 started = False
             if self._stopping:
                 return
-            if first and not started:  # a setting or the port: a restart would fail alike
+            if first and not started and not self._signalled:
+                # its own error (a setting, the port): a restart would fail alike; one
+                # killed from outside (the OOM killer, a stray kill) as the owner started,
+                # which now takes a second and more, is started again like a crash
                 self.failed = True
                 return
+            again = "" if first else " again"
             first = False
             if time.monotonic() - began > HEALTHY_SECONDS:  # a crash now and then: at once
                 restarts = 0
             delay = RESTART_DELAYS[min(restarts, len(RESTART_DELAYS) - 1)]
             restarts += 1
             log.error("the API process ended unexpectedly: restarting it" if started else
-                      "the API process did not start again: trying again",
+                      f"the API process did not start{again}: trying again",
                       extra={"restartInSeconds": delay, "restarts": restarts})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
@@ -126,6 +131,7 @@ class ApiProcess:
                 stop.set()
             return ready.is_set()
         finally:
+            self._signalled = proc.returncode is not None and proc.returncode < 0
             if not child.given:  # left on the way (an error, a cancel): it has done nothing
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
