@@ -68,7 +68,9 @@ def serve(flags: dict[str, str | None]) -> int:
     try:
         return _serve(settings, first)
     finally:
-        first.discard()  # when it was not given its settings (a no-op once it was)
+        # not given its settings (a stop came first, the file was locked): killed; given
+        # them, it has stopped by now
+        first.discard()
 
 
 def _serve(settings: Settings, early: ApiChild | None) -> int:

@@ -81,7 +81,8 @@ def spawn() -> ApiChild:
     (exec keeps the mask), until it holds them itself: in the interpreter's start and first
     imports (20-150 ms) a Ctrl-C to the group printed a KeyboardInterrupt traceback from
     it (helper-54; it was so before it started early too). Pending, not lost: each process
-    gets them once it unblocks."""
+    gets them once it unblocks. Signals this process ignores (`nohup`) the child ignores
+    too: exec keeps them ignored (the event loop's spawn, used before, reset them)."""
     wake_r, wake_w = os.pipe()
     lifeline_r, lifeline_w = os.pipe()
     blocked = (*stop_signals.STOP_SIGNALS, stop_signals.FROM_OWNER)
@@ -89,8 +90,7 @@ def spawn() -> ApiChild:
     try:
         proc = subprocess.Popen(  # noqa: S603 - this interpreter, this package
             [sys.executable, "-m", "notify_relay.embedded.api_process",
-             str(wake_w), str(lifeline_r),
-             ",".join(str(number) for number in stop_signals.ignored())],
+             str(wake_w), str(lifeline_r)],
             stdin=subprocess.PIPE, pass_fds=(wake_w, lifeline_r))
     except BaseException:
         os.close(wake_r)

@@ -1,7 +1,7 @@
 """The API process of a two-process `serve`: `python -m notify_relay.embedded.api_process
-WAKE_FD LIFELINE_FD IGNORED`, its Settings (the owner's, flags included) and the owner's
-socket pickled on stdin; IGNORED: the stop signals the owner ignores, comma-separated
-numbers.
+WAKE_FD LIFELINE_FD`, its Settings (the owner's, flags included) and the owner's socket
+pickled on stdin. The stop signals the owner ignores (`nohup`) it ignores too, from its
+start (api_child.spawn).
 
 Started by the owner as early as it can (api_child.py), it imports its stack, then waits
 for its settings, which the owner writes once it has opened the file and serves its socket;
@@ -23,8 +23,6 @@ log = logging.getLogger("notify_relay.cli")
 
 
 def main(argv: list[str]) -> int:
-    for number in filter(None, argv[2].split(",")):  # those the owner was started to ignore
-        signal.signal(int(number), signal.SIG_IGN)
     # before the imports, which take a second; blocked until now (api_child.spawn)
     stops = (*stop_signals.STOP_SIGNALS, stop_signals.FROM_OWNER)
     stop_signals.hold(stops)
@@ -66,7 +64,7 @@ def main(argv: list[str]) -> int:
 
     with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
         runner.run(run())
-    stop_signals.ignore((*stop_signals.STOP_SIGNALS, stop_signals.FROM_OWNER))  # stopped
+    stop_signals.ignore(stops)  # stopped
     return 0 if server.started else 1
 
 

@@ -40,13 +40,6 @@ def hold(numbers: tuple[int, ...] = STOP_SIGNALS) -> None:
             signal.signal(number, keep)
 
 
-def ignored() -> list[int]:
-    """The stop signals this process ignores. The owner names them to its API process,
-    which ignores them too: an exec keeps ignored signals, but a spawn through the event
-    loop (uvloop's, libuv's) gave the child default actions, the ignored ones too."""
-    return [number for number in STOP_SIGNALS if signal.getsignal(number) is signal.SIG_IGN]
-
-
 def keep(number: int, frame: FrameType | None) -> None:
     if not _taken and number in _held:  # the same twice while starting: at once
         signal.signal(number, signal.SIG_DFL)

@@ -34,8 +34,8 @@ STOP_MARGIN_SECONDS = 5.0  # beyond the API's own grace, before it is killed
 class ApiProcess:
     """Starts and watches the API process; `failed` once it could not start at all.
 
-    `first`: the first API process, started early (api_child.py); discard_first() stops
-    it if it is never used."""
+    `first`: the first API process, started early (api_child.py); its starter (serve)
+    discards it if it is never used."""
 
     def __init__(self, settings: Settings, socket_path: str, wakeup: WakeUp,
                  first: ApiChild | None = None) -> None:
@@ -81,12 +81,6 @@ class ApiProcess:
                       extra={"restartInSeconds": delay, "restarts": restarts})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
-
-    def discard_first(self) -> None:
-        """The early API process, if it was never given its settings: it exits."""
-        if self._first is not None:
-            first, self._first = self._first, None
-            first.discard()
 
     async def _run_once(self, stop: asyncio.Event) -> bool:
         """One API process from start to end; whether it started listening."""
@@ -228,7 +222,6 @@ def serve_two_processes(settings: Settings, runtime: Runtime, wakeup: WakeUp,
         with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
             runner.run(run())
     finally:
-        api.discard_first()  # not started after all (a stop came first)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         if directory is not None:
