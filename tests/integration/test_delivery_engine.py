@@ -27,7 +27,12 @@ from notify_relay.bootstrap import build_embedded
 from notify_relay.config import Settings, load
 from notify_relay.domain.callback import notice_key
 from notify_relay.domain.destination import Blocked, BreakerState, DestinationKey
-from notify_relay.domain.errors import CorruptRecord, StoreUnavailable, TargetNotAllowed
+from notify_relay.domain.errors import (
+    CorruptRecord,
+    StaleWrite,
+    StoreUnavailable,
+    TargetNotAllowed,
+)
 from notify_relay.domain.message import INTERRUPTED_ERROR, STOPPED_ERROR, Message, MessageKey
 from notify_relay.domain.retry import AttemptResult, Outcome
 from notify_relay.domain.status import Status
@@ -831,8 +836,16 @@ async def test_a_probe_for_a_cancelled_message_leaves_the_breaker_open(
             assert time.monotonic() < deadline, "the breaker did not open"
             await asyncio.sleep(0.01)
         for i in range(3):  # final, each entry left queued
-            message = await settled(e, f"cp-{i}", until=lambda m: m.status is Status.RETRYING)
-            await e.relay.store.update(message.cancel(datetime.now(UTC)))
+            for _ in range(5):  # the worker may rewrite it between the read and the write
+                message = await settled(e, f"cp-{i}",
+                                        until=lambda m: m.status is Status.RETRYING)
+                try:
+                    await e.relay.store.update(message.cancel(datetime.now(UTC)))
+                    break
+                except StaleWrite:  # as Relay.cancel does: read it again
+                    continue
+            else:
+                raise AssertionError(f"cp-{i} kept changing; it was never cancelled")
         before = e.relay.gate.cached(key)
         sent = len(partner.received("/switch/cp"))
         assert before.breaker.next_probe_at is not None
