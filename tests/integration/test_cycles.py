@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from notify_relay.adapters.http import AiohttpDeliverer
+from notify_relay.adapters.http1 import Answer, Connection
 from notify_relay.api.app import create_app
 from notify_relay.bootstrap import build_embedded
 from notify_relay.config import load
@@ -20,6 +21,7 @@ from notify_relay.cycles import release_frames
 from notify_relay.domain.network import NetworkPolicy, parse_networks
 from notify_relay.domain.retry import ErrorKind
 from notify_relay.ports import OutboundRequest
+from tests.partner import Partner
 from tests.sockets import free_port
 
 pytestmark = pytest.mark.anyio
@@ -110,3 +112,25 @@ async def test_an_attempt_without_an_answer_leaves_no_cycle(
     finally:
         await deliverer.close()
     assert result.error_kind is ErrorKind.CONNECTION
+
+
+async def test_delivered_attempts_leave_no_answer_in_a_cycle(partner: Partner) -> None:
+    """http1.py's parser refers back to its answer: the answer lets go of it once settled,
+    so each delivery is freed when it ends, not by the collector."""
+    deliverer = AiohttpDeliverer(NetworkPolicy(parse_networks(["127.0.0.0/8"])))
+    await deliverer.open()
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        results = [await deliverer.send(OutboundRequest(partner.url(f"/ok/{i}"), "POST", [],
+                                                        b"a" * 100, 5.0)) for i in range(5)]
+        gc.collect()
+        kept = [type(o).__name__ for o in gc.garbage if isinstance(o, Answer | Connection)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+        await deliverer.close()
+    assert [r.status_code for r in results] == [200] * 5
+    assert kept == []
