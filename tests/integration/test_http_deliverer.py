@@ -601,3 +601,15 @@ async def test_an_idle_connection_is_closed_after_a_while(
         result = await client.send(outbound(f"http://127.0.0.1:{port}/"))
     assert result.status_code == 200
     assert raw.connections == 2
+
+
+@pytest.mark.parametrize("head", [
+    b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 300_000 + b"\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\n" + b"X-Many: b\r\n" * 30_000 + b"\r\n"], ids=["long", "many"])
+async def test_a_head_that_goes_on_and_on_is_refused_not_held(head: bytes) -> None:
+    """A partner's head is bounded (http1.HEAD_LIMIT; aiohttp has its own bounds): the
+    client does not hold whatever a partner sends before its head ends."""
+    async with server(always(head)) as (_, port), deliverer() as client:
+        result = await client.send(outbound(f"http://127.0.0.1:{port}/", timeout=5.0))
+    assert result.error_kind is ErrorKind.CONNECTION, result
+    assert "invalid HTTP response" in (result.error or "")

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 KEPT_SECONDS = 15.0  # an idle kept connection is closed after this (aiohttp's default)
 NAMES_KEPT_SECONDS = 10.0  # a name's allowed addresses are used this long (as aiohttp's)
+HEAD_LIMIT = 64 * 1024  # bytes before the answer's head is whole (interim answers too)
 _LARGE_BODY = 64 * 1024  # a body this large is not copied behind its head
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH"})  # they say Content-Length: 0 for no body
 
@@ -60,8 +61,8 @@ _SPENT_PARSER = httptools.HttpResponseParser(_Spent())
 class Answer:
     """An answer as its bytes arrive: httptools calls these methods as it parses."""
 
-    __slots__ = ("_body_ends_at_close", "_extra", "_interim", "_keep", "chunks", "complete",
-                 "done", "head", "headers", "kept", "parser", "size", "status")
+    __slots__ = ("_body_ends_at_close", "_extra", "_head_bytes", "_interim", "_keep", "chunks",
+                 "complete", "done", "head", "headers", "kept", "parser", "size", "status")
 
     def __init__(self, done: asyncio.Future[bool]) -> None:
         self.parser = httptools.HttpResponseParser(self)
@@ -77,13 +78,14 @@ class Answer:
         self._extra = False  # bytes after the answer: the connection is not used again
         self._interim = False
         self._body_ends_at_close = False
+        self._head_bytes = 0
 
     # httptools' callbacks
     def on_message_begin(self) -> None:
         self._extra = self._extra or self.complete
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self.complete:
+        if not self.head:  # a chunked body's trailers are not kept
             self.headers.append((name.decode("latin-1"),
                                  value.decode("utf-8", "surrogateescape")))
 
@@ -127,6 +129,8 @@ class Answer:
     def feed(self, data: bytes) -> None:
         if self.done.done():  # more after the answer: nobody asked for it
             return
+        if not self.head:  # a head that never ends would be held whole by the parser
+            self._head_bytes += len(data)
         error = None
         try:
             self.parser.feed_data(data)
@@ -143,6 +147,10 @@ class Answer:
         elif error is not None:
             self.done.set_exception(InvalidAnswer(
                 f"invalid HTTP response from the partner: {error}"[:500]))
+        elif not self.head and self._head_bytes > HEAD_LIMIT:
+            self.done.set_exception(InvalidAnswer(
+                "invalid HTTP response from the partner: its head goes on beyond "
+                f"{HEAD_LIMIT // 1024} KiB"))
         elif self.head and self.size > BODY_LIMIT:
             # enough is kept; the rest of a long body is not waited for (aiohttp's
             # path reads on once, as far as what has come)
