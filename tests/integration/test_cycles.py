@@ -3,6 +3,8 @@ bodies (up to 6 MiB) go when they are answered, not when the collector next runs
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import types
 import weakref
@@ -134,3 +136,45 @@ async def test_delivered_attempts_leave_no_answer_in_a_cycle(partner: Partner) -
         await deliverer.close()
     assert [r.status_code for r in results] == [200] * 5
     assert kept == []
+
+
+@pytest.mark.parametrize("reply", [
+    b"", b"NOT HTTP\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab", None],
+    ids=["dropped", "invalid", "cut", "timeout"])
+async def test_an_attempt_that_fails_on_a_connection_leaves_no_cycle(
+        reply: bytes | None, cycle_frames: Callable[[], list[str]]) -> None:
+    """The connection closes with no answer, a garbled one, or half a body, or nothing
+    comes before the timeout: what the attempt went through (its frames, the answer's
+    future, the request's body) goes when it ends."""
+    handlers: list[asyncio.Task[None]] = []
+    ended = asyncio.Event()
+
+    async def answer_and_close(reader: asyncio.StreamReader,
+                               writer: asyncio.StreamWriter) -> None:
+        handlers.append(asyncio.current_task())  # type: ignore[arg-type]
+        await reader.readuntil(b"\r\n\r\n")
+        if reply is None:
+            await ended.wait()  # past the attempt's timeout
+        writer.write(reply or b"")
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+    port = free_port()
+    listener = await asyncio.start_server(answer_and_close, "127.0.0.1", port)
+    deliverer = AiohttpDeliverer(NetworkPolicy(parse_networks(["127.0.0.0/8"])))
+    await deliverer.open()
+    try:
+        request = OutboundRequest(f"http://127.0.0.1:{port}/h", "POST", [], b"a" * 1000,
+                                  0.2 if reply is None else 5.0)
+        await deliverer.send(request)
+        cycle_frames()
+        result = await deliverer.send(request)
+        assert cycle_frames() == []
+    finally:
+        ended.set()
+        await asyncio.gather(*handlers)
+        await deliverer.close()
+        listener.close()
+    assert result.error_kind in (ErrorKind.CONNECTION, ErrorKind.TIMEOUT) or (
+        result.status_code == 200)

@@ -183,6 +183,7 @@ async def test_no_body_goes_without_one_and_no_content_type() -> None:
     assert request.method == "DELETE"
     assert request.body == b""
     assert request.header("Content-Type") is None
+    assert request.header("Content-Length") == "0"  # as aiohttp says it for all but GET
 
 
 async def test_one_connection_carries_request_after_request() -> None:
@@ -611,5 +612,86 @@ async def test_a_head_that_goes_on_and_on_is_refused_not_held(head: bytes) -> No
     client does not hold whatever a partner sends before its head ends."""
     async with server(always(head)) as (_, port), deliverer() as client:
         result = await client.send(outbound(f"http://127.0.0.1:{port}/", timeout=5.0))
+    assert result.error_kind is ErrorKind.CONNECTION, result
+    assert "invalid HTTP response" in (result.error or "")
+
+
+async def test_a_connection_the_partner_closes_after_its_answer_goes_to_no_waiting_request(
+        ) -> None:
+    """One connection at most, two POSTs at once, a partner that closes after each answer
+    without saying so: the second POST waits for the first one's connection, and must not
+    be written on it once its end has been read (it was lost, and recorded as failed)."""
+    async def answer_then_close(request: Request, on_connection: int) -> bytes | None:
+        raw.writers[request.connection].write(answer())
+        await raw.writers[request.connection].drain()
+        return None
+
+    async with server(answer_then_close) as (raw, port), \
+            deliverer(max_connections=1) as client:
+        results = []
+        for i in range(10):
+            results += await asyncio.gather(*(
+                client.send(outbound(f"http://127.0.0.1:{port}/{i}")) for _ in range(2)))
+    assert [(r.status_code, r.error) for r in results] == [(200, None)] * 20
+    assert len(raw.requests) == 20
+
+
+@pytest.mark.parametrize("reply", [
+    b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok",
+    b"HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2  \r\nok\r\n0\r\n\r\n"],
+    ids=["bare-LF", "folded-header", "spaces-after-chunk-size"])
+async def test_an_answer_aiohttp_lets_pass_is_taken(reply: bytes) -> None:
+    """A partner that answers so has taken the request: taking its answer for none would
+    send the request again at every retry."""
+    async with server(always(reply)) as (_, port), deliverer() as client:
+        result = await client.send(outbound(f"http://127.0.0.1:{port}/"))
+    assert (result.status_code, result.error) == (200, None)
+    assert result.response is not None
+    assert result.response.body == "ok"
+
+
+async def test_a_coding_that_is_not_chunked_runs_to_the_close() -> None:
+    async def identity(request: Request, on_connection: int) -> bytes | None:
+        writer = raw.writers[request.connection]
+        writer.write(b"HTTP/1.1 500 X\r\nTransfer-Encoding: identity\r\n\r\nthe whole body")
+        await writer.drain()
+        return None
+
+    async with server(identity) as (raw, port), deliverer() as client:
+        result = await client.send(outbound(f"http://127.0.0.1:{port}/"))
+    assert (result.status_code, result.error) == (500, None)
+    assert result.response is not None
+    assert (result.response.body, result.response.body_truncated) == ("the whole body", False)
+
+
+async def test_a_header_value_keeps_no_trailing_space() -> None:
+    reply = answer(503, b"busy", "Retry-After: 7  ")
+    async with server(always(reply)) as (_, port), deliverer() as client:
+        result = await client.send(outbound(f"http://127.0.0.1:{port}/"))
+    assert (result.status_code, result.retry_after) == (503, "7")
+
+
+async def test_a_connection_in_use_when_the_client_closes_is_not_kept() -> None:
+    async def slow(request: Request, on_connection: int) -> bytes | None:
+        await asyncio.sleep(0.2)
+        return answer()
+
+    async with server(slow) as (raw, port):
+        async with deliverer() as client:
+            sending = asyncio.ensure_future(client.send(outbound(f"http://127.0.0.1:{port}/")))
+            await asyncio.sleep(0.05)
+        await sending
+        for _ in range(50):
+            if raw.ended:
+                break
+            await asyncio.sleep(0.02)
+    assert raw.ended == 1
+
+
+async def test_a_nul_in_a_header_value_is_an_invalid_answer() -> None:
+    reply = b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 2\r\n\r\nok"
+    async with server(always(reply)) as (_, port), deliverer() as client:
+        result = await client.send(outbound(f"http://127.0.0.1:{port}/"))
     assert result.error_kind is ErrorKind.CONNECTION, result
     assert "invalid HTTP response" in (result.error or "")

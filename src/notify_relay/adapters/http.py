@@ -216,6 +216,11 @@ async def _sent_by(client: Http1Client, request: OutboundRequest, url: URL) -> A
                 await client.exchange(url, request.method, request.headers, request.body,
                                       answer)
     except (TargetRefused, TimeoutError, ExchangeError, OSError) as exc:
+        # the answer's future holds the exception, whose traceback holds this frame and
+        # exchange's (the answer, the request's bytes): a cycle, broken here so that the
+        # body goes now, not at the collector's next run (cycles.py)
+        release_frames(exc)
+        exc.__traceback__ = None
         if answer.head:
             return _cut_short(answer.status, answer.headers, answer.header("Retry-After"),
                               answer.prefix, exc, request.timeout_seconds)

@@ -30,7 +30,8 @@ KEPT_SECONDS = 15.0  # an idle kept connection is closed after this (aiohttp's d
 NAMES_KEPT_SECONDS = 10.0  # a name's allowed addresses are used this long (as aiohttp's)
 HEAD_LIMIT = 64 * 1024  # bytes before the answer's head is whole (interim answers too)
 _LARGE_BODY = 64 * 1024  # a body this large is not copied behind its head
-_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})  # they say Content-Length: 0 for no body
+# the methods that go without Content-Length when they have no body (aiohttp's GET_METHODS)
+_BODILESS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
 
 class ExchangeError(Exception):
@@ -66,6 +67,12 @@ class Answer:
 
     def __init__(self, done: asyncio.Future[bool]) -> None:
         self.parser = httptools.HttpResponseParser(self)
+        # what aiohttp's parser lets pass, this one does too: a bare LF for CRLF, a folded
+        # or oddly spaced header, spaces after a chunk's size (a partner that answers so has
+        # taken the request, and taking its answer for none would send the request again)
+        self.parser.set_dangerous_leniencies(lenient_headers=True,
+                                             lenient_optional_cr_before_lf=True,
+                                             lenient_spaces_after_chunk_size=True)
         self.done = done  # True: the connection may carry the next request
         self.head = False  # the head is whole: `status` and `headers` are the answer's
         self.status = 0
@@ -86,8 +93,10 @@ class Answer:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self.head:  # a chunked body's trailers are not kept
+            if b"\0" in value:  # as aiohttp: its lenient parser lets NUL through
+                raise ValueError("NUL in a header value")
             self.headers.append((name.decode("latin-1"),
-                                 value.decode("utf-8", "surrogateescape")))
+                                 value.rstrip(b" \t").decode("utf-8", "surrogateescape")))
 
     def on_headers_complete(self) -> None:
         if self.complete:
@@ -99,8 +108,19 @@ class Answer:
             return
         self.head = True
         self.status = status
-        framed = any(name.lower() in ("content-length", "transfer-encoding")
-                     for name, _ in self.headers)
+        coding = length = None
+        for name, value in self.headers:
+            lowered = name.lower()
+            if lowered == "transfer-encoding":
+                coding = value
+            elif lowered == "content-length":
+                length = value
+        # RFC 9112 6.3: a coding that does not end in chunked runs to the close, as does a
+        # body with neither (llhttp reads it so)
+        if coding is not None:
+            framed = coding.rstrip().lower().endswith("chunked")
+        else:
+            framed = length is not None
         self._body_ends_at_close = not framed and status not in (204, 304)
 
     def on_body(self, body: bytes) -> None:
@@ -200,6 +220,7 @@ class Connection(asyncio.Protocol):
         self.answer.feed(data)
 
     def eof_received(self) -> bool | None:
+        self.usable = False  # now: the next request must not take it before it is lost
         return None  # the transport closes, and connection_lost ends the answer
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -219,8 +240,11 @@ class Http1Client:
         self._idle_count = 0
         self._names: dict[tuple[str, int], tuple[float, list[str]]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+        self._closed = False
 
     async def close(self) -> None:
+        """Idle connections closed; one still carrying an exchange closes when it ends."""
+        self._closed = True
         await self._resolver.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -269,7 +293,9 @@ class Http1Client:
         while connections:
             connection = connections.pop()
             self._idle_count -= 1
-            if connection.usable and now - connection.idle_since < KEPT_SECONDS:
+            if (connection.usable and now - connection.idle_since < KEPT_SECONDS
+                    and connection.transport is not None
+                    and not connection.transport.is_closing()):
                 return connection
             if connection.transport is not None:
                 connection.transport.close()
@@ -278,7 +304,7 @@ class Http1Client:
     def _keep(self, host: str, port: int, connection: Connection) -> None:
         transport = connection.transport
         assert transport is not None
-        if self._idle_count >= self._max_idle:
+        if self._closed or self._idle_count >= self._max_idle:
             transport.close()
             return
         connection.idle_since = time.monotonic()
@@ -352,7 +378,7 @@ def _request(url: URL, method: str, headers: Sequence[tuple[str, str]],
     lines.extend(f"{name}: {value}" for name, value in headers)
     if body is not None:
         lines.append(f"Content-Length: {len(body)}")
-    elif method in _WITH_BODY:
+    elif method not in _BODILESS:
         lines.append("Content-Length: 0")
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
     if not body:
