@@ -3,10 +3,10 @@
     .venv/bin/python bench/clients.py [--requests N] [--concurrency C]
 
 Each line: requests/s and this process's CPU a request. "deliverer" is notify-relay's own
-client (adapters/http.py) as it sends plain HTTP: its own HTTP/1.1 exchange (http1.py),
-with the policy-checking resolver and the answer's capture. "via-aiohttp" is the same
-client sending through aiohttp's request and response classes, as it sends TLS, HEAD and
-`Expect` (and as it sent everything before http1.py).
+client (adapters/http.py) as it sends nearly everything: its own HTTP/1.1 exchange
+(http1.py), with the policy-checking resolver and the answer's capture. "via-aiohttp" is
+the same client sending through aiohttp's request and response classes, as it sends HEAD
+and `Expect` (and as it sent everything before http1.py).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import trustme
 
 from notify_relay.adapters import http1
 from notify_relay.adapters.http import EXPECT_CONTINUE_SECONDS, AiohttpDeliverer, PolicyResolver
@@ -103,11 +105,11 @@ class RawServer:
 
 
 @asynccontextmanager
-async def server(script: Script, *, read_body: bool = True
+async def server(script: Script, *, read_body: bool = True, tls: ssl.SSLContext | None = None
                  ) -> AsyncIterator[tuple[RawServer, int]]:
     raw = RawServer(script, read_body)
     port = free_port()
-    listener = await asyncio.start_server(raw.serve, "127.0.0.1", port)
+    listener = await asyncio.start_server(raw.serve, "127.0.0.1", port, ssl=tls)
     try:
         yield raw, port
     finally:
@@ -115,9 +117,9 @@ async def server(script: Script, *, read_body: bool = True
 
 
 @asynccontextmanager
-async def deliverer(policy: NetworkPolicy = LOOPBACK, max_connections: int = 200
-                    ) -> AsyncIterator[AiohttpDeliverer]:
-    client = AiohttpDeliverer(policy, max_connections, own_http1=OWN_HTTP1["on"])
+async def deliverer(policy: NetworkPolicy = LOOPBACK, max_connections: int = 200,
+                    tls: ssl.SSLContext | None = None) -> AsyncIterator[AiohttpDeliverer]:
+    client = AiohttpDeliverer(policy, max_connections, own_http1=OWN_HTTP1["on"], tls=tls)
     await client.open()
     try:
         yield client
@@ -695,3 +697,81 @@ async def test_a_nul_in_a_header_value_is_an_invalid_answer() -> None:
         result = await client.send(outbound(f"http://127.0.0.1:{port}/"))
     assert result.error_kind is ErrorKind.CONNECTION, result
     assert "invalid HTTP response" in (result.error or "")
+
+
+@dataclass
+class Certificates:
+    authority: trustme.CA
+    server: ssl.SSLContext  # a certificate for 127.0.0.1 and localhost, by `authority`
+    trusting: ssl.SSLContext  # a client's, that trusts `authority`
+
+    def server_for(self, *names: str) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.authority.issue_cert(*names).configure_cert(context)
+        return context
+
+
+@pytest.fixture(scope="module")
+def certificates() -> Certificates:
+    authority = trustme.CA()
+    trusting = ssl.create_default_context()
+    authority.configure_trust(trusting)
+    certificates = Certificates(authority, ssl.create_default_context(), trusting)
+    certificates.server = certificates.server_for("127.0.0.1", "localhost")
+    return certificates
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_over_tls_the_request_goes_out_and_its_connection_is_kept(
+        host: str, certificates: Certificates) -> None:
+    async def echo(request: Request, on_connection: int) -> bytes | None:
+        return answer(201, request.body, "Retry-After: 4")
+
+    async with server(echo, tls=certificates.server) as (raw, port), \
+            deliverer(tls=certificates.trusting) as client:
+        results = [await client.send(outbound(f"https://{host}:{port}/hook?n={n}",
+                                              body=b'{"n": %d}' % n)) for n in range(3)]
+    assert [(r.status_code, r.error, r.retry_after) for r in results] == [(201, None, "4")] * 3
+    assert [r.response.body if r.response else None for r in results] == [
+        '{"n": 0}', '{"n": 1}', '{"n": 2}']
+    assert [(r.path, r.header("Host")) for r in raw.requests] == [
+        (f"/hook?n={n}", f"{host}:{port}") for n in range(3)]
+    assert raw.connections == 1
+
+
+async def test_over_tls_a_chunked_answer_and_a_long_one_are_read(
+        certificates: Certificates) -> None:
+    replies = iter([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"5\r\nhello\r\n0\r\n\r\n", answer(500, b"x" * (BODY_LIMIT + 10))])
+
+    async def script(request: Request, on_connection: int) -> bytes | None:
+        return next(replies)
+
+    async with server(script, tls=certificates.server) as (_, port), \
+            deliverer(tls=certificates.trusting) as client:
+        chunked = await client.send(outbound(f"https://127.0.0.1:{port}/"))
+        long = await client.send(outbound(f"https://127.0.0.1:{port}/"))
+    assert chunked.response is not None
+    assert (chunked.status_code, chunked.response.body) == (200, "hello")
+    assert long.response is not None
+    assert (long.status_code, long.response.body_truncated) == (500, True)
+
+
+async def test_a_certificate_nobody_trusts_is_refused(certificates: Certificates) -> None:
+    """The deliverer's own context trusts the system's authorities only."""
+    async with server(always(answer()), tls=certificates.server) as (raw, port), \
+            deliverer() as client:
+        result = await client.send(outbound(f"https://127.0.0.1:{port}/"))
+    assert result.error_kind is ErrorKind.CONNECTION, result
+    assert "certificate verify failed" in (result.error or ""), result.error
+    assert raw.requests == []
+
+
+async def test_a_certificate_for_another_name_is_refused(certificates: Certificates) -> None:
+    elsewhere = certificates.server_for("partner.example")
+    async with server(always(answer()), tls=elsewhere) as (raw, port), \
+            deliverer(tls=certificates.trusting) as client:
+        result = await client.send(outbound(f"https://localhost:{port}/"))
+    assert result.error_kind is ErrorKind.CONNECTION, result
+    assert "certificate verify failed" in (result.error or ""), result.error
+    assert raw.requests == []

@@ -1,12 +1,12 @@
-"""The common delivery (plain HTTP/1.1, a method with a body or none, no `Expect`) on
-asyncio's transport and httptools' response parser, with a pool of kept connections.
+"""The common delivery (HTTP/1.1, over TLS or not, no `Expect`, not HEAD) on asyncio's
+transport and httptools' response parser, with a pool of kept connections.
 
 aiohttp's client spends much of its CPU on machinery a delivery does not use (stream
 readers, payload writers, header multidicts, its connector's bookkeeping); this exchange
 does what a delivery needs and nothing more. It took 18 % off the delivering process's CPU
 a message (bench/run.py, measured against the harness's in the same run), and the client
-alone went 2.1-2.5x as fast. The rest (TLS, HEAD, `Expect: 100-continue`) goes through
-aiohttp (http.py); tests/integration/test_http_deliverer.py runs every wire test on both.
+alone went 2.1-2.5x as fast. The rest (HEAD, `Expect: 100-continue`) goes through aiohttp
+(http.py); tests/integration/test_http_deliverer.py runs every wire test on both.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -230,13 +231,16 @@ class Connection(asyncio.Protocol):
 
 
 class Http1Client:
-    """Kept connections by (host, port), at most `max_connections` exchanges at once."""
+    """Kept connections by (host, port, TLS or not), at most `max_connections` exchanges at
+    once. `tls`: the context that https connections are made and verified with."""
 
-    def __init__(self, resolver: AbstractResolver, max_connections: int) -> None:
+    def __init__(self, resolver: AbstractResolver, max_connections: int,
+                 tls: ssl.SSLContext) -> None:
         self._resolver = resolver
+        self._tls = tls
         self._slots = asyncio.Semaphore(max_connections)
         self._max_idle = max_connections
-        self._idle: dict[tuple[str, int], list[Connection]] = {}
+        self._idle: dict[tuple[str, int, bool], list[Connection]] = {}
         self._idle_count = 0
         self._names: dict[tuple[str, int], tuple[float, list[str]]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
@@ -260,11 +264,10 @@ class Http1Client:
                        body: bytes | None, answer: Answer) -> None:
         """The request sent and `answer` filled; raises ExchangeError (the answer says
         how far it got). The caller bounds the time."""
-        host = url.raw_host or ""
-        port = url.port or 80
+        key = (url.raw_host or "", url.port or 80, url.scheme == "https")
         message = _request(url, method, headers, body)
         async with self._slots:
-            connection = self._kept(host, port) or await self._connect(host, port)
+            connection = self._kept(key) or await self._connect(*key)
             transport = connection.transport
             assert transport is not None
             connection.answer = answer
@@ -281,14 +284,14 @@ class Http1Client:
                 connection.answer = None
                 answer.let_go()
             if keep and connection.usable and not transport.get_write_buffer_size():
-                self._keep(host, port, connection)
+                self._keep(key, connection)
             elif transport.get_write_buffer_size():  # an early answer: the body stops
                 transport.abort()
             else:
                 transport.close()
 
-    def _kept(self, host: str, port: int) -> Connection | None:
-        connections = self._idle.get((host, port))
+    def _kept(self, key: tuple[str, int, bool]) -> Connection | None:
+        connections = self._idle.get(key)
         now = time.monotonic()
         while connections:
             connection = connections.pop()
@@ -301,14 +304,14 @@ class Http1Client:
                 connection.transport.close()
         return None
 
-    def _keep(self, host: str, port: int, connection: Connection) -> None:
+    def _keep(self, key: tuple[str, int, bool], connection: Connection) -> None:
         transport = connection.transport
         assert transport is not None
         if self._closed or self._idle_count >= self._max_idle:
             transport.close()
             return
         connection.idle_since = time.monotonic()
-        self._idle.setdefault((host, port), []).append(connection)
+        self._idle.setdefault(key, []).append(connection)
         self._idle_count += 1
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().call_later(KEPT_SECONDS, self._sweep)
@@ -330,9 +333,10 @@ class Http1Client:
         if self._idle:
             self._sweeper = asyncio.get_running_loop().call_later(KEPT_SECONDS, self._sweep)
 
-    async def _connect(self, host: str, port: int) -> Connection:
-        """A new connection, to the first of the host's addresses that takes it. An IP
-        literal was judged by the caller; a name's addresses are judged here."""
+    async def _connect(self, host: str, port: int, tls: bool) -> Connection:
+        """A new connection, to the first of the host's addresses that takes it (and, over
+        TLS, shows a certificate for the host). An IP literal was judged by the caller; a
+        name's addresses are judged here."""
         loop = asyncio.get_running_loop()
         try:
             addresses = [str(ipaddress.ip_address(host.strip("[]")))]
@@ -341,7 +345,9 @@ class Http1Client:
         refused, reason = False, "no address"
         for address in addresses:
             try:
-                _, connection = await loop.create_connection(Connection, address, port)
+                _, connection = await loop.create_connection(
+                    Connection, address, port, ssl=self._tls if tls else None,
+                    server_hostname=host.strip("[]") if tls else None)
             except OSError as exc:  # what it says is kept, not it: its frames hold this one
                 refused = isinstance(exc, ConnectionRefusedError)
                 reason = exc.strerror or str(exc)
