@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import socket
+import ssl
+import threading
 import types
 import weakref
 from collections.abc import Callable, Iterator
@@ -13,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trustme
 
 from notify_relay.adapters.http import AiohttpDeliverer
 from notify_relay.adapters.http1 import Answer, Connection
@@ -178,3 +182,60 @@ async def test_an_attempt_that_fails_on_a_connection_leaves_no_cycle(
         listener.close()
     assert result.error_kind in (ErrorKind.CONNECTION, ErrorKind.TIMEOUT) or (
         result.status_code == 200)
+
+
+async def test_a_refused_connect_leaves_no_answer_in_a_cycle() -> None:
+    deliverer = AiohttpDeliverer(NetworkPolicy(parse_networks(["127.0.0.0/8"])))
+    await deliverer.open()
+    request = OutboundRequest(f"http://127.0.0.1:{free_port()}/h", "POST", [], b"a", 5.0)
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        result = await deliverer.send(request)
+        gc.collect()
+        kept = [type(o).__name__ for o in gc.garbage if isinstance(o, Answer)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+        await deliverer.close()
+    assert result.error_kind is ErrorKind.CONNECTION
+    assert kept == []
+
+
+async def test_a_certificate_refused_leaves_no_cycle(
+        cycle_frames: Callable[[], list[str]]) -> None:
+    """asyncio's TLS frames in the error's traceback hold its protocol and a 256 KiB
+    buffer: a partner with a bad certificate fails at every attempt."""
+    authority = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(context)
+    listening = socket.create_server(("127.0.0.1", 0))
+    port = listening.getsockname()[1]
+
+    def serve() -> None:  # in a thread, blocking: asyncio's server makes cycles of its own
+        while True:
+            try:
+                accepted, _ = listening.accept()
+            except OSError:
+                return  # closed: the test is over
+            with contextlib.suppress(OSError), accepted:
+                context.wrap_socket(accepted, server_side=True).close()
+
+    serving = threading.Thread(target=serve, daemon=True)
+    serving.start()
+    deliverer = AiohttpDeliverer(NetworkPolicy(parse_networks(["127.0.0.0/8"])))
+    await deliverer.open()
+    try:
+        request = OutboundRequest(f"https://127.0.0.1:{port}/h", "POST", [], b"a", 5.0)
+        await deliverer.send(request)
+        cycle_frames()
+        result = await deliverer.send(request)
+        assert cycle_frames() == []
+    finally:
+        await deliverer.close()
+        listening.shutdown(socket.SHUT_RDWR)
+        listening.close()
+        serving.join(timeout=5)
+    assert "certificate verify failed" in (result.error or ""), result

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 import ssl
 import time
@@ -775,3 +776,96 @@ async def test_a_certificate_for_another_name_is_refused(certificates: Certifica
     assert result.error_kind is ErrorKind.CONNECTION, result
     assert "certificate verify failed" in (result.error or ""), result.error
     assert raw.requests == []
+
+
+async def test_over_tls_an_early_answer_stops_the_body_and_its_connection(
+        way: bool, certificates: Certificates) -> None:
+    """The partner refuses a large body from its head (413, keep-alive) and reads no more:
+    what is left of the body must not stay queued on a kept connection, where the next
+    request would wait behind it until its timeout. TLS hands the encrypted body to the
+    socket's transport at once, so the check must look there too."""
+    if not way:
+        pytest.skip("aiohttp over TLS keeps such a connection: only HEAD and Expect go that way")
+    port = free_port()
+    connections = 0
+    release = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        head = await reader.readuntil(b"\r\n\r\n")
+        if connections == 1:
+            writer.write(answer(413, b"too large"))
+            await writer.drain()
+            await release.wait()  # and reads nothing more
+        else:
+            length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+            await reader.readexactly(length)
+            writer.write(answer(200))
+            await writer.drain()
+        writer.close()
+
+    listener = await asyncio.start_server(serve, "127.0.0.1", port, ssl=certificates.server)
+    try:
+        async with deliverer(tls=certificates.trusting) as client:
+            large = await client.send(outbound(f"https://127.0.0.1:{port}/",
+                                               body=b"x" * (8 * 1024 * 1024)))
+            small = await client.send(outbound(f"https://127.0.0.1:{port}/", timeout=3.0))
+    finally:
+        release.set()
+        listener.close()
+    assert large.status_code == 413
+    assert (small.status_code, small.error) == (200, None)
+    assert connections == 2
+
+
+async def test_a_name_whose_first_address_never_answers_is_reached_at_the_next(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A partner with a dead address among its name's (a node gone, a broken IPv6 route):
+    the next address is tried after a quarter of a second, as aiohttp does (RFC 8305),
+    not after the attempt's whole timeout."""
+    async def two_addresses(self: PolicyResolver, host: str, port: int = 0,
+                            family: socket.AddressFamily = socket.AF_INET) -> list[Any]:
+        return [{"hostname": host, "host": address, "port": port, "family": socket.AF_INET,
+                 "proto": 0, "flags": socket.AI_NUMERICHOST}
+                for address in ("127.0.0.2", "127.0.0.1")]
+
+    monkeypatch.setattr(PolicyResolver, "resolve", two_addresses)
+    async with server(always(answer())) as (raw, port), deliverer() as client:
+        dead = socket.socket()  # on the same port, at the name's first address
+        dead.bind(("127.0.0.2", port))
+        dead.listen(0)
+        stuck = []
+        for _ in range(3):  # its queue full: a connect to it now waits for ever
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.2", port))
+            stuck.append(filler)
+        try:
+            began = time.monotonic()
+            result = await client.send(outbound(f"http://partner.test:{port}/", timeout=4.0))
+            took = time.monotonic() - began
+        finally:
+            dead.close()
+            for filler in stuck:
+                filler.close()
+    assert (result.status_code, result.error) == (200, None)
+    assert took < 2.0
+    assert len(raw.requests) == 1
+
+
+async def test_a_name_with_a_final_dot_matches_its_certificate(
+        certificates: Certificates, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`localhost.` is `localhost` (submission.py takes such names): the certificate is
+    checked for the name without its final dot, as aiohttp checks it."""
+    async def loopback(self: PolicyResolver, host: str, port: int = 0,
+                       family: socket.AddressFamily = socket.AF_INET) -> list[Any]:
+        assert host == "localhost."
+        return [{"hostname": host, "host": "127.0.0.1", "port": port,
+                 "family": socket.AF_INET, "proto": 0, "flags": socket.AI_NUMERICHOST}]
+
+    monkeypatch.setattr(PolicyResolver, "resolve", loopback)  # not every resolver knows it
+    async with server(always(answer()), tls=certificates.server) as (_, port), \
+            deliverer(tls=certificates.trusting) as client:
+        result = await client.send(outbound(f"https://localhost.:{port}/"))
+    assert (result.status_code, result.error) == (200, None)

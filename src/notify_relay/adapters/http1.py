@@ -17,10 +17,12 @@ import socket
 import ssl
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import aiohappyeyeballs
 import httptools
 
+from notify_relay.cycles import release_frames
 from notify_relay.domain.response import BODY_LIMIT
 
 if TYPE_CHECKING:
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from yarl import URL
 
 KEPT_SECONDS = 15.0  # an idle kept connection is closed after this (aiohttp's default)
+CONNECT_NEXT_SECONDS = 0.25  # a connect to one address, before the next is tried beside it
 NAMES_KEPT_SECONDS = 10.0  # a name's allowed addresses are used this long (as aiohttp's)
 HEAD_LIMIT = 64 * 1024  # bytes before the answer's head is whole (interim answers too)
 _LARGE_BODY = 64 * 1024  # a body this large is not copied behind its head
@@ -201,16 +204,25 @@ class Answer:
 
 
 class Connection(asyncio.Protocol):
-    __slots__ = ("answer", "idle_since", "transport", "usable")
+    __slots__ = ("answer", "idle_since", "tcp", "transport", "usable")
 
     def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
+        self.transport: asyncio.Transport | None = None  # the request's (TLS's, over TLS)
+        self.tcp: asyncio.Transport | None = None  # the socket's
         self.answer: Answer | None = None  # of the request in flight
         self.usable = True  # False: closed, or it carried bytes nobody asked for
         self.idle_since = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = self.tcp = transport  # type: ignore[assignment]
+
+    def unsent(self) -> int:
+        """Bytes written and not sent yet. TLS hands what it has encrypted to the socket's
+        transport at once, so over TLS that one holds most of a large body."""
+        size = self.transport.get_write_buffer_size() if self.transport else 0
+        if self.tcp is not None and self.tcp is not self.transport:
+            size += self.tcp.get_write_buffer_size()
+        return size
 
     def data_received(self, data: bytes) -> None:
         if self.answer is None:  # an answer nobody asked for: never taken for the next one
@@ -266,29 +278,36 @@ class Http1Client:
         how far it got). The caller bounds the time."""
         key = (url.raw_host or "", url.port or 80, url.scheme == "https")
         message = _request(url, method, headers, body)
-        async with self._slots:
-            connection = self._kept(key) or await self._connect(*key)
-            transport = connection.transport
-            assert transport is not None
-            connection.answer = answer
-            try:
-                if len(message) == 2:
-                    transport.writelines(message)
-                else:
-                    transport.write(message[0])
-                keep = await answer.done
-            except BaseException:
-                transport.abort()
-                raise
-            finally:
-                connection.answer = None
-                answer.let_go()
-            if keep and connection.usable and not transport.get_write_buffer_size():
-                self._keep(key, connection)
-            elif transport.get_write_buffer_size():  # an early answer: the body stops
-                transport.abort()
+        try:
+            async with self._slots:
+                connection = self._kept(key) or await self._connect(*key)
+                await self._exchange_on(connection, key, message, answer)
+        finally:  # however far it got (a refused connect too)
+            answer.let_go()
+
+    async def _exchange_on(self, connection: Connection, key: tuple[str, int, bool],
+                           message: tuple[bytes, ...], answer: Answer) -> None:
+        transport = connection.transport
+        assert transport is not None
+        connection.answer = answer
+        try:
+            if len(message) == 2:
+                transport.writelines(message)
             else:
-                transport.close()
+                transport.write(message[0])
+            keep = await answer.done
+        except BaseException:
+            transport.abort()
+            raise
+        finally:
+            connection.answer = None
+        unsent = connection.unsent()
+        if keep and connection.usable and not unsent:
+            self._keep(key, connection)
+        elif unsent:  # an early answer: the body stops
+            transport.abort()
+        else:
+            transport.close()
 
     def _kept(self, key: tuple[str, int, bool]) -> Connection | None:
         connections = self._idle.get(key)
@@ -337,25 +356,49 @@ class Http1Client:
         """A new connection, to the first of the host's addresses that takes it (and, over
         TLS, shows a certificate for the host). An IP literal was judged by the caller; a
         name's addresses are judged here."""
-        loop = asyncio.get_running_loop()
         try:
             addresses = [str(ipaddress.ip_address(host.strip("[]")))]
         except ValueError:
             addresses = await self._addresses(host, port)
-        refused, reason = False, "no address"
-        for address in addresses:
-            try:
-                _, connection = await loop.create_connection(
-                    Connection, address, port, ssl=self._tls if tls else None,
-                    server_hostname=host.strip("[]") if tls else None)
-            except OSError as exc:  # what it says is kept, not it: its frames hold this one
-                refused = isinstance(exc, ConnectionRefusedError)
-                reason = exc.strerror or str(exc)
-                continue
-            return connection
+        try:
+            return await self._open(addresses, port, host if tls else None)
+        except OSError as exc:
+            refused = isinstance(exc, ConnectionRefusedError)
+            reason = exc.strerror or str(exc)
+            # its frames (asyncio's TLS ones hold a 256 KiB buffer) go now, not with the
+            # collector's next run
+            release_frames(exc)
+            exc.__traceback__ = None
         if refused:
             raise Unconnected(f"connection refused by {host}:{port}")
         raise Unconnected(f"cannot connect to {host}:{port}: {reason}")
+
+    async def _open(self, addresses: list[str], port: int, tls_name: str | None
+                    ) -> Connection:
+        """Connected to the first address that answers; the next one is tried after
+        CONNECT_NEXT_SECONDS without giving up on the first (happy eyeballs, RFC 8305, as
+        aiohttp's connector does: one dead address among a name's must not stall it)."""
+        loop = asyncio.get_running_loop()
+        infos = [_address_info(address, port) for address in addresses]
+        sock = await aiohappyeyeballs.start_connection(
+            infos, happy_eyeballs_delay=CONNECT_NEXT_SECONDS)
+        try:
+            tcp, connection = await loop.create_connection(Connection, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+        if tls_name is None:
+            return connection
+        try:  # the host's name, without a final dot, as SNI and as the certificate's name
+            secured = await loop.start_tls(tcp, connection, self._tls,
+                                           server_hostname=tls_name.strip("[]").rstrip("."))
+        except BaseException:
+            tcp.abort()
+            raise
+        if secured is None:  # only when the transport closed meanwhile
+            raise ConnectionResetError("the connection closed during the TLS handshake")
+        connection.transport = secured
+        return connection
 
     async def _addresses(self, host: str, port: int) -> list[str]:
         """The name's addresses the network policy allows (its resolver raises
@@ -374,6 +417,13 @@ class Http1Client:
             self._names.clear()
         self._names[(host, port)] = (now + NAMES_KEPT_SECONDS, addresses)
         return addresses
+
+
+def _address_info(address: str, port: int
+                  ) -> tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]:
+    if ":" in address:
+        return (socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port, 0, 0))
+    return (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port))
 
 
 def _request(url: URL, method: str, headers: Sequence[tuple[str, str]],
