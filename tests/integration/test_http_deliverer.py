@@ -57,7 +57,12 @@ def answer(status: int = 200, body: bytes = b"ok", *headers: str) -> bytes:
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
-# what the server does with a request: the bytes to send, or None to close the connection
+class Closing(bytes):
+    """Bytes a script sends, then closes the connection."""
+
+
+# what the server does with a request: the bytes to send (Closing: and then the close), or
+# None to close the connection
 Script = Callable[[Request, int], Awaitable[bytes | None]]
 
 
@@ -97,8 +102,8 @@ class RawServer:
                     return
                 writer.write(reply)
                 await writer.drain()
-                if not self.read_body:  # the rest of the stream is that body
-                    return
+                if not self.read_body or isinstance(reply, Closing):
+                    return  # (without read_body, the rest of the stream is that body)
         except (ConnectionError, asyncio.IncompleteReadError):
             return
         finally:
@@ -494,13 +499,8 @@ async def test_an_interim_answer_before_the_answer_is_not_the_answer() -> None:
 async def test_a_body_that_ends_at_the_close_is_read_whole() -> None:
     """No Content-Length and not chunked: the body is what comes until the connection
     closes, and the next request opens a new one."""
-    async def close_after(request: Request, on_connection: int) -> bytes | None:
-        writer = raw.writers[request.connection]
-        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end")
-        await writer.drain()
-        return None
-
-    async with server(close_after) as (raw, port), deliverer() as client:
+    reply = Closing(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end")
+    async with server(always(reply)) as (raw, port), deliverer() as client:
         first = await client.send(outbound(f"http://127.0.0.1:{port}/"))
         second = await client.send(outbound(f"http://127.0.0.1:{port}/"))
     assert (first.status_code, first.error) == (200, None)
@@ -624,12 +624,7 @@ async def test_a_connection_the_partner_closes_after_its_answer_goes_to_no_waiti
     """One connection at most, two POSTs at once, a partner that closes after each answer
     without saying so: the second POST waits for the first one's connection, and must not
     be written on it once its end has been read (it was lost, and recorded as failed)."""
-    async def answer_then_close(request: Request, on_connection: int) -> bytes | None:
-        raw.writers[request.connection].write(answer())
-        await raw.writers[request.connection].drain()
-        return None
-
-    async with server(answer_then_close) as (raw, port), \
+    async with server(always(Closing(answer()))) as (raw, port), \
             deliverer(max_connections=1) as client:
         results = []
         for i in range(10):
@@ -655,13 +650,8 @@ async def test_an_answer_aiohttp_lets_pass_is_taken(reply: bytes) -> None:
 
 
 async def test_a_coding_that_is_not_chunked_runs_to_the_close() -> None:
-    async def identity(request: Request, on_connection: int) -> bytes | None:
-        writer = raw.writers[request.connection]
-        writer.write(b"HTTP/1.1 500 X\r\nTransfer-Encoding: identity\r\n\r\nthe whole body")
-        await writer.drain()
-        return None
-
-    async with server(identity) as (raw, port), deliverer() as client:
+    reply = Closing(b"HTTP/1.1 500 X\r\nTransfer-Encoding: identity\r\n\r\nthe whole body")
+    async with server(always(reply)) as (_, port), deliverer() as client:
         result = await client.send(outbound(f"http://127.0.0.1:{port}/"))
     assert (result.status_code, result.error) == (500, None)
     assert result.response is not None
