@@ -11,6 +11,7 @@ import contextlib
 import re
 import socket
 import ssl
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -859,3 +860,71 @@ async def test_a_name_with_a_final_dot_matches_its_certificate(
             deliverer(tls=certificates.trusting) as client:
         result = await client.send(outbound(f"https://localhost.:{port}/"))
     assert (result.status_code, result.error) == (200, None)
+
+
+async def test_a_partner_that_closes_in_the_tls_handshake_is_named(
+        way: bool, certificates: Certificates) -> None:
+    """asyncio's TLS raises a ConnectionResetError with no text for it."""
+    if not way:
+        pytest.skip("aiohttp records it with no reason")
+
+    async def close_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                            ) -> None:
+        await reader.read(100)  # the ClientHello
+        writer.close()
+
+    port = free_port()
+    listener = await asyncio.start_server(close_at_once, "127.0.0.1", port)
+    try:
+        async with deliverer(tls=certificates.trusting) as client:
+            result = await client.send(outbound(f"https://127.0.0.1:{port}/"))
+    finally:
+        listener.close()
+    assert result.error_kind is ErrorKind.CONNECTION
+    assert result.error == (f"cannot connect to 127.0.0.1:{port}: "
+                            "the connection closed during the TLS handshake")
+
+
+async def test_a_partner_that_speaks_in_the_tls_handshake_is_not_sent_the_request(
+        way: bool, certificates: Certificates) -> None:
+    """TLS 1.2 lets a partner send data behind its last handshake message, in the same
+    segment: it arrives before the request is written, so it is nobody's answer, and the
+    connection is not used (aiohttp takes it for the answer)."""
+    if not way:
+        pytest.skip("aiohttp takes such data for the answer")
+    context = certificates.server_for("127.0.0.1")
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    listening = socket.create_server(("127.0.0.1", 0))
+    port = listening.getsockname()[1]
+    requests: list[bytes] = []
+
+    def serve() -> None:  # blocking, in a thread: asyncio's server cannot send so early
+        with contextlib.suppress(OSError), listening.accept()[0] as accepted:
+            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            tls = context.wrap_bio(incoming, outgoing, server_side=True)
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    accepted.sendall(outgoing.read())
+                    incoming.write(accepted.recv(65536))
+            tls.write(answer(200, b"before anybody asked"))
+            accepted.sendall(outgoing.read())  # behind the handshake's last message
+            accepted.settimeout(1.0)
+            while data := accepted.recv(65536):
+                incoming.write(data)
+                with contextlib.suppress(ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                    requests.append(tls.read(65536))
+
+    serving = threading.Thread(target=serve, daemon=True)
+    serving.start()
+    try:
+        async with deliverer(tls=certificates.trusting) as client:
+            result = await client.send(outbound(f"https://127.0.0.1:{port}/"))
+    finally:
+        serving.join(timeout=5)
+        listening.close()
+    assert result.error_kind is ErrorKind.CONNECTION, result
+    assert "sent data before it was asked" in (result.error or ""), result.error
+    assert [r for r in requests if r] == []

@@ -31,7 +31,10 @@ if TYPE_CHECKING:
 
 KEPT_SECONDS = 15.0  # an idle kept connection is closed after this (aiohttp's default)
 CONNECT_NEXT_SECONDS = 0.25  # a connect to one address, before the next is tried beside it
-NAMES_KEPT_SECONDS = 10.0  # a name's allowed addresses are used this long (as aiohttp's)
+NAMES_KEPT_SECONDS = 10.0
+# a TLS connection closed waits this long for the partner's close_notify (asyncio's default
+# is 30 s, an open file for each connection a silent partner leaves hanging)
+CLOSE_NOTIFY_SECONDS = 2.0  # a name's allowed addresses are used this long (as aiohttp's)
 HEAD_LIMIT = 64 * 1024  # bytes before the answer's head is whole (interim answers too)
 _LARGE_BODY = 64 * 1024  # a body this large is not copied behind its head
 # the methods that go without Content-Length when they have no body (aiohttp's GET_METHODS)
@@ -364,7 +367,10 @@ class Http1Client:
             return await self._open(addresses, port, host if tls else None)
         except OSError as exc:
             refused = isinstance(exc, ConnectionRefusedError)
-            reason = exc.strerror or str(exc)
+            # asyncio's TLS raises a bare ConnectionResetError for a close mid-handshake
+            reason = exc.strerror or str(exc) or (
+                "the connection closed during the TLS handshake" if tls
+                else type(exc).__name__)
             # its frames (asyncio's TLS ones hold a 256 KiB buffer) go now, not with the
             # collector's next run
             release_frames(exc)
@@ -390,14 +396,19 @@ class Http1Client:
         if tls_name is None:
             return connection
         try:  # the host's name, without a final dot, as SNI and as the certificate's name
-            secured = await loop.start_tls(tcp, connection, self._tls,
-                                           server_hostname=tls_name.strip("[]").rstrip("."))
+            secured = await loop.start_tls(
+                tcp, connection, self._tls, server_hostname=tls_name.strip("[]").rstrip("."),
+                ssl_shutdown_timeout=CLOSE_NOTIFY_SECONDS)
         except BaseException:
             tcp.abort()
             raise
         if secured is None:  # only when the transport closed meanwhile
             raise ConnectionResetError("the connection closed during the TLS handshake")
         connection.transport = secured
+        if not connection.usable:  # it spoke before it was asked (in the handshake's data)
+            secured.abort()
+            raise ConnectionResetError("the partner sent data before it was asked; "
+                                       "nothing was sent")
         return connection
 
     async def _addresses(self, host: str, port: int) -> list[str]:
