@@ -928,3 +928,49 @@ async def test_a_partner_that_speaks_in_the_tls_handshake_is_not_sent_the_reques
     assert result.error_kind is ErrorKind.CONNECTION, result
     assert "sent data before it was asked" in (result.error or ""), result.error
     assert [r for r in requests if r] == []
+
+
+async def test_a_tls_connection_closed_on_a_silent_partner_is_let_go_soon(
+        way: bool, certificates: Certificates, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The partner answers `Connection: close`, then neither reads nor closes: the client's
+    close_notify gets no reply. The connection (an open file) is let go after
+    http1.CLOSE_NOTIFY_SECONDS, not after asyncio's 30 s."""
+    if not way:
+        pytest.skip("aiohttp waits asyncio's 30 s")
+    monkeypatch.setattr(http1, "CLOSE_NOTIFY_SECONDS", 0.5)
+    lost: list[float] = []
+    lose = http1.Connection.connection_lost
+
+    def record(self: http1.Connection, exc: Exception | None) -> None:
+        lost.append(time.monotonic())
+        lose(self, exc)
+
+    monkeypatch.setattr(http1.Connection, "connection_lost", record)
+    listening = socket.create_server(("127.0.0.1", 0))
+    port = listening.getsockname()[1]
+    done = threading.Event()
+
+    def serve() -> None:  # blocking, in a thread: asyncio's server would answer the close
+        with contextlib.suppress(OSError), listening.accept()[0] as accepted, \
+                certificates.server.wrap_socket(accepted, server_side=True) as tls:
+            tls.recv(65536)  # the request (small: one record)
+            tls.sendall(answer(200, b"ok", "Connection: close"))
+            done.wait(10)  # silent: reads nothing, closes nothing
+
+    serving = threading.Thread(target=serve, daemon=True)
+    serving.start()
+    try:
+        async with deliverer(tls=certificates.trusting) as client:
+            result = await client.send(outbound(f"https://127.0.0.1:{port}/"))
+            answered = time.monotonic()
+            for _ in range(150):
+                if lost:
+                    break
+                await asyncio.sleep(0.02)
+    finally:
+        done.set()
+        serving.join(timeout=5)
+        listening.close()
+    assert (result.status_code, result.error) == (200, None)
+    assert lost, "the connection was still open 3 s after its answer"
+    assert lost[0] - answered < 2.0
