@@ -3,9 +3,9 @@ transport and httptools' response parser, with a pool of kept connections.
 
 aiohttp's client spends much of its CPU on machinery a delivery does not use (stream
 readers, payload writers, header multidicts, its connector's bookkeeping); this exchange
-does what a delivery needs and nothing more. It took 18 % off the delivering process's CPU
-a message (bench/run.py, measured against the harness's in the same run), and the client
-alone went 2.1-2.5x as fast. The rest (HEAD, `Expect: 100-continue`) goes through aiohttp
+does what a delivery needs and nothing more. It took about a fifth off the delivering
+process's CPU a message (bench/run.py, measured against the harness's in the same run), and
+the client alone went 2.1-2.5x as fast. The rest (HEAD, `Expect: 100-continue`) goes through aiohttp
 (http.py); tests/integration/test_http_deliverer.py runs every wire test on both.
 """
 
@@ -31,10 +31,10 @@ if TYPE_CHECKING:
 
 KEPT_SECONDS = 15.0  # an idle kept connection is closed after this (aiohttp's default)
 CONNECT_NEXT_SECONDS = 0.25  # a connect to one address, before the next is tried beside it
-NAMES_KEPT_SECONDS = 10.0
+NAMES_KEPT_SECONDS = 10.0  # a name's allowed addresses are used this long (as aiohttp's)
 # a TLS connection closed waits this long for the partner's close_notify (asyncio's default
 # is 30 s, an open file for each connection a silent partner leaves hanging)
-CLOSE_NOTIFY_SECONDS = 2.0  # a name's allowed addresses are used this long (as aiohttp's)
+CLOSE_NOTIFY_SECONDS = 2.0
 HEAD_LIMIT = 64 * 1024  # bytes before the answer's head is whole (interim answers too)
 _LARGE_BODY = 64 * 1024  # a body this large is not copied behind its head
 # the methods that go without Content-Length when they have no body (aiohttp's GET_METHODS)
