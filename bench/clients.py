@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 import httpx
 
-from notify_relay.adapters.http import AiohttpDeliverer
+from notify_relay.adapters.http import HttpDeliverer
 from notify_relay.domain.network import NetworkPolicy, parse_networks
 from notify_relay.ports import OutboundRequest
 
@@ -56,7 +56,7 @@ async def run_httpx(url: str, n: int, c: int) -> float:
 
 
 async def run_deliverer(url: str, n: int, c: int, own_http1: bool = True) -> float:
-    client = AiohttpDeliverer(NetworkPolicy(parse_networks(["127.0.0.0/8"])), max_connections=c,
+    client = HttpDeliverer(NetworkPolicy(parse_networks(["127.0.0.0/8"])), max_connections=c,
                               own_http1=own_http1)
     await client.open()
     request = OutboundRequest(url=url, method="POST", body=b'{"a":1}', timeout_seconds=10.0,

@@ -36,7 +36,7 @@ from typing import Any
 import aiohttp
 
 from machine import cpu_seconds, process_tree, split_between, split_mark
-from notify_relay.adapters.http import AiohttpDeliverer
+from notify_relay.adapters.http import HttpDeliverer
 from notify_relay.domain.network import NetworkPolicy, parse_networks
 from notify_relay.ports import OutboundRequest
 
@@ -78,7 +78,7 @@ async def partner_count(session: aiohttp.ClientSession, port: int) -> int:
 
 async def ceiling(port: int, n: int, concurrency: int) -> float:
     """Requests/s of the delivery client alone: no API, no store, no queue."""
-    deliverer = AiohttpDeliverer(NetworkPolicy(parse_networks(["127.0.0.0/8"])), concurrency)
+    deliverer = HttpDeliverer(NetworkPolicy(parse_networks(["127.0.0.0/8"])), concurrency)
     await deliverer.open()
     request = OutboundRequest(f"http://127.0.0.1:{port}/ceiling", "POST",
                               [("Content-Type", "application/json")], b'{"n":1}', 30.0)

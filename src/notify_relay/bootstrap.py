@@ -42,14 +42,14 @@ class NoDelivery:
 
 def build_embedded(settings: Settings, *, shared: bool = False,
                    wakeup: WakeUp | None = None) -> Runtime:
-    """SQLite store and queue, aiohttp delivery, the worker in-process.
+    """SQLite store and queue, HTTP delivery (adapters/http.py), the worker in-process.
 
     Opens (and locks) the database file now, so that a second process fails before it
     binds a port; raises DatabaseLocked. `shared`: the API runs in a process of its own too
     (build_embedded_api), which writes to the file and rings `wakeup` when it queues work;
     this process then serves only what needs the delivery's state (embedded/).
     """
-    from notify_relay.adapters.http import AiohttpDeliverer
+    from notify_relay.adapters.http import HttpDeliverer
     from notify_relay.adapters.prometheus import PrometheusObserver
     from notify_relay.adapters.sqlite import (
         SqliteDatabase,
@@ -65,7 +65,7 @@ def build_embedded(settings: Settings, *, shared: bool = False,
     database.open()
     queue = SqliteQueue(database)
     network = NetworkPolicy(settings.allow_networks)
-    deliverer = AiohttpDeliverer(network, max_connections=most_in_flight(settings.concurrency))
+    deliverer = HttpDeliverer(network, max_connections=most_in_flight(settings.concurrency))
     metrics = PrometheusObserver(submissions=not shared)
     limits = settings.retry_limits
     wakeup = wakeup or WakeUp()
@@ -171,7 +171,7 @@ def _embedded_runtime(settings: Settings, relay: Relay, metrics: PrometheusObser
 
 
 def build_aws(settings: AwsSettings, *, worker: bool, observer: Observer | None = None) -> Runtime:
-    """DynamoDB + S3 store, SQS queue, aiohttp delivery (opened only for the worker).
+    """DynamoDB + S3 store, SQS queue, HTTP delivery (opened only for the worker).
 
     Opens no connection and makes nothing bound to an event loop, since a Lambda builds it
     at import (where SnapStart may snapshot it): start steps, run by the first invocation,
@@ -206,11 +206,11 @@ def build_aws(settings: AwsSettings, *, worker: bool, observer: Observer | None 
     signer = StandardWebhooksSigner(settings.signing_secrets)
     network = NetworkPolicy(settings.allow_networks)
     limits = settings.retry_limits
-    aiohttp_deliverer = None
+    http_deliverer = None
     if worker:
-        from notify_relay.adapters.http import AiohttpDeliverer
+        from notify_relay.adapters.http import HttpDeliverer
 
-        aiohttp_deliverer = AiohttpDeliverer(network)
+        http_deliverer = HttpDeliverer(network)
     observer = observer or NullObserver()
     queue = SqsQueue(cast("SQSClient", session.create_client("sqs", config=config)),
                      settings.queue_urls,
@@ -235,7 +235,7 @@ def build_aws(settings: AwsSettings, *, worker: bool, observer: Observer | None 
                           retention=timedelta(days=settings.retention_days or 36500),
                           destinations_table=settings.destinations_table),
         queue=queue,
-        deliverer=aiohttp_deliverer or NoDelivery(),
+        deliverer=http_deliverer or NoDelivery(),
         gate=gate,
         limits=limits,
         network=network,
@@ -256,7 +256,7 @@ def build_aws(settings: AwsSettings, *, worker: bool, observer: Observer | None 
             signer.add(signing_secrets(manager, arn))
 
         runtime.starts.append(read_signing_secrets)  # first: a failure leaves nothing open
-    if aiohttp_deliverer is not None:
-        runtime.starts.append(aiohttp_deliverer.open)
-        runtime.stops.append(aiohttp_deliverer.close)
+    if http_deliverer is not None:
+        runtime.starts.append(http_deliverer.open)
+        runtime.stops.append(http_deliverer.close)
     return runtime

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import trustme
 
-from notify_relay.adapters.http import AiohttpDeliverer
+from notify_relay.adapters.http import HttpDeliverer
 from notify_relay.adapters.http1 import Answer, Connection
 from notify_relay.api.app import create_app
 from notify_relay.bootstrap import build_embedded
@@ -106,7 +106,7 @@ async def test_a_submission_refused_by_the_route_leaves_no_cycle(
 
 async def test_an_attempt_without_an_answer_leaves_no_cycle(
         cycle_frames: Callable[[], list[str]]) -> None:
-    deliverer = AiohttpDeliverer(NetworkPolicy(parse_networks(["127.0.0.0/8"])))
+    deliverer = HttpDeliverer(NetworkPolicy(parse_networks(["127.0.0.0/8"])))
     await deliverer.open()
     try:
         request = OutboundRequest(f"http://127.0.0.1:{free_port()}/h", "POST", [],
@@ -123,7 +123,7 @@ async def test_an_attempt_without_an_answer_leaves_no_cycle(
 async def test_delivered_attempts_leave_no_answer_in_a_cycle(partner: Partner) -> None:
     """http1.py's parser refers back to its answer: the answer lets go of it once settled,
     so each delivery is freed when it ends, not by the collector."""
-    deliverer = AiohttpDeliverer(NetworkPolicy(parse_networks(["127.0.0.0/8"])))
+    deliverer = HttpDeliverer(NetworkPolicy(parse_networks(["127.0.0.0/8"])))
     await deliverer.open()
     gc.collect()
     gc.disable()
@@ -166,7 +166,7 @@ async def test_an_attempt_that_fails_on_a_connection_leaves_no_cycle(
 
     port = free_port()
     listener = await asyncio.start_server(answer_and_close, "127.0.0.1", port)
-    deliverer = AiohttpDeliverer(NetworkPolicy(parse_networks(["127.0.0.0/8"])))
+    deliverer = HttpDeliverer(NetworkPolicy(parse_networks(["127.0.0.0/8"])))
     await deliverer.open()
     try:
         request = OutboundRequest(f"http://127.0.0.1:{port}/h", "POST", [], b"a" * 1000,
@@ -185,7 +185,7 @@ async def test_an_attempt_that_fails_on_a_connection_leaves_no_cycle(
 
 
 async def test_a_refused_connect_leaves_no_answer_in_a_cycle() -> None:
-    deliverer = AiohttpDeliverer(NetworkPolicy(parse_networks(["127.0.0.0/8"])))
+    deliverer = HttpDeliverer(NetworkPolicy(parse_networks(["127.0.0.0/8"])))
     await deliverer.open()
     request = OutboundRequest(f"http://127.0.0.1:{free_port()}/h", "POST", [], b"a", 5.0)
     gc.collect()
@@ -225,7 +225,7 @@ async def test_a_certificate_refused_leaves_no_cycle(
 
     serving = threading.Thread(target=serve, daemon=True)
     serving.start()
-    deliverer = AiohttpDeliverer(NetworkPolicy(parse_networks(["127.0.0.0/8"])))
+    deliverer = HttpDeliverer(NetworkPolicy(parse_networks(["127.0.0.0/8"])))
     await deliverer.open()
     try:
         request = OutboundRequest(f"https://127.0.0.1:{port}/h", "POST", [], b"a", 5.0)

@@ -22,7 +22,7 @@ import pytest
 import trustme
 
 from notify_relay.adapters import http1
-from notify_relay.adapters.http import EXPECT_CONTINUE_SECONDS, AiohttpDeliverer, PolicyResolver
+from notify_relay.adapters.http import EXPECT_CONTINUE_SECONDS, HttpDeliverer, PolicyResolver
 from notify_relay.domain.network import NetworkPolicy, parse_networks
 from notify_relay.domain.response import BODY_LIMIT
 from notify_relay.domain.retry import AttemptResult, ErrorKind
@@ -125,8 +125,8 @@ async def server(script: Script, *, read_body: bool = True, tls: ssl.SSLContext 
 
 @asynccontextmanager
 async def deliverer(policy: NetworkPolicy = LOOPBACK, max_connections: int = 200,
-                    tls: ssl.SSLContext | None = None) -> AsyncIterator[AiohttpDeliverer]:
-    client = AiohttpDeliverer(policy, max_connections, own_http1=OWN_HTTP1["on"], tls=tls)
+                    tls: ssl.SSLContext | None = None) -> AsyncIterator[HttpDeliverer]:
+    client = HttpDeliverer(policy, max_connections, own_http1=OWN_HTTP1["on"], tls=tls)
     await client.open()
     try:
         yield client

@@ -120,7 +120,7 @@ def _describe_connect_error(exc: aiohttp.ClientConnectorError) -> str:
     return f"cannot connect to {exc.host}:{exc.port}: {os_error.strerror or os_error}"
 
 
-class AiohttpDeliverer:
+class HttpDeliverer:
     """Owns one pooled session and one pool of its own; open() and close() bracket their
     life. `own_http1=False` sends everything through aiohttp (its wire tests)."""
 
