@@ -85,8 +85,7 @@ def spawn() -> ApiChild:
     too: exec keeps them ignored (the event loop's spawn, used before, reset them)."""
     wake_r, wake_w = os.pipe()
     lifeline_r, lifeline_w = os.pipe()
-    blocked = (*stop_signals.STOP_SIGNALS, stop_signals.FROM_OWNER)
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals.API_PROCESS_SIGNALS)
     try:
         proc = subprocess.Popen(  # noqa: S603 - this interpreter, this package
             [sys.executable, "-m", "notify_relay.embedded.api_process",

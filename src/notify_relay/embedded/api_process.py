@@ -24,7 +24,7 @@ log = logging.getLogger("notify_relay.cli")
 
 def main(argv: list[str]) -> int:
     # before the imports, which take a second; blocked until now (api_child.spawn)
-    stops = (*stop_signals.STOP_SIGNALS, stop_signals.FROM_OWNER)
+    stops = stop_signals.API_PROCESS_SIGNALS
     stop_signals.hold(stops)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
     from notify_relay.api.app import create_app

@@ -29,6 +29,9 @@ from types import FrameType
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 FROM_OWNER = signal.SIGUSR1  # the owner's word to its API process
+# the API process's: blocked by the owner while it spawns it, unblocked by it once it holds
+# them (api_child.spawn, api_process.main)
+API_PROCESS_SIGNALS = (*STOP_SIGNALS, FROM_OWNER)
 _held: list[int] = []
 _taken = False  # a server has taken them: it runs, or has run and is stopping
 
