@@ -219,6 +219,15 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = self.tcp = transport  # type: ignore[assignment]
 
+    def reusable(self, now: float) -> bool:
+        """Fit for the next request: open, nothing unasked on it, idle for not too long."""
+        return (self.usable and now - self.idle_since < KEPT_SECONDS
+                and self.transport is not None and not self.transport.is_closing())
+
+    def drop(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
     def unsent(self) -> int:
         """Bytes written and not sent yet. TLS hands what it has encrypted to the socket's
         transport at once, so over TLS that one holds most of a large body."""
@@ -270,8 +279,7 @@ class Http1Client:
             self._sweeper = None
         for connections in self._idle.values():
             for connection in connections:
-                if connection.transport is not None:
-                    connection.transport.close()
+                connection.drop()
         self._idle.clear()
         self._idle_count = 0
 
@@ -318,12 +326,9 @@ class Http1Client:
         while connections:
             connection = connections.pop()
             self._idle_count -= 1
-            if (connection.usable and now - connection.idle_since < KEPT_SECONDS
-                    and connection.transport is not None
-                    and not connection.transport.is_closing()):
+            if connection.reusable(now):
                 return connection
-            if connection.transport is not None:
-                connection.transport.close()
+            connection.drop()
         return None
 
     def _keep(self, key: tuple[str, int, bool], connection: Connection) -> None:
@@ -343,10 +348,12 @@ class Http1Client:
         self._sweeper = None
         now = time.monotonic()
         for key, connections in list(self._idle.items()):
-            fresh = [c for c in connections if c.usable and now - c.idle_since < KEPT_SECONDS]
-            for stale in connections:
-                if stale not in fresh and stale.transport is not None:
-                    stale.transport.close()
+            fresh = []
+            for connection in connections:
+                if connection.reusable(now):
+                    fresh.append(connection)
+                else:
+                    connection.drop()
             self._idle_count -= len(connections) - len(fresh)
             if fresh:
                 self._idle[key] = fresh
