@@ -34,14 +34,14 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def cycle_frames() -> Iterator[Callable[[], list[str]]]:
-    """With the collector off meanwhile: the functions whose frames sit in reference
-    cycles made since the last call."""
-    def collect() -> list[str]:
+def cycle_garbage() -> Iterator[Callable[[], list[object]]]:
+    """With the collector off meanwhile: the objects that sit in reference cycles made
+    since the last call."""
+    def collect() -> list[object]:
         gc.set_debug(gc.DEBUG_SAVEALL)
         try:
             gc.collect()
-            return [o.f_code.co_name for o in gc.garbage if isinstance(o, types.FrameType)]
+            return list(gc.garbage)
         finally:
             gc.set_debug(0)
             gc.garbage.clear()
@@ -52,6 +52,12 @@ def cycle_frames() -> Iterator[Callable[[], list[str]]]:
         yield collect
     finally:
         gc.enable()
+
+
+@pytest.fixture
+def cycle_frames(cycle_garbage: Callable[[], list[object]]) -> Callable[[], list[str]]:
+    """The functions whose frames sit in reference cycles made since the last call."""
+    return lambda: [o.f_code.co_name for o in cycle_garbage() if isinstance(o, types.FrameType)]
 
 
 class Body:
@@ -120,23 +126,18 @@ async def test_an_attempt_without_an_answer_leaves_no_cycle(
     assert result.error_kind is ErrorKind.CONNECTION
 
 
-async def test_delivered_attempts_leave_no_answer_in_a_cycle(partner: Partner) -> None:
+async def test_delivered_attempts_leave_no_answer_in_a_cycle(
+        partner: Partner, cycle_garbage: Callable[[], list[object]]) -> None:
     """http1.py's parser refers back to its answer: the answer lets go of it once settled,
     so each delivery is freed when it ends, not by the collector."""
     deliverer = HttpDeliverer(NetworkPolicy(parse_networks(["127.0.0.0/8"])))
     await deliverer.open()
-    gc.collect()
-    gc.disable()
-    gc.set_debug(gc.DEBUG_SAVEALL)
     try:
+        cycle_garbage()
         results = [await deliverer.send(OutboundRequest(partner.url(f"/ok/{i}"), "POST", [],
                                                         b"a" * 100, 5.0)) for i in range(5)]
-        gc.collect()
-        kept = [type(o).__name__ for o in gc.garbage if isinstance(o, Answer | Connection)]
+        kept = [type(o).__name__ for o in cycle_garbage() if isinstance(o, Answer | Connection)]
     finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-        gc.enable()
         await deliverer.close()
     assert [r.status_code for r in results] == [200] * 5
     assert kept == []
@@ -184,21 +185,16 @@ async def test_an_attempt_that_fails_on_a_connection_leaves_no_cycle(
         result.status_code == 200)
 
 
-async def test_a_refused_connect_leaves_no_answer_in_a_cycle() -> None:
+async def test_a_refused_connect_leaves_no_answer_in_a_cycle(
+        cycle_garbage: Callable[[], list[object]]) -> None:
     deliverer = HttpDeliverer(NetworkPolicy(parse_networks(["127.0.0.0/8"])))
     await deliverer.open()
     request = OutboundRequest(f"http://127.0.0.1:{free_port()}/h", "POST", [], b"a", 5.0)
-    gc.collect()
-    gc.disable()
-    gc.set_debug(gc.DEBUG_SAVEALL)
     try:
+        cycle_garbage()
         result = await deliverer.send(request)
-        gc.collect()
-        kept = [type(o).__name__ for o in gc.garbage if isinstance(o, Answer)]
+        kept = [type(o).__name__ for o in cycle_garbage() if isinstance(o, Answer)]
     finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-        gc.enable()
         await deliverer.close()
     assert result.error_kind is ErrorKind.CONNECTION
     assert kept == []
