@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from notify_relay.adapters.sqlite import SqliteDatabase
+from notify_relay.adapters.sqlite import SqliteDatabase, SqliteQueue, SqliteStore
 from notify_relay.domain.errors import StoreUnavailable
+from notify_relay.domain.retry import AttemptResult, Decision, Outcome
+from tests.factories import NOW, make_message
 
 pytestmark = pytest.mark.anyio
 
@@ -107,3 +109,44 @@ async def test_close_commits_what_is_pending(tmp_path: Path) -> None:
     assert (await pending) is not None
     with sqlite3.connect(path) as conn:
         assert count(conn) == 1
+
+
+def synchronous(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA synchronous").fetchone()[0])
+
+
+async def test_records_alone_commit_without_fsync_and_a_durable_write_decides_its_batch(
+        db: SqliteDatabase) -> None:
+    assert await db.write(synchronous, durable=False) == 1  # NORMAL: no fsync at COMMIT
+    assert await db.write(synchronous) == 2  # FULL, the default
+    # gathered into one transaction: the durable write decides for both
+    assert await asyncio.gather(db.write(synchronous, durable=False),
+                                db.write(synchronous)) == [2, 2]
+    assert await db.write(synchronous, durable=False) == 1
+
+
+async def test_only_an_attempt_s_start_and_outcome_skip_the_fsync(
+        db: SqliteDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a client was told (a submission's 202, a retry, a destination's settings) is
+    FULL; what the delivering process records may wait for the next fsync."""
+    kinds: list[bool] = []
+    real_write = db.write
+
+    async def spied(fn: object, *, durable: bool = True) -> object:
+        kinds.append(durable)
+        return await real_write(fn, durable=durable)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(db, "write", spied)
+    store, queue = SqliteStore(db), SqliteQueue(db)
+    await store.create_queued(make_message("d-1"))
+    assert kinds == [True]
+    (claim,) = await queue.claim_started(10, 30.0, None, lambda m: m.start_attempt(NOW))
+    assert claim.started is not None
+    started = claim.started.after
+    finished = started.finish_attempt(AttemptResult(status_code=200), Decision(Outcome.SUCCESS),
+                                      started_at=NOW, duration_ms=1, now=NOW)
+    written = await store.update_settled(finished, claim)
+    assert kinds == [True, False, False]
+    await store.update(written)  # any other change (a retry, a cancel): durable
+    assert kinds == [True, False, False, True]
+    assert await queue.depth() == 0

@@ -5,7 +5,8 @@ together on the event loop's thread, each inside a savepoint, just after the loo
 their COMMIT (the fsync) then runs in a thread of its own while the loop goes on, and the
 writes issued meanwhile gather into the next batch, which starts when that commit ends.
 Many concurrent requests share one fsync, each still learns its own result, and nobody's
-`await` returns before its write is durable.
+`await` returns before its write is durable (against a power loss too, unless it is one of
+delivery's records, which may wait for the next fsync: write()).
 
 Handing every write to a writer thread and back cost more CPU, through the GIL, than it
 saved (measured on this project's 2-core machine, bench/run.py); handing over only the
@@ -34,7 +35,7 @@ import os
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -43,6 +44,9 @@ from notify_relay.adapters.sqlite.write_turn import WriteTurn
 from notify_relay.domain.errors import StoreUnavailable
 
 T = TypeVar("T")
+# one pending write: what it runs, who awaits it, whether it must reach the disk (FULL)
+_Write = tuple[Callable[["sqlite3.Connection"], Any], "asyncio.Future[Any]", bool]
+FULL, NORMAL = 2, 1  # PRAGMA synchronous
 BUSY_TIMEOUT_MS = 250
 # the other process holds the write turn for a few ms a batch; this long, it is stuck
 TURN_WAIT_SECONDS = 1.0
@@ -126,7 +130,8 @@ class SqliteDatabase:
         self._lock_file: IO[bytes] | None = None
         self._conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
-        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._pending: list[_Write] = []
+        self._synchronous = FULL  # the connection's setting now (_connect sets FULL)
         self._flush_scheduled = False
         # the batch whose COMMIT runs in _committer now; none starts before it ends
         self._committing: concurrent.futures.Future[None] | None = None
@@ -234,8 +239,16 @@ class SqliteDatabase:
             raise RuntimeError("database is not open")
         return self._conn
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def write(self, fn: Callable[[sqlite3.Connection], T], *,
+                    durable: bool = True) -> T:
         """Run `fn` in the next group commit; returns once that commit is durable.
+
+        `durable=False`, for a record that may be lost with the machine's power but not with
+        the process (an attempt's start and outcome: lost, the message is attempted again,
+        with the same Idempotency-Key): a batch of such writes alone commits with
+        synchronous NORMAL, no fsync. It is still on disk when the process dies (WAL), and
+        reaches the platter with the next durable commit, whose fsync of the -wal covers
+        it, or the next checkpoint. A batch with any durable write commits with FULL.
 
         In its savepoint, an exception of `fn` undoes its changes alone. A savepoint keeps a
         copy of every page the write changes, in memory (_temp_in_memory): a write keeps to
@@ -244,7 +257,7 @@ class SqliteDatabase:
         self._connection()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._pending.append((fn, future))
+        self._pending.append((fn, future, durable))
         if not self._flush_scheduled and self._committing is None:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
@@ -364,8 +377,7 @@ class SqliteDatabase:
         if self._turn is not None:
             self._turn.give()
 
-    def _run(self, batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]],
-             *, commit: bool
+    def _run(self, batch: list[_Write], *, commit: bool
              ) -> tuple[list[tuple[asyncio.Future[Any], Any, BaseException | None]], bool]:
         """Each write of `batch` in its savepoint, in one transaction left open unless
         `commit`; a failure of the transaction itself rolls it back and fails them all.
@@ -373,8 +385,12 @@ class SqliteDatabase:
         conn = self._connection()
         results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
+            synchronous = FULL if any(durable for _, _, durable in batch) else NORMAL
+            if synchronous != self._synchronous:  # not within a transaction
+                conn.execute(f"PRAGMA synchronous = {synchronous}")
+                self._synchronous = synchronous
             conn.execute("BEGIN IMMEDIATE")
-            for fn, future in batch:
+            for fn, future, _ in batch:
                 conn.execute("SAVEPOINT w")
                 try:
                     results.append((future, fn(conn), None))
@@ -391,13 +407,13 @@ class SqliteDatabase:
             return self._failed(batch, exc), False
         return results, True
 
-    def _failed(self, batch: list[tuple[Any, asyncio.Future[Any]]], exc: BaseException
+    def _failed(self, batch: Sequence[tuple[Any, asyncio.Future[Any], Any]], exc: BaseException
                 ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
         conn = self._conn
         if conn is not None and conn.in_transaction:
             conn.execute("ROLLBACK")
         unavailable = StoreUnavailable(f"the database cannot take writes now: {exc}")
-        return [(future, None, unavailable) for _, future in batch]
+        return [(future, None, unavailable) for _, future, _ in batch]
 
     def _commit(self) -> None:
         """In the committer thread: the loop's thread does not touch the connection until
@@ -410,7 +426,7 @@ class SqliteDatabase:
         self._committing = None
         error = done.exception()
         if error is not None:
-            results = self._failed([(None, future) for future, _, _ in results], error)
+            results = self._failed([(None, future, True) for future, _, _ in results], error)
             self._give_turn()
         self._settle(results)
         self._next()

@@ -153,7 +153,8 @@ class SqliteQueue:
                           for row, c in zip(due, claims, strict=True)]
             return claims
 
-        return await self._db.write(claim)
+        # a lease and an attempt's start lost with the power: the entry is claimed again
+        return await self._db.write(claim, durable=False)
 
     async def complete(self, claim: Claim) -> None:
         params = (claim.key.sender_id, claim.key.message_id, claim.receipt)

@@ -117,7 +117,8 @@ class SqliteStore:
                 claim.receipt))
         else:
             settle = (queries.COMPLETE, (key.sender_id, key.message_id, claim.receipt))
-        return await self._update(message, settle)
+        # an outcome lost with the power: the entry's lease ends, the message goes again
+        return await self._update(message, settle, durable=False)
 
     async def update_dequeued(self, message: Message) -> Message:
         key = message.key
@@ -133,8 +134,8 @@ class SqliteStore:
     async def update(self, message: Message) -> Message:
         return await self._update(message, None)
 
-    async def _update(self, message: Message,
-                      then: tuple[str, tuple[object, ...]] | None) -> Message:
+    async def _update(self, message: Message, then: tuple[str, tuple[object, ...]] | None,
+                      *, durable: bool = True) -> Message:
         params = update_params(message)
 
         def update(conn: sqlite3.Connection) -> None:
@@ -143,7 +144,7 @@ class SqliteStore:
             if then is not None:
                 conn.execute(*then)
 
-        await self._db.write(update)
+        await self._db.write(update, durable=durable)
         return message.with_version(message.version + 1)
 
     async def list(
