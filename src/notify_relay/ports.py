@@ -23,7 +23,8 @@ class Page:
 
 
 class MessageStore(Protocol):
-    """Durable record of every message: returns only once the write is durable."""
+    """Durable record of every message: returns only once the write is durable (an
+    attempt's outcome, update_settled, may be durable against a crash only)."""
 
     async def create(self, message: Message) -> tuple[Message, bool]:
         """Store `message` unless its key exists; returns (stored message, created).
@@ -252,7 +253,8 @@ class QueueInStore(Protocol):
     async def update_settled(self, message: Message, claim: Claim) -> Message:
         """update() with an attempt's outcome, and the claimed entry settled in the same
         transaction: due again at next_attempt_at while RETRYING, dropped otherwise.
-        StaleWrite leaves both as they were."""
+        StaleWrite leaves both as they were. A record, not an answer: SQLite may commit it
+        without an fsync of its own (a power loss takes it back; the message goes again)."""
         ...
 
     async def update_dequeued(self, message: Message) -> Message:
@@ -278,7 +280,8 @@ class StartingQueue(Protocol):
         """claim(); for each claimed message that `start` (pure, run inside the
         transaction) turns into the message to write, that is written too, and the claim
         carries both (`started`). Where `start` gives None, or the message is missing or
-        cannot be read, the claim carries none and the message is untouched.
+        cannot be read, the claim carries none and the message is untouched. Like
+        update_settled, a record: SQLite may commit it without an fsync of its own.
 
         `body_bytes`: claim no more once the claimed messages' bodies reach it, nor a
         message whose body would pass it (one message at least), so that bodies read in one

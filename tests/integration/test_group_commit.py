@@ -11,7 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from notify_relay.adapters.sqlite import SqliteDatabase, SqliteQueue, SqliteStore
+from notify_relay.adapters.sqlite import (
+    SqliteDatabase,
+    SqliteDestinationStore,
+    SqliteQueue,
+    SqliteStore,
+)
 from notify_relay.domain.errors import StoreUnavailable
 from notify_relay.domain.retry import AttemptResult, Decision, Outcome
 from tests.factories import NOW, make_message
@@ -115,7 +120,7 @@ def synchronous(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA synchronous").fetchone()[0])
 
 
-async def test_records_alone_commit_without_fsync_and_a_durable_write_decides_its_batch(
+async def test_records_alone_commit_under_normal_and_a_durable_write_decides_its_batch(
         db: SqliteDatabase) -> None:
     assert await db.write(synchronous, durable=False) == 1  # NORMAL: no fsync at COMMIT
     assert await db.write(synchronous) == 2  # FULL, the default
@@ -147,6 +152,31 @@ async def test_only_an_attempt_s_start_and_outcome_skip_the_fsync(
                                       started_at=NOW, duration_ms=1, now=NOW)
     written = await store.update_settled(finished, claim)
     assert kinds == [True, False, False]
-    await store.update(written)  # any other change (a retry, a cancel): durable
-    assert kinds == [True, False, False, True]
+    written = await store.update(written)  # any other change (a retry): durable
+    await store.update_dequeued(written)  # a cancel: durable
+    assert kinds == [True, False, False, True, True]
     assert await queue.depth() == 0
+    # the worker writes its destinations' statistics (gate.flush) within a second of an
+    # attempt: that durable commit's fsync puts the records before it on disk too
+    destination = await SqliteDestinationStore(db).get(written.destination_key)
+    assert destination is not None
+    await SqliteDestinationStore(db).save(destination)
+    assert kinds[-1] is True
+
+
+async def test_a_failed_batch_leaves_the_next_one_at_its_own_level(
+        db: SqliteDatabase) -> None:
+    """The setting is remembered only once it took: a batch that failed before its
+    transaction (the file locked by another connection) changes nothing for the next."""
+    blocker = sqlite3.connect(db.path, isolation_level=None)
+    blocker.execute("PRAGMA busy_timeout = 0")
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreUnavailable):
+            await db.write(synchronous, durable=False)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert await db.write(synchronous) == 2
+    assert await db.write(synchronous, durable=False) == 1
+    assert await db.write(synchronous) == 2

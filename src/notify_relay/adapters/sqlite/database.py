@@ -241,14 +241,16 @@ class SqliteDatabase:
 
     async def write(self, fn: Callable[[sqlite3.Connection], T], *,
                     durable: bool = True) -> T:
-        """Run `fn` in the next group commit; returns once that commit is durable.
+        """Run `fn` in the next group commit; returns once that commit is durable (with
+        `durable=False`: once it is in the -wal file).
 
         `durable=False`, for a record that may be lost with the machine's power but not with
         the process (an attempt's start and outcome: lost, the message is attempted again,
         with the same Idempotency-Key): a batch of such writes alone commits with
-        synchronous NORMAL, no fsync. It is still on disk when the process dies (WAL), and
-        reaches the platter with the next durable commit, whose fsync of the -wal covers
-        it, or the next checkpoint. A batch with any durable write commits with FULL.
+        synchronous NORMAL, no fsync at its COMMIT. It survives the process (WAL), and
+        reaches the disk with the next durable commit, whose fsync of the -wal covers it
+        (the worker's statistics, FULL, come within a second of an attempt), or the next
+        checkpoint. A batch with any durable write commits with FULL.
 
         In its savepoint, an exception of `fn` undoes its changes alone. A savepoint keeps a
         copy of every page the write changes, in memory (_temp_in_memory): a write keeps to
