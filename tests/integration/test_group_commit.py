@@ -158,9 +158,10 @@ async def test_only_an_attempt_s_start_and_outcome_skip_the_fsync(
     assert await queue.depth() == 0
     # the worker writes its destinations' statistics (gate.flush) within a second of an
     # attempt: that durable commit's fsync puts the records before it on disk too
-    destination = await SqliteDestinationStore(db).get(written.destination_key)
+    destinations = SqliteDestinationStore(db)
+    destination = await destinations.get(written.destination_key)
     assert destination is not None
-    await SqliteDestinationStore(db).save(destination)
+    await destinations.save(destination)
     assert kinds[-1] is True
 
 

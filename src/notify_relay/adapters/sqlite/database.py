@@ -45,7 +45,7 @@ from notify_relay.domain.errors import StoreUnavailable
 
 T = TypeVar("T")
 # one pending write: what it runs, who awaits it, whether it must reach the disk (FULL)
-_Write = tuple[Callable[["sqlite3.Connection"], Any], "asyncio.Future[Any]", bool]
+_Write = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], bool]
 FULL, NORMAL = 2, 1  # PRAGMA synchronous
 BUSY_TIMEOUT_MS = 250
 # the other process holds the write turn for a few ms a batch; this long, it is stuck
