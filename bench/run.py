@@ -221,13 +221,18 @@ def percentile(ordered: list[float], share: float) -> float:
 
 async def forwarded(forwarder_port: int, partner_port: int, n: int, concurrency: int,
                     rate: float | None) -> dict[str, float]:
-    """The same submissions through bench/forwarder.py: the reference for the ratio."""
+    """The same submissions through bench/forwarder.py: the reference for the ratio, and
+    for the submit answer's times (what the harness and the machine add to any server's)."""
     connector = aiohttp.TCPConnector(limit=concurrency)
+    waits: list[tuple[float, float]] = []
     async with aiohttp.ClientSession(connector=connector) as session:
         accepted, delivered = await submit_and_wait(
             session, f"http://127.0.0.1:{forwarder_port}", partner_port, n, concurrency,
-            rate, "/forwarder")
-    return {"accepted_per_s": accepted, "delivered_per_s": delivered}
+            rate, "/forwarder", waits)
+    answers = sorted(ms for _, ms in waits)
+    return {"accepted_per_s": accepted, "delivered_per_s": delivered,
+            "submit_p50_ms": statistics.median(answers),
+            "submit_p99_ms": percentile(answers, 0.99)}
 
 
 async def count_once(partner_port: int) -> int:
@@ -306,6 +311,8 @@ def report(figures: dict[str, Any], reference: dict[str, float] | None,
               f"(stateless, {args.forward_concurrency} forwards in flight)")
         print(f"forwarder e2e     {reference['delivered_per_s']:8.0f} /s   "
               f"(peak RSS {reference['rss_mib']:.1f} MiB)")
+        print(f"forwarder answer  p50 {reference['submit_p50_ms']:.1f} ms  "
+              f"p99 {reference['submit_p99_ms']:.1f} ms")
         ratio = figures["delivered_per_s"] / reference["delivered_per_s"]
         print(f"relay / forwarder {ratio:8.1%}   (issue 9 target: >= 60 %)")
 
