@@ -352,7 +352,8 @@ async def test_an_answer_whose_body_is_cut_short_is_the_partners_answer(
 async def test_a_kept_connection_the_partner_drops_is_retried_only_when_idempotent(
         method: str, delivered: bool) -> None:
     """The first connection answers once, then closes on the next request: a GET goes
-    again on a new connection (aiohttp's rule, RFC 9112 9.3.1); a POST is not resent."""
+    again on a new connection (aiohttp's rule, RFC 9112 9.3.1); a POST without an
+    Idempotency-Key is not resent."""
     async def drop_second(request: Request, on_connection: int) -> bytes | None:
         return answer() if on_connection == 1 else None
 
@@ -365,6 +366,43 @@ async def test_a_kept_connection_the_partner_drops_is_retried_only_when_idempote
     else:
         assert result.error_kind is ErrorKind.CONNECTION
         assert raw.connections == 1
+
+
+KEYED = (("Content-Type", "application/json"), ("Idempotency-Key", "sender-a:order-1"))
+
+
+async def test_a_kept_connection_dropped_under_a_keyed_post_sends_it_again_on_a_new_one(
+        way: bool) -> None:
+    """Every delivery carries an Idempotency-Key: a POST that a kept connection dropped
+    before any answer goes again at once, on a new connection, as Go's net/http does (the
+    partner closed the idle connection as it left, mostly), instead of a failed attempt and
+    a backoff. aiohttp's way (HEAD and `Expect` only, in service) does not."""
+    async def drop_second(request: Request, on_connection: int) -> bytes | None:
+        return answer() if on_connection == 1 else None
+
+    async with server(drop_second) as (raw, port), deliverer() as client:
+        await client.send(outbound(f"http://127.0.0.1:{port}/", headers=KEYED))
+        result = await client.send(outbound(f"http://127.0.0.1:{port}/", headers=KEYED))
+    if way:
+        assert (result.status_code, result.error) == (200, None)
+        assert raw.connections == 2
+        assert [r.connection for r in raw.requests] == [1, 1, 2]
+        assert raw.requests[2].body == raw.requests[1].body == b'{"a": 1}'
+    else:
+        assert result.error_kind is ErrorKind.CONNECTION
+        assert raw.connections == 1
+
+
+async def test_a_keyed_post_a_new_connection_dropped_is_not_sent_again() -> None:
+    """On a connection of its own, a close before the answer is the partner's doing (it
+    may have taken the request and failed): the attempt fails, and its retry waits."""
+    async def drop(request: Request, on_connection: int) -> bytes | None:
+        return None
+
+    async with server(drop) as (raw, port), deliverer() as client:
+        result = await client.send(outbound(f"http://127.0.0.1:{port}/", headers=KEYED))
+    assert result.error_kind is ErrorKind.CONNECTION
+    assert len(raw.requests) == 1
 
 
 async def test_a_refused_connection_is_named() -> None:
@@ -606,6 +644,28 @@ async def test_an_idle_connection_is_closed_after_a_while(
         result = await client.send(outbound(f"http://127.0.0.1:{port}/"))
     assert result.status_code == 200
     assert raw.connections == 2
+
+
+async def test_a_partners_keep_alive_timeout_ends_reuse_a_second_before_it(way: bool) -> None:
+    """`Keep-Alive: timeout=2` (Node.js servers send timeout=5 and close then): an idle
+    connection is reused for 1 s, not up to the partner's close, where a request would
+    cross it; at `timeout=1` or less it is not kept at all."""
+    if not way:
+        pytest.skip("aiohttp's keep-alive time is its own")
+    async def hinted(request: Request, on_connection: int) -> bytes | None:
+        return answer(200, b"ok", f"Keep-Alive: {request.path.strip('/')}")
+
+    async with server(hinted) as (raw, port), deliverer() as client:
+        url = f"http://127.0.0.1:{port}/timeout=2"
+        for pause in (0.0, 0.3, 1.2):
+            await asyncio.sleep(pause)
+            assert (await client.send(outbound(url))).status_code == 200
+        assert [r.connection for r in raw.requests] == [1, 1, 2]
+        assert (await client.send(outbound(f"http://127.0.0.1:{port}/timeout=1"))
+                ).status_code == 200
+        assert (await client.send(outbound(f"http://127.0.0.1:{port}/timeout=1"))
+                ).status_code == 200
+    assert [r.connection for r in raw.requests] == [1, 1, 2, 2, 3]
 
 
 @pytest.mark.parametrize("head", [

@@ -209,6 +209,17 @@ def _verifying_context() -> ssl.SSLContext:
     return context
 
 
+def _may_go_again(request: OutboundRequest, dropped: Dropped) -> bool:
+    """Sent again at once, on a new connection, after a connection closed before any answer:
+    an idempotent request (aiohttp's rule, RFC 9112 9.3.1), and one with an `Idempotency-Key`
+    (every delivery has one) that went on a kept connection. That is mostly a partner closing
+    an idle connection as the request left, and Go's net/http sends such a request again for
+    the same reason; a partner that did take it drops the copy by its key. Without this the
+    attempt is recorded as failed and the message waits out a backoff."""
+    return request.method in IDEMPOTENT_METHODS or (dropped.reused and any(
+        name.lower() == "idempotency-key" and value for name, value in request.headers))
+
+
 def _expects(headers: Iterable[tuple[str, str]]) -> bool:
     return any(name.lower() == "expect" for name, _ in headers)
 
@@ -222,13 +233,13 @@ async def _sent_by(client: Http1Client, request: OutboundRequest, url: URL) -> A
             try:
                 await client.exchange(url, request.method, request.headers, request.body,
                                       answer)
-            except Dropped:
-                if request.method not in IDEMPOTENT_METHODS:
+            except Dropped as dropped:
+                if not _may_go_again(request, dropped):
                     raise
                 # most often a kept connection the partner closed as the request left
                 answer = Answer(loop.create_future())
                 await client.exchange(url, request.method, request.headers, request.body,
-                                      answer)
+                                      answer, fresh=True)
     except (TargetRefused, TimeoutError, ExchangeError, OSError) as exc:
         # the answer's future holds the exception, whose traceback holds this frame and
         # exchange's (the answer, the request's bytes): a cycle, broken here so that the

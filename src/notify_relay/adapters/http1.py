@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from yarl import URL
 
 KEPT_SECONDS = 15.0  # an idle kept connection is closed after this (aiohttp's default)
+# taken off a partner's own idle limit (`Keep-Alive: timeout=N`), so that a connection is not
+# reused just as the partner closes it (undici's threshold; Node.js servers close at 5 s)
+KEEP_ALIVE_MARGIN_SECONDS = 1.0
 CONNECT_NEXT_SECONDS = 0.25  # a connect to one address, before the next is tried beside it
 NAMES_KEPT_SECONDS = 10.0  # a name's allowed addresses are used this long (as aiohttp's)
 # a TLS connection closed waits this long for the partner's close_notify (asyncio's default
@@ -50,8 +53,10 @@ class Unconnected(ExchangeError):
 
 
 class Dropped(ExchangeError):
-    """The connection closed before any answer: a kept one may have been closed by the
-    partner as the request left, so an idempotent request may go again."""
+    """The connection closed before any answer: a kept one (`reused`) may have been closed
+    by the partner as the request left, so the request may go again (http.py says when)."""
+
+    reused = False
 
 
 class InvalidAnswer(ExchangeError):
@@ -207,7 +212,7 @@ class Answer:
 
 
 class Connection(asyncio.Protocol):
-    __slots__ = ("answer", "idle_since", "tcp", "transport", "usable")
+    __slots__ = ("answer", "idle_since", "kept_for", "tcp", "transport", "usable")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None  # the request's (TLS's, over TLS)
@@ -215,13 +220,14 @@ class Connection(asyncio.Protocol):
         self.answer: Answer | None = None  # of the request in flight
         self.usable = True  # False: closed, or it carried bytes nobody asked for
         self.idle_since = 0.0
+        self.kept_for = KEPT_SECONDS  # idle, reused for so long (the partner's limit too)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = self.tcp = transport  # type: ignore[assignment]
 
     def reusable(self, now: float) -> bool:
         """Fit for the next request: open, nothing unasked on it, idle for not too long."""
-        return (self.usable and now - self.idle_since < KEPT_SECONDS
+        return (self.usable and now - self.idle_since < self.kept_for
                 and self.transport is not None and not self.transport.is_closing())
 
     def drop(self) -> None:
@@ -284,15 +290,22 @@ class Http1Client:
         self._idle_count = 0
 
     async def exchange(self, url: URL, method: str, headers: Sequence[tuple[str, str]],
-                       body: bytes | None, answer: Answer) -> None:
+                       body: bytes | None, answer: Answer, *, fresh: bool = False) -> None:
         """The request sent and `answer` filled; raises ExchangeError (the answer says
-        how far it got). The caller bounds the time."""
+        how far it got). The caller bounds the time. `fresh`: on a new connection, not a
+        kept one."""
         key = (url.raw_host or "", url.port or 80, url.scheme == "https")
         message = _request(url, method, headers, body)
         try:
             async with self._slots:
-                connection = self._kept(key) or await self._connect(*key)
-                await self._exchange_on(connection, key, message, answer)
+                connection = None if fresh else self._kept(key)
+                reused = connection is not None
+                try:
+                    await self._exchange_on(connection or await self._connect(*key), key,
+                                            message, answer)
+                except Dropped as exc:
+                    exc.reused = reused
+                    raise
         finally:  # however far it got (a refused connect too)
             answer.let_go()
 
@@ -314,7 +327,11 @@ class Http1Client:
             connection.answer = None
         unsent = connection.unsent()
         if keep and connection.usable and not unsent:
-            self._keep(key, connection)
+            connection.kept_for = _kept_for(answer.header("keep-alive"))
+            if connection.kept_for > 0:
+                self._keep(key, connection)
+            else:
+                transport.close()
         elif unsent:  # an early answer: the body stops
             transport.abort()
         else:
@@ -435,6 +452,24 @@ class Http1Client:
             self._names.clear()
         self._names[(host, port)] = (now + NAMES_KEPT_SECONDS, addresses)
         return addresses
+
+
+def _kept_for(keep_alive: str | None) -> float:
+    """How long an idle connection may be reused: KEPT_SECONDS, or less when the partner's
+    `Keep-Alive` header says it closes sooner (RFC 2068 19.7.1.1: `timeout=N`, in seconds)."""
+    if keep_alive is None:
+        return KEPT_SECONDS
+    for parameter in keep_alive.split(","):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "timeout":
+            try:
+                timeout = float(value.strip().strip('"'))
+            except ValueError:
+                return KEPT_SECONDS
+            if timeout != timeout:  # NaN
+                return KEPT_SECONDS
+            return max(0.0, min(KEPT_SECONDS, timeout - KEEP_ALIVE_MARGIN_SECONDS))
+    return KEPT_SECONDS
 
 
 def _address_info(address: str, port: int

@@ -1,0 +1,18 @@
+"""How long the delivery client reuses an idle connection, by the partner's `Keep-Alive`
+header (the wire behaviour: tests/integration/test_http_deliverer.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from notify_relay.adapters import http1
+
+
+@pytest.mark.parametrize(("header", "seconds"), [
+    (None, http1.KEPT_SECONDS), ("timeout=5", 4.0), ("timeout=5, max=1000", 4.0),
+    ("max=100, Timeout = 3", 2.0), ('timeout="4"', 3.0), ("timeout=1", 0.0),
+    ("timeout=0", 0.0), ("timeout=-3", 0.0), ("timeout=600", http1.KEPT_SECONDS),
+    ("timeout=nan", http1.KEPT_SECONDS), ("timeout=soon", http1.KEPT_SECONDS),
+    ("max=5", http1.KEPT_SECONDS), ("", http1.KEPT_SECONDS)])
+def test_keep_alive_timeouts_are_read_leniently(header: str | None, seconds: float) -> None:
+    assert http1._kept_for(header) == seconds
