@@ -185,6 +185,42 @@ async def test_an_attempt_that_fails_on_a_connection_leaves_no_cycle(
         result.status_code == 200)
 
 
+@pytest.mark.parametrize("method", ["POST", "PUT"])
+async def test_a_request_sent_again_after_a_dropped_kept_connection_leaves_no_cycle(
+        method: str, cycle_garbage: Callable[[], list[object]]) -> None:
+    """A kept connection the partner drops under a keyed POST (or a PUT): the request goes
+    again on a new one (http.py), and the first try's frames, answer and body go at once."""
+    async def answer_then_drop(reader: asyncio.StreamReader,
+                               writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            for on_connection in (1, 2):  # answers the first request, drops the second
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                if on_connection == 1:
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    await writer.drain()
+        writer.close()
+
+    port = free_port()
+    listener = await asyncio.start_server(answer_then_drop, "127.0.0.1", port)
+    deliverer = HttpDeliverer(NetworkPolicy(parse_networks(["127.0.0.0/8"])))
+    await deliverer.open()
+    request = OutboundRequest(f"http://127.0.0.1:{port}/h", method,
+                              [("Idempotency-Key", "sender-a:order-1")], b"a" * 1000, 5.0)
+    try:
+        first = await deliverer.send(request)  # a connection to drop the next one
+        cycle_garbage()
+        result = await deliverer.send(request)  # dropped, then sent again: answered
+        kept = [type(o).__name__ if isinstance(o, Answer) else o.f_code.co_name
+                for o in cycle_garbage() if isinstance(o, Answer | types.FrameType)]
+    finally:
+        await deliverer.close()
+        listener.close()
+    assert (first.status_code, result.status_code) == (200, 200)
+    assert kept == []
+
+
 async def test_a_refused_connect_leaves_no_answer_in_a_cycle(
         cycle_garbage: Callable[[], list[object]]) -> None:
     deliverer = HttpDeliverer(NetworkPolicy(parse_networks(["127.0.0.0/8"])))

@@ -393,6 +393,25 @@ async def test_a_kept_connection_dropped_under_a_keyed_post_sends_it_again_on_a_
         assert raw.connections == 1
 
 
+@pytest.mark.parametrize("partial", [
+    b"H", b"HTTP/1.1 200 OK\r\n", b"HTTP/1.1 200 OK\r\nContent-Le",
+    b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"],
+    ids=["a-byte", "status-line", "half-a-head", "100", "103"])
+async def test_a_keyed_post_the_partner_began_to_answer_is_not_sent_again(
+        partial: bytes) -> None:
+    """A byte of an answer, a 1xx, a part of a head: the partner took the request, and a
+    copy at once would be one it may not drop (only a silent drop is Go's to replay)."""
+    async def begin_then_close(request: Request, on_connection: int) -> bytes | None:
+        return answer() if on_connection == 1 else Closing(partial)
+
+    async with server(begin_then_close) as (raw, port), deliverer() as client:
+        await client.send(outbound(f"http://127.0.0.1:{port}/", headers=KEYED))
+        result = await client.send(outbound(f"http://127.0.0.1:{port}/", headers=KEYED))
+    assert result.status_code is None or result.error is not None
+    assert len(raw.requests) == 2
+    assert raw.connections == 1
+
+
 async def test_a_keyed_post_a_new_connection_dropped_is_not_sent_again() -> None:
     """On a connection of its own, a close before the answer is the partner's doing (it
     may have taken the request and failed): the attempt fails, and its retry waits."""

@@ -210,13 +210,14 @@ def _verifying_context() -> ssl.SSLContext:
 
 
 def _may_go_again(request: OutboundRequest, dropped: Dropped) -> bool:
-    """Sent again at once, on a new connection, after a connection closed before any answer:
-    an idempotent request (aiohttp's rule, RFC 9112 9.3.1), and one with an `Idempotency-Key`
-    (every delivery has one) that went on a kept connection. That is mostly a partner closing
-    an idle connection as the request left, and Go's net/http sends such a request again for
-    the same reason; a partner that did take it drops the copy by its key. Without this the
-    attempt is recorded as failed and the message waits out a backoff."""
-    return request.method in IDEMPOTENT_METHODS or (dropped.reused and any(
+    """Sent again at once, on a new connection, after a connection closed before the
+    answer's head: an idempotent request (aiohttp's rule, RFC 9112 9.3.1), and one with an
+    `Idempotency-Key` (every delivery has one) that went on a kept connection from which not
+    a byte came back. That is mostly a partner closing an idle connection as the request
+    left, and Go's net/http sends such a request again in that case; a partner that did take
+    it drops the copy by its key. Without this the attempt is recorded as failed and the
+    message waits out a backoff."""
+    return request.method in IDEMPOTENT_METHODS or (dropped.reused and dropped.silent and any(
         name.lower() == "idempotency-key" and value for name, value in request.headers))
 
 
@@ -236,7 +237,9 @@ async def _sent_by(client: Http1Client, request: OutboundRequest, url: URL) -> A
             except Dropped as dropped:
                 if not _may_go_again(request, dropped):
                     raise
-                # most often a kept connection the partner closed as the request left
+                # most often a kept connection the partner closed as the request left; its
+                # frames hold the first Answer (and the body) in a cycle: cycles.py
+                release_frames(dropped)
                 answer = Answer(loop.create_future())
                 await client.exchange(url, request.method, request.headers, request.body,
                                       answer, fresh=True)

@@ -31,8 +31,9 @@ if TYPE_CHECKING:
 
 KEPT_SECONDS = 15.0  # an idle kept connection is closed after this (aiohttp's default)
 # taken off a partner's own idle limit (`Keep-Alive: timeout=N`), so that a connection is not
-# reused just as the partner closes it (undici's threshold; Node.js servers close at 5 s)
+# reused just as the partner closes it (undici's threshold)
 KEEP_ALIVE_MARGIN_SECONDS = 1.0
+KEEP_ALIVE_READ = 128  # of that header's value: `timeout=5, max=1000` is 20
 CONNECT_NEXT_SECONDS = 0.25  # a connect to one address, before the next is tried beside it
 NAMES_KEPT_SECONDS = 10.0  # a name's allowed addresses are used this long (as aiohttp's)
 # a TLS connection closed waits this long for the partner's close_notify (asyncio's default
@@ -53,10 +54,15 @@ class Unconnected(ExchangeError):
 
 
 class Dropped(ExchangeError):
-    """The connection closed before any answer: a kept one (`reused`) may have been closed
-    by the partner as the request left, so the request may go again (http.py says when)."""
+    """The connection closed before the answer's head: a kept one (`reused`) from which not
+    a byte came back (`silent`) may have been closed by the partner as the request left, so
+    the request may go again (http.py says when)."""
 
     reused = False
+
+    def __init__(self, message: str, *, silent: bool) -> None:
+        super().__init__(message)
+        self.silent = silent
 
 
 class InvalidAnswer(ExchangeError):
@@ -197,9 +203,13 @@ class Answer:
         elif self.head:
             self.done.set_exception(ExchangeError(
                 "the connection closed before the end of the body"))
+        elif self._head_bytes:  # it took the request: a 1xx, or part of a head, came
+            self.done.set_exception(Dropped(
+                "the partner closed the connection before the end of its answer's head",
+                silent=False))
         else:
             self.done.set_exception(Dropped(
-                "the partner closed the connection before it answered"))
+                "the partner closed the connection before it answered", silent=True))
 
     @property
     def prefix(self) -> bytes:
@@ -457,7 +467,7 @@ class Http1Client:
 def _kept_for(keep_alive: str | None) -> float:
     """How long an idle connection may be reused: KEPT_SECONDS, or less when the partner's
     `Keep-Alive` header says it closes sooner (RFC 2068 19.7.1.1: `timeout=N`, in seconds)."""
-    if keep_alive is None:
+    if keep_alive is None or len(keep_alive) > KEEP_ALIVE_READ:  # not one to parse each time
         return KEPT_SECONDS
     for parameter in keep_alive.split(","):
         name, _, value = parameter.partition("=")
@@ -468,7 +478,8 @@ def _kept_for(keep_alive: str | None) -> float:
                 return KEPT_SECONDS
             if timeout != timeout:  # NaN
                 return KEPT_SECONDS
-            return max(0.0, min(KEPT_SECONDS, timeout - KEEP_ALIVE_MARGIN_SECONDS))
+            kept = min(KEPT_SECONDS, timeout - KEEP_ALIVE_MARGIN_SECONDS)
+            return kept if kept >= 0.1 else 0.0  # less: not worth keeping
     return KEPT_SECONDS
 
 
