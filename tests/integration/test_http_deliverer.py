@@ -348,15 +348,17 @@ async def test_an_answer_whose_body_is_cut_short_is_the_partners_answer(
     assert result.response.body_truncated
 
 
+async def drop_second(request: Request, on_connection: int) -> bytes | None:
+    """Answers a connection's first request, and closes it on the second."""
+    return answer() if on_connection == 1 else None
+
+
 @pytest.mark.parametrize(("method", "delivered"), [("GET", True), ("POST", False)])
 async def test_a_kept_connection_the_partner_drops_is_retried_only_when_idempotent(
         method: str, delivered: bool) -> None:
     """The first connection answers once, then closes on the next request: a GET goes
     again on a new connection (aiohttp's rule, RFC 9112 9.3.1); a POST without an
     Idempotency-Key is not resent."""
-    async def drop_second(request: Request, on_connection: int) -> bytes | None:
-        return answer() if on_connection == 1 else None
-
     async with server(drop_second) as (raw, port), deliverer() as client:
         await client.send(outbound(f"http://127.0.0.1:{port}/", method=method))
         result = await client.send(outbound(f"http://127.0.0.1:{port}/", method=method))
@@ -376,10 +378,7 @@ async def test_a_kept_connection_dropped_under_a_keyed_post_sends_it_again_on_a_
     """Every delivery carries an Idempotency-Key: a POST that a kept connection dropped
     before any answer goes again at once, on a new connection, as Go's net/http does (the
     partner closed the idle connection as it left, mostly), instead of a failed attempt and
-    a backoff. aiohttp's way (HEAD and `Expect` only, in service) does not."""
-    async def drop_second(request: Request, on_connection: int) -> bytes | None:
-        return answer() if on_connection == 1 else None
-
+    a backoff. aiohttp's way (`Expect` only, in service) does not."""
     async with server(drop_second) as (raw, port), deliverer() as client:
         await client.send(outbound(f"http://127.0.0.1:{port}/", headers=KEYED))
         result = await client.send(outbound(f"http://127.0.0.1:{port}/", headers=KEYED))
