@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import socket
 import ssl
@@ -374,11 +375,12 @@ KEYED = (("Content-Type", "application/json"), ("Idempotency-Key", "sender-a:ord
 
 
 async def test_a_kept_connection_dropped_under_a_keyed_post_sends_it_again_on_a_new_one(
-        way: bool) -> None:
+        way: bool, caplog: pytest.LogCaptureFixture) -> None:
     """Every delivery carries an Idempotency-Key: a POST that a kept connection dropped
     before any answer goes again at once, on a new connection, as Go's net/http does (the
     partner closed the idle connection as it left, mostly), instead of a failed attempt and
     a backoff. aiohttp's way (`Expect` only, in service) does not."""
+    caplog.set_level(logging.INFO, logger="notify_relay.http")
     async with server(drop_second) as (raw, port), deliverer() as client:
         await client.send(outbound(f"http://127.0.0.1:{port}/", headers=KEYED))
         result = await client.send(outbound(f"http://127.0.0.1:{port}/", headers=KEYED))
@@ -387,6 +389,10 @@ async def test_a_kept_connection_dropped_under_a_keyed_post_sends_it_again_on_a_
         assert raw.connections == 2
         assert [r.connection for r in raw.requests] == [1, 1, 2]
         assert raw.requests[2].body == raw.requests[1].body == b'{"a": 1}'
+        [line] = [r for r in caplog.records if r.name == "notify_relay.http"]
+        assert (line.getMessage(), line.__dict__["idempotencyKey"],
+                line.__dict__["targetHost"]) == (
+            "sent again on a new connection", "sender-a:order-1", "127.0.0.1")
     else:
         assert result.error_kind is ErrorKind.CONNECTION
         assert raw.connections == 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 import ssl
 from collections.abc import Iterable
@@ -28,6 +29,7 @@ from notify_relay.domain.response import BODY_LIMIT, PartnerResponse
 from notify_relay.domain.retry import AttemptResult, ErrorKind, is_success
 from notify_relay.ports import OutboundRequest
 
+log = logging.getLogger("notify_relay.http")
 RESPONSE_READ_LIMIT = 64 * 1024
 _SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110
@@ -221,6 +223,16 @@ def _may_go_again(request: OutboundRequest, dropped: Dropped) -> bool:
         name.lower() == "idempotency-key" and value for name, value in request.headers))
 
 
+def _log_sent_again(request: OutboundRequest, url: URL, dropped: Dropped) -> None:
+    """A line for the partner that asks why it got a request twice within milliseconds
+    (rare: a partner's close crossing a request), with what it can look the copy up by."""
+    headers = {name.lower(): value for name, value in request.headers}
+    log.info("sent again on a new connection", extra={
+        "targetHost": url.host, "method": request.method, "error": str(dropped),
+        "idempotencyKey": headers.get("idempotency-key"),
+        "correlationId": headers.get("x-correlation-id")})
+
+
 def _expects(headers: Iterable[tuple[str, str]]) -> bool:
     return any(name.lower() == "expect" for name, _ in headers)
 
@@ -240,6 +252,7 @@ async def _sent_by(client: Http1Client, request: OutboundRequest, url: URL) -> A
                 # most often a kept connection the partner closed as the request left; its
                 # frames hold the first Answer (and the body) in a cycle: cycles.py
                 release_frames(dropped)
+                _log_sent_again(request, url, dropped)
                 answer = Answer(loop.create_future())
                 await client.exchange(url, request.method, request.headers, request.body,
                                       answer, fresh=True)
