@@ -91,16 +91,21 @@ DEFAULT_SCHEDULE_CAP = timedelta(days=30)
 
 
 def _log_attempt(message: Message, number: int, status_code: int | None, error: str | None,
-                 outcome: Outcome, duration_ms: int) -> None:
-    """Every attempt's line, in its message's state once recorded."""
+                 outcome: Outcome, duration_ms: int, *, sent_twice: bool = False) -> None:
+    """Every attempt's line, in its message's state once recorded; `sentTwice` only on the
+    rare attempt whose request went again (AttemptResult.sent_twice), for a partner that
+    asks why it had one twice within milliseconds."""
     if log.isEnabledFor(logging.INFO):
-        logs.info(log, "attempt", {
+        fields = {
             **message_context(message), "attempt": number, "statusCode": status_code,
             "error": error, "outcome": outcome.value, "durationMs": duration_ms,
             "destination": message.destination,
             "targetHost": urlsplit(message.content.target_url).hostname,
             "nextAttemptAt": message.next_attempt_at.isoformat()
-            if message.next_attempt_at else None})
+            if message.next_attempt_at else None}
+        if sent_twice:
+            fields["sentTwice"] = True
+        logs.info(log, "attempt", fields)
 
 
 def _log_interrupted(before: Message, started: Message) -> None:
@@ -651,7 +656,7 @@ class Relay:
             raise OutcomeNotRecorded(str(exc)) from exc
         self.observer.attempt(decision.outcome.value, elapsed)
         _log_attempt(message, message.attempt_count, result.status_code, result.description,
-                     decision.outcome, round(elapsed * 1000))
+                     decision.outcome, round(elapsed * 1000), sent_twice=result.sent_twice)
         await self._settle(claim, message, decision.outcome, entry_settled=shared is not None)
         await self._send_notice(notice)
 

@@ -241,6 +241,25 @@ async def test_an_interrupted_attempt_has_its_line_when_the_next_start_records_i
     assert lines == [(1, INTERRUPTED_ERROR, "RETRY", "m-1"), (2, None, "SUCCESS", "m-1")]
 
 
+async def test_an_attempt_whose_request_went_twice_says_so_in_its_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A partner that asks why it had one request twice within milliseconds (http.py sent
+    it again after a kept connection dropped it) is answered by the attempt's own line,
+    with the message's ids; attempts sent once carry no such field."""
+    r, clock = relay(ScriptedDeliverer(AttemptResult(status_code=503),
+                                       AttemptResult(status_code=200, sent_twice=True)))
+    await r.submit(submission(), "s", "c")
+    with caplog.at_level(logging.INFO, logger="notify_relay"):
+        assert await deliver_due(r) == 1
+        clock.now += timedelta(hours=1)  # past the retry's delay
+        assert await deliver_due(r) == 1
+    lines = [(getattr(rec, "attempt", None), getattr(rec, "messageId", None),
+              rec.__dict__.get("sentTwice"))
+             for rec in caplog.records if rec.getMessage() == "attempt"]
+    assert lines == [(1, "m-1", None), (2, "m-1", True)]
+
+
 async def test_a_message_redriven_while_delivering_keeps_when_its_attempt_started() -> None:
     """The queue's redrive policy moved the entry of a message whose attempts kept crashing
     its worker: FAILED and kept, its cut-short attempt at the time it started."""

@@ -12,8 +12,8 @@ connection (rebinding) cannot reach a refused network.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
-import logging
 import socket
 import ssl
 from collections.abc import Iterable
@@ -29,7 +29,6 @@ from notify_relay.domain.response import BODY_LIMIT, PartnerResponse
 from notify_relay.domain.retry import AttemptResult, ErrorKind, is_success
 from notify_relay.ports import OutboundRequest
 
-log = logging.getLogger("notify_relay.http")
 RESPONSE_READ_LIMIT = 64 * 1024
 _SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})  # RFC 9110
@@ -223,24 +222,16 @@ def _may_go_again(request: OutboundRequest, dropped: Dropped) -> bool:
         name.lower() == "idempotency-key" and value for name, value in request.headers))
 
 
-def _log_sent_again(request: OutboundRequest, url: URL, dropped: Dropped) -> None:
-    """A line for the partner that asks why it got a request twice within milliseconds
-    (rare: a partner's close crossing a request), with what it can look the copy up by."""
-    headers = {name.lower(): value for name, value in request.headers}
-    log.info("sent again on a new connection", extra={
-        "targetHost": url.host, "method": request.method, "error": str(dropped),
-        "idempotencyKey": headers.get("idempotency-key"),
-        "correlationId": headers.get("x-correlation-id")})
-
-
 def _expects(headers: Iterable[tuple[str, str]]) -> bool:
     return any(name.lower() == "expect" for name, _ in headers)
 
 
 async def _sent_by(client: Http1Client, request: OutboundRequest, url: URL) -> AttemptResult:
-    """send() through http1.py, with the same rules as through aiohttp."""
+    """send() through http1.py, with the same rules as through aiohttp, and one more
+    (_may_go_again); a request sent again says so (AttemptResult.sent_twice)."""
     loop = asyncio.get_running_loop()
     answer = Answer(loop.create_future())
+    sent_twice = False
     try:
         async with asyncio.timeout(request.timeout_seconds):  # connect to the last byte
             try:
@@ -252,8 +243,8 @@ async def _sent_by(client: Http1Client, request: OutboundRequest, url: URL) -> A
                 # most often a kept connection the partner closed as the request left; its
                 # frames hold the first Answer (and the body) in a cycle: cycles.py
                 release_frames(dropped)
-                _log_sent_again(request, url, dropped)
                 answer = Answer(loop.create_future())
+                sent_twice = True
                 await client.exchange(url, request.method, request.headers, request.body,
                                       answer, fresh=True)
     except (TargetRefused, TimeoutError, ExchangeError, OSError) as exc:
@@ -263,13 +254,15 @@ async def _sent_by(client: Http1Client, request: OutboundRequest, url: URL) -> A
         release_frames(exc)
         exc.__traceback__ = None
         if answer.head:
-            return _cut_short(answer.status, answer.headers, answer.header("Retry-After"),
-                              answer.prefix, exc, request.timeout_seconds)
-        return _failure(exc, request.timeout_seconds)
+            result = _cut_short(answer.status, answer.headers, answer.header("Retry-After"),
+                                answer.prefix, exc, request.timeout_seconds)
+        else:
+            result = _failure(exc, request.timeout_seconds)
+        return dataclasses.replace(result, sent_twice=True) if sent_twice else result
     return AttemptResult(
         status_code=answer.status, retry_after=answer.header("Retry-After"),
         response=PartnerResponse.capture(answer.headers, answer.prefix,
-                                         answer.size > BODY_LIMIT))
+                                         answer.size > BODY_LIMIT), sent_twice=sent_twice)
 
 
 async def _answered(session: aiohttp.ClientSession, request: OutboundRequest,

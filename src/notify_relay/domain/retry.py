@@ -98,6 +98,9 @@ class AttemptResult:
     error: str | None = None
     retry_after: str | None = None
     response: PartnerResponse | None = None  # what the partner answered, if it did
+    # the request went again at once, a kept connection having dropped it before any answer
+    # (adapters/http.py): the partner may have had it twice in this one attempt
+    sent_twice: bool = False
 
     @property
     def description(self) -> str | None:
