@@ -185,11 +185,13 @@ async def test_an_attempt_that_fails_on_a_connection_leaves_no_cycle(
         result.status_code == 200)
 
 
-@pytest.mark.parametrize("method", ["POST", "PUT"])
+@pytest.mark.parametrize(("method", "own_http1"),
+                         [("POST", True), ("PUT", True), ("PUT", False)])
 async def test_a_request_sent_again_after_a_dropped_kept_connection_leaves_no_cycle(
-        method: str, cycle_garbage: Callable[[], list[object]]) -> None:
-    """A kept connection the partner drops under a keyed POST (or a PUT): the request goes
-    again on a new one (http.py), and the first try's frames, answer and body go at once."""
+        method: str, own_http1: bool, cycle_garbage: Callable[[], list[object]]) -> None:
+    """A kept connection the partner drops under a keyed POST (or a PUT, either way): the
+    request goes again on a new one (http.py), and the first try's frames, answer and body
+    go at once."""
     async def answer_then_drop(reader: asyncio.StreamReader,
                                writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
@@ -204,7 +206,8 @@ async def test_a_request_sent_again_after_a_dropped_kept_connection_leaves_no_cy
 
     port = free_port()
     listener = await asyncio.start_server(answer_then_drop, "127.0.0.1", port)
-    deliverer = HttpDeliverer(NetworkPolicy(parse_networks(["127.0.0.0/8"])))
+    deliverer = HttpDeliverer(NetworkPolicy(parse_networks(["127.0.0.0/8"])),
+                              own_http1=own_http1)
     await deliverer.open()
     request = OutboundRequest(f"http://127.0.0.1:{port}/h", method,
                               [("Idempotency-Key", "sender-a:order-1")], b"a" * 1000, 5.0)
@@ -217,7 +220,7 @@ async def test_a_request_sent_again_after_a_dropped_kept_connection_leaves_no_cy
     finally:
         await deliverer.close()
         listener.close()
-    assert (first.status_code, result.status_code) == (200, 200)
+    assert (first.status_code, result.status_code, result.sent_twice) == (200, 200, True)
     assert kept == []
 
 

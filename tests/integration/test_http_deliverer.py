@@ -367,7 +367,7 @@ async def test_a_dropped_kept_connection_sends_an_unkeyed_request_again_only_if_
     if delivered:
         assert result.status_code == 200
         assert raw.connections == 2
-        assert result.sent_twice or not OWN_HTTP1["on"]  # aiohttp's retry is its own
+        assert result.sent_twice
     else:
         assert result.error_kind is ErrorKind.CONNECTION
         assert raw.connections == 1

@@ -180,6 +180,7 @@ class HttpDeliverer:
             return await _sent_by(self._http1, request, url)
         answered: aiohttp.ClientResponse | None = None  # its head, once it came
         body: list[bytes] = []
+        sent_twice = False
         try:
             async with asyncio.timeout(request.timeout_seconds):  # connect to the last byte
                 try:
@@ -190,16 +191,18 @@ class HttpDeliverer:
                     if request.method not in IDEMPOTENT_METHODS:
                         raise
                     # most often a kept connection the partner closed as the request left
+                    sent_twice = True
                     response = await _answered(session, request, url)
                 answered = response
-                return await _result(response, body)
+                return _said_twice(await _result(response, body), sent_twice)
         except (TargetRefused, TimeoutError, aiohttp.ClientError, OSError) as exc:
             release_frames(exc)  # they hold the request's body in a cycle (cycles.py)
             if answered is not None:
-                return _cut_short(answered.status, answered.headers.items(),
-                                  answered.headers.get("Retry-After"), b"".join(body), exc,
-                                  request.timeout_seconds)
-            return _failure(exc, request.timeout_seconds)
+                return _said_twice(_cut_short(
+                    answered.status, answered.headers.items(),
+                    answered.headers.get("Retry-After"), b"".join(body), exc,
+                    request.timeout_seconds), sent_twice)
+            return _said_twice(_failure(exc, request.timeout_seconds), sent_twice)
 
 
 def _verifying_context() -> ssl.SSLContext:
@@ -220,6 +223,10 @@ def _may_go_again(request: OutboundRequest, dropped: Dropped) -> bool:
     message waits out a backoff."""
     return request.method in IDEMPOTENT_METHODS or (dropped.reused and dropped.silent and any(
         name.lower() == "idempotency-key" and value for name, value in request.headers))
+
+
+def _said_twice(result: AttemptResult, sent_twice: bool) -> AttemptResult:
+    return dataclasses.replace(result, sent_twice=True) if sent_twice else result
 
 
 def _expects(headers: Iterable[tuple[str, str]]) -> bool:
@@ -258,7 +265,7 @@ async def _sent_by(client: Http1Client, request: OutboundRequest, url: URL) -> A
                                 answer.prefix, exc, request.timeout_seconds)
         else:
             result = _failure(exc, request.timeout_seconds)
-        return dataclasses.replace(result, sent_twice=True) if sent_twice else result
+        return _said_twice(result, sent_twice)
     return AttemptResult(
         status_code=answer.status, retry_after=answer.header("Retry-After"),
         response=PartnerResponse.capture(answer.headers, answer.prefix,

@@ -98,8 +98,8 @@ class AttemptResult:
     error: str | None = None
     retry_after: str | None = None
     response: PartnerResponse | None = None  # what the partner answered, if it did
-    # the request went again at once, a kept connection having dropped it before any answer
-    # (adapters/http.py): the partner may have had it twice in this one attempt
+    # a second try went at once, a kept connection having dropped the first before its
+    # answer (adapters/http.py): the partner may have had the request twice in this attempt
     sent_twice: bool = False
 
     @property
