@@ -35,7 +35,7 @@ import os
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -373,7 +373,7 @@ class SqliteDatabase:
         loop = asyncio.get_running_loop()
         self._committing = self._committer.submit(self._commit)
         self._committing.add_done_callback(
-            lambda done: loop.call_soon_threadsafe(self._committed, done, results))
+            lambda done: loop.call_soon_threadsafe(self._committed, done, batch, results))
 
     def _give_turn(self) -> None:
         if self._turn is not None:
@@ -409,7 +409,7 @@ class SqliteDatabase:
             return self._failed(batch, exc), False
         return results, True
 
-    def _failed(self, batch: Sequence[tuple[Any, asyncio.Future[Any], Any]], exc: BaseException
+    def _failed(self, batch: list[_Write], exc: BaseException
                 ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
         conn = self._conn
         if conn is not None and conn.in_transaction:
@@ -423,12 +423,12 @@ class SqliteDatabase:
         self._connection().execute("COMMIT")
         self._give_turn()  # after a failure, once _committed has rolled back
 
-    def _committed(self, done: concurrent.futures.Future[None],
+    def _committed(self, done: concurrent.futures.Future[None], batch: list[_Write],
                    results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
         self._committing = None
         error = done.exception()
         if error is not None:
-            results = self._failed([(None, future, True) for future, _, _ in results], error)
+            results = self._failed(batch, error)
             self._give_turn()
         self._settle(results)
         self._next()
