@@ -82,6 +82,20 @@ def _process_jiffies(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
+def written_bytes(pid: int) -> int:
+    """Bytes a process and its live descendants have had written to the disk so far
+    (/proc/PID/io's write_bytes: what reached the block layer, not what sat in a cache and
+    was then overwritten or deleted)."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            text = Path(f"/proc/{member}/io").read_text()
+        except OSError:
+            continue
+        total += int(text.split("write_bytes:")[1].split()[0])
+    return total
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU a process and its live descendants have used: per message, the
     cost that a ratio of rates hides when something else on the machine takes the other

@@ -14,6 +14,10 @@ because this machine's figures drift from run to run (780-1,300/s for the same s
 They drift within a run too: the forwarder alone gave 4,635-5,535/s in five runs one after
 the other. `--rounds N` measures the two in turn N times and prints each round's ratio and
 their median.
+
+Paced (`--rate`), each round also times the disk alone at the same pace, in the database's
+folder, once the server has stopped (bench/disk.py): the floor its flushes put under any
+server that answers only once durable. `--db-dir /dev/shm` shows the relay without them.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ from typing import Any
 
 import aiohttp
 
-from machine import cpu_seconds, process_tree, split_between, split_mark
+from disk import describe, probe, summary
+from machine import cpu_seconds, process_tree, split_between, split_mark, written_bytes
 from notify_relay.adapters.http import HttpDeliverer
 from notify_relay.domain.network import NetworkPolicy, parse_networks
 from notify_relay.ports import OutboundRequest
@@ -202,6 +207,7 @@ async def end_to_end(server_port: int, partner_port: int, n: int, concurrency: i
     steady = sorted(ms for at, ms in waits if at >= WARM_SECONDS)
     answers = sorted(ms for _, ms in waits)
     return {
+        "answers": summary(waits),
         "accepted_per_s": accepted,
         "delivered_per_s": delivered,
         "p50_ms": statistics.median(latencies),
@@ -246,7 +252,7 @@ def measure_relay(args: argparse.Namespace, partner: subprocess.Popen[str], part
     CPU a message and file size."""
     server = None
     try:
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory(dir=args.db_dir) as tmp:
             server_port = free_port()
             server = start_server(Path(tmp) / "bench.db", server_port, args.log_level,
                                   *(["--processes", str(args.processes)] if args.processes
@@ -260,10 +266,13 @@ def measure_relay(args: argparse.Namespace, partner: subprocess.Popen[str], part
                                              groups))
             figures["rss_mib"] = peak_rss_mib(server.pid)
             figures["cpu_ms"] = cpu_seconds(server.pid) * 1000 / args.messages
+            figures["written_kib"] = written_bytes(server.pid) / 1024 / args.messages
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=60)
             extra["relay"] += asyncio.run(count_once(partner_port)) - before - args.messages
             figures["db_mib"] = (Path(tmp) / "bench.db").stat().st_size / 2**20
+            if args.rate:  # the disk's own flushes at the same pace, as long, in the same folder
+                figures["disk"] = summary(probe(Path(tmp), args.rate, args.messages / args.rate))
             return figures
     finally:
         if server is not None and server.poll() is None:
@@ -297,10 +306,15 @@ def report(figures: dict[str, Any], reference: dict[str, float] | None,
     print(f"submit answer     p50 {figures['submit_p50_ms']:.1f} ms  "
           f"p99 {figures['submit_p99_ms']:.1f} ms   (after the first {WARM_SECONDS:g} s: "
           f"{after})")
+    if args.rate:
+        print(f"  the answers:    {describe(figures['answers'])}")
+        print(f"disk alone        {describe(figures['disk'])}   (bench/disk.py: one write "
+              "and fdatasync a submission at the same pace, in the database's folder)")
     print(f"accept->attempt   p50 {figures['p50_ms']:.1f} ms  p99 {figures['p99_ms']:.1f} ms")
     print(f"server peak RSS   {figures['rss_mib']:8.1f} MiB   "
           f"(database {figures['db_mib']:.1f} MiB)")
     print(f"server CPU        {figures['cpu_ms']:8.2f} ms a message (start-up included)")
+    print(f"server disk writes {figures['written_kib']:7.1f} KiB a message (start-up included)")
     split = "  ".join(f"{name} {ms:.3f}" for name, ms in figures["split_ms"].items()
                       if name != "API" or ms)
     print(f"CPU while the N went through: {split} ms a message; "
@@ -334,6 +348,10 @@ def main() -> None:
     parser.add_argument("--forward-concurrency", type=int, default=128,
                         help="the forwarder's sends in flight (see bench/forwarder.py: "
                              "128, more than serve's 64 to one destination)")
+    parser.add_argument("--db-dir", type=Path, default=None,
+                        help="the folder of the server's database (default: the temporary "
+                             "folder); a tmpfs such as /dev/shm shows the relay without the "
+                             "disk's flushes")
     parser.add_argument("--rounds", type=int, default=1,
                         help="notify-relay then the forwarder, this many times in turn; "
                              "each round's ratio and their median (this machine's speed "
