@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import trustme
+import uvloop
 
 from notify_relay.adapters import http1
 from notify_relay.adapters.http import EXPECT_CONTINUE_SECONDS, HttpDeliverer, PolicyResolver
@@ -707,6 +708,81 @@ async def test_a_partners_keep_alive_timeout_ends_reuse_a_second_before_it(way: 
         assert (await client.send(outbound(f"http://127.0.0.1:{port}/timeout=1"))
                 ).status_code == 200
     assert [r.connection for r in raw.requests] == [1, 1, 2, 2, 3]
+
+
+async def test_a_connection_idle_past_its_partners_limit_is_closed_then(way: bool) -> None:
+    """`Keep-Alive: timeout=2`: the idle connection is closed about 1 s later (its reuse
+    ends then), not at the next 15 s sweep of every connection (helper-60), while one to a
+    partner that gave no limit stays kept."""
+    if not way:
+        pytest.skip("aiohttp's keep-alive time is its own")
+    limited = always(answer(200, b"ok", "Keep-Alive: timeout=2"))
+    async with server(always(answer())) as (plain, plain_port), \
+            server(limited) as (raw, port), deliverer() as client:
+        assert (await client.send(outbound(f"http://127.0.0.1:{plain_port}/"))
+                ).status_code == 200
+        started = time.monotonic()
+        assert (await client.send(outbound(f"http://127.0.0.1:{port}/"))).status_code == 200
+        for _ in range(100):
+            if raw.ended:
+                break
+            await asyncio.sleep(0.02)
+        closed_after = time.monotonic() - started
+        assert (raw.ended, plain.ended) == (1, 0)
+    assert 0.9 < closed_after < 1.8
+
+
+async def closed_within(partners: list[RawServer], seconds: float) -> list[float | None]:
+    """When each partner saw its connection end, in s from now (None: not within `seconds`)."""
+    started = time.monotonic()
+    ended: list[float | None] = [None] * len(partners)
+    while time.monotonic() - started < seconds and None in ended:
+        for index, partner in enumerate(partners):
+            if partner.ended and ended[index] is None:
+                ended[index] = time.monotonic() - started
+        await asyncio.sleep(0.01)
+    return ended
+
+
+@pytest.mark.parametrize("anyio_backend", [
+    "asyncio", ("asyncio", {"loop_factory": uvloop.new_event_loop})], ids=["asyncio", "uvloop"])
+async def test_each_idle_connection_is_closed_at_its_own_time(way: bool) -> None:
+    """Kept for 0.5 s and 1 s (`timeout=1.5`, `timeout=2`): each is closed then, on
+    uvloop too (`serve` runs on it; its timers fire a little early by time.monotonic())."""
+    if not way:
+        pytest.skip("aiohttp's keep-alive time is its own")
+    async with server(always(answer(200, b"ok", "Keep-Alive: timeout=2"))) as (one, port_one), \
+            server(always(answer(200, b"ok", "Keep-Alive: timeout=1.5"))) as (two, port_two), \
+            deliverer() as client:
+        for port in (port_one, port_two):
+            assert (await client.send(outbound(f"http://127.0.0.1:{port}/"))).status_code == 200
+        later, sooner = await closed_within([one, two], 3.0)
+    assert sooner is not None
+    assert later is not None
+    assert 0.3 < sooner < 0.9, (sooner, later)
+    assert 0.8 < later < 1.5, (sooner, later)
+
+
+async def test_a_partner_kept_briefly_and_often_does_not_put_the_sweep_off(way: bool) -> None:
+    """A partner kept for 0.15 s (`timeout=1.15`), sent to every 30 ms, while another's idle
+    connection runs out at 1 s: the sweep comes then all the same (helper-61 found each
+    keep of the first moving the timer later, for as long as it was sent to)."""
+    if not way:
+        pytest.skip("aiohttp's keep-alive time is its own")
+    async with server(always(answer(200, b"ok", "Keep-Alive: timeout=2"))) as (idle, idle_port), \
+            server(always(answer(200, b"ok", "Keep-Alive: timeout=1.15"))) as (_, busy_port), \
+            deliverer() as client:
+        assert (await client.send(outbound(f"http://127.0.0.1:{idle_port}/"))).status_code == 200
+        started = time.monotonic()
+        closed_after = None
+        while time.monotonic() - started < 3.0 and closed_after is None:
+            assert (await client.send(outbound(f"http://127.0.0.1:{busy_port}/"))
+                    ).status_code == 200
+            if idle.ended:
+                closed_after = time.monotonic() - started
+            await asyncio.sleep(0.03)
+    assert closed_after is not None
+    assert closed_after < 1.5
 
 
 @pytest.mark.parametrize("head", [

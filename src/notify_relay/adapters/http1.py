@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import math
 import socket
 import ssl
 import time
@@ -33,6 +34,13 @@ KEPT_SECONDS = 15.0  # an idle kept connection is closed after this (aiohttp's d
 # taken off a partner's own idle limit (`Keep-Alive: timeout=N`), so that a connection is not
 # reused just as the partner closes it (undici's threshold)
 KEEP_ALIVE_MARGIN_SECONDS = 1.0
+# idle connections are closed when the first of them runs out, at most this often: one
+# past a partner's limit is not held (a socket, if the partner keeps it open, and a place
+# among the idle) until a later sweep
+SWEEP_GAP_SECONDS = 0.25
+# a sweep takes a connection due this soon as run out: uvloop's timers read a cached
+# clock and fire a little before time.monotonic() says (closed 0.25 s late otherwise)
+SWEEP_EARLY_SECONDS = 0.01
 KEEP_ALIVE_READ = 128  # of that header's value: `timeout=5, max=1000` is 20
 CONNECT_NEXT_SECONDS = 0.25  # a connect to one address, before the next is tried beside it
 NAMES_KEPT_SECONDS = 10.0  # a name's allowed addresses are used this long (as aiohttp's)
@@ -284,6 +292,7 @@ class Http1Client:
         self._idle_count = 0
         self._names: dict[tuple[str, int], tuple[float, list[str]]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+        self._sweep_at = 0.0  # time.monotonic() of the next sweep, with a _sweeper
         self._closed = False
 
     async def close(self) -> None:
@@ -364,21 +373,35 @@ class Http1Client:
         if self._closed or self._idle_count >= self._max_idle:
             transport.close()
             return
-        connection.idle_since = time.monotonic()
+        connection.idle_since = now = time.monotonic()
         self._idle.setdefault(key, []).append(connection)
         self._idle_count += 1
-        if self._sweeper is None:
-            self._sweeper = asyncio.get_running_loop().call_later(KEPT_SECONDS, self._sweep)
+        # a connection kept for as long as those before it (most are) moves no timer, and
+        # a timer only ever moves earlier: one kept for less than the gap, again and again,
+        # would otherwise put the sweep off for as long as its partner is sent to
+        if (self._sweeper is None
+                or now + max(connection.kept_for, SWEEP_GAP_SECONDS) < self._sweep_at):
+            self._sweep_in(connection.kept_for, now)
+
+    def _sweep_in(self, seconds: float, now: float) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        seconds = max(seconds, SWEEP_GAP_SECONDS)
+        self._sweep_at = now + seconds
+        self._sweeper = asyncio.get_running_loop().call_later(seconds, self._sweep)
 
     def _sweep(self) -> None:
-        """Idle connections past KEPT_SECONDS closed, for hosts no longer sent to."""
+        """Idle connections past their time closed (KEPT_SECONDS, or less for a partner
+        that said so), and those a partner closed let go: for hosts no longer sent to."""
         self._sweeper = None
         now = time.monotonic()
+        first = math.inf  # when the next of those left runs out
         for key, connections in list(self._idle.items()):
             fresh = []
             for connection in connections:
-                if connection.reusable(now):
+                if connection.reusable(now + SWEEP_EARLY_SECONDS):
                     fresh.append(connection)
+                    first = min(first, connection.idle_since + connection.kept_for)
                 else:
                     connection.drop()
             self._idle_count -= len(connections) - len(fresh)
@@ -387,7 +410,7 @@ class Http1Client:
             else:
                 del self._idle[key]
         if self._idle:
-            self._sweeper = asyncio.get_running_loop().call_later(KEPT_SECONDS, self._sweep)
+            self._sweep_in(first - now, now)
 
     async def _connect(self, host: str, port: int, tls: bool) -> Connection:
         """A new connection, to the first of the host's addresses that takes it (and, over
