@@ -83,16 +83,18 @@ def _process_jiffies(pid: int) -> int:
 
 
 def written_bytes(pid: int) -> int:
-    """Bytes a process and its live descendants have had written to the disk so far
-    (/proc/PID/io's write_bytes: what reached the block layer, not what sat in a cache and
-    was then overwritten or deleted)."""
+    """Bytes a process and its live descendants have had written to the disk so far:
+    /proc/PID/io's write_bytes (counted as pages are dirtied, once until they are written
+    back; a tmpfs counts none) less cancelled_write_bytes (those of files truncated or
+    deleted before they were)."""
     total = 0
     for member in process_tree(pid):
         try:
-            text = Path(f"/proc/{member}/io").read_text()
+            fields = dict(line.split(": ") for line in
+                          Path(f"/proc/{member}/io").read_text().splitlines())
         except OSError:
             continue
-        total += int(text.split("write_bytes:")[1].split()[0])
+        total += int(fields["write_bytes"]) - int(fields["cancelled_write_bytes"])
     return total
 
 

@@ -15,9 +15,11 @@ They drift within a run too: the forwarder alone gave 4,635-5,535/s in five runs
 the other. `--rounds N` measures the two in turn N times and prints each round's ratio and
 their median.
 
-Paced (`--rate`), each round also times the disk alone at the same pace, in the database's
-folder, once the server has stopped (bench/disk.py): the floor its flushes put under any
-server that answers only once durable. `--db-dir /dev/shm` shows the relay without them.
+Paced (`--rate`), the answers are also timed from when each was due (a stall's queue for
+the C connections counted, as a client of that pace would see it) and their slow ones
+grouped into stalls; and each round times the disk alone at the same pace, in the
+database's folder, once the server has stopped (bench/disk.py): about what its flushes put
+under a server that answers only once durable. `--db-dir /dev/shm` leaves them out.
 """
 
 from __future__ import annotations
@@ -134,10 +136,13 @@ def start_server(db: Path, port: int, log_level: str = "INFO",
 
 async def submit_and_wait(session: aiohttp.ClientSession, base: str, partner_port: int,
                           n: int, concurrency: int, rate: float | None,
-                          path: str, waits: list[tuple[float, float]] | None = None
+                          path: str, waits: list[tuple[float, float]] | None = None,
+                          late: list[tuple[float, float]] | None = None
                           ) -> tuple[float, float]:
     """(accepted/s, delivered/s) of N submissions through base: one harness for every system;
-    each submission's (send time in s from the first, answer time in ms) goes into `waits`.
+    each submission's (send time in s from the first, answer time in ms) goes into `waits`,
+    and paced, its (due time, ms from then to its answer) into `late`: that counts the wait
+    for one of the C connections too, which a stall makes long.
 
     Delivered means counted by the partner: the time runs from the first submit until the
     partner's count has grown by N, so the systems must run one after the other.
@@ -155,8 +160,11 @@ async def submit_and_wait(session: aiohttp.ClientSession, base: str, partner_por
             async with session.post(base + "/v1/messages", json=body) as response:
                 if response.status != 202:
                     raise RuntimeError(f"submit {i}: {response.status} {await response.text()}")
+            answered = time.perf_counter()
             if waits is not None:
-                waits.append((sent - start, (time.perf_counter() - sent) * 1000))
+                waits.append((sent - start, (answered - sent) * 1000))
+            if late is not None and rate:
+                late.append((i / rate, (answered - start - i / rate) * 1000))
 
     if rate:  # paced: message i leaves at i / rate seconds, started then and not before
         # (20,000 tasks made up front, each asleep until its time, took the loop long
@@ -191,9 +199,10 @@ async def end_to_end(server_port: int, partner_port: int, n: int, concurrency: i
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
         waits: list[tuple[float, float]] = []
+        late: list[tuple[float, float]] = []
         mark = split_mark(groups)
         accepted, delivered = await submit_and_wait(session, base, partner_port, n,
-                                                    concurrency, rate, "/relay", waits)
+                                                    concurrency, rate, "/relay", waits, late)
         split, idle = split_between(mark, split_mark(groups), n)
         latencies = []
         for i in range(0, n, max(1, n // sample)):
@@ -207,7 +216,7 @@ async def end_to_end(server_port: int, partner_port: int, n: int, concurrency: i
     steady = sorted(ms for at, ms in waits if at >= WARM_SECONDS)
     answers = sorted(ms for _, ms in waits)
     return {
-        "answers": summary(waits),
+        "answers": summary(late),
         "accepted_per_s": accepted,
         "delivered_per_s": delivered,
         "p50_ms": statistics.median(latencies),
@@ -226,19 +235,20 @@ def percentile(ordered: list[float], share: float) -> float:
 
 
 async def forwarded(forwarder_port: int, partner_port: int, n: int, concurrency: int,
-                    rate: float | None) -> dict[str, float]:
+                    rate: float | None) -> dict[str, Any]:
     """The same submissions through bench/forwarder.py: the reference for the ratio, and
     for the submit answer's times (what the harness and the machine add to any server's)."""
     connector = aiohttp.TCPConnector(limit=concurrency)
     waits: list[tuple[float, float]] = []
+    late: list[tuple[float, float]] = []
     async with aiohttp.ClientSession(connector=connector) as session:
         accepted, delivered = await submit_and_wait(
             session, f"http://127.0.0.1:{forwarder_port}", partner_port, n, concurrency,
-            rate, "/forwarder", waits)
+            rate, "/forwarder", waits, late)
     answers = sorted(ms for _, ms in waits)
     return {"accepted_per_s": accepted, "delivered_per_s": delivered,
             "submit_p50_ms": statistics.median(answers),
-            "submit_p99_ms": percentile(answers, 0.99)}
+            "submit_p99_ms": percentile(answers, 0.99), "answers": summary(late)}
 
 
 async def count_once(partner_port: int) -> int:
@@ -272,7 +282,7 @@ def measure_relay(args: argparse.Namespace, partner: subprocess.Popen[str], part
             extra["relay"] += asyncio.run(count_once(partner_port)) - before - args.messages
             figures["db_mib"] = (Path(tmp) / "bench.db").stat().st_size / 2**20
             if args.rate:  # the disk's own flushes at the same pace, as long, in the same folder
-                figures["disk"] = summary(probe(Path(tmp), args.rate, args.messages / args.rate))
+                figures["disk"] = probe(Path(tmp), args.rate, args.messages / args.rate)
             return figures
     finally:
         if server is not None and server.poll() is None:
@@ -280,7 +290,7 @@ def measure_relay(args: argparse.Namespace, partner: subprocess.Popen[str], part
 
 
 def measure_forwarder(args: argparse.Namespace, partner_port: int,
-                      extra: dict[str, int]) -> dict[str, float]:
+                      extra: dict[str, int]) -> dict[str, Any]:
     forwarder = None
     try:
         forwarder, forwarder_port = start_forwarder(args.forward_concurrency)
@@ -297,7 +307,7 @@ def measure_forwarder(args: argparse.Namespace, partner_port: int,
             forwarder.kill()
 
 
-def report(figures: dict[str, Any], reference: dict[str, float] | None,
+def report(figures: dict[str, Any], reference: dict[str, Any] | None,
            args: argparse.Namespace, top: float) -> None:
     print(f"accepted          {figures['accepted_per_s']:8.0f} /s")
     print(f"delivered e2e     {figures['delivered_per_s']:8.0f} /s")
@@ -307,9 +317,9 @@ def report(figures: dict[str, Any], reference: dict[str, float] | None,
           f"p99 {figures['submit_p99_ms']:.1f} ms   (after the first {WARM_SECONDS:g} s: "
           f"{after})")
     if args.rate:
-        print(f"  the answers:    {describe(figures['answers'])}")
-        print(f"disk alone        {describe(figures['disk'])}   (bench/disk.py: one write "
-              "and fdatasync a submission at the same pace, in the database's folder)")
+        print(f"  from due times: {describe(figures['answers'])}")
+        print(f"disk alone        {figures['disk'].describe()}   (bench/disk.py: a write "
+              "and an fdatasync a submission at the same pace, in the database's folder)")
     print(f"accept->attempt   p50 {figures['p50_ms']:.1f} ms  p99 {figures['p99_ms']:.1f} ms")
     print(f"server peak RSS   {figures['rss_mib']:8.1f} MiB   "
           f"(database {figures['db_mib']:.1f} MiB)")
@@ -327,6 +337,8 @@ def report(figures: dict[str, Any], reference: dict[str, float] | None,
               f"(peak RSS {reference['rss_mib']:.1f} MiB)")
         print(f"forwarder answer  p50 {reference['submit_p50_ms']:.1f} ms  "
               f"p99 {reference['submit_p99_ms']:.1f} ms")
+        if args.rate:
+            print(f"  from due times: {describe(reference['answers'])}")
         ratio = figures["delivered_per_s"] / reference["delivered_per_s"]
         print(f"relay / forwarder {ratio:8.1%}   (issue 9 target: >= 60 %)")
 
@@ -359,7 +371,7 @@ def main() -> None:
                              "too: a round's ratio compares runs a minute apart)")
     args = parser.parse_args()
     partner, partner_port = start_partner()
-    rounds: list[tuple[dict[str, Any], dict[str, float] | None]] = []
+    rounds: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
     extra = {"relay": 0, "forwarder": 0}  # deliveries beyond N, counted once each has stopped
     try:
         asyncio.run(ceiling(partner_port, min(2000, args.messages), args.concurrency))  # warm
