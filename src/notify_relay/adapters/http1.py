@@ -41,7 +41,7 @@ SWEEP_GAP_SECONDS = 0.25
 # a sweep takes a connection due this soon as run out: uvloop's timers read a cached
 # clock and fire a little before time.monotonic() says (closed 0.25 s late otherwise)
 SWEEP_EARLY_SECONDS = 0.01
-KEEP_ALIVE_READ = 128  # of that header's value: `timeout=5, max=1000` is 20
+KEEP_ALIVE_READ = 128  # of that header's value, read: `timeout=5, max=1000` is 20
 CONNECT_NEXT_SECONDS = 0.25  # a connect to one address, before the next is tried beside it
 NAMES_KEPT_SECONDS = 10.0  # a name's allowed addresses are used this long (as aiohttp's)
 # a TLS connection closed waits this long for the partner's close_notify (asyncio's default
@@ -489,10 +489,13 @@ class Http1Client:
 
 def _kept_for(keep_alive: str | None) -> float:
     """How long an idle connection may be reused: KEPT_SECONDS, or less when the partner's
-    `Keep-Alive` header says it closes sooner (RFC 2068 19.7.1.1: `timeout=N`, in seconds)."""
-    if keep_alive is None or len(keep_alive) > KEEP_ALIVE_READ:  # not one to parse each time
+    `Keep-Alive` header says it closes sooner (RFC 2068 19.7.1.1: `timeout=N`, in seconds).
+
+    Only its first KEEP_ALIVE_READ characters are read (a head is parsed on the event loop
+    at every answer): a timeout beyond them is not seen, one cut short reads as shorter."""
+    if keep_alive is None:
         return KEPT_SECONDS
-    for parameter in keep_alive.split(","):
+    for parameter in keep_alive[:KEEP_ALIVE_READ].split(","):
         name, _, value = parameter.partition("=")
         if name.strip().lower() == "timeout":
             try:
