@@ -41,7 +41,7 @@ from typing import Any
 
 import aiohttp
 
-from disk import describe, probe, summary
+from disk import describe, percentile, probe, summary
 from machine import cpu_seconds, process_tree, split_between, split_mark, written_bytes
 from notify_relay.adapters.http import HttpDeliverer
 from notify_relay.domain.network import NetworkPolicy, parse_networks
@@ -228,10 +228,6 @@ async def end_to_end(server_port: int, partner_port: int, n: int, concurrency: i
         "split_ms": split,
         "idle": idle,
     }
-
-
-def percentile(ordered: list[float], share: float) -> float:
-    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
 
 
 async def forwarded(forwarder_port: int, partner_port: int, n: int, concurrency: int,
