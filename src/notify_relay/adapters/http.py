@@ -194,15 +194,16 @@ class HttpDeliverer:
                     sent_twice = True
                     response = await _answered(session, request, url)
                 answered = response
-                return _said_twice(await _result(response, body), sent_twice)
+                result = await _result(response, body)
         except (TargetRefused, TimeoutError, aiohttp.ClientError, OSError) as exc:
             release_frames(exc)  # they hold the request's body in a cycle (cycles.py)
             if answered is not None:
-                return _said_twice(_cut_short(
-                    answered.status, answered.headers.items(),
-                    answered.headers.get("Retry-After"), b"".join(body), exc,
-                    request.timeout_seconds), sent_twice)
-            return _said_twice(_failure(exc, request.timeout_seconds), sent_twice)
+                result = _cut_short(answered.status, answered.headers.items(),
+                                    answered.headers.get("Retry-After"), b"".join(body), exc,
+                                    request.timeout_seconds)
+            else:
+                result = _failure(exc, request.timeout_seconds)
+        return _said_twice(result, sent_twice)
 
 
 def _verifying_context() -> ssl.SSLContext:
