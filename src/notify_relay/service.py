@@ -477,7 +477,7 @@ class Relay:
                                message.timeout_seconds)
 
     def start_claimed(self, message: Message) -> Message | None:
-        """For StartingQueue.claim_started, inside the claim's transaction (pure): the
+        """For StartingQueue.claim_started (pure: the queue writes what it returns): the
         claimed message with its attempt started, when nothing needs judging first; None
         sends it through deliver()'s own checks (final, a notice, woken early, a notice
         due at the start)."""

@@ -6,8 +6,11 @@ the Relay's use of it is covered by the e2e and crash tests, which run on SQLite
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import timedelta
+from typing import TypeVar
 
 import pytest
 
@@ -20,6 +23,7 @@ from notify_relay.ports import QueueInStore, StartingQueue, WorkQueue
 from tests.factories import NOW, make_message
 
 pytestmark = pytest.mark.anyio
+T = TypeVar("T")
 
 
 @pytest.fixture(params=["sqlite"])
@@ -237,3 +241,66 @@ async def test_claim_started_tells_apart_two_senders_messages_of_one_id(
         assert claim.started is not None
         assert claim.started.after.key == claim.key
         assert claim.started.after.content.body == claim.key.sender_id.encode()
+
+
+def between_read_and_write(db: SqliteDatabase, change: Callable[[], Awaitable[object]]) -> None:
+    """Makes `change` land after the claim's read of the due entries and before its write,
+    as a write of the other process (the API's) can."""
+    read = db.read
+
+    async def read_then_change(fn: Callable[[sqlite3.Connection], T]) -> T:
+        result = await read(fn)
+        db.read = read  # type: ignore[method-assign]
+        await change()
+        return result
+
+    db.read = read_then_change  # type: ignore[method-assign]
+
+
+async def test_claim_started_does_not_take_an_entry_cancelled_after_its_read(
+    pair: tuple[QueueInStore, WorkQueue], sqlite_db: SqliteDatabase
+) -> None:
+    store, queue = starting(pair)
+    stored, _ = await store.create_queued(make_message("c-1"))
+    between_read_and_write(sqlite_db, lambda: store.update_dequeued(stored.cancel(NOW)))
+    assert await queue.claim_started(10, 30.0, None,
+                                     lambda message: message.start_attempt(NOW)) == []
+    assert await status_and_version(store, stored) == (Status.CANCELLED, 2)
+    assert await queue.depth() == 0
+
+
+async def test_claim_started_does_not_take_an_entry_another_claim_took_after_its_read(
+    pair: tuple[QueueInStore, WorkQueue], sqlite_db: SqliteDatabase
+) -> None:
+    store, queue = starting(pair)
+    stored, _ = await store.create_queued(make_message("c-1"))
+    other: list[object] = []
+
+    async def claim_first() -> None:
+        other.extend(await queue.claim(10, 30.0))
+
+    between_read_and_write(sqlite_db, claim_first)
+    assert await queue.claim_started(10, 30.0, None,
+                                     lambda message: message.start_attempt(NOW)) == []
+    assert len(other) == 1
+    assert await status_and_version(store, stored) == (Status.QUEUED, 1)  # not started
+
+
+async def test_claim_started_takes_without_a_start_a_message_changed_after_its_read(
+    pair: tuple[QueueInStore, WorkQueue], sqlite_db: SqliteDatabase
+) -> None:
+    """Its entry still due, the claim takes it, but writes no start over the change: the
+    Relay's deliver() reads the message again, as it does when start declines."""
+    store, queue = starting(pair)
+    stored, _ = await store.create_queued(make_message("c-1"))
+    changed = stored.changed(correlation_id="corr-2")
+    between_read_and_write(sqlite_db, lambda: store.update(changed))
+    (claim,) = await queue.claim_started(10, 30.0, None,
+                                         lambda message: message.start_attempt(NOW))
+    assert claim.key == stored.key
+    assert claim.started is None
+    assert await status_and_version(store, stored) == (Status.QUEUED, 2)
+    held = await store.get(stored.key)
+    assert held is not None
+    assert held.correlation_id == "corr-2"
+    assert await queue.claim(10, 30.0) == []  # leased to the claim all the same

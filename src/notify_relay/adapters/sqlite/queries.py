@@ -125,6 +125,13 @@ SELECT sender_id, destination, next_visible FROM queue_destinations ORDER BY nex
 
 LEASE = "UPDATE queue SET visible_at = ?, receipt = ? WHERE rowid = ?"
 
+# a claim that read its entries before its write (claim_started): the entry as read, and
+# still due (a cancel deleted it, another claim leased it: not taken)
+LEASE_IF_DUE = """
+UPDATE queue SET visible_at = ?, receipt = ?
+WHERE rowid = ? AND sender_id = ? AND message_id = ? AND visible_at <= ?
+"""
+
 COMPLETE = "DELETE FROM queue WHERE sender_id = ? AND message_id = ? AND receipt = ?"
 DEQUEUE = "DELETE FROM queue WHERE sender_id = ? AND message_id = ?"
 

@@ -6,7 +6,6 @@ import contextlib
 import secrets
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,22 +25,22 @@ def _execute(sql: str, params: tuple[object, ...]) -> Callable[[sqlite3.Connecti
     return lambda conn: conn.execute(sql, params).rowcount
 
 
-def _started(conn: sqlite3.Connection, claim: Claim, row: tuple[Any, ...],
-             start: Callable[[Message], Message | None]) -> Claim:
-    """The claim with its message's attempt started, where `start` says so; `row` is the
-    message as DUE_MESSAGES read it, body included (all None when the entry has no
-    message)."""
+def _started(row: tuple[Any, ...], start: Callable[[Message], Message | None]
+             ) -> tuple[Started, tuple[object, ...]] | None:
+    """The start of an entry's message's attempt, where `start` says so, and the UPDATE that
+    writes it over the version read; `row` is the message as DUE_MESSAGES read it, body
+    included (all None when the entry has no message)."""
     if row[0] is None:
-        return claim
+        return None
     try:
         before = message_from_row(row)
     except CorruptRecord:  # the Relay reads it again and sets it aside
-        return claim
+        return None
     after = start(before)
     if after is None:
-        return claim
-    conn.execute(queries.UPDATE_MESSAGE, update_params(after.with_version(before.version)))
-    return replace(claim, started=Started(before, after.with_version(before.version + 1)))
+        return None
+    after = after.with_version(before.version)
+    return Started(before, after.with_version(before.version + 1)), update_params(after)
 
 
 class SqliteQueue:
@@ -142,19 +141,49 @@ class SqliteQueue:
                 # else it stayed behind a backlog of big bodies until that was gone
                 self._turns.served(served)
 
-        def claim(conn: sqlite3.Connection) -> list[Claim]:
-            due = due_entries(conn)
-            claims = [Claim(MessageKey(row[1], row[2]), secrets.token_hex(8), lease_until, row[3])
-                      for row in due]
-            conn.executemany(queries.LEASE, [(lease_until.timestamp(), c.receipt, row[0])
-                                             for row, c in zip(due, claims, strict=True)])
-            if start is not None:
-                claims = [_started(conn, c, row[4:-1], start)
-                          for row, c in zip(due, claims, strict=True)]
+        if start is None:
+            def claim(conn: sqlite3.Connection) -> list[Claim]:
+                due = due_entries(conn)
+                claims = [Claim(MessageKey(row[1], row[2]), secrets.token_hex(8), lease_until,
+                                row[3]) for row in due]
+                conn.executemany(queries.LEASE, [
+                    (lease_until.timestamp(), c.receipt, row[0])
+                    for row, c in zip(due, claims, strict=True)])
+                return claims
+
+            # a lease lost with the power: the entry is claimed again
+            return await self._db.write(claim, durable=False)
+
+        # Read, decoded and started before the write: SQLite's one writer is the two
+        # processes' bottleneck, and the read (bodies included) and the Python that turns
+        # rows into started messages were most of a claim's time in it. The read sees what
+        # is committed; the write takes an entry only if it is still due as read, and
+        # writes its start only over the message's version read: one that changed since
+        # (a retry by hand, say) is claimed without a start, and deliver() reads it again.
+        due = await self._db.read(due_entries)
+        if not due:
+            return []
+        lease = lease_until.timestamp()
+        prepared = [(Claim(key := MessageKey(row[1], row[2]), receipt := secrets.token_hex(8),
+                           lease_until, row[3]),
+                     (lease, receipt, row[0], key.sender_id, key.message_id, now),
+                     _started(row[4:-1], start))
+                    for row in due]
+
+        def take(conn: sqlite3.Connection) -> list[Claim]:
+            claims = []
+            for claim, lease_params, started in prepared:
+                if conn.execute(queries.LEASE_IF_DUE, lease_params).rowcount != 1:
+                    continue  # taken, rescheduled or gone since the read
+                if started is not None and conn.execute(
+                        queries.UPDATE_MESSAGE, started[1]).rowcount == 1:
+                    claim = Claim(claim.key, claim.receipt, lease_until, claim.destination,
+                                  started=started[0])
+                claims.append(claim)
             return claims
 
         # a lease and an attempt's start lost with the power: the entry is claimed again
-        return await self._db.write(claim, durable=False)
+        return await self._db.write(take, durable=False)
 
     async def complete(self, claim: Claim) -> None:
         params = (claim.key.sender_id, claim.key.message_id, claim.receipt)
