@@ -325,6 +325,11 @@ def report(figures: dict[str, Any], reference: dict[str, Any] | None,
                       if name != "API" or ms)
     print(f"CPU while the N went through: {split} ms a message; "
           f"machine idle {figures['idle']:.0%}")
+    harness = figures["split_ms"].get("harness")
+    if harness:  # its work a message is fixed: this ratio moves with the machine far less
+        server = sum(ms for name, ms in figures["split_ms"].items() if name != "harness")
+        print(f"server / harness CPU {server / harness:5.2f}   (the server's CPU a message "
+              "in the harness's: steadier than rates across a machine's speed)")
     print(f"e2e / ceiling     {figures['delivered_per_s'] / top:8.2f}")
     if reference is not None:
         print(f"forwarder accepted {reference['accepted_per_s']:7.0f} /s   "
