@@ -231,20 +231,23 @@ async def end_to_end(server_port: int, partner_port: int, n: int, concurrency: i
 
 
 async def forwarded(forwarder_port: int, partner_port: int, n: int, concurrency: int,
-                    rate: float | None) -> dict[str, Any]:
+                    rate: float | None, groups: dict[str, list[int]]) -> dict[str, Any]:
     """The same submissions through bench/forwarder.py: the reference for the ratio, and
     for the submit answer's times (what the harness and the machine add to any server's)."""
     connector = aiohttp.TCPConnector(limit=concurrency)
     waits: list[tuple[float, float]] = []
     late: list[tuple[float, float]] = []
     async with aiohttp.ClientSession(connector=connector) as session:
+        mark = split_mark(groups)
         accepted, delivered = await submit_and_wait(
             session, f"http://127.0.0.1:{forwarder_port}", partner_port, n, concurrency,
             rate, "/forwarder", waits, late)
+        split, idle = split_between(mark, split_mark(groups), n)
     answers = sorted(ms for _, ms in waits)
     return {"accepted_per_s": accepted, "delivered_per_s": delivered,
             "submit_p50_ms": statistics.median(answers),
-            "submit_p99_ms": percentile(answers, 0.99), "answers": summary(late)}
+            "submit_p99_ms": percentile(answers, 0.99), "answers": summary(late),
+            "split_ms": split, "idle": idle}
 
 
 async def count_once(partner_port: int) -> int:
@@ -285,14 +288,15 @@ def measure_relay(args: argparse.Namespace, partner: subprocess.Popen[str], part
             server.kill()
 
 
-def measure_forwarder(args: argparse.Namespace, partner_port: int,
-                      extra: dict[str, int]) -> dict[str, Any]:
+def measure_forwarder(args: argparse.Namespace, partner: subprocess.Popen[str],
+                      partner_port: int, extra: dict[str, int]) -> dict[str, Any]:
     forwarder = None
     try:
         forwarder, forwarder_port = start_forwarder(args.forward_concurrency)
         before = asyncio.run(count_once(partner_port))
+        groups = {"forwarder": [forwarder.pid], "harness": [os.getpid(), partner.pid]}
         reference = asyncio.run(forwarded(forwarder_port, partner_port, args.messages,
-                                          args.concurrency, args.rate))
+                                          args.concurrency, args.rate, groups))
         reference["rss_mib"] = peak_rss_mib(forwarder.pid)
         forwarder.send_signal(signal.SIGTERM)
         forwarder.wait(timeout=30)
@@ -340,8 +344,16 @@ def report(figures: dict[str, Any], reference: dict[str, Any] | None,
               f"p99 {reference['submit_p99_ms']:.1f} ms")
         if args.rate:
             print(f"  from due times: {describe(reference['answers'])}")
+        split_f = reference["split_ms"]
+        print(f"forwarder CPU while the N went through: forwarder {split_f['forwarder']:.3f}  "
+              f"harness {split_f['harness']:.3f} ms a message; "
+              f"machine idle {reference['idle']:.0%}")
         ratio = figures["delivered_per_s"] / reference["delivered_per_s"]
         print(f"relay / forwarder {ratio:8.1%}   (issue 9 target: >= 60 %)")
+        relay_cpu = sum(figures["split_ms"].values())
+        if relay_cpu:  # what the rates' ratio would be if both were bound by CPU alone
+            print(f"  by CPU a message {sum(split_f.values()) / relay_cpu:6.1%}   (the "
+                  "forwarder's and its harness's, in the relay's and its harness's)")
 
 
 def main() -> None:
@@ -380,7 +392,7 @@ def main() -> None:
         for _ in range(max(1, args.rounds)):
             figures = measure_relay(args, partner, partner_port, extra)
             reference = (None if args.skip_forwarder
-                         else measure_forwarder(args, partner_port, extra))
+                         else measure_forwarder(args, partner, partner_port, extra))
             rounds.append((figures, reference))
     finally:
         partner.terminate()
