@@ -286,11 +286,12 @@ async def test_claim_started_does_not_take_an_entry_another_claim_took_after_its
     assert await status_and_version(store, stored) == (Status.QUEUED, 1)  # not started
 
 
-async def test_claim_started_takes_without_a_start_a_message_changed_after_its_read(
+async def test_claim_started_starts_a_message_changed_after_its_read_as_it_is_now(
     pair: tuple[QueueInStore, WorkQueue], sqlite_db: SqliteDatabase
 ) -> None:
-    """Its entry still due, the claim takes it, but writes no start over the change: the
-    Relay's deliver() reads the message again, as it does when start declines."""
+    """Its entry still due, the claim takes it and starts the message as its write reads it
+    (a retry by hand writes three times; a replay too): never over the change, and with the
+    body the claim's bound counts."""
     store, queue = starting(pair)
     stored, _ = await store.create_queued(make_message("c-1"))
     changed = stored.changed(correlation_id="corr-2")
@@ -298,9 +299,63 @@ async def test_claim_started_takes_without_a_start_a_message_changed_after_its_r
     (claim,) = await queue.claim_started(10, 30.0, None,
                                          lambda message: message.start_attempt(NOW))
     assert claim.key == stored.key
-    assert claim.started is None
-    assert await status_and_version(store, stored) == (Status.QUEUED, 2)
-    held = await store.get(stored.key)
+    assert claim.started is not None
+    assert claim.started.before.correlation_id == "corr-2"
+    assert (claim.started.before.version, claim.started.after.version) == (2, 3)
+    assert claim.started.after.content.body == stored.content.body
+    assert await status_and_version(store, stored) == (Status.DELIVERING, 3)
+    assert await queue.claim(10, 30.0) == []  # leased in the same write
+
+
+async def test_claim_started_never_starts_a_deleted_message_over_its_successor(
+    pair: tuple[QueueInStore, WorkQueue], sqlite_db: SqliteDatabase
+) -> None:
+    """Between the read and the write the message is cancelled, retention deletes it and
+    the same id is submitted again: version 1 again, and its entry may get the deleted one's
+    rowid. The start read for the old one must not be written over the new one (helper-62's
+    review): the new one is started as it is."""
+    store, queue = starting(pair)
+    old, _ = await store.create_queued(make_message("c-1", url="https://old.example/h",
+                                                    body=b'{"old":1}'))
+
+    async def cancel_expire_resubmit() -> None:
+        await store.update_dequeued(old.cancel(NOW))
+        assert await store.expire(NOW + timedelta(days=1), 10) == 1
+        await store.create_queued(make_message("c-1", url="https://new.example/h",
+                                               body=b'{"new":1}'))
+
+    between_read_and_write(sqlite_db, cancel_expire_resubmit)
+    claims = await queue.claim_started(10, 30.0, None,
+                                       lambda message: message.start_attempt(NOW))
+    held = await store.get(old.key)
     assert held is not None
-    assert held.correlation_id == "corr-2"
-    assert await queue.claim(10, 30.0) == []  # leased to the claim all the same
+    assert held.content.target_url == "https://new.example/h"
+    assert held.content.body == b'{"new":1}'
+    for claim in claims:  # taken (its rowid reused) or not: never as the old one
+        assert claim.started is not None
+        assert claim.started.after.content.target_url == "https://new.example/h"
+        assert claim.started.after.content.body == b'{"new":1}'
+
+
+async def test_a_destination_whose_entries_another_claim_took_keeps_its_turn(
+    pair: tuple[QueueInStore, WorkQueue], sqlite_db: SqliteDatabase
+) -> None:
+    """Destinations take turns (least recently served first): one whose entries the claim
+    read but did not take (another claim did, in between) has not been served."""
+    store, queue = starting(pair)
+    for name in ("a", "b"):
+        await store.create_queued(make_message(f"{name}-1", url=f"https://{name}.example/h"))
+    other = SqliteQueue(sqlite_db)
+
+    async def b_taken() -> None:
+        await other.claim(10, 30.0, lambda key: 5 if key.name == "b.example:443" else 0)
+
+    between_read_and_write(sqlite_db, b_taken)
+    (first,) = await queue.claim_started(10, 30.0, lambda key: 5,
+                                         lambda message: message.start_attempt(NOW))
+    assert first.key.message_id == "a-1"
+    for name in ("a", "b"):
+        await store.create_queued(make_message(f"{name}-2", url=f"https://{name}.example/h"))
+    (second,) = await queue.claim_started(1, 30.0, lambda key: 5,
+                                          lambda message: message.start_attempt(NOW))
+    assert second.key.message_id == "b-2"  # b has not had its turn yet; a has

@@ -33,6 +33,11 @@ UPDATE messages SET status = ?, updated_at = ?, queued = ?, version = version + 
 WHERE sender_id = ? AND message_id = ? AND version = ?
 """
 
+# a claim's start (claim_started): over the version its read found of that very row, since
+# a message deleted by retention and submitted again under its id restarts at version 1,
+# while seq (AUTOINCREMENT) is never given twice
+START_MESSAGE = UPDATE_MESSAGE.rstrip() + " AND seq = ?\n"
+
 # one statement per shape, never `(:x IS NULL OR ...)`: such a form keeps SQLite from
 # ordering by an index, and every page then sorts the sender's whole history
 LIST_MESSAGES = f"""

@@ -27,9 +27,10 @@ def _execute(sql: str, params: tuple[object, ...]) -> Callable[[sqlite3.Connecti
 
 def _started(row: tuple[Any, ...], start: Callable[[Message], Message | None]
              ) -> tuple[Started, tuple[object, ...]] | None:
-    """The start of an entry's message's attempt, where `start` says so, and the UPDATE that
-    writes it over the version read; `row` is the message as DUE_MESSAGES read it, body
-    included (all None when the entry has no message)."""
+    """The start of an entry's message's attempt, where `start` says so, and START_MESSAGE's
+    parameters, to write it over the row and version read; `row` is the message as
+    DUE_MESSAGES or GET_MESSAGE read it, body included (all None when the entry has no
+    message)."""
     if row[0] is None:
         return None
     try:
@@ -40,7 +41,8 @@ def _started(row: tuple[Any, ...], start: Callable[[Message], Message | None]
     if after is None:
         return None
     after = after.with_version(before.version)
-    return Started(before, after.with_version(before.version + 1)), update_params(after)
+    return (Started(before, after.with_version(before.version + 1)),
+            (*update_params(after), row[0]))
 
 
 class SqliteQueue:
@@ -90,6 +92,10 @@ class SqliteQueue:
                                  (queries.DUE_MESSAGES, queries.DUE_MESSAGES_OF_DESTINATION))
         room = body_bytes if start is not None and body_bytes is not None else None
 
+        # the destinations whose entries a read took up, in order; given their turn
+        # (RoundRobin.served) once those entries are claimed
+        served: list[DestinationKey] = []
+
         def due_entries(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             reads: list[tuple[DestinationKey | None, str, tuple[object, ...]]]
             if slots is None:
@@ -104,46 +110,45 @@ class SqliteQueue:
                 reads = [(key, of_destination, (key.sender_id, key.name, now, share))
                          for key, share in shares.items()]
             rows: list[tuple[Any, ...]] = []
-            served: list[DestinationKey] = []
             taken = 0
-            try:
-                for of, sql, params in reads:
-                    room_of = (body_bytes_of(of) if room is not None and of is not None
-                               and body_bytes_of is not None else None)
-                    taken_of = 0
-                    # row by row: each row's body is read as it comes, none past `room`
-                    with contextlib.closing(conn.execute(sql, params)) as cursor:
-                        for row in cursor:
-                            # only rows that start come with their body's size, last
-                            size = (row[-1] or 0) if start is not None else 0
-                            if room is not None and rows and taken + size > room:
-                                # its size is known unread: past the bound, it waits (and
-                                # its destination keeps its turn) unless it comes first
-                                return rows
-                            if of is not None and (not served or served[-1] != of):
-                                served.append(of)
-                            if size > INLINE:
-                                # left out of the row: read now that the claim takes it
-                                (body,) = conn.execute(queries.BODY, (row[4],)).fetchone()
-                                row = (*row[:-2], body, size)
-                            rows.append(row)
-                            if room is None:
-                                continue
-                            taken += size
-                            taken_of += size
-                            if taken >= room:
-                                return rows
-                            if room_of is not None and taken_of >= room_of:
-                                break  # this destination's share: on to the next
-                return rows
-            finally:
-                # only those read were served: one the bound left unread keeps its turn,
-                # else it stayed behind a backlog of big bodies until that was gone
-                self._turns.served(served)
+            for of, sql, params in reads:
+                room_of = (body_bytes_of(of) if room is not None and of is not None
+                           and body_bytes_of is not None else None)
+                taken_of = 0
+                # row by row: each row's body is read as it comes, none past `room`
+                with contextlib.closing(conn.execute(sql, params)) as cursor:
+                    for row in cursor:
+                        # only rows that start come with their body's size, last
+                        size = (row[-1] or 0) if start is not None else 0
+                        if room is not None and rows and taken + size > room:
+                            # its size is known unread: past the bound, it waits (and
+                            # its destination keeps its turn) unless it comes first
+                            return rows
+                        if of is not None and (not served or served[-1] != of):
+                            served.append(of)
+                        if size > INLINE:
+                            # left out of the row: read now that the claim takes it
+                            (body,) = conn.execute(queries.BODY, (row[4],)).fetchone()
+                            row = (*row[:-2], body, size)
+                        rows.append(row)
+                        if room is None:
+                            continue
+                        taken += size
+                        taken_of += size
+                        if taken >= room:
+                            return rows
+                        if room_of is not None and taken_of >= room_of:
+                            break  # this destination's share: on to the next
+            return rows
 
         if start is None:
             def claim(conn: sqlite3.Connection) -> list[Claim]:
-                due = due_entries(conn)
+                try:
+                    due = due_entries(conn)
+                finally:
+                    # only those read were served: one the bound left unread keeps its
+                    # turn, else it stayed behind a backlog of big bodies until that was gone
+                    self._turns.served(served)
                 claims = [Claim(MessageKey(row[1], row[2]), secrets.token_hex(8), lease_until,
                                 row[3]) for row in due]
                 conn.executemany(queries.LEASE, [
@@ -158,8 +163,8 @@ class SqliteQueue:
         # processes' bottleneck, and the read (bodies included) and the Python that turns
         # rows into started messages were most of a claim's time in it. The read sees what
         # is committed; the write takes an entry only if it is still due as read, and
-        # writes its start only over the message's version read: one that changed since
-        # (a retry by hand, say) is claimed without a start, and deliver() reads it again.
+        # writes its start only over the message's row and version read: one that changed
+        # since (a retry by hand, say) is read again in the write and started from that.
         due = await self._db.read(due_entries)
         if not due:
             return []
@@ -176,14 +181,29 @@ class SqliteQueue:
                 if conn.execute(queries.LEASE_IF_DUE, lease_params).rowcount != 1:
                     continue  # taken, rescheduled or gone since the read
                 if started is not None and conn.execute(
-                        queries.UPDATE_MESSAGE, started[1]).rowcount == 1:
+                        queries.START_MESSAGE, started[1]).rowcount != 1:
+                    # changed since the read (a retry by hand is three writes, a replay
+                    # too): started from what is there now, as a claim that read in its
+                    # write did, so that its body is counted in the claim's
+                    row = conn.execute(queries.GET_MESSAGE, (claim.key.sender_id,
+                                                             claim.key.message_id)).fetchone()
+                    started = _started(row, start) if row is not None else None
+                    if started is not None and conn.execute(
+                            queries.START_MESSAGE, started[1]).rowcount != 1:
+                        started = None  # not within one transaction; never a start unwritten
+                if started is not None:
                     claim = Claim(claim.key, claim.receipt, lease_until, claim.destination,
                                   started=started[0])
                 claims.append(claim)
             return claims
 
         # a lease and an attempt's start lost with the power: the entry is claimed again
-        return await self._db.write(take, durable=False)
+        claims = await self._db.write(take, durable=False)
+        # only the destinations whose entries were claimed have had their turn: one whose
+        # entries the bound left unread, or another claim took meanwhile, keeps it
+        taken = {claim.destination_key for claim in claims}
+        self._turns.served([key for key in served if key in taken])
+        return claims
 
     async def complete(self, claim: Claim) -> None:
         params = (claim.key.sender_id, claim.key.message_id, claim.receipt)
