@@ -279,9 +279,9 @@ class StartingQueue(Protocol):
     ) -> Sequence[Claim]:
         """claim(); for each claimed message that `start` (pure) turns into the message to
         write, that is written too, in the claim's transaction, and the claim carries both
-        (`started`). Where `start` gives None, or the message is missing, cannot be read, or
-        changed between the claim's read and its write, the claim carries none and the
-        message is untouched. Like
+        (`started`). Where `start` gives None, or the message is missing or cannot be read,
+        the claim carries none and the message is untouched. A queue that reads before its
+        write (SQLite) starts a message that changed in between as it is at the write. Like
         update_settled, a record: SQLite may commit it without an fsync of its own.
 
         `body_bytes`: claim no more once the claimed messages' bodies reach it, nor a
