@@ -250,6 +250,13 @@ class QueueInStore(Protocol):
         untouched, as from create()."""
         ...
 
+    async def update_queued(self, message: Message, due_at: datetime) -> Message:
+        """update() of a message marked queued, with its queue entry (due at `due_at`) in the
+        same transaction: a retry by hand in one write, where it took three (the message,
+        its entry, the mark), between which a claim could find it half done. StaleWrite
+        leaves both as they were."""
+        ...
+
     async def update_settled(self, message: Message, claim: Claim) -> Message:
         """update() with an attempt's outcome, and the claimed entry settled in the same
         transaction: due again at next_attempt_at while RETRYING, dropped otherwise.

@@ -374,10 +374,16 @@ class Relay:
 
     async def _retry(self, message: Message, correlation_id: str | None) -> Message:
         retried = message.retry_by_hand(self.clock())
-        if self._outbox:  # one write, QUEUED and marked queued: the outbox queues it
-            retried = retried.mark_queued()
+        shared, outbox = _capabilities(self.store)
+        if shared or outbox:  # one write, QUEUED and marked queued (and queued, or by the
+            retried = retried.mark_queued()  # outbox once committed)
         try:
-            message = await self.store.update(retried)
+            if shared:
+                due_at = retried.next_attempt_at or self.clock()
+                message = await cast("QueueInStore", self.store).update_queued(retried, due_at)
+                self.on_scheduled(due_at)
+            else:
+                message = await self.store.update(retried)
         except StaleWrite:
             raise InvalidState("the message changed while it was being retried") from None
         log.info("retried by hand", extra=message_context(message, correlation_id))

@@ -124,6 +124,25 @@ async def test_a_stale_outcome_changes_neither(pair: tuple[QueueInStore, WorkQue
     assert await queue.claim(10, 30.0) == []
 
 
+async def test_a_retry_by_hand_is_stored_queued_with_its_entry(
+    pair: tuple[QueueInStore, WorkQueue]
+) -> None:
+    store, queue = pair
+    await outcome(store, queue, AttemptResult(status_code=400), Decision(Outcome.GIVE_UP))
+    (failed,) = await store.failed_between("sender-a", None, NOW - timedelta(days=1),
+                                           NOW + timedelta(days=1), 10)
+    assert await queue.depth() == 0
+    stale = failed.with_version(failed.version - 1)
+    with pytest.raises(StaleWrite):  # over a version gone: neither changes
+        await store.update_queued(stale.retry_by_hand(NOW).mark_queued(), NOW)
+    assert await queue.depth() == 0
+    retried = await store.update_queued(failed.retry_by_hand(NOW).mark_queued(), NOW)
+    assert (retried.status, retried.queued, retried.version) == (
+        Status.QUEUED, True, failed.version + 1)
+    (claim,) = await queue.claim(10, 30.0)  # queued in the same write
+    assert claim.key == failed.key
+
+
 async def test_a_failed_commit_keeps_neither(pair: tuple[QueueInStore, WorkQueue],
                                              sqlite_db: SqliteDatabase) -> None:
     """One transaction: a message never stands stored without its entry, nor the reverse."""

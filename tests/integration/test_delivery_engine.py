@@ -793,9 +793,23 @@ async def test_a_cancel_takes_the_queue_entry_with_it(tmp_path: Path, partner: P
         cancelled = await e.relay.cancel(MessageKey("sender-a", "x-1"))
         assert cancelled.status is Status.CANCELLED
         assert await e.relay.queue.depth() == 1  # x-2's entry only
+        db = e.relay.store._db  # type: ignore[attr-defined]
+        write, writes = db.write, []
+
+        def counted(fn: Any, **kwargs: Any) -> Any:
+            writes.append(fn)
+            return write(fn, **kwargs)
+
+        db.write = counted
         retried = await e.relay.retry(MessageKey("sender-a", "x-1"))
+        db.write = write
         assert retried.status is Status.QUEUED
+        assert retried.queued
+        assert len(writes) == 1  # the message, marked queued, and its entry: one write
         assert await e.relay.queue.depth() == 2  # queued again, still for its deliverAt
+        stored = await e.relay.store.get(MessageKey("sender-a", "x-1"))
+        assert stored is not None
+        assert stored.queued
     assert partner.received("/ok") == []
 
 

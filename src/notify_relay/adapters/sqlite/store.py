@@ -120,6 +120,11 @@ class SqliteStore:
         # an outcome lost with the power: the entry's lease ends, the message goes again
         return await self._update(message, settle, durable=False)
 
+    async def update_queued(self, message: Message, due_at: datetime) -> Message:
+        key = message.key
+        return await self._update(message, (queries.ENQUEUE, (
+            key.sender_id, key.message_id, due_at.timestamp(), message.destination)))
+
     async def update_dequeued(self, message: Message) -> Message:
         key = message.key
         return await self._update(message, (queries.DEQUEUE, (key.sender_id, key.message_id)))
