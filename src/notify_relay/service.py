@@ -375,8 +375,9 @@ class Relay:
     async def _retry(self, message: Message, correlation_id: str | None) -> Message:
         retried = message.retry_by_hand(self.clock())
         shared, outbox = _capabilities(self.store)
-        if shared or outbox:  # one write, QUEUED and marked queued (and queued, or by the
-            retried = retried.mark_queued()  # outbox once committed)
+        # one write, QUEUED and marked queued: with its entry, or the outbox queues it
+        if shared or outbox:
+            retried = retried.mark_queued()
         try:
             if shared:
                 due_at = retried.next_attempt_at or self.clock()
