@@ -378,3 +378,61 @@ async def test_a_destination_whose_entries_another_claim_took_keeps_its_turn(
     (second,) = await queue.claim_started(1, 30.0, lambda key: 5,
                                           lambda message: message.start_attempt(NOW))
     assert second.key.message_id == "b-2"  # b has not had its turn yet; a has
+
+
+async def test_claim_started_takes_what_came_due_while_its_write_waited(
+    pair: tuple[QueueInStore, WorkQueue], sqlite_db: SqliteDatabase
+) -> None:
+    """Its write reads again for what came due meanwhile (paced, a claim of only what its
+    read found took half as many a claim), within the claim's limit."""
+    store, queue = starting(pair)
+    await store.create_queued(make_message("first"))
+    between_read_and_write(sqlite_db, lambda: store.create_queued(make_message("second")))
+    claims = await queue.claim_started(10, 30.0, None,
+                                       lambda message: message.start_attempt(NOW))
+    assert sorted(c.key.message_id for c in claims) == ["first", "second"]
+    assert all(c.started is not None for c in claims)
+    assert await status_and_version(store, make_message("second")) == (Status.DELIVERING, 2)
+    assert await queue.claim(10, 30.0) == []  # both leased
+
+
+async def test_claim_started_takes_no_more_than_its_limit_or_a_destination_s_slots(
+    pair: tuple[QueueInStore, WorkQueue], sqlite_db: SqliteDatabase
+) -> None:
+    store, queue = starting(pair)
+    await store.create_queued(make_message("a-1", url="https://a.example/h"))
+
+    async def two_more() -> None:
+        await store.create_queued(make_message("a-2", url="https://a.example/h"))
+        await store.create_queued(make_message("b-1", url="https://b.example/h"))
+
+    between_read_and_write(sqlite_db, two_more)
+    claims = await queue.claim_started(10, 30.0, lambda key: 1,  # one attempt a destination
+                                       lambda message: message.start_attempt(NOW))
+    assert sorted(c.key.message_id for c in claims) == ["a-1", "b-1"]  # not a-2
+    await store.create_queued(make_message("c-1", url="https://c.example/h"))
+    between_read_and_write(sqlite_db, lambda: store.create_queued(
+        make_message("d-1", url="https://d.example/h")))
+    (claim,) = await queue.claim_started(1, 30.0, None,
+                                         lambda message: message.start_attempt(NOW))
+    assert claim.key.message_id in {"a-2", "c-1"}  # the limit: one
+
+
+async def test_claim_started_takes_nothing_more_past_its_body_bound(
+    pair: tuple[QueueInStore, WorkQueue], sqlite_db: SqliteDatabase
+) -> None:
+    """The write's second read keeps to what the claim's bound has left, and does not take
+    one message past it as a claim's first read may."""
+    store, queue = starting(pair)
+    await store.create_queued(make_message("m-1", body=b"1" * 600))
+    between_read_and_write(sqlite_db, lambda: store.create_queued(
+        make_message("m-2", body=b"2" * 600)))
+    (claim,) = await queue.claim_started(10, 30.0, None,
+                                         lambda message: message.start_attempt(NOW), 1000)
+    assert claim.key.message_id == "m-1"
+    await store.create_queued(make_message("m-3", body=b"3" * 300))
+    between_read_and_write(sqlite_db, lambda: store.create_queued(
+        make_message("m-4", body=b"4" * 300)))
+    claims = await queue.claim_started(10, 30.0, None,
+                                       lambda message: message.start_attempt(NOW), 1000)
+    assert [c.key.message_id for c in claims] == ["m-2", "m-3"]  # 600 + 300: m-4 waits

@@ -96,7 +96,12 @@ class SqliteQueue:
         # (RoundRobin.served) once those entries are claimed
         served: list[DestinationKey] = []
 
-        def due_entries(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+        def due_entries(conn: sqlite3.Connection, now: float = now, limit: int = limit,
+                        slots: Slots | None = slots, room: int | None = room,
+                        held_of: dict[DestinationKey, int] | None = None,
+                        ) -> list[tuple[Any, ...]]:
+            """`held_of`: a second read of one claim (its write's), with the bodies the first
+            took of each destination; it takes none past a bound, not even a first one."""
             reads: list[tuple[DestinationKey | None, str, tuple[object, ...]]]
             if slots is None:
                 reads = [(None, every, (now, limit))]
@@ -114,13 +119,18 @@ class SqliteQueue:
             for of, sql, params in reads:
                 room_of = (body_bytes_of(of) if room is not None and of is not None
                            and body_bytes_of is not None else None)
+                if room_of is not None and held_of is not None and of is not None:
+                    room_of -= held_of.get(of, 0)
+                    if room_of <= 0:
+                        continue
                 taken_of = 0
                 # row by row: each row's body is read as it comes, none past `room`
                 with contextlib.closing(conn.execute(sql, params)) as cursor:
                     for row in cursor:
                         # only rows that start come with their body's size, last
                         size = (row[-1] or 0) if start is not None else 0
-                        if room is not None and rows and taken + size > room:
+                        if (room is not None and (rows or held_of is not None)
+                                and taken + size > room):
                             # its size is known unread: past the bound, it waits (and
                             # its destination keeps its turn) unless it comes first
                             return rows
@@ -195,6 +205,36 @@ class SqliteQueue:
                     claim = Claim(claim.key, claim.receipt, lease_until, claim.destination,
                                   started=started[0])
                 claims.append(claim)
+            claims.extend(more(conn))
+            return claims
+
+        def more(conn: sqlite3.Connection) -> list[Claim]:
+            """What came due while the write waited for its turn, up to the claim's limits,
+            as the claim whose read was in its write took it: paced, a claim that took only
+            what its read found took half as many a claim, and wrote twice as often."""
+            wanted = limit - len(prepared)
+            left = None if room is None else room - sum(row[-1] or 0 for row in due)
+            if wanted <= 0 or (left is not None and left <= 0):
+                return []
+            read_of: dict[DestinationKey, int] = {}
+            held_of: dict[DestinationKey, int] = {}
+            for row in due:
+                key = DestinationKey(row[1], row[3])
+                read_of[key] = read_of.get(key, 0) + 1
+                held_of[key] = held_of.get(key, 0) + (row[-1] or 0)
+            slots_left = (None if slots is None else
+                          lambda key: slots(key) - read_of.get(key, 0))
+            claims = []
+            for row in due_entries(conn, self._clock().timestamp(), wanted, slots_left, left,
+                                   held_of):
+                receipt = secrets.token_hex(8)
+                conn.execute(queries.LEASE, (lease, receipt, row[0]))
+                started = _started(row[4:-1], start)
+                if started is not None and conn.execute(
+                        queries.START_MESSAGE, started[1]).rowcount != 1:
+                    started = None
+                claims.append(Claim(MessageKey(row[1], row[2]), receipt, lease_until, row[3],
+                                    started=started[0] if started is not None else None))
             return claims
 
         # a lease and an attempt's start lost with the power: the entry is claimed again
