@@ -436,3 +436,39 @@ async def test_claim_started_takes_nothing_more_past_its_body_bound(
     claims = await queue.claim_started(10, 30.0, None,
                                        lambda message: message.start_attempt(NOW), 1000)
     assert [c.key.message_id for c in claims] == ["m-2", "m-3"]  # 600 + 300: m-4 waits
+
+
+async def test_claim_started_takes_nothing_more_past_a_destination_s_bound(
+    pair: tuple[QueueInStore, WorkQueue], sqlite_db: SqliteDatabase
+) -> None:
+    """Per destination too (helper-63's review): what the first read took of a destination
+    counts, and a destination new to the second read gets no first message past its bound."""
+    store, queue = starting(pair)
+    await store.create_queued(make_message("a-1", url="https://a.example/h", body=b"1" * 600))
+
+    async def two_more() -> None:
+        await store.create_queued(make_message("a-2", url="https://a.example/h",
+                                               body=b"2" * 600))
+        await store.create_queued(make_message("b-1", url="https://b.example/h",
+                                               body=b"3" * 1200))
+
+    between_read_and_write(sqlite_db, two_more)
+    claims = await queue.claim_started(10, 30.0, lambda key: 5,
+                                       lambda message: message.start_attempt(NOW), 100_000,
+                                       lambda key: 1000)
+    assert [c.key.message_id for c in claims] == ["a-1"]  # a-2: 1,200 of a; b-1: 1,200 of b
+
+
+async def test_claim_started_never_takes_twice_what_its_write_leased(
+    sqlite_db: SqliteDatabase
+) -> None:
+    """The write's second read is due by its own time, but never by the lease the write
+    just gave: a clock past it (a step, a pause) would take those entries again, under
+    another receipt (helper-63's review)."""
+    times = iter([NOW, NOW] + [NOW + timedelta(seconds=100)] * 10)
+    store = SqliteStore(sqlite_db)
+    queue = SqliteQueue(sqlite_db, clock=lambda: next(times))
+    await store.create_queued(make_message("a-1"))
+    claims = await queue.claim_started(10, 30.0, None,
+                                       lambda message: message.start_attempt(NOW))
+    assert [c.key.message_id for c in claims] == ["a-1"]

@@ -129,6 +129,9 @@ class SqliteQueue:
                     for row in cursor:
                         # only rows that start come with their body's size, last
                         size = (row[-1] or 0) if start is not None else 0
+                        if held_of is not None and room_of is not None and (
+                                taken_of + size > room_of):
+                            break  # a second read: none past a destination's bound either
                         if (room is not None and (rows or held_of is not None)
                                 and taken + size > room):
                             # its size is known unread: past the bound, it waits (and
@@ -225,8 +228,10 @@ class SqliteQueue:
             slots_left = (None if slots is None else
                           lambda key: slots(key) - read_of.get(key, 0))
             claims = []
-            for row in due_entries(conn, self._clock().timestamp(), wanted, slots_left, left,
-                                   held_of):
+            # due by now, but not by the lease take() gave: a clock past it (a step, a
+            # pause) would have this read take those again
+            due_by = min(self._clock().timestamp(), lease - 0.001)
+            for row in due_entries(conn, due_by, wanted, slots_left, left, held_of):
                 receipt = secrets.token_hex(8)
                 conn.execute(queries.LEASE, (lease, receipt, row[0]))
                 started = _started(row[4:-1], start)
