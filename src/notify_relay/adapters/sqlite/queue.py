@@ -195,9 +195,9 @@ class SqliteQueue:
                     continue  # taken, rescheduled or gone since the read
                 if started is not None and conn.execute(
                         queries.START_MESSAGE, started[1]).rowcount != 1:
-                    # changed since the read (a retry by hand is three writes, a replay
-                    # too): started from what is there now, as a claim that read in its
-                    # write did, so that its body is counted in the claim's
+                    # changed since the read (retried by hand, say): started from what
+                    # is there now, as a claim that read in its write did, so that its
+                    # body is counted in the claim's
                     row = conn.execute(queries.GET_MESSAGE, (claim.key.sender_id,
                                                              claim.key.message_id)).fetchone()
                     started = _started(row, start) if row is not None else None
