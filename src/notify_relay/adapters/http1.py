@@ -376,17 +376,18 @@ class Http1Client:
         connection.idle_since = now = time.monotonic()
         self._idle.setdefault(key, []).append(connection)
         self._idle_count += 1
-        # a connection kept for as long as those before it (most are) moves no timer, and
-        # a timer only ever moves earlier: one kept for less than the gap, again and again,
-        # would otherwise put the sweep off for as long as its partner is sent to
-        if (self._sweeper is None
-                or now + max(connection.kept_for, SWEEP_GAP_SECONDS) < self._sweep_at):
-            self._sweep_in(connection.kept_for, now)
+        self._sweep_in(connection.kept_for, now)
 
     def _sweep_in(self, seconds: float, now: float) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        """A sweep in `seconds` (SWEEP_GAP_SECONDS at least), unless one comes sooner: a
+        connection kept for as long as those before it (most are) moves no timer, and a
+        timer only ever moves earlier: one kept for less than the gap, again and again,
+        would otherwise put the sweep off for as long as its partner is sent to."""
         seconds = max(seconds, SWEEP_GAP_SECONDS)
+        if self._sweeper is not None:
+            if now + seconds >= self._sweep_at:
+                return
+            self._sweeper.cancel()
         self._sweep_at = now + seconds
         self._sweeper = asyncio.get_running_loop().call_later(seconds, self._sweep)
 
