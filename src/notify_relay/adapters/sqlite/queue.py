@@ -45,6 +45,15 @@ def _started(row: tuple[Any, ...], start: Callable[[Message], Message | None]
             (*update_params(after), row[0]))
 
 
+def _write_start(conn: sqlite3.Connection,
+                 started: tuple[Started, tuple[object, ...]] | None) -> Started | None:
+    """`started` (from _started) written, if its message's row and version are still those
+    read; None when there is none or it no longer matches."""
+    if started is None or conn.execute(queries.START_MESSAGE, started[1]).rowcount != 1:
+        return None
+    return started[0]
+
+
 class SqliteQueue:
     exclusive_claims = True
 
@@ -193,20 +202,17 @@ class SqliteQueue:
             for claim, lease_params, started in prepared:
                 if conn.execute(queries.LEASE_IF_DUE, lease_params).rowcount != 1:
                     continue  # taken, rescheduled or gone since the read
-                if started is not None and conn.execute(
-                        queries.START_MESSAGE, started[1]).rowcount != 1:
+                begun = _write_start(conn, started)
+                if started is not None and begun is None:
                     # changed since the read (retried by hand, say): started from what
                     # is there now, as a claim that read in its write did, so that its
                     # body is counted in the claim's
                     row = conn.execute(queries.GET_MESSAGE, (claim.key.sender_id,
                                                              claim.key.message_id)).fetchone()
-                    started = _started(row, start) if row is not None else None
-                    if started is not None and conn.execute(
-                            queries.START_MESSAGE, started[1]).rowcount != 1:
-                        started = None  # not within one transaction; never a start unwritten
-                if started is not None:
+                    begun = _write_start(conn, _started(row, start) if row is not None else None)
+                if begun is not None:
                     claim = Claim(claim.key, claim.receipt, lease_until, claim.destination,
-                                  started=started[0])
+                                  started=begun)
                 claims.append(claim)
             claims.extend(more(conn))
             return claims
@@ -234,12 +240,8 @@ class SqliteQueue:
             for row in due_entries(conn, due_by, wanted, slots_left, left, held_of):
                 receipt = secrets.token_hex(8)
                 conn.execute(queries.LEASE, (lease, receipt, row[0]))
-                started = _started(row[4:-1], start)
-                if started is not None and conn.execute(
-                        queries.START_MESSAGE, started[1]).rowcount != 1:
-                    started = None
                 claims.append(Claim(MessageKey(row[1], row[2]), receipt, lease_until, row[3],
-                                    started=started[0] if started is not None else None))
+                                    started=_write_start(conn, _started(row[4:-1], start))))
             return claims
 
         # a lease and an attempt's start lost with the power: the entry is claimed again
