@@ -111,9 +111,12 @@ def _probe_returned(dest: Destination) -> Destination:
 
 def _durable(old: Destination, new: Destination, shared: bool) -> bool:
     """Whether the change must be written now rather than with the next flush."""
-    if old.breaker != new.breaker or old.held_until != new.held_until:
+    # by identity first: an attempt's result mostly leaves them the very same objects,
+    # and a dataclass's == builds and compares tuples of their fields
+    if (old.breaker is not new.breaker and old.breaker != new.breaker) \
+            or old.held_until != new.held_until:
         return True
-    if old.settings != new.settings:
+    if old.settings is not new.settings and old.settings != new.settings:
         return True
     if shared:  # the others apply the same limits
         return (_whole(old.concurrency) != _whole(new.concurrency)
@@ -404,12 +407,14 @@ class Gate:
 
     async def _release(self, ticket: Ticket) -> bool:
         """Free the ticket's slot; True when the destination was at its cap before."""
-        dest = self.cached(ticket.key)
-        was_full = self._in_flight[ticket.key] >= dest.current_concurrency(
+        key = ticket.key
+        in_flight = self._in_flight[key]
+        was_full = in_flight >= self.cached(key).current_concurrency(
             self.rules.default_concurrency)
-        self._in_flight[ticket.key] -= 1
-        if self._in_flight[ticket.key] <= 0:
-            del self._in_flight[ticket.key]
+        if in_flight > 1:
+            self._in_flight[key] = in_flight - 1
+        else:
+            del self._in_flight[key]
         if self._limiter is not None and ticket.token is not None:
             try:
                 await self._limiter.release(ticket.key, ticket.token)

@@ -122,6 +122,11 @@ class Breaker:
     probe_until: datetime | None = None
 
 
+# what every success leaves: one shared instance (frozen), so that a destination whose
+# attempts succeed keeps the very same breaker, which the gate then compares by identity
+CLOSED_BREAKER = Breaker()
+
+
 def cooldown_seconds(openings: int, config: BreakerConfig, rand: Callable[[], float]) -> float:
     """Cool-down of the n-th opening in a row: doubled each time, capped, minus jitter."""
     base = min(config.max_cooldown, config.cooldown * 2.0 ** min(openings - 1, 32))
@@ -142,7 +147,7 @@ def breaker_after(
 ) -> Breaker:
     """The breaker once an attempt's result is known; `probe` marks the half-open probe."""
     if signal is Signal.SUCCESS:
-        return Breaker()
+        return CLOSED_BREAKER
     if signal is Signal.NEUTRAL:
         if probe and breaker.state is not BreakerState.CLOSED:
             return probe_returned(breaker)  # no verdict: another probe may go
@@ -310,7 +315,8 @@ def started(dest: Destination, now: datetime, *, probe: bool, probe_seconds: flo
         changes["rate_next_at"] = max(dest.rate_next_at or now, now) + rate_interval(rate)
     if probe:
         changes["breaker"] = breaker_probe_reserved(dest.breaker, now, probe_seconds)
-    return replace(dest, **changes)  # type: ignore[arg-type]
+    # no rate and no probe, most admissions: nothing to copy (replace() took 8 us)
+    return replace(dest, **changes) if changes else dest  # type: ignore[arg-type]
 
 
 # the contract takes any rate above 0: one of 1e-12/s would put the next start 31,700 years
@@ -343,22 +349,30 @@ def finished(
         dest.concurrency if dest.concurrency is not None else float(cap), cap, result,
         started_at, dest.last_decrease_at, now)
     held = hold_until(result, now, rules.retry_after_cap)
-    changes: dict[str, object] = {
-        "breaker": breaker_after(dest.breaker, signal, now, rules.breaker, rand, probe=probe),
-        "concurrency": None if concurrency >= cap else concurrency,
-        "last_decrease_at": last_decrease,
-        "last_attempt_at": max(started_at, dest.last_attempt_at or started_at),
-    }
-    if held is not None and (dest.held_until is None or held > dest.held_until):
-        changes["held_until"] = held
+    held_until = (held if held is not None and (dest.held_until is None or held > dest.held_until)
+                  else dest.held_until)
     # a permanent 4xx is a success to the breaker (the partner is there), not a delivery:
     # shown as the last success, it told an operator that a partner refusing everything
     # with 422 was fine, with no error
+    last_success_at, last_error = dest.last_success_at, dest.last_error
     if is_success(result.status_code):
-        changes["last_success_at"] = now
+        last_success_at = now
     elif result.description is not None:
-        changes["last_error"] = result.description
-    return replace(dest, **changes)  # type: ignore[arg-type]
+        last_error = result.description
+    # every attempt's result makes one: built field by field, not by replace() (6.5 us)
+    return Destination(
+        key=dest.key,
+        settings=dest.settings,
+        breaker=breaker_after(dest.breaker, signal, now, rules.breaker, rand, probe=probe),
+        concurrency=None if concurrency >= cap else concurrency,
+        last_decrease_at=last_decrease,
+        held_until=held_until,
+        rate_next_at=dest.rate_next_at,
+        last_attempt_at=max(started_at, dest.last_attempt_at or started_at),
+        last_success_at=last_success_at,
+        last_error=last_error,
+        version=dest.version,
+    )
 
 
 def fair_shares(
