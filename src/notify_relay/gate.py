@@ -405,11 +405,12 @@ class Gate:
         self._in_flight[key] += 1
         return Ticket(key, verdict.probe, now, token)
 
-    async def _release(self, ticket: Ticket) -> bool:
-        """Free the ticket's slot; True when the destination was at its cap before."""
+    async def _release(self, ticket: Ticket, *, judged: bool = False) -> bool:
+        """Free the ticket's slot; True when the destination was at its cap before
+        (`judged`: the caller has judged that itself, and False is returned)."""
         key = ticket.key
         in_flight = self._in_flight[key]
-        was_full = in_flight >= self.cached(key).current_concurrency(
+        was_full = not judged and in_flight >= self.cached(key).current_concurrency(
             self.rules.default_concurrency)
         if in_flight > 1:
             self._in_flight[key] = in_flight - 1
@@ -461,7 +462,7 @@ class Gate:
                 d, result, started_at=ticket.started_at, now=now, probe=ticket.probe,
                 rules=self.rules, rand=self._rand))
         finally:
-            await self._release(ticket)
+            await self._release(ticket, judged=True)
         if old.breaker.state is not new.breaker.state:
             self._transition(ticket.key, old.breaker.state, new.breaker.state, new)
         if was_full or ticket.probe or new.breaker.state is not old.breaker.state:

@@ -40,7 +40,8 @@ def _started(row: tuple[Any, ...], start: Callable[[Message], Message | None]
     after = start(before)
     if after is None:
         return None
-    after = after.with_version(before.version)
+    if after.version != before.version:  # written over the version read
+        after = after.with_version(before.version)
     return (Started(before, after.with_version(before.version + 1)),
             (*update_params(after), row[0]))
 
