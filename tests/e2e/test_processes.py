@@ -135,6 +135,33 @@ def test_a_ctrl_c_reaching_both_stops_the_server(tmp_path: Path) -> None:
     assert "restarting" not in server.logs()
 
 
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_to_the_api_process_alone_starts_another(
+        stop: signal.Signals, tmp_path: Path, partner: Partner) -> None:
+    """A stray kill of the API process is not the server's stop: the whole server stopped
+    with exit status 0 then, which systemd's Restart=on-failure leaves stopped. The owner
+    starts another API process, as after a crash, and the server goes on."""
+    server = ServerProcess(tmp_path / "relay.db", *FLAGS).start()
+    assert server.proc is not None
+    try:
+        child = api_pid(server)
+        os.kill(child, stop)
+        wait_gone(child)
+        server.wait_ready()
+        assert api_pid(server) != child
+        assert server.proc.poll() is None
+        assert ("the API process was stopped by itself, not the server: starting another"
+                in server.logs())
+        with Api(server.base_url) as api:
+            response = api.submit({"messageId": "after-the-kill", "body": {},
+                                   "targetUrl": partner.url("/after")})
+            assert response.status_code == 202, response.text
+            api.wait_all_delivered(["after-the-kill"])
+    finally:
+        assert server.terminate(timeout=30) == 0
+    assert "Traceback" not in server.logs()
+
+
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_a_stop_signal_while_starting_is_a_clean_stop(tmp_path: Path,
                                                       stop: signal.Signals) -> None:

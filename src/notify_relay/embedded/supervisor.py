@@ -29,6 +29,9 @@ RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes with its NUL; a margin
 HEALTHY_SECONDS = 60.0  # an API process that lived this long restarts at the first delay
 STOP_MARGIN_SECONDS = 5.0  # beyond the API's own grace, before it is killed
+# an API process that stopped cleanly while the owner was not stopping: the owner's own
+# stop signal, if one is coming (a Ctrl-C or systemd's stop signal both), comes this soon
+ALONE_SECONDS = 0.5
 
 
 class ApiProcess:
@@ -48,6 +51,7 @@ class ApiProcess:
         self._stopping = False
         self._asked = 0  # stop requests sent to the current API process
         self._signalled = False  # the last one was ended by a signal, not by its own error
+        self._alone = False  # the last one was stopped cleanly, the owner not stopping
         self.failed = False
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -76,9 +80,14 @@ class ApiProcess:
                 restarts = 0
             delay = RESTART_DELAYS[min(restarts, len(RESTART_DELAYS) - 1)]
             restarts += 1
-            log.error("the API process ended unexpectedly: restarting it" if started else
-                      f"the API process did not start{again}: trying again",
-                      extra={"restartInSeconds": delay, "restarts": restarts})
+            if self._alone:
+                log.warning("the API process was stopped by itself, not the server: "
+                            "starting another", extra={"restartInSeconds": delay,
+                                                       "restarts": restarts})
+            else:
+                log.error("the API process ended unexpectedly: restarting it" if started else
+                          f"the API process did not start{again}: trying again",
+                          extra={"restartInSeconds": delay, "restarts": restarts})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
 
@@ -94,6 +103,7 @@ class ApiProcess:
         child.wake_r = -1  # the listener's now
         try:
             self._asked = 0
+            self._alone = False
             if self._stopping:  # a stop came while it was being started: it has done nothing
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
@@ -117,12 +127,7 @@ class ApiProcess:
             if not ready.is_set() and not self._stopping:  # its own error, if any, is above
                 log.error("the API process ended before it listened",
                           extra={"exitStatus": code})
-            if code == 0 and not self._stopping and ready.is_set():
-                # told to stop by someone else (a Ctrl-C reaches the whole process group):
-                # the server stops with it
-                log.info("the API process stopped: stopping the server")
-                self._stopping = True
-                stop.set()
+            self._alone = code == 0 and ready.is_set() and not await self._owner_stops(stop)
             return ready.is_set()
         finally:
             self._signalled = proc.returncode is not None and proc.returncode < 0
@@ -132,6 +137,19 @@ class ApiProcess:
             listener.close()
             child.close_pipes()  # the API process sees the end of its lifeline
             self._proc = None
+
+    async def _owner_stops(self, stop: asyncio.Event) -> bool:
+        """Whether the owner is stopping, or is told to within ALONE_SECONDS: the API process
+        stopped cleanly, so it was told to stop, and a Ctrl-C or systemd's stop signals the
+        owner too. A signal to the API process alone (a stray kill) is not the server's stop:
+        the server stopped with exit status 0 then, which systemd's Restart=on-failure
+        leaves stopped; another API process is started instead, as after a crash."""
+        deadline = time.monotonic() + ALONE_SECONDS
+        while not (self._stopping or stop.is_set()):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
 
     def signal_stop(self, at_once: bool = False) -> None:
         """Ask the API process to stop: it finishes its requests, unless `at_once` (the
