@@ -54,15 +54,15 @@ class ApiProcess:
         self._alone = False  # the last one was stopped cleanly, the owner not stopping
         self.failed = False
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Until `stop`, or until the first API process fails to start (then `failed`);
-        later ones are started again, and again, with growing delays."""
+    async def run(self) -> None:
+        """Until the owner stops (signal_stop), or until the first API process fails to start
+        (then `failed`); later ones are started again, and again, with growing delays."""
         restarts = 0
         first = True
         while not self._stopping:
             began = time.monotonic()
             try:
-                started = await self._run_once(stop)
+                started = await self._run_once()
             except OSError:  # it could not even be started (out of processes, of files)
                 log.exception("starting the API process failed")
                 started = False
@@ -88,11 +88,11 @@ class ApiProcess:
                 log.error("the API process ended unexpectedly: restarting it" if started else
                           f"the API process did not start{again}: trying again",
                           extra={"restartInSeconds": delay, "restarts": restarts})
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+            await asyncio.sleep(delay)  # a stop meanwhile cancels this task (serve)
 
-    async def _run_once(self, stop: asyncio.Event) -> bool:
+    async def _run_once(self) -> bool:
         """One API process from start to end; whether it started listening."""
+        self._alone = False
         child, self._first = self._first or spawn(), None
         proc = child.proc
         self._proc = child
@@ -103,7 +103,6 @@ class ApiProcess:
         child.wake_r = -1  # the listener's now
         try:
             self._asked = 0
-            self._alone = False
             if self._stopping:  # a stop came while it was being started: it has done nothing
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
@@ -127,7 +126,7 @@ class ApiProcess:
             if not ready.is_set() and not self._stopping:  # its own error, if any, is above
                 log.error("the API process ended before it listened",
                           extra={"exitStatus": code})
-            self._alone = code == 0 and ready.is_set() and not await self._owner_stops(stop)
+            self._alone = code == 0 and ready.is_set() and not await self._owner_stops()
             return ready.is_set()
         finally:
             self._signalled = proc.returncode is not None and proc.returncode < 0
@@ -138,14 +137,14 @@ class ApiProcess:
             child.close_pipes()  # the API process sees the end of its lifeline
             self._proc = None
 
-    async def _owner_stops(self, stop: asyncio.Event) -> bool:
+    async def _owner_stops(self) -> bool:
         """Whether the owner is stopping, or is told to within ALONE_SECONDS: the API process
         stopped cleanly, so it was told to stop, and a Ctrl-C or systemd's stop signals the
         owner too. A signal to the API process alone (a stray kill) is not the server's stop:
         the server stopped with exit status 0 then, which systemd's Restart=on-failure
         leaves stopped; another API process is started instead, as after a crash."""
         deadline = time.monotonic() + ALONE_SECONDS
-        while not (self._stopping or stop.is_set()):
+        while not self._stopping:
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(0.02)
@@ -211,7 +210,6 @@ def serve_two_processes(settings: Settings, runtime: Runtime, wakeup: WakeUp,
     0 after a clean stop."""
     path, directory = socket_path(settings.db)
     api = ApiProcess(settings, path, wakeup, first)
-    stop = asyncio.Event()
     server = _OwnerServer(uvicorn_config(
         create_app(runtime, listen_host=settings.host, freeze_at_start=True), settings,
         uds=path), api, runtime)
@@ -222,11 +220,9 @@ def serve_two_processes(settings: Settings, runtime: Runtime, wakeup: WakeUp,
             os.chmod(path, 0o600)  # uvicorn makes it 0666; it forwards no key of its own
             log.info("the owner process serves its socket; starting the API process",
                      extra={"pid": os.getpid(), "socket": path})
-            watching = asyncio.create_task(api.run(stop))
-            stopped = asyncio.create_task(stop.wait())
+            watching = asyncio.create_task(api.run())
             try:
-                await asyncio.wait([watching, stopped, serving],
-                                   return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait([watching, serving], return_when=asyncio.FIRST_COMPLETED)
             finally:  # whatever ended the wait, the owner's own stop runs whole
                 server.should_exit = True
                 api.signal_stop()
