@@ -141,8 +141,9 @@ class ApiProcess:
         """Whether the owner is stopping, or is told to within ALONE_SECONDS: the API process
         stopped cleanly, so it was told to stop, and a Ctrl-C or systemd's stop signals the
         owner too. A signal to the API process alone (a stray kill) is not the server's stop:
-        the server stopped with exit status 0 then, which systemd's Restart=on-failure
-        leaves stopped; another API process is started instead, as after a crash."""
+        stopping the server for it, with exit status 0, would leave it stopped under
+        systemd's Restart=on-failure; another API process is started instead, as after a
+        crash."""
         deadline = time.monotonic() + ALONE_SECONDS
         while not self._stopping:
             if time.monotonic() >= deadline:
