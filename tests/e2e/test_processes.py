@@ -138,8 +138,8 @@ def test_a_ctrl_c_reaching_both_stops_the_server(tmp_path: Path) -> None:
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
 def test_a_stop_signal_to_the_api_process_alone_starts_another(
         stop: signal.Signals, tmp_path: Path, partner: Partner) -> None:
-    """A stray kill of the API process is not the server's stop: the whole server stopped
-    with exit status 0 then, which systemd's Restart=on-failure leaves stopped. The owner
+    """A stray kill of the API process is not the server's stop (the whole server used to
+    stop, with exit status 0, which systemd's Restart=on-failure leaves stopped): the owner
     starts another API process, as after a crash, and the server goes on."""
     server = ServerProcess(tmp_path / "relay.db", *FLAGS).start()
     assert server.proc is not None
