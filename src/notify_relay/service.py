@@ -311,6 +311,11 @@ class Relay:
     def _outbox(self) -> bool:
         return _capabilities(self.store)[1]
 
+    @property
+    def _in_store(self) -> QueueInStore | None:
+        """The store, where the queue shares its database (QueueInStore), else None."""
+        return cast("QueueInStore", self.store) if _capabilities(self.store)[0] else None
+
     async def _enqueue(self, message: Message) -> Message:
         """Queue, then record that it is queued: a crash between leaves it to reconcile().
         With an outbox, the record alone: its commit queues the message."""
@@ -374,14 +379,14 @@ class Relay:
 
     async def _retry(self, message: Message, correlation_id: str | None) -> Message:
         retried = message.retry_by_hand(self.clock())
-        shared, outbox = _capabilities(self.store)
+        shared = self._in_store
         # one write, QUEUED and marked queued: with its entry, or the outbox queues it
-        if shared or outbox:
+        if shared is not None or self._outbox:
             retried = retried.mark_queued()
         try:
-            if shared:
+            if shared is not None:
                 due_at = retried.next_attempt_at or self.clock()
-                message = await cast("QueueInStore", self.store).update_queued(retried, due_at)
+                message = await shared.update_queued(retried, due_at)
                 self.on_scheduled(due_at)
             else:
                 message = await self.store.update(retried)
@@ -399,7 +404,7 @@ class Relay:
         the queue shares the store (QueueInStore.update_dequeued); elsewhere (SQS) it is
         left to the worker, which drops entries of final messages.
         """
-        shared = cast("QueueInStore", self.store) if _capabilities(self.store)[0] else None
+        shared = self._in_store
         for _ in range(CANCEL_TRIES):
             message = await self.store.get(key, with_body=False) if not is_notice(key) else None
             if message is None:
@@ -652,7 +657,7 @@ class Relay:
                           extra={**message_context(message), "destination": message.destination})
         decision = decide(result, attempt_in_round=message.attempt_in_round,
                           policy=message.policy, limits=self.limits, now=finished, rand=self.rand)
-        shared = cast("QueueInStore", self.store) if _capabilities(self.store)[0] else None
+        shared = self._in_store
         outcome = message.finish_attempt(result, decision, started_at=started,
                                          duration_ms=round(elapsed * 1000), now=finished)
         try:  # the request is out: its notice (idempotent) and outcome go through faults
@@ -683,7 +688,7 @@ class Relay:
         result = AttemptResult(error_kind=ErrorKind.INTERRUPTED, error=STOPPED_ERROR)
         outcome = message.cut_short(started_at=started, duration_ms=round(elapsed * 1000),
                                     now=now)
-        shared = cast("QueueInStore", self.store) if _capabilities(self.store)[0] else None
+        shared = self._in_store
         try:
             async with asyncio.timeout(CUT_SHORT_WRITE_SECONDS):
                 await self.gate.finish(ticket, result)
