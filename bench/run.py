@@ -269,7 +269,7 @@ def measure_relay(args: argparse.Namespace, partner: subprocess.Popen[str], part
             before = asyncio.run(count_once(partner_port))
             owner, *others = process_tree(server.pid)  # two processes: the API is the other
             groups = {"owner" if others else "server": [owner], "API": others,
-                      "harness": [os.getpid(), partner.pid]}
+                      "harness": harness_pids(partner)}
             figures = asyncio.run(end_to_end(server_port, partner_port, args.messages,
                                              args.concurrency, args.sample, args.rate,
                                              groups))
@@ -288,13 +288,19 @@ def measure_relay(args: argparse.Namespace, partner: subprocess.Popen[str], part
             server.kill()
 
 
+def harness_pids(partner: subprocess.Popen[str]) -> list[int]:
+    """The processes of the harness, the same for every system measured: this one (the
+    client) and the partner."""
+    return [os.getpid(), partner.pid]
+
+
 def measure_forwarder(args: argparse.Namespace, partner: subprocess.Popen[str],
                       partner_port: int, extra: dict[str, int]) -> dict[str, Any]:
     forwarder = None
     try:
         forwarder, forwarder_port = start_forwarder(args.forward_concurrency)
         before = asyncio.run(count_once(partner_port))
-        groups = {"forwarder": [forwarder.pid], "harness": [os.getpid(), partner.pid]}
+        groups = {"forwarder": [forwarder.pid], "harness": harness_pids(partner)}
         reference = asyncio.run(forwarded(forwarder_port, partner_port, args.messages,
                                           args.concurrency, args.rate, groups))
         reference["rss_mib"] = peak_rss_mib(forwarder.pid)
