@@ -19,6 +19,7 @@ from notify_relay.api.middleware import (
     BodyGuardMiddleware,
     CorrelationIdMiddleware,
     HeadAsGetMiddleware,
+    KeylessGuard,
     KeylessGuardMiddleware,
     RejectedSubmissionsMiddleware,
 )
@@ -92,8 +93,9 @@ def create_app(rt: Runtime, listen_host: str = "127.0.0.1", *,
     observer = rt.relay.observer  # Prometheus embedded, EMF metrics on AWS
     app.add_middleware(RejectedSubmissionsMiddleware,
                        count=lambda status: observer.submission("rejected", str(status)))
-    if not rt.auth.enabled:
-        app.add_middleware(KeylessGuardMiddleware, listen_host=listen_host)
+    guard = None if rt.auth.enabled else KeylessGuard(listen_host)
+    if guard is not None:
+        app.add_middleware(KeylessGuardMiddleware, guard=guard)
     if owner is not None:
         from notify_relay.embedded.owner import ForwardToOwner
 

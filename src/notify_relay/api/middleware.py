@@ -140,7 +140,7 @@ class RejectedSubmissionsMiddleware:
         await self.app(scope, receive, send_counting)
 
 
-def _is_json(content_type: str) -> bool:
+def is_json(content_type: str) -> bool:
     media = content_type.split(";", 1)[0].strip().lower()
     return media == "application/json" or (media.startswith("application/")
                                             and media.endswith("+json"))
@@ -210,7 +210,7 @@ class BodyGuardMiddleware:
             self.buffered -= size
         body = b"".join(chunks)
         submission = scope["method"] == "POST" and scope["path"] in _SUBMISSION_PATHS
-        if (body or submission) and not _is_json(header(scope, b"content-type") or ""):
+        if (body or submission) and not is_json(header(scope, b"content-type") or ""):
             await problem(415, "UNSUPPORTED_MEDIA_TYPE",
                           "the request body must be JSON (Content-Type: application/json)"
                           )(scope, receive, send)
@@ -247,37 +247,48 @@ def _host_name(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-class KeylessGuardMiddleware:
-    """Without API keys, only this machine's own clients: 403 for a request whose Host is
-    not a loopback name or the listen address (DNS rebinding: a page on another name that
-    resolves here), and for a state-changing request whose Origin is another origin (a
-    page's form or fetch). With keys, the key decides and this guard is not installed."""
+class KeylessGuard:
+    """Without API keys, only this machine's own clients: a request whose Host is not a
+    loopback name or the listen address is refused (DNS rebinding: a page on another name
+    that resolves here), and so is a state-changing request whose Origin is another origin
+    (a page's form or fetch). With keys, the key decides and there is no such guard."""
 
-    def __init__(self, app: ASGIApp, listen_host: str) -> None:
-        self.app = app
+    def __init__(self, listen_host: str) -> None:
         allowed = set(_LOOPBACK_NAMES)
         if listen_host not in ("0.0.0.0", "::", ""):  # noqa: S104 - a comparison, no bind
             allowed.add(listen_host.lower())
             allowed.add(f"[{listen_host.lower()}]")
         self.allowed = frozenset(allowed)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    def refusal(self, scope: Scope) -> str | None:
+        """Why this request is refused (a 403's detail), or None."""
         host = (header(scope, b"host") or "").lower()
         if _host_name(host) not in self.allowed:
-            await problem(403, "FORBIDDEN", "this server has no API keys and answers only "
-                          "requests addressed to a loopback name (localhost, 127.0.0.1, "
-                          "[::1]) or its listen address")(scope, receive, send)
-            return
+            return ("this server has no API keys and answers only requests addressed to a "
+                    "loopback name (localhost, 127.0.0.1, [::1]) or its listen address")
         origin = header(scope, b"origin")
         # an origin is scheme, name and port: https://this-host is another one (uvicorn
         # takes no forwarded scheme here, proxy_headers off: the scheme is the socket's)
         if scope["method"] in _STATE_CHANGING and origin is not None and (
                 origin.lower() != f"{scope['scheme']}://{host}"):
-            await problem(403, "FORBIDDEN", "this server has no API keys: a request from "
-                          "another origin (a web page) may not change anything"
-                          )(scope, receive, send)
+            return ("this server has no API keys: a request from another origin (a web "
+                    "page) may not change anything")
+        return None
+
+
+class KeylessGuardMiddleware:
+    """KeylessGuard's 403, installed when the server has no API keys."""
+
+    def __init__(self, app: ASGIApp, guard: KeylessGuard) -> None:
+        self.app = app
+        self.guard = guard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refused = self.guard.refusal(scope)
+        if refused is not None:
+            await problem(403, "FORBIDDEN", refused)(scope, receive, send)
             return
         await self.app(scope, receive, send)
