@@ -24,6 +24,7 @@ from notify_relay.api.middleware import (
     RejectedSubmissionsMiddleware,
 )
 from notify_relay.api.openapi import DescribedApp, serve_docs
+from notify_relay.api.plain_submit import PlainSubmissions
 from notify_relay.api.routes import router
 from notify_relay.console import mount_console
 from notify_relay.runtime import Runtime
@@ -104,4 +105,6 @@ def create_app(rt: Runtime, listen_host: str = "127.0.0.1", *,
                            own_metrics=rt.metrics.render_submissions)
     app.add_middleware(HeadAsGetMiddleware)  # every layer below sees GET
     app.add_middleware(CorrelationIdMiddleware)  # added last: outermost
+    # uvicorn's protocol hands it submissions before all of the above (plain_submit.py)
+    app.state.plain_submissions = PlainSubmissions(rt, guard)
     return app

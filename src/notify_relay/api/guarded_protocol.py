@@ -20,6 +20,9 @@ refusal would be taken for the first request's answer (a stored submission read 
 refused); held back until their answers are out, it kept the connection read and parsed
 with the limits off. A client whose requests get no answer sends them again, which the
 contract makes safe. The size of a body is the BodyGuard's business (413).
+
+A submission (POST /v1/messages) is handed to `submissions` (plain_submit.py) in place of
+the app, when there is one: it answers a plain one itself and hands the rest to the app.
 """
 
 from __future__ import annotations
@@ -27,14 +30,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn._types import ASGI3Application
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from notify_relay.api.head_with_body import HeadWithBody
 from notify_relay.api.middleware import valid_correlation_id
 from notify_relay.context import new_correlation_id
+
+if TYPE_CHECKING:
+    from notify_relay.api.plain_submit import PlainSubmissions
 
 log = logging.getLogger("notify_relay.api")
 MAX_FIELD_BYTES = 64 * 1024
@@ -74,15 +81,18 @@ def problem_response(refusal: Refusal, correlation_id: str,
     return b"\r\n".join(head) + b"\r\n\r\n" + body
 
 
-def guarded_protocol(head_timeout: float, request_timeout: float) -> type[HttpToolsProtocol]:
+def guarded_protocol(head_timeout: float, request_timeout: float,
+                     submissions: PlainSubmissions | None = None) -> type[HttpToolsProtocol]:
     """The protocol class uvicorn is given, with these timeouts."""
     return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,),
-                {"head_timeout": head_timeout, "request_timeout": request_timeout})
+                {"head_timeout": head_timeout, "request_timeout": request_timeout,
+                 "submissions": submissions})
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     head_timeout = 10.0
     request_timeout = 60.0
+    submissions: PlainSubmissions | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -193,6 +203,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if self.cycle is not cycle and self.cycle is not None:  # not an upgrade: a request
             HeadWithBody.install(self.cycle)
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        submissions = self.submissions
+        if submissions is not None and submissions.takes(cycle.scope):
+            # uvicorn's ASGI types and Starlette's name the same thing
+            app = cast("ASGI3Application", submissions.bind(cycle, cast("Any", app)))
+        super()._start_asgi_task(cycle, app)
 
     def on_body(self, body: bytes) -> None:  # a refused request's is not the cycle's
         if self.cycle is not None and not self.transport.is_closing():

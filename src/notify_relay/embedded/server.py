@@ -34,7 +34,8 @@ def uvicorn_config(app: Any, settings: Settings, *, uds: str | None = None) -> u
         server_header=False,
         proxy_headers=False,
         timeout_graceful_shutdown=max(round(settings.shutdown_grace), 1),
-        http=guarded_protocol(settings.head_timeout, settings.request_timeout),
+        http=guarded_protocol(settings.head_timeout, settings.request_timeout,
+                              getattr(app.state, "plain_submissions", None)),
         limit_concurrency=MAX_CONNECTIONS,
     )
 
