@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCycle
 
 from notify_relay.api.fast_submit import JUDGED, HandOn, answer, hand_on, judge
 from notify_relay.api.middleware import (
@@ -36,6 +35,9 @@ from notify_relay.api.middleware import (
 from notify_relay.api.problems import problem
 from notify_relay.context import correlation_id, new_correlation_id, request_line
 from notify_relay.runtime import Runtime
+
+if TYPE_CHECKING:  # the Lambda's API (Mangum) has no uvicorn, and never gets here
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 log = logging.getLogger("notify_relay.api")
 
@@ -120,6 +122,8 @@ def write_whole(cycle: RequestResponseCycle, status: int, headers: list[tuple[by
     but writing is left for them to do: the connection is kept, open and not paused, and
     no access log is kept. False when the sends must do it (tests/integration/
     test_plain_submit.py checks that both write the same bytes)."""
+    from uvicorn.protocols.http.httptools_impl import STATUS_LINE  # loaded: the cycle's
+
     if (cycle.response_started or cycle.disconnected or not cycle.keep_alive
             or cycle.access_log or cycle.flow.write_paused):
         return False
