@@ -34,14 +34,14 @@ pytestmark = pytest.mark.anyio
 OK = b'{"messageId": "p1", "targetUrl": "https://partner.example/hook"}'
 
 
-def runtime(keys: bool = True) -> Runtime:
+def runtime(keys: bool = True, limited: bool = True) -> Runtime:
     store = MemoryStore()
     metrics = PrometheusObserver()
     return Runtime(Relay(store, MemoryQueue(), NoDelivery(), Gate(store.destinations),
                          observer=metrics),
                    auth=Authenticator.from_keys({"key-a": "team-a"} if keys else {}),
                    metrics=metrics,
-                   limiter=RateLimiter(rate_per_second=0.001, burst=7))
+                   limiter=RateLimiter(rate_per_second=0.001, burst=7) if limited else None)
 
 
 @asynccontextmanager
@@ -239,3 +239,52 @@ async def test_an_unexpected_failure_is_a_problem_with_its_correlation_id(
     assert status_of(answers[0]) == 500
     assert b'"code":"SYSTEM_ERROR","correlationId":"f"' in answers[0]
     assert answers[0] == answers[1]
+
+
+def nested(message_id: str, depth: int) -> bytes:
+    return (b'{"messageId": "' + message_id.encode() + b'", "targetUrl": '
+            b'"https://partner.example/hook", "body": ' + b"[" * depth + b"]" * depth + b"}")
+
+
+async def test_a_deeply_nested_body_is_judged_by_the_app_whole_or_in_pieces(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """How deep the parser goes depends on how deep in the stack it runs: judged below the
+    app's layers, a body nested 974 levels was a 202 sent whole and a 400 sent in two
+    pieces, which the app's layers read (helper-67)."""
+    judged = counting(monkeypatch)
+    answers = []
+    async with serving(runtime(keys=False, limited=False), door=True) as port:
+        for depth in (890, 940, 970, 975, 980, 1000, 5000):
+            request = post(nested(f"d{depth}", depth))
+            head, _, body = request.partition(b"\r\n\r\n")
+            whole = (await exchange(port, request))[0]
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(head + b"\r\n\r\n")
+            await asyncio.sleep(0.05)
+            writer.write(body)
+            split = await read_answer(reader)
+            writer.close()
+            answers.append((depth, status_of(whole), status_of(split)))
+    assert all(whole in (202, 400) for _, whole, _ in answers), answers
+    # the second of each pair is a duplicate of the first, or refused as it was
+    assert [(d, {202: 200}.get(w, w)) for d, w, _ in answers] == [(d, s) for d, _, s in answers]
+    assert answers[-1][1] == 400  # 5,000 levels: too deep either way
+    assert judged["protocol"] == 1  # 890 levels alone was judged below the layers
+
+
+async def test_an_idle_kept_connection_holds_no_body() -> None:
+    """uvicorn keeps a connection's last request cycle until its next request."""
+    import gc
+
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+    big = OK[:-1] + b', "body": "' + b"x" * 30_000 + b'"}'
+    async with serving(runtime(keys=False), door=True) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(post(big))
+        assert status_of(await read_answer(reader)) == 202
+        await asyncio.sleep(0.1)
+        held = [len(o.body) for o in gc.get_objects() if isinstance(o, RequestResponseCycle)]
+        writer.close()
+    assert held  # the connection's cycle, kept
+    assert max(held) == 0
