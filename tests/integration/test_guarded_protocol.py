@@ -18,6 +18,7 @@ from notify_relay.api.guarded_protocol import guarded_protocol
 from notify_relay.api.head_with_body import HeadWithBody
 from tests.raw_http import problem_of, status_of
 from tests.sockets import free_port
+from tests.uvicorn_server import running
 
 pytestmark = pytest.mark.anyio
 
@@ -35,17 +36,10 @@ async def slow_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 async def serving(limit: int | None = None, app: Any = slow_app,
                   request_timeout: float = 60.0) -> AsyncIterator[int]:
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, lifespan="off",
-        http=guarded_protocol(10.0, request_timeout), limit_concurrency=limit))
-    task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for it
-        await asyncio.sleep(0.01)
-    try:
+    async with running(uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_config=None, lifespan="off",
+            http=guarded_protocol(10.0, request_timeout), limit_concurrency=limit)):
         yield port
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def ask(port: int, correlation_id: bytes = b"") -> bytes:

@@ -29,6 +29,7 @@ from notify_relay.service import Relay
 from tests.raw_http import status_of
 from tests.sockets import free_port
 from tests.unit.test_fast_submit import REQUESTS
+from tests.uvicorn_server import running
 
 pytestmark = pytest.mark.anyio
 OK = b'{"messageId": "p1", "targetUrl": "https://partner.example/hook"}'
@@ -49,18 +50,11 @@ async def serving(rt: Runtime, door: bool) -> AsyncIterator[int]:
     """The app on 127.0.0.1; `door`: with submissions answered below ASGI."""
     app = create_app(rt)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, lifespan="off",
-        server_header=False, access_log=False, http=guarded_protocol(
-            10.0, 60.0, app.state.plain_submissions if door else None)))
-    task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for it
-        await asyncio.sleep(0.01)
-    try:
+    async with running(uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_config=None, lifespan="off",
+            server_header=False, access_log=False, http=guarded_protocol(
+                10.0, 60.0, app.state.plain_submissions if door else None))):
         yield port
-    finally:
-        server.should_exit = True
-        await task
 
 
 def post(body: bytes, headers: dict[str, str] | None = None, path: str = "/v1/messages",
