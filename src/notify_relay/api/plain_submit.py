@@ -74,7 +74,7 @@ class PlainSubmissions:
         return (not cycle.more_body and not cycle.waiting_for_100_continue
                 and len(body) <= self.limit
                 # how deep a body may nest before the parser refuses it depends on how deep
-                # in the stack it is parsed: here, 8-9 levels deeper than through the app's
+                # in the stack it is parsed: here 8-9 levels more than through the app's
                 # layers (helper-67), so a body nested 970-980 levels was taken here and
                 # refused when the same bytes came in two pieces
                 and body.count(b"[") + body.count(b"{") <= THREAD_PARSE_BRACKETS
