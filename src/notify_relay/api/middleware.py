@@ -13,7 +13,7 @@ from collections.abc import Callable
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from notify_relay.api.problems import ASKED_HEAD, problem, problem_for
+from notify_relay.api.problems import ASKED_HEAD, JSONResponse, problem, problem_for
 from notify_relay.context import correlation_id, new_correlation_id, request_line
 from notify_relay.domain.errors import NotifyRelayError
 
@@ -67,6 +67,11 @@ def is_submission(scope: Scope) -> bool:
                 and scope["path"] == "/v1/messages")
 
 
+def internal_error() -> JSONResponse:
+    """The answer to an unexpected failure (plain_submit.py answers its own the same way)."""
+    return problem(500, "SYSTEM_ERROR", "internal error; retrying with the same messageId is safe")
+
+
 class CorrelationIdMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -97,9 +102,7 @@ class CorrelationIdMiddleware:
             log.exception("unexpected failure")
             if started:
                 raise
-            await problem(500, "SYSTEM_ERROR",
-                          "internal error; retrying with the same messageId is safe"
-                          )(scope, receive, send_with_id)
+            await internal_error()(scope, receive, send_with_id)
         finally:
             correlation_id.reset(token)
             request_line.reset(line_token)

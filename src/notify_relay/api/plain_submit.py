@@ -28,12 +28,12 @@ from notify_relay.api.middleware import (
     MAX_BODY_BYTES,
     KeylessGuard,
     header,
+    internal_error,
     is_json,
     is_submission,
     replaying,
     valid_correlation_id,
 )
-from notify_relay.api.problems import problem
 from notify_relay.api.strict_json import THREAD_PARSE_BRACKETS
 from notify_relay.context import correlation_id, new_correlation_id, request_line
 from notify_relay.runtime import Runtime
@@ -106,8 +106,7 @@ class PlainSubmissions:
             log.exception("unexpected failure")  # (and, as there, not counted as a refusal)
             if cycle.response_started:
                 raise
-            await self._send(cycle, problem(500, "SYSTEM_ERROR", "internal error; retrying "
-                                            "with the same messageId is safe"), cid, send)
+            await self._send(cycle, internal_error(), cid, send)
             return
         finally:
             correlation_id.reset(token)
