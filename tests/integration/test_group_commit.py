@@ -137,9 +137,10 @@ async def test_only_an_attempt_s_start_and_outcome_skip_the_fsync(
     kinds: list[bool] = []
     real_write = db.write
 
-    async def spied(fn: object, *, durable: bool = True) -> object:
+    async def spied(fn: object, *, durable: bool = True, replayable: bool = False) -> object:
         kinds.append(durable)
-        return await real_write(fn, durable=durable)  # type: ignore[arg-type]
+        return await real_write(fn, durable=durable,  # type: ignore[arg-type]
+                                replayable=replayable)
 
     monkeypatch.setattr(db, "write", spied)
     store, queue = SqliteStore(db), SqliteQueue(db)

@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -211,5 +212,66 @@ async def test_retention_that_fails_half_way_is_undone_alone(
         old = await store.get(make_message("old").key)
         assert old is not None
         assert old.content.body == b"x" * 1000
+    finally:
+        db.close()
+
+
+async def test_replayable_writes_in_a_row_share_a_savepoint(tmp_path: Path) -> None:
+    """What write(replayable=True) buys: one savepoint for up to RUN_WRITES of them in a row
+    instead of one each; any other write still has its own."""
+    from notify_relay.adapters.sqlite.database import RUN_WRITES
+
+    db = SqliteDatabase(tmp_path / "relay.db")
+    db.open()
+    try:
+        await db.write(lambda conn: conn.execute("CREATE TABLE t (v INTEGER)"))
+        savepoints: list[str] = []
+        db._connection().set_trace_callback(
+            lambda sql: savepoints.append(sql) if sql.startswith("SAVEPOINT") else None)
+
+        def insert(v: int) -> Callable[[sqlite3.Connection], int]:
+            return lambda conn: conn.execute("INSERT INTO t VALUES (?)", (v,)).rowcount
+
+        first, second = RUN_WRITES + 8, 29
+        await asyncio.gather(
+            *(db.write(insert(v), replayable=True) for v in range(first)),
+            db.write(insert(-1)),
+            *(db.write(insert(v), replayable=True) for v in range(first, first + second)))
+        db._connection().set_trace_callback(None)
+        assert savepoints == ["SAVEPOINT run", "SAVEPOINT run", "SAVEPOINT w", "SAVEPOINT run"]
+        (count,) = await db.read(lambda c: c.execute("SELECT count(*) FROM t").fetchone())
+        assert count == first + second + 1
+    finally:
+        db.close()
+
+
+async def test_a_replayable_write_that_fails_is_undone_alone(tmp_path: Path) -> None:
+    """The writes of its run are undone with it and run again, each in its own savepoint:
+    those before it run twice, and commit once; a write that is not replayable runs once."""
+    db = SqliteDatabase(tmp_path / "relay.db")
+    db.open()
+    try:
+        await db.write(lambda conn: conn.execute("CREATE TABLE t (v INTEGER)"))
+        runs: dict[int, int] = {}
+
+        def insert(v: int) -> Callable[[sqlite3.Connection], int]:
+            def fn(conn: sqlite3.Connection) -> int:
+                runs[v] = runs.get(v, 0) + 1
+                conn.execute("INSERT INTO t VALUES (?)", (v,))
+                if v == 2:
+                    raise ValueError("half done")
+                return v
+            return fn
+
+        results = await asyncio.gather(
+            db.write(insert(0)),  # not replayable: its own savepoint, run once
+            *(db.write(insert(v), replayable=True) for v in (1, 2, 3)),
+            return_exceptions=True)
+        assert results[:2] == [0, 1], results
+        assert results[3] == 3, results
+        assert isinstance(results[2], ValueError), results
+        assert runs == {0: 1, 1: 2, 2: 2, 3: 1}
+        assert await db.read(lambda c: c.execute("SELECT v FROM t ORDER BY v").fetchall()) == [
+            (0,), (1,), (3,)]
     finally:
         db.close()

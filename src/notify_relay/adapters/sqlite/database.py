@@ -44,10 +44,15 @@ from notify_relay.adapters.sqlite.write_turn import WriteTurn
 from notify_relay.domain.errors import StoreUnavailable
 
 T = TypeVar("T")
-# one pending write: what it runs, who awaits it, whether it must reach the disk (FULL)
-_Write = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], bool]
+# one pending write: what it runs, who awaits it, whether it must reach the disk (FULL),
+# whether it may run twice (write()'s `replayable`)
+_Write = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], bool, bool]
+_Result = tuple[asyncio.Future[Any], Any, BaseException | None]
 FULL, NORMAL = 2, 1  # PRAGMA synchronous
 BUSY_TIMEOUT_MS = 250
+# replayable writes in a row that share one savepoint: it holds a copy of each page they
+# change until its RELEASE, so a run is bounded (32 submissions of 64 KiB: about 5 MiB)
+RUN_WRITES = 32
 # the other process holds the write turn for a few ms a batch; this long, it is stuck
 TURN_WAIT_SECONDS = 1.0
 # ready only with room for the largest submission (6 MiB) and its WAL frames
@@ -240,7 +245,7 @@ class SqliteDatabase:
         return self._conn
 
     async def write(self, fn: Callable[[sqlite3.Connection], T], *,
-                    durable: bool = True) -> T:
+                    durable: bool = True, replayable: bool = False) -> T:
         """Run `fn` in the next group commit; returns once that commit is durable (with
         `durable=False`: once it is in the -wal file).
 
@@ -255,11 +260,18 @@ class SqliteDatabase:
         In its savepoint, an exception of `fn` undoes its changes alone. A savepoint keeps a
         copy of every page the write changes, in memory (_temp_in_memory): a write keeps to
         a few MiB of pages (retention's deletes of 500 bodies of 1 MiB copied 530 MiB, which
-        is why expire() bounds its batch by size)."""
+        is why expire() bounds its batch by size).
+
+        `replayable`: `fn` gives the same result and changes when run again over the same
+        data (no state of its own, no clock), and changes at most a few hundred KiB. Such
+        writes in a row share one savepoint, RUN_WRITES at most; when one raises, all of
+        them are undone and run again, each in its own. A savepoint a write cost a
+        submission 5.5 us and an attempt's record 3.5 us of SQLite's CPU
+        (statements and page copies), about 2 % of the server's CPU a message."""
         self._connection()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._pending.append((fn, future, durable))
+        self._pending.append((fn, future, durable, replayable))
         if not self._flush_scheduled and self._committing is None:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
@@ -379,43 +391,40 @@ class SqliteDatabase:
         if self._turn is not None:
             self._turn.give()
 
-    def _run(self, batch: list[_Write], *, commit: bool
-             ) -> tuple[list[tuple[asyncio.Future[Any], Any, BaseException | None]], bool]:
-        """Each write of `batch` in its savepoint, in one transaction left open unless
-        `commit`; a failure of the transaction itself rolls it back and fails them all.
-        Returns the results and whether the transaction went through (open or committed)."""
+    def _run(self, batch: list[_Write], *, commit: bool) -> tuple[list[_Result], bool]:
+        """Each write of `batch` in its savepoint (replayable ones in a row in a shared one,
+        see write()), in one transaction left open unless `commit`; a failure of the
+        transaction itself rolls it back and fails them all. Returns the results and
+        whether the transaction went through (open or committed)."""
         conn = self._connection()
-        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        results: list[_Result] = []
         try:
-            synchronous = FULL if any(durable for _, _, durable in batch) else NORMAL
+            synchronous = FULL if any(durable for _, _, durable, _ in batch) else NORMAL
             if synchronous != self._synchronous:  # not within a transaction
                 conn.execute(f"PRAGMA synchronous = {synchronous}")
                 self._synchronous = synchronous
             conn.execute("BEGIN IMMEDIATE")
-            for fn, future, _ in batch:
-                conn.execute("SAVEPOINT w")
-                try:
-                    results.append((future, fn(conn), None))
-                    conn.execute("RELEASE w")
-                except sqlite3.OperationalError:  # full, read-only, I/O: the batch fails
-                    raise
-                except Exception as exc:  # the caller gets it; the batch goes on
-                    conn.execute("ROLLBACK TO w")
-                    conn.execute("RELEASE w")
-                    results.append((future, None, exc))
+            start = 0
+            while start < len(batch):
+                end = start + 1
+                while (end < len(batch) and end - start < RUN_WRITES
+                       and batch[start][3] and batch[end][3]):
+                    end += 1
+                if end - start == 1 or not _together(conn, batch[start:end], results):
+                    _each(conn, batch[start:end], results)
+                start = end
             if commit:
                 conn.execute("COMMIT")
         except Exception as exc:  # nobody's write is durable
             return self._failed(batch, exc), False
         return results, True
 
-    def _failed(self, batch: list[_Write], exc: BaseException
-                ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
+    def _failed(self, batch: list[_Write], exc: BaseException) -> list[_Result]:
         conn = self._conn
         if conn is not None and conn.in_transaction:
             conn.execute("ROLLBACK")
         unavailable = StoreUnavailable(f"the database cannot take writes now: {exc}")
-        return [(future, None, unavailable) for _, future, _ in batch]
+        return [(future, None, unavailable) for _, future, _, _ in batch]
 
     def _commit(self) -> None:
         """In the committer thread: the loop's thread does not touch the connection until
@@ -424,7 +433,7 @@ class SqliteDatabase:
         self._give_turn()  # after a failure, once _committed has rolled back
 
     def _committed(self, done: concurrent.futures.Future[None], batch: list[_Write],
-                   results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+                   results: list[_Result]) -> None:
         self._committing = None
         error = done.exception()
         if error is not None:
@@ -439,7 +448,7 @@ class SqliteDatabase:
             asyncio.get_running_loop().call_soon(self._flush)
 
     @staticmethod
-    def _settle(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    def _settle(results: list[_Result]) -> None:
         for future, result, error in results:
             if future.done():
                 continue
@@ -447,6 +456,40 @@ class SqliteDatabase:
                 future.set_result(result)
             else:
                 future.set_exception(error)
+
+
+def _each(conn: sqlite3.Connection, writes: list[_Write], results: list[_Result]) -> None:
+    """Each write in its own savepoint: one that raises is undone alone, and its caller gets
+    the exception; an OperationalError (disk full, read-only, I/O) fails the batch."""
+    for fn, future, _, _ in writes:
+        conn.execute("SAVEPOINT w")
+        try:
+            results.append((future, fn(conn), None))
+            conn.execute("RELEASE w")
+        except sqlite3.OperationalError:
+            raise
+        except Exception as exc:
+            conn.execute("ROLLBACK TO w")
+            conn.execute("RELEASE w")
+            results.append((future, None, exc))
+
+
+def _together(conn: sqlite3.Connection, writes: list[_Write], results: list[_Result]) -> bool:
+    """Replayable writes in one savepoint; False, with all of them undone, when one raised
+    (other than an OperationalError, which fails the batch): they are then run again by
+    _each."""
+    conn.execute("SAVEPOINT run")
+    try:
+        done = [(future, fn(conn), None) for fn, future, _, _ in writes]
+    except sqlite3.OperationalError:
+        raise
+    except Exception:
+        conn.execute("ROLLBACK TO run")
+        conn.execute("RELEASE run")
+        return False
+    conn.execute("RELEASE run")
+    results.extend(done)
+    return True
 
 
 def backup(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> int:

@@ -106,7 +106,10 @@ class SqliteStore:
                                                due_at.timestamp(), message.destination))
             return message, True
 
-        stored, created = await self._db.write(insert)
+        # replayable: a body beyond INLINE takes its own savepoint, so that a run of writes
+        # never holds copies of many big bodies' pages at once
+        small = len(message.content.body or b"") <= queries.INLINE_BODY_BYTES
+        stored, created = await self._db.write(insert, replayable=small)
         return (stored.with_version(1) if created else stored), created
 
     async def update_settled(self, message: Message, claim: Claim) -> Message:
@@ -149,7 +152,7 @@ class SqliteStore:
             if then is not None:
                 conn.execute(*then)
 
-        await self._db.write(update, durable=durable)
+        await self._db.write(update, durable=durable, replayable=True)
         return message.with_version(message.version + 1)
 
     async def list(
