@@ -204,6 +204,7 @@ def test_malformed_json_is_400(api: Api) -> None:
     ("raw", "says"),
     [
         (b'{"messageId": "\xff\xfe"}', "UTF-8"),
+        (b'\xef\xbb\xbf{"messageId": "x"}', "BOM"),  # json.loads refuses it; so does loads
         (b"[" * 1000 + b"]" * 1000, "deeply"),
         (b'{"messageId": "x", "body": ' + b"9" * 5000 + b"}", "digits"),
         (b'{"messageId": "x", "targetUrl": "https://p.example/", "body": {"v": NaN}}', "NaN"),
