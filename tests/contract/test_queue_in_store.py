@@ -396,6 +396,30 @@ async def test_claim_started_takes_what_came_due_while_its_write_waited(
     assert await queue.claim(10, 30.0) == []  # both leased
 
 
+async def test_each_entry_a_claim_takes_has_a_receipt_of_its_own(
+    pair: tuple[QueueInStore, WorkQueue], sqlite_db: SqliteDatabase
+) -> None:
+    """A claim's receipts come from one draw of randomness, cut up: each ends its own
+    entry's lease and no other's, whichever way the claim took the entry (its read, its
+    write's second read, a claim without a start)."""
+    store, queue = starting(pair)
+    for i in range(3):
+        await store.create_queued(make_message(f"read-{i}"))
+    between_read_and_write(sqlite_db, lambda: store.create_queued(make_message("more")))
+    claims = list(await queue.claim_started(10, 30.0, None,
+                                            lambda message: message.start_attempt(NOW)))
+    await store.create_queued(make_message("plain"))
+    claims += await queue.claim(10, 30.0)
+    receipts = [claim.receipt for claim in claims]
+    assert len(set(receipts)) == len(claims) == 5
+    assert all(len(r) == 16 and int(r, 16) >= 0 for r in receipts)
+    await queue.complete(replace(claims[0], receipt=receipts[1]))  # another's: nothing
+    assert await queue.depth() == 5
+    for left, claim in enumerate(claims[::-1]):
+        await queue.complete(claim)
+        assert await queue.depth() == 4 - left
+
+
 async def test_claim_started_takes_no_more_than_its_limit_or_a_destination_s_slots(
     pair: tuple[QueueInStore, WorkQueue], sqlite_db: SqliteDatabase
 ) -> None:

@@ -25,6 +25,13 @@ def _execute(sql: str, params: tuple[object, ...]) -> Callable[[sqlite3.Connecti
     return lambda conn: conn.execute(sql, params).rowcount
 
 
+def _receipts(count: int) -> list[str]:
+    """`count` receipts (16 hex digits each) from one draw of the system's randomness: a
+    draw an entry was 0.8 us, most of it the getrandom call."""
+    drawn = secrets.token_hex(8 * count)
+    return [drawn[i:i + 16] for i in range(0, 16 * count, 16)]
+
+
 def _started(row: tuple[Any, ...], start: Callable[[Message], Message | None]
              ) -> tuple[Started, tuple[object, ...]] | None:
     """The start of an entry's message's attempt, where `start` says so, and START_MESSAGE's
@@ -172,8 +179,8 @@ class SqliteQueue:
                     # only those read were served: one the bound left unread keeps its
                     # turn, else it stayed behind a backlog of big bodies until that was gone
                     self._turns.served(served)
-                claims = [Claim(MessageKey(row[1], row[2]), secrets.token_hex(8), lease_until,
-                                row[3]) for row in due]
+                claims = [Claim(MessageKey(row[1], row[2]), receipt, lease_until, row[3])
+                          for row, receipt in zip(due, _receipts(len(due)), strict=True)]
                 conn.executemany(queries.LEASE, [
                     (lease_until.timestamp(), c.receipt, row[0])
                     for row, c in zip(due, claims, strict=True)])
@@ -192,11 +199,10 @@ class SqliteQueue:
         if not due:
             return []
         lease = lease_until.timestamp()
-        prepared = [(Claim(key := MessageKey(row[1], row[2]), receipt := secrets.token_hex(8),
-                           lease_until, row[3]),
+        prepared = [(Claim(key := MessageKey(row[1], row[2]), receipt, lease_until, row[3]),
                      (lease, receipt, row[0], key.sender_id, key.message_id, now),
                      _started(row[4:-1], start))
-                    for row in due]
+                    for row, receipt in zip(due, _receipts(len(due)), strict=True)]
 
         def take(conn: sqlite3.Connection) -> list[Claim]:
             claims = []
@@ -238,8 +244,8 @@ class SqliteQueue:
             # due by now, but not by the lease take() gave: a clock past it (a step, a
             # pause) would have this read take those again
             due_by = min(self._clock().timestamp(), lease - 0.001)
-            for row in due_entries(conn, due_by, wanted, slots_left, left, held_of):
-                receipt = secrets.token_hex(8)
+            rows = due_entries(conn, due_by, wanted, slots_left, left, held_of)
+            for row, receipt in zip(rows, _receipts(len(rows)), strict=True):
                 conn.execute(queries.LEASE, (lease, receipt, row[0]))
                 claims.append(Claim(MessageKey(row[1], row[2]), receipt, lease_until, row[3],
                                     started=_write_start(conn, _started(row[4:-1], start))))
