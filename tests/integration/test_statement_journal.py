@@ -275,3 +275,35 @@ async def test_a_replayable_write_that_fails_is_undone_alone(tmp_path: Path) -> 
             (0,), (1,), (3,)]
     finally:
         db.close()
+
+
+async def test_a_big_write_keeps_a_savepoint_of_its_own(tmp_path: Path) -> None:
+    """Replayable or not by the bytes it writes, doc included: a message with a long header
+    and no body is rewritten whole at each update, and 32 updates of a 2 MB doc in one
+    shared savepoint held 126 MiB of page copies (helper-68)."""
+    from dataclasses import replace
+
+    from notify_relay.adapters.sqlite.store import REPLAYABLE_BYTES
+
+    db = SqliteDatabase(tmp_path / "relay.db")
+    db.open()
+    try:
+        store = SqliteStore(db)
+        plain = make_message("big", body=None)
+        big = plain.changed(content=replace(
+            plain.content, headers=(("X-Big", "x" * (REPLAYABLE_BYTES + 1)),)))
+        messages = [make_message("a"), make_message("b"), big, make_message("c")]
+        savepoints: list[str] = []
+        db._connection().set_trace_callback(
+            lambda sql: savepoints.append(sql) if sql.startswith("SAVEPOINT") else None)
+        stored = await asyncio.gather(*(store.create(m) for m in messages))
+        assert savepoints == ["SAVEPOINT run", "SAVEPOINT w", "SAVEPOINT w"]
+        savepoints.clear()
+        await asyncio.gather(*(store.update(m) for m, _ in stored))
+        assert savepoints == ["SAVEPOINT run", "SAVEPOINT w", "SAVEPOINT w"]
+        db._connection().set_trace_callback(None)
+        read = await store.get(big.key)
+        assert read is not None
+        assert read.content.headers == big.content.headers
+    finally:
+        db.close()

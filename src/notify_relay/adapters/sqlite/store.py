@@ -6,7 +6,7 @@ import logging
 import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -22,6 +22,11 @@ from notify_relay.ports import Claim, Page
 log = logging.getLogger("notify_relay.sqlite")
 END = 2**63 - 1  # above every seq: the first page's `before`
 EXPIRE_BYTES = 4 * 1024 * 1024  # bodies freed by one expire(): about 8 ms of the writer
+# a write of more bytes than this (doc and body: headers are bounded only by the request's
+# 6 MiB) takes a savepoint of its own, not one shared with the replayable writes beside it,
+# which holds a copy of every page they all change until its end (32 updates of a 2 MB doc
+# each held 126 MiB, against 68 one at a time; helper-68)
+REPLAYABLE_BYTES = queries.INLINE_BODY_BYTES
 
 
 def message_from_row(row: tuple[Any, ...]) -> Message:
@@ -106,9 +111,7 @@ class SqliteStore:
                                                due_at.timestamp(), message.destination))
             return message, True
 
-        # replayable: a body beyond INLINE takes its own savepoint, so that a run of writes
-        # never holds copies of many big bodies' pages at once
-        small = len(message.content.body or b"") <= queries.INLINE_BODY_BYTES
+        small = len(doc) + len(message.content.body or b"") <= REPLAYABLE_BYTES
         stored, created = await self._db.write(insert, replayable=small)
         return (stored.with_version(1) if created else stored), created
 
@@ -152,7 +155,8 @@ class SqliteStore:
             if then is not None:
                 conn.execute(*then)
 
-        await self._db.write(update, durable=durable, replayable=True)
+        small = len(cast("bytes", params[3])) <= REPLAYABLE_BYTES  # the doc
+        await self._db.write(update, durable=durable, replayable=small)
         return message.with_version(message.version + 1)
 
     async def list(
