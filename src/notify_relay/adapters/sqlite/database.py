@@ -1,9 +1,10 @@
 """One SQLite file in WAL mode, written with group commit.
 
 Every write is a small function. Writes issued while no commit is running are run
-together on the event loop's thread, each inside a savepoint, just after the loop's turn;
-their COMMIT (the fsync) then runs in a thread of its own while the loop goes on, and the
-writes issued meanwhile gather into the next batch, which starts when that commit ends.
+together on the event loop's thread, each inside a savepoint (replayable ones in a row
+share one: see write()), just after the loop's turn; their COMMIT (the fsync) then runs in
+a thread of its own while the loop goes on, and the writes issued meanwhile gather into
+the next batch, which starts when that commit ends.
 Many concurrent requests share one fsync, each still learns its own result, and nobody's
 `await` returns before its write is durable (against a power loss too, unless it is one of
 delivery's records, which may wait for the next fsync: write()).
