@@ -185,6 +185,42 @@ def test_a_refused_upgrade_request_gets_its_431(server: ServerProcess) -> None:
     assert "KeyError" not in server.logs()
 
 
+def test_a_websocket_upgrade_without_a_body_is_answered_as_plain_http(
+        server: ServerProcess) -> None:
+    """The server speaks no WebSocket: the Upgrade is ignored (RFC 9110 lets a server), and
+    the request answered. With uvicorn's WebSocket protocol on, such a GET got a bare 403."""
+    sock = connect(server)
+    sock.sendall(b"GET /v1/messages HTTP/1.1\r\nHost: localhost\r\n"
+                 + UPGRADE.replace(b"Connection: Upgrade", b"Connection: Upgrade, close")
+                 + b"\r\n")
+    raw = response_of(sock)
+    sock.close()
+    assert status_of(raw) == 200, raw[:200]
+    assert json.loads(raw.partition(b"\r\n\r\n")[2])["items"] is not None
+
+
+@pytest.mark.parametrize("upgrade", [UPGRADE, b"Connection: Upgrade\r\nUpgrade: h2c\r\n"])
+def test_an_upgrade_with_a_body_is_refused_by_name(server: ServerProcess, api: Api,
+                                                    upgrade: bytes) -> None:
+    """The parser leaves what follows such a head to the new protocol, so the body is never
+    read: a submission was answered "a JSON request body is required", and with uvicorn's
+    WebSocket protocol on, not at all (helper-67). Nothing is stored."""
+    message_id = f"upgrade-{uuid.uuid4().hex[:8]}"
+    body = json.dumps({"messageId": message_id,
+                       "targetUrl": f"http://127.0.0.1:{server.port}/nowhere"}).encode()
+    sock = connect(server)
+    sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\n" + upgrade
+                 + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+                 + body)
+    raw = response_of(sock)
+    sock.close()
+    assert status_of(raw) == 400, raw[:200]
+    document = problem_of(raw)[1]
+    assert document["code"] == "VALIDATION_ERROR"
+    assert "does not switch protocols" in str(document["detail"])
+    assert api.http.get(f"/v1/messages/{message_id}").status_code == 404
+
+
 def test_a_request_line_too_long_to_parse_is_a_problem_too(server: ServerProcess) -> None:
     raw = refused_head(server, b"GET /v1/messages?cursor=" + b"a" * 70_000
                        + b" HTTP/1.1\r\nHost: localhost\r\n\r\n")

@@ -57,9 +57,24 @@ TOO_SLOW: Refusal = (408, "Request Timeout", "REQUEST_TIMEOUT",
                      "the request did not arrive in time")
 UNPARSABLE: Refusal = (400, "Bad Request", "VALIDATION_ERROR",
                        "the request is not valid HTTP/1.1 (a request line over 64 KiB, say)")
+# the parser takes what follows the head of a request that asks to switch protocols for
+# the new protocol's, so its body would never be read: it would be answered as if it had none
+UPGRADE_WITH_BODY: Refusal = (
+    400, "Bad Request", "VALIDATION_ERROR",
+    "this server does not switch protocols: send a request with a body without "
+    "`Connection: upgrade`")
 BUSY: Refusal = (503, "Service Unavailable", "SYSTEM_ERROR",
                  "the server has as many connections and requests in progress as it takes; "
                  "try again shortly")
+
+
+def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a head (uvicorn's, names in lower case) announces a body."""
+    for name, value in headers:
+        if name == b"transfer-encoding" or (name == b"content-length"
+                                            and value.strip() not in (b"0", b"")):
+            return True
+    return False
 
 
 def problem_response(refusal: Refusal, correlation_id: str,
@@ -198,6 +213,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         limit = self.limit_concurrency  # uvicorn's own test, answered as a problem
         if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
             self._refuse(BUSY)
+            return
+        if self.parser.should_upgrade() and not self._should_upgrade() and _has_body(self.headers):
+            self._refuse(UPGRADE_WITH_BODY)
             return
         cycle = self.cycle
         super().on_headers_complete()

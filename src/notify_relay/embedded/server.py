@@ -36,6 +36,9 @@ def uvicorn_config(app: Any, settings: Settings, *, uds: str | None = None) -> u
         timeout_graceful_shutdown=max(round(settings.shutdown_grace), 1),
         http=guarded_protocol(settings.head_timeout, settings.request_timeout,
                               getattr(app.state, "plain_submissions", None)),
+        # no WebSocket is served: an Upgrade is ignored and the request answered as HTTP;
+        # with the WebSocket protocol on, a POST that asked for one got no answer at all
+        ws="none",
         limit_concurrency=MAX_CONNECTIONS,
     )
 
