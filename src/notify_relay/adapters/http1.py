@@ -243,9 +243,13 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = self.tcp = transport  # type: ignore[assignment]
 
+    def expires(self) -> float:
+        """When, idle, it stops being fit for the next request (time.monotonic())."""
+        return self.idle_since + self.kept_for
+
     def reusable(self, now: float) -> bool:
         """Fit for the next request: open, nothing unasked on it, idle for not too long."""
-        return (self.usable and now - self.idle_since < self.kept_for
+        return (self.usable and now < self.expires()
                 and self.transport is not None and not self.transport.is_closing())
 
     def drop(self) -> None:
@@ -402,7 +406,7 @@ class Http1Client:
             for connection in connections:
                 if connection.reusable(now + SWEEP_EARLY_SECONDS):
                     fresh.append(connection)
-                    first = min(first, connection.idle_since + connection.kept_for)
+                    first = min(first, connection.expires())
                 else:
                     connection.drop()
             self._idle_count -= len(connections) - len(fresh)
