@@ -446,20 +446,44 @@ async def test_claim_started_takes_nothing_more_past_its_body_bound(
     pair: tuple[QueueInStore, WorkQueue], sqlite_db: SqliteDatabase
 ) -> None:
     """The write's second read keeps to what the claim's bound has left, and does not take
-    one message past it as a claim's first read may."""
+    one message past it as a claim's first read may. (Each message's document, about 600
+    bytes, counts too: see the next test.)"""
     store, queue = starting(pair)
-    await store.create_queued(make_message("m-1", body=b"1" * 600))
+    await store.create_queued(make_message("m-1", body=b"1" * 60_000))
     between_read_and_write(sqlite_db, lambda: store.create_queued(
-        make_message("m-2", body=b"2" * 600)))
+        make_message("m-2", body=b"2" * 60_000)))
     (claim,) = await queue.claim_started(10, 30.0, None,
-                                         lambda message: message.start_attempt(NOW), 1000)
+                                         lambda message: message.start_attempt(NOW), 100_000)
     assert claim.key.message_id == "m-1"
-    await store.create_queued(make_message("m-3", body=b"3" * 300))
+    await store.create_queued(make_message("m-3", body=b"3" * 30_000))
     between_read_and_write(sqlite_db, lambda: store.create_queued(
-        make_message("m-4", body=b"4" * 300)))
+        make_message("m-4", body=b"4" * 30_000)))
     claims = await queue.claim_started(10, 30.0, None,
-                                       lambda message: message.start_attempt(NOW), 1000)
-    assert [c.key.message_id for c in claims] == ["m-2", "m-3"]  # 600 + 300: m-4 waits
+                                       lambda message: message.start_attempt(NOW), 100_000)
+    assert [c.key.message_id for c in claims] == ["m-2", "m-3"]  # 60 + 30 KB: m-4 waits
+
+
+async def test_claim_started_counts_a_message_s_headers_against_its_bound(
+    pair: tuple[QueueInStore, WorkQueue]
+) -> None:
+    """Headers are bounded only by the request's 6 MiB: counted with the bodies, a claim of
+    messages with big headers and no body stops at its bound as one of big bodies does
+    (uncounted, a claim would read up to 64 of 6 MiB on the event loop and copy each in its
+    write's savepoint). Started, each has its headers whole."""
+    store, queue = starting(pair)
+    for i in range(3):
+        plain = make_message(f"h-{i}", body=None)
+        await store.create_queued(plain.changed(content=replace(
+            plain.content, headers=(("X-Big", str(i) * 1_500_000),))))
+    claims = await queue.claim_started(10, 30.0, None,
+                                       lambda message: message.start_attempt(NOW), 4_000_000)
+    assert [c.key.message_id for c in claims] == ["h-0", "h-1"]  # 3 MB: a third is past
+    assert all(c.started is not None
+               and c.started.after.content.headers[0][1] == c.key.message_id[-1] * 1_500_000
+               for c in claims)
+    (last,) = await queue.claim_started(10, 30.0, None,
+                                        lambda message: message.start_attempt(NOW), 4_000_000)
+    assert last.key.message_id == "h-2"
 
 
 async def test_claim_started_takes_nothing_more_past_a_destination_s_bound(

@@ -992,8 +992,9 @@ async def test_a_destination_at_its_share_of_bodies_takes_more_as_attempts_end(
 
 @asynccontextmanager
 async def due_bodies(tmp_path: Path, hosts: Sequence[str], each: int) -> AsyncIterator[SqliteQueue]:
-    """A SQLite queue with `each` messages of 1,000-byte bodies due for each host's
-    destination (`<host>.example:443`)."""
+    """A SQLite queue with `each` messages of 100,000-byte bodies due for each host's
+    destination (`<host>.example:443`); with its document (about 600 bytes, counted too)
+    each is about 100.6 KB to a claim's bound."""
     db = SqliteDatabase(tmp_path / "r.db")
     db.open()
     try:
@@ -1001,7 +1002,7 @@ async def due_bodies(tmp_path: Path, hosts: Sequence[str], each: int) -> AsyncIt
         for host in hosts:
             for i in range(each):
                 await store.create_queued(make_message(
-                    f"{host}-{i}", body=b"x" * 1000, url=f"https://{host}.example/hook"))
+                    f"{host}-{i}", body=b"x" * 100_000, url=f"https://{host}.example/hook"))
         yield SqliteQueue(db)
     finally:
         db.close()
@@ -1015,8 +1016,8 @@ async def test_a_claim_reads_a_destinations_bodies_up_to_its_share(tmp_path: Pat
     """Each destination's rows stop once its share is read (the last one past it), and the
     claim goes on to the next destination."""
     async with due_bodies(tmp_path, ("a", "b"), 4) as queue:
-        room = {"a.example:443": 1500, "b.example:443": 3000}
-        claims = await queue.claim_started(10, 30.0, lambda key: 10, started_now, 10_000,
+        room = {"a.example:443": 150_000, "b.example:443": 300_000}
+        claims = await queue.claim_started(10, 30.0, lambda key: 10, started_now, 1_000_000,
                                            lambda key: room[key.name])
         taken = Counter(claim.destination for claim in claims)
         assert taken == {"a.example:443": 2, "b.example:443": 3}, taken
@@ -1026,7 +1027,7 @@ async def test_a_claim_reads_bodies_up_to_its_bound(tmp_path: Path) -> None:
     """One message at least, none past the bound after the first (its size is known before
     its body is read); the rest stay due, unleased."""
     async with due_bodies(tmp_path, ("c",), 5) as queue:
-        assert len(await queue.claim_started(10, 30.0, None, started_now, 2500)) == 2
+        assert len(await queue.claim_started(10, 30.0, None, started_now, 250_000)) == 2
         assert len(await queue.claim_started(10, 30.0, lambda key: 10, started_now, 0)) == 1
         assert len(await queue.claim_started(10, 30.0, None, started_now, None)) == 2  # last
 
@@ -1065,7 +1066,7 @@ async def test_a_claim_cut_short_by_its_bound_leaves_the_next_turn_to_those_not_
     async with due_bodies(tmp_path, ("a", "b"), 6) as queue:
         read = []
         for _ in range(4):
-            claims = await queue.claim_started(10, 30.0, lambda key: 10, started_now, 1500)
+            claims = await queue.claim_started(10, 30.0, lambda key: 10, started_now, 150_000)
             read.append({claim.destination for claim in claims})
         assert [len(names) for names in read] == [1, 1, 1, 1], read
         assert read[0] != read[1], read
@@ -1082,17 +1083,17 @@ async def test_a_destination_whose_first_body_would_pass_the_bound_keeps_its_tur
     db.open()
     try:
         store = SqliteStore(db)
-        for host, count, size in (("a", 6, 1000), ("b", 2, 3000)):
+        for host, count, size in (("a", 6, 100_000), ("b", 2, 300_000)):
             for i in range(count):
                 await store.create_queued(make_message(
                     f"{host}-{i}", body=b"x" * size, url=f"https://{host}.example/hook"))
         queue = SqliteQueue(db)
         read = []
         for _ in range(3):
-            claims = await queue.claim_started(10, 30.0, lambda key: 10, started_now, 2500,
-                                               lambda key: 2000)  # each one's share
+            claims = await queue.claim_started(10, 30.0, lambda key: 10, started_now, 250_000,
+                                               lambda key: 200_000)  # each one's share
             read.append(sorted(claim.key.message_id for claim in claims))
-        assert read[0] == ["a-0", "a-1"], read  # a's share; then b's 3,000 would pass 2,500
+        assert read[0] == ["a-0", "a-1"], read  # a's share; then b's 300 KB would pass 250
         assert read[1] == ["b-0"], read  # b first now: its body taken, alone
         assert read[2] == ["a-2", "a-3"], read
     finally:

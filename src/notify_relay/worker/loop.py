@@ -44,7 +44,8 @@ WAITING_CHECK_SECONDS = 0.25
 # Bodies (up to 6 MiB each) are read by the claim and held by their attempts: without a
 # bound, one claim of 64 read 384 MiB on the event loop (276 ms) and the attempts in flight
 # could hold 512 of them, 3 GiB. A claim reads up to CLAIM_BODY_BYTES, stopping before a
-# body that would take it past (each row gives its body's size before its body is read),
+# body that would take it past (each row gives its body's size before its body is read;
+# counted with its message's document, whose headers only the request's size bounds),
 # unless that body is its first; and none starts while BODY_BYTES_IN_FLIGHT are held. So a
 # claim reads at most 4 MiB or its first body (a request has up to 6 MiB; its body as sent
 # may be more, json.dumps writing 1e15 as 1000000000000000.0), a few ms of the loop (4 MiB

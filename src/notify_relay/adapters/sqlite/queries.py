@@ -94,13 +94,16 @@ ORDER BY visible_at LIMIT ?
 
 # a claim that starts its attempts reads each entry's message in the same statement: one
 # statement a claim, not one a message (the message's columns as GET_MESSAGE has them, after
-# the entry's four, then the body's size; all NULL for an entry without a message). A body
-# over INLINE_BODY_BYTES is left out (NULL) and read by BODY once the claim takes it:
-# Python's sqlite3 steps to the next row before it hands over one, so a claim that its
-# body bound stopped had read one body more than it took (6 MiB: 4 ms of the event loop)
+# the entry's four, then the body's size, then what the claim counts of it: the body's and
+# the document's size, since a message's headers, in its document, are bounded only by the
+# request's 6 MiB; all NULL for an entry without a message). A body over INLINE_BODY_BYTES
+# is left out (NULL) and read by BODY once the claim takes it: Python's sqlite3 steps to the
+# next row before it hands over one, so a claim that its body bound stopped had read one
+# body more than it took (6 MiB: 4 ms of the event loop)
 INLINE_BODY_BYTES = 64 * 1024
 DUE_MESSAGE_ROWS = f"""q.rowid, q.sender_id, q.message_id, q.destination, {MESSAGE_COLUMNS},
-CASE WHEN length(b.body) <= {INLINE_BODY_BYTES} THEN b.body END, length(b.body)
+CASE WHEN length(b.body) <= {INLINE_BODY_BYTES} THEN b.body END, length(b.body),
+coalesce(length(b.body), 0) + length(m.doc)
 FROM queue q LEFT JOIN messages m ON m.sender_id = q.sender_id AND m.message_id = q.message_id
 LEFT JOIN bodies b ON b.seq = m.seq
 """

@@ -103,7 +103,8 @@ class SqliteQueue:
         lease_until = self._clock() + timedelta(seconds=lease_seconds)
 
         # with `start`, each entry's message comes in the same row, after the entry's four
-        # columns (DUE_MESSAGES), then its body and the body's size
+        # columns (DUE_MESSAGES), then its body, the body's size and the size the claim
+        # counts (body and document)
         every, of_destination = ((queries.DUE_ENTRIES, queries.DUE_ENTRIES_OF_DESTINATION)
                                  if start is None else
                                  (queries.DUE_MESSAGES, queries.DUE_MESSAGES_OF_DESTINATION))
@@ -144,7 +145,7 @@ class SqliteQueue:
                 # row by row: each row's body is read as it comes, none past `room`
                 with contextlib.closing(conn.execute(sql, params)) as cursor:
                     for row in cursor:
-                        # only rows that start come with their body's size, last
+                        # only rows that start come with their sizes, last
                         size = (row[-1] or 0) if start is not None else 0
                         if held_of is not None and room_of is not None and (
                                 taken_of + size > room_of):
@@ -156,10 +157,10 @@ class SqliteQueue:
                             return rows
                         if of is not None and (not served or served[-1] != of):
                             served.append(of)
-                        if size > INLINE:
+                        if start is not None and (row[-2] or 0) > INLINE:
                             # left out of the row: read now that the claim takes it
                             (body,) = conn.execute(queries.BODY, (row[4],)).fetchone()
-                            row = (*row[:-2], body, size)
+                            row = (*row[:-3], body, *row[-2:])
                         rows.append(row)
                         if room is None:
                             continue
@@ -201,7 +202,7 @@ class SqliteQueue:
         lease = lease_until.timestamp()
         prepared = [(Claim(key := MessageKey(row[1], row[2]), receipt, lease_until, row[3]),
                      (lease, receipt, row[0], key.sender_id, key.message_id, now),
-                     _started(row[4:-1], start))
+                     _started(row[4:-2], start))
                     for row, receipt in zip(due, _receipts(len(due)), strict=True)]
 
         def take(conn: sqlite3.Connection) -> list[Claim]:
@@ -248,7 +249,7 @@ class SqliteQueue:
             for row, receipt in zip(rows, _receipts(len(rows)), strict=True):
                 conn.execute(queries.LEASE, (lease, receipt, row[0]))
                 claims.append(Claim(MessageKey(row[1], row[2]), receipt, lease_until, row[3],
-                                    started=_write_start(conn, _started(row[4:-1], start))))
+                                    started=_write_start(conn, _started(row[4:-2], start))))
             return claims
 
         # a lease and an attempt's start lost with the power: the entry is claimed again
