@@ -926,6 +926,39 @@ async def test_bodies_held_in_flight_stay_within_their_bound(
         assert (worker._body_bytes, worker._waiting_bytes, worker._claims) == (0, 0, {})
 
 
+async def test_headers_held_in_flight_count_against_the_bound(tmp_path: Path) -> None:
+    """Headers are bounded only by the request's 6 MiB, and an attempt holds them until its
+    answer as it holds its body: with room for 3 MiB, three attempts with a 1 MiB header
+    each go to a partner that never answers, not six (all six, with bodies alone counted)."""
+    heads: list[bytes] = []
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        await reader.read()  # until the client gives up
+        writer.close()
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0, limit=4 << 20)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        # capped as the pool is: the destination's share is all of the bound
+        async with engine(settings(tmp_path / "r.db", shutdown_grace="0.1",
+                                   destination_concurrency="256"),
+                          body_room=3 << 20) as runtime:
+            worker = worker_of(runtime)
+            for i in range(6):
+                await submit(runtime, f"h-{i}", f"http://127.0.0.1:{port}/hang",
+                             headers={"X-Big": str(i) * (1 << 20)}, timeoutSeconds=30)
+            deadline = time.monotonic() + 10
+            while len(heads) < 3:
+                assert time.monotonic() < deadline, "three attempts did not start"
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.3)  # within the second before they are set aside
+            assert len(heads) == 3, len(heads)
+            assert worker._body_bytes >= 3 << 20
+    finally:
+        server.close()
+
+
 async def test_partners_that_hang_on_big_bodies_do_not_hold_back_the_others(
     tmp_path: Path, partner: Partner
 ) -> None:

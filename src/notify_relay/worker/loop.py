@@ -45,7 +45,8 @@ WAITING_CHECK_SECONDS = 0.25
 # bound, one claim of 64 read 384 MiB on the event loop (276 ms) and the attempts in flight
 # could hold 512 of them, 3 GiB. A claim reads up to CLAIM_BODY_BYTES, stopping before a
 # body that would take it past (each row gives its body's size before its body is read;
-# counted with its message's document, whose headers only the request's size bounds),
+# counted with its message's document, whose headers only the request's size bounds, as
+# an attempt in flight counts the headers it holds with its body),
 # unless that body is its first; and none starts while BODY_BYTES_IN_FLIGHT are held. So a
 # claim reads at most 4 MiB or its first body (a request has up to 6 MiB; its body as sent
 # may be more, json.dumps writing 1e15 as 1000000000000000.0), a few ms of the loop (4 MiB
@@ -404,7 +405,10 @@ class Worker:
 
 
 def _body_size(claim: Claim) -> int:
-    """The body a claim read with its message (none when it did not start it)."""
+    """What an attempt holds of the message its claim started (none when it did not): its
+    body, and its headers, which only the request's size bounds (the claim counted them in
+    the message's document)."""
     if claim.started is None:
         return 0
-    return len(claim.started.after.content.body or b"")
+    content = claim.started.after.content
+    return len(content.body or b"") + sum(len(k) + len(v) for k, v in content.headers)
