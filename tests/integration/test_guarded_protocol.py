@@ -38,7 +38,8 @@ async def serving(limit: int | None = None, app: Any = slow_app,
     port = free_port()
     async with running(uvicorn.Config(
             app, host="127.0.0.1", port=port, log_config=None, lifespan="off",
-            http=guarded_protocol(10.0, request_timeout), limit_concurrency=limit)):
+            http=guarded_protocol(10.0, request_timeout), limit_concurrency=limit,
+            ws="none")):  # as embedded/server.py runs it
         yield port
 
 
@@ -206,3 +207,22 @@ async def test_a_request_late_after_its_answer_began_gets_that_head_then_the_clo
         writer.close()
     assert everything.startswith(b"HTTP/1.1 200 OK\r\n"), everything
     assert everything.endswith(b"content-length: 2\r\n\r\n"), everything
+
+
+async def test_what_follows_an_upgrade_request_is_not_read() -> None:
+    """A client that asked for a WebSocket may send its first frame before the answer. Read
+    as HTTP, those bytes were unparsable, and the refusal closed the connection before the
+    request's own answer (a slow one here); now they are not read, and the answer comes,
+    with `Connection: close`."""
+    async with serving() as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\n"
+                     b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        await asyncio.sleep(0.2)  # the app is answering (it takes 1 s)
+        writer.write(b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58")  # a masked "Hello"
+        answer = await asyncio.wait_for(reader.read(), 5)  # until the server closes
+        writer.close()
+    assert status_of(answer) == 200, answer
+    assert b"\r\nconnection: close\r\n" in answer.lower()
+    assert answer.endswith(b"ok")

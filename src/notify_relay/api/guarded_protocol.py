@@ -119,6 +119,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._request_timer: asyncio.TimerHandle | None = None
         self._given_id: str | None = None  # this request's X-Correlation-Id, once read
         self._id_read = False  # the first X-Correlation-Id field decides, as in the middleware
+        # a request asked to switch protocols: answered, then the connection closes, and
+        # nothing after it is read (see on_headers_complete)
+        self._upgrade_asked = False
 
     def _should_upgrade(self) -> bool:
         # a refused request that asked for an upgrade has no scope to upgrade with
@@ -146,6 +149,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 headers.append((b"retry-after", b"1"))
             self.transport.write(problem_response(refusal, cid, headers))
         self.transport.close()
+
+    def _unsupported_upgrade_warning(self) -> None:
+        """uvicorn's two warnings (one of them advice to install a WebSocket library), which
+        any client could have written at will: on_headers_complete has dealt with it."""
+        if self._upgrade_asked:
+            log.info("a request asked to switch protocols: answered over HTTP/1.1, and the "
+                     "connection closes after it")
 
     def send_400_response(self, msg: str) -> None:
         """What httptools could not parse: a problem, not uvicorn's plain text."""
@@ -177,6 +187,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._arm()  # a connection that never sends a byte is a slow head too
 
     def data_received(self, data: bytes) -> None:
+        if self._upgrade_asked:  # the other protocol's, or whatever: never read as HTTP
+            return
         if self._in_head:
             self._arm()
             self._head_bytes += len(data)
@@ -214,13 +226,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
             self._refuse(BUSY)
             return
-        if self.parser.should_upgrade() and not self._should_upgrade() and _has_body(self.headers):
+        # No protocol but HTTP/1.1 is served. The parser takes what follows the head of a
+        # request that asks to switch for the new protocol's: a body would never be read
+        # (refused), and the bytes after it, if read as HTTP, were out of step (a body run
+        # as a request, a pipelined request's answer taken for another's; helper-69). So
+        # such a request is answered with `Connection: close`, and nothing after it is read.
+        upgrade = self.parser.should_upgrade() and not self._should_upgrade()
+        if upgrade and _has_body(self.headers):
             self._refuse(UPGRADE_WITH_BODY)
             return
         cycle = self.cycle
         super().on_headers_complete()
         if self.cycle is not cycle and self.cycle is not None:  # not an upgrade: a request
             HeadWithBody.install(self.cycle)
+            if upgrade:
+                self._upgrade_asked = True
+                self.cycle.keep_alive = False
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         submissions = self.submissions
