@@ -38,9 +38,8 @@ async def serving(limit: int | None = None, app: Any = slow_app,
     port = free_port()
     async with running(uvicorn.Config(
             app, host="127.0.0.1", port=port, log_config=None, lifespan="off",
-            http=guarded_protocol(10.0, request_timeout), limit_concurrency=limit,
-            ws="none")):  # as embedded/server.py runs it
-        yield port
+            http=guarded_protocol(10.0, request_timeout), limit_concurrency=limit)):
+        yield port  # uvicorn's ws left as it is: the protocol itself never upgrades
 
 
 async def ask(port: int, correlation_id: bytes = b"") -> bytes:

@@ -124,8 +124,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._upgrade_asked = False
 
     def _should_upgrade(self) -> bool:
-        # a refused request that asked for an upgrade has no scope to upgrade with
-        return not self.transport.is_closing() and super()._should_upgrade()
+        """Never: no protocol but HTTP/1.1 is served (see on_headers_complete), whatever
+        WebSocket library uvicorn finds (uvicorn_config also sets ws="none", so that it
+        loads none)."""
+        return False
 
     def _answers_pending(self) -> bool:
         """Earlier requests of this connection, read whole, still waiting for answers."""
@@ -231,7 +233,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # (refused), and the bytes after it, if read as HTTP, were out of step (a body run
         # as a request, a pipelined request's answer taken for another's; helper-69). So
         # such a request is answered with `Connection: close`, and nothing after it is read.
-        upgrade = self.parser.should_upgrade() and not self._should_upgrade()
+        upgrade = self.parser.should_upgrade()
         if upgrade and _has_body(self.headers):
             self._refuse(UPGRADE_WITH_BODY)
             return
