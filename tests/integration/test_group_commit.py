@@ -1,4 +1,4 @@
-"""Group commit with the COMMIT off the event loop: writes that arrive while a commit runs
+"""Group commit with a durable COMMIT off the event loop: writes that arrive while a commit runs
 wait for it and go into the next batch; nobody's write returns before its own commit; reads
 see committed data only; a failed commit fails its whole batch and leaves the file usable."""
 
@@ -182,3 +182,64 @@ async def test_a_failed_batch_leaves_the_next_one_at_its_own_level(
     assert await db.write(synchronous) == 2
     assert await db.write(synchronous, durable=False) == 1
     assert await db.write(synchronous) == 2
+
+
+def size(path: Path) -> int:
+    return path.stat().st_size
+
+
+def commits_by_thread(conn: sqlite3.Connection) -> list[bool]:
+    """For each COMMIT the connection runs from now on: whether it ran on this thread."""
+    here = threading.get_ident()
+    seen: list[bool] = []
+    conn.set_trace_callback(
+        lambda sql: seen.append(threading.get_ident() == here) if sql == "COMMIT" else None)
+    return seen
+
+
+async def test_records_alone_commit_on_the_loop_and_a_durable_batch_in_the_thread(
+        db: SqliteDatabase) -> None:
+    """No fsync to wait for: handing the COMMIT to the thread and back cost more CPU than
+    the COMMIT itself."""
+    on_loop = commits_by_thread(db._connection())
+    await db.write(insert(1), durable=False)  # type: ignore[arg-type]
+    await db.write(insert(2))  # type: ignore[arg-type]
+    await asyncio.gather(db.write(insert(3), durable=False),  # type: ignore[arg-type]
+                         db.write(insert(4)))  # type: ignore[arg-type]
+    await db.write(insert(5), durable=False)  # type: ignore[arg-type]
+    assert on_loop == [True, False, False, True]
+    assert await db.read(count) == 5
+
+
+async def test_records_alone_never_checkpoint_and_the_next_durable_commit_does(
+        db: SqliteDatabase, tmp_path: Path) -> None:
+    """A checkpoint fsyncs the -wal and the database file: not on the loop."""
+    path = tmp_path / "relay.db"
+    before = size(path)
+    for _ in range(12):  # 1,200 pages of records, past SQLite's 1,000 for a checkpoint
+        await db.write(lambda conn: conn.executemany(
+            "INSERT INTO t (v) VALUES (randomblob(4000))", [()] * 100), durable=False)
+    assert size(Path(f"{path}-wal")) > 1000 * 4096
+    assert size(path) == before  # all in the -wal file still
+    await db.write(insert(1))  # type: ignore[arg-type]
+    assert size(path) > before + 1000 * 4096  # copied by this durable commit's
+    assert await db.read(count) == 1201
+
+
+@pytest.mark.parametrize("durable", [True, False])
+async def test_a_batch_whose_commit_is_refused_fails_whole_and_the_next_lands(
+        db: SqliteDatabase, durable: bool) -> None:
+    """On the loop or in the thread: a COMMIT that fails (here a deferred foreign key,
+    checked only then) rolls its batch back and fails every write of it."""
+    await db.write(lambda conn: conn.execute("CREATE TABLE p (id INTEGER PRIMARY KEY)"))
+    await db.write(lambda conn: conn.execute(
+        "CREATE TABLE c (p INTEGER REFERENCES p (id) DEFERRABLE INITIALLY DEFERRED)"))
+    orphan = asyncio.ensure_future(db.write(
+        lambda conn: conn.execute("INSERT INTO c (p) VALUES (42)"), durable=durable))
+    others = [asyncio.ensure_future(db.write(insert(i), durable=durable))  # type: ignore[arg-type]
+              for i in range(3)]
+    results = await asyncio.gather(orphan, *others, return_exceptions=True)
+    assert all(isinstance(r, StoreUnavailable) for r in results), results
+    await db.write(insert(9), durable=durable)  # type: ignore[arg-type]
+    assert await db.read(count) == 1
+    assert await db.read(lambda conn: conn.execute("SELECT count(*) FROM c").fetchone()[0]) == 0
