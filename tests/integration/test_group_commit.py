@@ -17,6 +17,7 @@ from notify_relay.adapters.sqlite import (
     SqliteQueue,
     SqliteStore,
 )
+from notify_relay.adapters.sqlite.write_turn import WriteTurn
 from notify_relay.domain.errors import StoreUnavailable
 from notify_relay.domain.retry import AttemptResult, Decision, Outcome
 from tests.factories import NOW, make_message
@@ -226,11 +227,74 @@ async def test_records_alone_never_checkpoint_and_the_next_durable_commit_does(
     assert await db.read(count) == 1201
 
 
+async def test_the_commit_that_starts_the_wal_over_goes_to_the_thread(
+        db: SqliteDatabase) -> None:
+    """After a checkpoint has copied every frame, the next transaction writes the -wal
+    file's header again, and SQLite fsyncs it even at NORMAL: not on the loop."""
+    on_loop = commits_by_thread(db._connection())
+    await db.write(lambda conn: conn.executemany(  # past 1,000 pages: it checkpoints
+        "INSERT INTO t (v) VALUES (randomblob(4000))", [()] * 1100))
+    await db.write(insert(1), durable=False)  # type: ignore[arg-type]
+    await db.write(insert(2), durable=False)  # type: ignore[arg-type]
+    assert on_loop == [False, False, True]
+    assert await db.read(count) == 1102
+
+
+class FailingPragma:
+    """A connection whose next `PRAGMA wal_autocheckpoint` fails (sqlite3's own
+    connection takes no attributes)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.armed = True
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if self.armed and sql.startswith("PRAGMA wal_autocheckpoint"):
+            self.armed = False
+            raise sqlite3.OperationalError("injected")
+        return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.conn, name)
+
+
+async def test_a_change_of_level_that_fails_half_way_is_made_again(
+        db: SqliteDatabase) -> None:
+    """synchronous set to NORMAL, then the checkpoint setting failing, must not leave a
+    durable batch believed FULL at NORMAL: a 202 without its fsync."""
+    db._conn = FailingPragma(db._connection())  # type: ignore[assignment]
+    with pytest.raises(StoreUnavailable):
+        await db.write(synchronous, durable=False)
+    assert await db.write(synchronous) == 2
+    assert await db.write(synchronous, durable=False) == 1
+    assert await db.write(synchronous) == 2
+
+
 @pytest.mark.parametrize("durable", [True, False])
 async def test_a_batch_whose_commit_is_refused_fails_whole_and_the_next_lands(
-        db: SqliteDatabase, durable: bool) -> None:
+        tmp_path: Path, durable: bool) -> None:
     """On the loop or in the thread: a COMMIT that fails (here a deferred foreign key,
-    checked only then) rolls its batch back and fails every write of it."""
+    checked only then) rolls its batch back, fails every write of it, and gives the write
+    turn back to the other process."""
+    path = tmp_path / "shared.db"
+    db = SqliteDatabase(path, shared=True)
+    db.open()
+    other = WriteTurn(Path(f"{path}.writer"))
+    try:
+        await fill_refused_batch(db, durable)
+        assert other.try_take()  # given back
+        other.give()
+        await db.write(insert(9), durable=durable)  # type: ignore[arg-type]
+        assert await db.read(count) == 1
+        assert await db.read(
+            lambda conn: conn.execute("SELECT count(*) FROM c").fetchone()[0]) == 0
+    finally:
+        other.close()
+        db.close()
+
+
+async def fill_refused_batch(db: SqliteDatabase, durable: bool) -> None:
+    await db.write(lambda conn: conn.execute("CREATE TABLE t (v INTEGER)"))
     await db.write(lambda conn: conn.execute("CREATE TABLE p (id INTEGER PRIMARY KEY)"))
     await db.write(lambda conn: conn.execute(
         "CREATE TABLE c (p INTEGER REFERENCES p (id) DEFERRABLE INITIALLY DEFERRED)"))
@@ -240,6 +304,3 @@ async def test_a_batch_whose_commit_is_refused_fails_whole_and_the_next_lands(
               for i in range(3)]
     results = await asyncio.gather(orphan, *others, return_exceptions=True)
     assert all(isinstance(r, StoreUnavailable) for r in results), results
-    await db.write(insert(9), durable=durable)  # type: ignore[arg-type]
-    assert await db.read(count) == 1
-    assert await db.read(lambda conn: conn.execute("SELECT count(*) FROM c").fetchone()[0]) == 0
