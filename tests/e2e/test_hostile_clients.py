@@ -186,12 +186,16 @@ def test_a_refused_upgrade_request_gets_its_431(server: ServerProcess) -> None:
     assert "KeyError" not in server.logs()
 
 
+@pytest.mark.parametrize("length", [b"", b"Content-Length: 0\r\n", b"Content-Length: 00\r\n"],
+                         ids=["none", "0", "00"])
 def test_a_websocket_upgrade_without_a_body_is_answered_then_the_connection_closes(
-        server: ServerProcess) -> None:
+        server: ServerProcess, length: bytes) -> None:
     """The server speaks no WebSocket: the request is answered over HTTP/1.1 (it got a bare
-    403), with `Connection: close`, and the connection closes."""
+    403), with `Connection: close`, and the connection closes. A length of 00 is no body
+    either (it was refused as one, helper-69)."""
     sock = connect(server)
-    sock.sendall(b"GET /v1/messages HTTP/1.1\r\nHost: localhost\r\n" + UPGRADE + b"\r\n")
+    sock.sendall(b"GET /v1/messages HTTP/1.1\r\nHost: localhost\r\n" + UPGRADE + length
+                 + b"\r\n")
     raw = response_of(sock)  # until the server closes it
     sock.close()
     assert status_of(raw) == 200, raw[:200]

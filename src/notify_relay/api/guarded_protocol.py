@@ -72,7 +72,7 @@ def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
     """Whether a head (uvicorn's, names in lower case) announces a body."""
     for name, value in headers:
         if name == b"transfer-encoding" or (name == b"content-length"
-                                            and value.strip() not in (b"0", b"")):
+                                            and value.strip().lstrip(b"0")):  # 00 is 0
             return True
     return False
 
