@@ -254,12 +254,15 @@ class SqliteDatabase:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
-        if self._index is not None:
-            os.close(self._index)
-            self._index = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._index is not None:
+            # last: closing any descriptor of the -shm drops this process's locks on it,
+            # which told another process the wal-index is in use (helper-71: one that opened
+            # the file then started it over under a connection still open here)
+            os.close(self._index)
+            self._index = None
         if self._turn is not None:  # its flock goes with it
             self._turn.close()
             self._turn = None
@@ -465,8 +468,10 @@ class SqliteDatabase:
         fsyncs at any synchronous level but OFF (helper-70 saw it on the loop: p99 6 ms,
         up to 8.6 ms on an idle disk). Read from the wal-index's header in the -shm file
         (https://sqlite.org/walformat.html): mxFrame at byte 16, nBackfill at 96, both
-        32-bit in the machine's byte order. Read after BEGIN IMMEDIATE: no other process
-        writes or checkpoints while this one holds the write turn."""
+        32-bit in the machine's byte order. Read after BEGIN IMMEDIATE, with the write lock:
+        nothing can add frames, and a checkpoint from outside (an operator's) can only make
+        the check say so when no new header comes (a reader keeps the old frames in use):
+        a hand-over to the thread for nothing, never an fsync on the loop (helper-71)."""
         if self._index is None:
             return True
         header = os.pread(self._index, 100, 0)
