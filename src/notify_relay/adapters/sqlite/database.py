@@ -158,7 +158,7 @@ class SqliteDatabase:
         self._reader: sqlite3.Connection | None = None
         self._pending: list[_Write] = []
         self._synchronous = FULL  # the connection's setting now (_connect sets FULL)
-        self._index: int | None = None  # the -shm file (_restarts_wal)
+        self._index: int | None = None  # the -shm file (_wal_backfilled)
         self._restarts_wal = False  # the open transaction's first frame restarts the -wal
         self._flush_scheduled = False
         # the batch whose COMMIT runs in _committer now; none starts before it ends
