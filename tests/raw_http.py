@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 
@@ -19,3 +20,13 @@ def problem_of(raw: bytes) -> tuple[dict[str, str], dict[str, object]]:
     # every answer carries its correlation id, the same in the document
     assert fields["x-correlation-id"] == document["correlationId"], (fields, document)
     return fields, document
+
+
+async def read_answer(reader: asyncio.StreamReader, body_length: int | None = None) -> bytes:
+    """One answer, head and body: `body_length` bytes of body, or as many as its
+    Content-Length says (a HEAD answer's says what a GET's would carry: give 0)."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    if body_length is None:
+        body_length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:"))
+    return head + await asyncio.wait_for(reader.readexactly(body_length), 5)

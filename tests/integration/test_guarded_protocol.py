@@ -16,7 +16,7 @@ import uvicorn
 
 from notify_relay.api.guarded_protocol import guarded_protocol
 from notify_relay.api.head_with_body import HeadWithBody
-from tests.raw_http import problem_of, status_of
+from tests.raw_http import problem_of, read_answer, status_of
 from tests.sockets import free_port
 from tests.uvicorn_server import running
 
@@ -82,11 +82,6 @@ async def late_body_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         raise RuntimeError("the app fails after starting its answer")
     await asyncio.sleep(0.3)
     await send({"type": "http.response.body", "body": body})
-
-
-async def read_answer(reader: asyncio.StreamReader, body_length: int) -> bytes:
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-    return head + await asyncio.wait_for(reader.readexactly(body_length), 5)
 
 
 async def test_an_answer_s_head_goes_out_with_its_body() -> None:

@@ -26,7 +26,7 @@ from notify_relay.domain.ratelimit import RateLimiter
 from notify_relay.gate import Gate
 from notify_relay.runtime import Runtime
 from notify_relay.service import Relay
-from tests.raw_http import status_of
+from tests.raw_http import read_answer, status_of
 from tests.sockets import free_port
 from tests.unit.test_fast_submit import REQUESTS
 from tests.uvicorn_server import running
@@ -63,13 +63,6 @@ def post(body: bytes, headers: dict[str, str] | None = None, path: str = "/v1/me
               "Content-Length": str(len(body)), **(headers or {})}
     head = f"POST {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in fields.items())
     return head.encode() + b"\r\n" + body
-
-
-async def read_answer(reader: asyncio.StreamReader) -> bytes:
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                  if line.lower().startswith(b"content-length:"))
-    return head + await asyncio.wait_for(reader.readexactly(length), 5)
 
 
 def undated(answer: bytes) -> bytes:
