@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from notify_relay.api.problems import ASKED_HEAD, JSONResponse, problem, problem_for
 from notify_relay.context import correlation_id, new_correlation_id, request_line
 from notify_relay.domain.errors import NotifyRelayError
+from notify_relay.ports import Observer
 
 log = logging.getLogger("notify_relay.api")
 MAX_BODY_BYTES = 6 * 1024 * 1024
@@ -123,12 +124,18 @@ class HeadAsGetMiddleware:
         await self.app(scope, receive, send)
 
 
+def count_rejected(observer: Observer, status: int) -> None:
+    """A submission answered with an error: here and on plain_submit's path."""
+    if status >= 400:
+        observer.submission("rejected", str(status))
+
+
 class RejectedSubmissionsMiddleware:
     """Counts submissions answered with an error, whichever layer refused them."""
 
-    def __init__(self, app: ASGIApp, count: Callable[[int], None]) -> None:
+    def __init__(self, app: ASGIApp, observer: Observer) -> None:
         self.app = app
-        self.count = count
+        self.observer = observer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not is_submission(scope):
@@ -136,8 +143,8 @@ class RejectedSubmissionsMiddleware:
             return
 
         async def send_counting(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] >= 400:
-                self.count(message["status"])
+            if message["type"] == "http.response.start":
+                count_rejected(self.observer, message["status"])
             await send(message)
 
         await self.app(scope, receive, send_counting)

@@ -27,6 +27,7 @@ from notify_relay.api.fast_submit import JUDGED, HandOn, answer, hand_on, judge
 from notify_relay.api.middleware import (
     MAX_BODY_BYTES,
     KeylessGuard,
+    count_rejected,
     header,
     internal_error,
     is_json,
@@ -98,8 +99,7 @@ class PlainSubmissions:
             verdict = await judge(self.rt, scope, body, cid)
             if not isinstance(verdict, HandOn):
                 response = answer(verdict, cid)
-                if response.status_code >= 400:  # RejectedSubmissionsMiddleware's count
-                    self.rt.relay.observer.submission("rejected", str(response.status_code))
+                count_rejected(self.rt.relay.observer, response.status_code)
                 await self._send(cycle, response, cid, send)
                 return
         except Exception:  # as the correlation id's middleware: a problem, not a traceback
