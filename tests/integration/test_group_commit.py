@@ -21,6 +21,7 @@ from notify_relay.adapters.sqlite.write_turn import WriteTurn
 from notify_relay.domain.errors import StoreUnavailable
 from notify_relay.domain.retry import AttemptResult, Decision, Outcome
 from tests.factories import NOW, make_message
+from tests.sql_trace import traced
 
 pytestmark = pytest.mark.anyio
 
@@ -192,10 +193,7 @@ def size(path: Path) -> int:
 def commits_by_thread(conn: sqlite3.Connection) -> list[bool]:
     """For each COMMIT the connection runs from now on: whether it ran on this thread."""
     here = threading.get_ident()
-    seen: list[bool] = []
-    conn.set_trace_callback(
-        lambda sql: seen.append(threading.get_ident() == here) if sql == "COMMIT" else None)
-    return seen
+    return traced(conn, lambda sql: threading.get_ident() == here if sql == "COMMIT" else None)
 
 
 async def test_records_alone_commit_on_the_loop_and_a_durable_batch_in_the_thread(

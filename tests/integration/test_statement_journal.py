@@ -19,6 +19,7 @@ import pytest
 from notify_relay.adapters.sqlite import SqliteDatabase, SqliteStore
 from notify_relay.adapters.sqlite.schema import MIGRATIONS
 from tests.factories import make_message
+from tests.sql_trace import savepoints
 
 pytestmark = pytest.mark.anyio
 PROC_IO = Path("/proc/self/io")
@@ -225,9 +226,7 @@ async def test_replayable_writes_in_a_row_share_a_savepoint(tmp_path: Path) -> N
     db.open()
     try:
         await db.write(lambda conn: conn.execute("CREATE TABLE t (v INTEGER)"))
-        savepoints: list[str] = []
-        db._connection().set_trace_callback(
-            lambda sql: savepoints.append(sql) if sql.startswith("SAVEPOINT") else None)
+        opened = savepoints(db._connection())
 
         def insert(v: int) -> Callable[[sqlite3.Connection], int]:
             return lambda conn: conn.execute("INSERT INTO t VALUES (?)", (v,)).rowcount
@@ -238,7 +237,7 @@ async def test_replayable_writes_in_a_row_share_a_savepoint(tmp_path: Path) -> N
             db.write(insert(-1)),
             *(db.write(insert(v), replayable=True) for v in range(first, first + second)))
         db._connection().set_trace_callback(None)
-        assert savepoints == ["SAVEPOINT run", "SAVEPOINT run", "SAVEPOINT w", "SAVEPOINT run"]
+        assert opened == ["SAVEPOINT run", "SAVEPOINT run", "SAVEPOINT w", "SAVEPOINT run"]
         (count,) = await db.read(lambda c: c.execute("SELECT count(*) FROM t").fetchone())
         assert count == first + second + 1
     finally:
@@ -293,14 +292,12 @@ async def test_a_big_write_keeps_a_savepoint_of_its_own(tmp_path: Path) -> None:
         big = plain.changed(content=replace(
             plain.content, headers=(("X-Big", "x" * (REPLAYABLE_BYTES + 1)),)))
         messages = [make_message("a"), make_message("b"), big, make_message("c")]
-        savepoints: list[str] = []
-        db._connection().set_trace_callback(
-            lambda sql: savepoints.append(sql) if sql.startswith("SAVEPOINT") else None)
+        opened = savepoints(db._connection())
         stored = await asyncio.gather(*(store.create(m) for m in messages))
-        assert savepoints == ["SAVEPOINT run", "SAVEPOINT w", "SAVEPOINT w"]
-        savepoints.clear()
+        assert opened == ["SAVEPOINT run", "SAVEPOINT w", "SAVEPOINT w"]
+        opened.clear()
         await asyncio.gather(*(store.update(m) for m, _ in stored))
-        assert savepoints == ["SAVEPOINT run", "SAVEPOINT w", "SAVEPOINT w"]
+        assert opened == ["SAVEPOINT run", "SAVEPOINT w", "SAVEPOINT w"]
         db._connection().set_trace_callback(None)
         read = await store.get(big.key)
         assert read is not None
