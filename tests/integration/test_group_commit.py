@@ -279,7 +279,7 @@ async def test_a_batch_whose_commit_is_refused_fails_whole_and_the_next_lands(
     db.open()
     other = WriteTurn(Path(f"{path}.writer"))
     try:
-        await fill_refused_batch(db, durable)
+        assert await run_refused_batch(db, durable) == [not durable]  # where it ran
         assert other.try_take()  # given back
         other.give()
         await db.write(insert(9), durable=durable)  # type: ignore[arg-type]
@@ -291,14 +291,19 @@ async def test_a_batch_whose_commit_is_refused_fails_whole_and_the_next_lands(
         db.close()
 
 
-async def fill_refused_batch(db: SqliteDatabase, durable: bool) -> None:
+async def run_refused_batch(db: SqliteDatabase, durable: bool) -> list[bool]:
+    """A batch whose COMMIT fails, each of its writes failed; whether its COMMIT ran on
+    the loop's thread."""
     await db.write(lambda conn: conn.execute("CREATE TABLE t (v INTEGER)"))
     await db.write(lambda conn: conn.execute("CREATE TABLE p (id INTEGER PRIMARY KEY)"))
     await db.write(lambda conn: conn.execute(
         "CREATE TABLE c (p INTEGER REFERENCES p (id) DEFERRABLE INITIALLY DEFERRED)"))
+    on_loop = commits_by_thread(db._connection())
     orphan = asyncio.ensure_future(db.write(
         lambda conn: conn.execute("INSERT INTO c (p) VALUES (42)"), durable=durable))
     others = [asyncio.ensure_future(db.write(insert(i), durable=durable))  # type: ignore[arg-type]
               for i in range(3)]
     results = await asyncio.gather(orphan, *others, return_exceptions=True)
     assert all(isinstance(r, StoreUnavailable) for r in results), results
+    db._connection().set_trace_callback(None)
+    return on_loop

@@ -14,7 +14,7 @@ saved (measured on this project's 2-core machine, bench/run.py); handing over on
 COMMIT, once a batch, frees the loop for the fsync (about 10 % of the loop's time under
 load, by py-spy), which releases the GIL. A batch with no fsync to wait for (delivery's
 records alone, synchronous NORMAL) commits on the loop: its COMMIT only copies its pages to
-the -wal file, cheaper than the hand-over, which cost the delivering process about 3 % of
+the -wal file, cheaper than the hand-over, which cost the delivering process 2-4 % of
 its CPU. Such a COMMIT never checkpoints (wal_autocheckpoint 0 while NORMAL): the next
 durable commit, in the thread, does. And one that starts the -wal file over after a
 checkpoint (which fsyncs its new header) goes to the thread too (_wal_backfilled): the loop
@@ -159,7 +159,8 @@ class SqliteDatabase:
         self._pending: list[_Write] = []
         self._synchronous = FULL  # the connection's setting now (_connect sets FULL)
         self._index: int | None = None  # the -shm file (_wal_backfilled)
-        self._restarts_wal = False  # the open transaction's first frame restarts the -wal
+        # the open NORMAL transaction's first frame may start the -wal over (_wal_backfilled)
+        self._may_restart_wal = False
         self._flush_scheduled = False
         # the batch whose COMMIT runs in _committer now; none starts before it ends
         self._committing: concurrent.futures.Future[None] | None = None
@@ -355,8 +356,9 @@ class SqliteDatabase:
             await asyncio.sleep(0)
 
     def _flush(self) -> None:
-        """Runs the pending writes, then hands their COMMIT to the committer thread; shared,
-        first takes the write turn, or waits for it (see write_turn.py)."""
+        """Runs the pending writes and commits them (in the committer thread when there is
+        an fsync to wait for: _start); shared, first takes the write turn, or waits for it
+        (see write_turn.py)."""
         self._flush_scheduled = False
         if self._committing is not None or not self._pending:
             return
@@ -409,8 +411,9 @@ class SqliteDatabase:
         """Runs what is pending now (the writes that came while the turn was awaited too)."""
         batch, self._pending = self._pending, []
         results, open_transaction = self._run(batch, commit=False)
-        if open_transaction and (self._synchronous != NORMAL or self._restarts_wal):
-            # an fsync to wait for: in the thread
+        # an fsync to wait for: in the thread (not NORMAL is FULL: a failed change of level,
+        # UNSET, raises before BEGIN, so no transaction is open then)
+        if open_transaction and (self._synchronous != NORMAL or self._may_restart_wal):
             loop = asyncio.get_running_loop()
             self._committing = self._committer.submit(self._commit)
             self._committing.add_done_callback(
@@ -446,7 +449,7 @@ class SqliteDatabase:
                 conn.execute(f"PRAGMA wal_autocheckpoint = {checkpoint_at}")
                 self._synchronous = synchronous
             conn.execute("BEGIN IMMEDIATE")
-            self._restarts_wal = synchronous == NORMAL and self._wal_backfilled()
+            self._may_restart_wal = synchronous == NORMAL and self._wal_backfilled()
             start = 0
             while start < len(batch):
                 end = start + 1
