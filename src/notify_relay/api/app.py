@@ -91,8 +91,8 @@ def create_app(rt: Runtime, listen_host: str = "127.0.0.1", *,
     app.add_middleware(BodyGuardMiddleware, authenticate=(
         (lambda scope: auth.sender_of(scope, Headers(scope=scope).get("authorization"), None))
         if auth.enabled else None))
-    # Prometheus embedded, EMF metrics on AWS
-    app.add_middleware(RejectedSubmissionsMiddleware, observer=rt.relay.observer)
+    app.add_middleware(RejectedSubmissionsMiddleware,  # Prometheus embedded, EMF on AWS
+                       observer=rt.relay.observer)
     guard = None if rt.auth.enabled else KeylessGuard(listen_host)
     if guard is not None:
         app.add_middleware(KeylessGuardMiddleware, guard=guard)

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from notify_relay.api.middleware import count_rejected
 from notify_relay.api.openapi import errors
 from notify_relay.api.problems import JSONResponse, field_errors
 from notify_relay.api.routes import BODY, runtime
@@ -108,12 +109,12 @@ async def submit_batch(batch: Batch, request: Request) -> Response:
         else:
             answers[index] = _item_problem(result, batch.messages[index])
     observer = rt.relay.observer  # Prometheus embedded, EMF metrics on AWS
-    for answer in answers:
+    for answer in answers:  # each item as a submission of its own
         status = answer["httpStatus"] if answer is not None else 500
         if status in (200, 202):
             observer.submission("duplicate" if status == 200 else "accepted")
-        else:
-            observer.submission("rejected", str(status))
+        else:  # a problem's status (4xx, 5xx)
+            count_rejected(observer, status)
     # the contract pairs RATE_LIMITED with Retry-After; an item has no field for it
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     return JSONResponse({"items": answers}, headers=headers)

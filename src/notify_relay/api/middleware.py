@@ -125,7 +125,8 @@ class HeadAsGetMiddleware:
 
 
 def count_rejected(observer: Observer, status: int) -> None:
-    """A submission answered with an error: here and on plain_submit's path."""
+    """Counts a submission answered with a status of 400 or more as rejected: for
+    RejectedSubmissionsMiddleware, plain_submit, and a batch for each item."""
     if status >= 400:
         observer.submission("rejected", str(status))
 
