@@ -159,8 +159,6 @@ class SqliteDatabase:
         self._pending: list[_Write] = []
         self._synchronous = FULL  # the connection's setting now (_connect sets FULL)
         self._index: int | None = None  # the -shm file (_wal_backfilled)
-        # the open NORMAL transaction's first frame may start the -wal over (_wal_backfilled)
-        self._may_restart_wal = False
         self._flush_scheduled = False
         # the batch whose COMMIT runs in _committer now; none starts before it ends
         self._committing: concurrent.futures.Future[None] | None = None
@@ -413,7 +411,7 @@ class SqliteDatabase:
         results, open_transaction = self._run(batch, commit=False)
         # an fsync to wait for: in the thread (not NORMAL is FULL: a failed change of level,
         # UNSET, raises before BEGIN, so no transaction is open then)
-        if open_transaction and (self._synchronous != NORMAL or self._may_restart_wal):
+        if open_transaction and (self._synchronous != NORMAL or self._wal_backfilled()):
             loop = asyncio.get_running_loop()
             self._committing = self._committer.submit(self._commit)
             self._committing.add_done_callback(
@@ -449,7 +447,6 @@ class SqliteDatabase:
                 conn.execute(f"PRAGMA wal_autocheckpoint = {checkpoint_at}")
                 self._synchronous = synchronous
             conn.execute("BEGIN IMMEDIATE")
-            self._may_restart_wal = synchronous == NORMAL and self._wal_backfilled()
             start = 0
             while start < len(batch):
                 end = start + 1
@@ -471,10 +468,13 @@ class SqliteDatabase:
         fsyncs at any synchronous level but OFF (helper-70 saw it on the loop: p99 6 ms,
         up to 8.6 ms on an idle disk). Read from the wal-index's header in the -shm file
         (https://sqlite.org/walformat.html): mxFrame at byte 16, nBackfill at 96, both
-        32-bit in the machine's byte order. Read after BEGIN IMMEDIATE, with the write lock:
-        nothing can add frames, and a checkpoint from outside (an operator's) can only make
-        the check say so when no new header comes (a reader keeps the old frames in use):
-        a hand-over to the thread for nothing, never an fsync on the loop (helper-71)."""
+        32-bit in the machine's byte order. Read in the open transaction, with the write
+        lock: no commit can add frames; the transaction's own frames, if its statements
+        spilled any, change neither field (only a COMMIT writes mxFrame), except a restart
+        they made, which sets both to 0 (a hand-over to the thread for nothing). A
+        checkpoint from outside (an operator's) can only make the check say so when no new
+        header comes (a reader keeps the old frames in use): for nothing too, never an
+        fsync on the loop (helper-71)."""
         if self._index is None:
             return True
         header = os.pread(self._index, 100, 0)
