@@ -225,17 +225,102 @@ async def test_records_alone_never_checkpoint_and_the_next_durable_commit_does(
     assert await db.read(count) == 1201
 
 
-async def test_the_commit_that_starts_the_wal_over_goes_to_the_thread(
+def checkpointed(conn: sqlite3.Connection) -> None:
+    """Past 1,000 pages: its COMMIT copies the whole -wal file to the database file."""
+    conn.executemany("INSERT INTO t (v) VALUES (randomblob(4000))", [()] * 1100)
+
+
+def wal_salt(db: SqliteDatabase) -> bytes:
+    """The -wal file's salts (https://sqlite.org/walformat.html): new each time it is
+    started over."""
+    with open(f"{db.path}-wal", "rb") as wal:
+        return wal.read(24)[16:24]
+
+
+async def test_the_wal_starts_over_in_the_thread_before_the_next_batch(
         db: SqliteDatabase) -> None:
     """After a checkpoint has copied every frame, the next transaction writes the -wal
-    file's header again, and SQLite fsyncs it even at NORMAL: not on the loop."""
-    on_loop = commits_by_thread(db._connection())
-    await db.write(lambda conn: conn.executemany(  # past 1,000 pages: it checkpoints
-        "INSERT INTO t (v) VALUES (randomblob(4000))", [()] * 1100))
+    file's header again, and SQLite fsyncs it even at NORMAL: not on the loop. A write of
+    its own does it in the thread; the batch after it commits where it would."""
+    conn = db._connection()
+    on_loop = commits_by_thread(conn)
+    await db.write(checkpointed)
+    salt = wal_salt(db)
     await db.write(insert(1), durable=False)  # type: ignore[arg-type]
+    assert wal_salt(db) != salt
     await db.write(insert(2), durable=False)  # type: ignore[arg-type]
-    assert on_loop == [False, False, True]
+    assert on_loop == [False, False, True, True]  # the batch, the restart, the records
     assert await db.read(count) == 1102
+
+
+@pytest.mark.parametrize("durable", [True, False])
+async def test_statements_that_outgrow_the_cache_after_a_checkpoint_do_not_start_the_wal_over(
+        db: SqliteDatabase, durable: bool) -> None:
+    """A batch's statements write pages to the -wal file before its COMMIT once they
+    outgrow SQLite's page cache (2 MiB); the first page written after a checkpoint started
+    the file over, with its fsync, there on the loop (helper-71)."""
+    await db.write(checkpointed)
+    salts: list[bytes] = []
+
+    def big(conn: sqlite3.Connection) -> None:
+        salts.append(wal_salt(db))
+        if durable:  # a submission of 3 MiB
+            conn.execute("INSERT INTO t (v) VALUES (randomblob(3000000))")
+        else:  # records of 1,100 pages
+            conn.executemany("INSERT INTO t (v) VALUES (randomblob(4000))", [()] * 1100)
+        salts.append(wal_salt(db))
+
+    await db.write(big, durable=durable)
+    assert salts[0] == salts[1]
+    assert await db.read(count) == (1101 if durable else 2200)
+
+
+class FailingRestart:
+    """A connection whose next write of readiness's row fails (a disk that fails a write)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.armed = True
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if self.armed and sql.startswith("UPDATE heartbeat"):
+            self.armed = False
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.conn, name)
+
+
+async def test_a_restart_that_fails_leaves_the_batch_to_run(db: SqliteDatabase) -> None:
+    """The batch meets the fault itself, if it lasts, and fails named; here it has passed."""
+    await db.write(checkpointed)
+    failing = FailingRestart(db._connection())
+    db._conn = failing  # type: ignore[assignment]
+    assert await db.write(insert(1), durable=False) is not None  # type: ignore[arg-type]
+    assert not failing.armed
+    assert not failing.conn.in_transaction
+    assert await db.read(count) == 1101
+
+
+async def test_a_checkpoint_from_outside_during_a_batch_sends_its_commit_to_the_thread(
+        db: SqliteDatabase) -> None:
+    """An operator's checkpoint can copy the -wal file whole after the check before the
+    batch: its COMMIT then starts the file over, checked again before it."""
+    await db.write(insert(1))  # type: ignore[arg-type]
+    on_loop = commits_by_thread(db._connection())
+    outside = sqlite3.connect(db.path)
+    try:
+        def with_checkpoint(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO t (v) VALUES (2)")
+            outside.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+        await db.write(with_checkpoint, durable=False)
+        await db.write(insert(3), durable=False)  # type: ignore[arg-type]
+    finally:
+        outside.close()
+    assert on_loop == [False, True]
+    assert await db.read(count) == 3
 
 
 class FailingPragma:

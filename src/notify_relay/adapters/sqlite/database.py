@@ -16,9 +16,9 @@ load, by py-spy), which releases the GIL. A batch with no fsync to wait for (del
 records alone, synchronous NORMAL) commits on the loop: its COMMIT only copies its pages to
 the -wal file, cheaper than the hand-over, which cost the delivering process 2-4 % of
 its CPU. Such a COMMIT never checkpoints (wal_autocheckpoint 0 while NORMAL): the next
-durable commit, in the thread, does. And one that starts the -wal file over after a
-checkpoint (which fsyncs its new header) goes to the thread too (_wal_backfilled): the loop
-waits for no fsync.
+durable commit, in the thread, does. And the -wal file, once a checkpoint has copied all
+of it, is started over (which fsyncs its new header) by a write of its own in the thread
+before the next batch runs (_restart_wal): the loop waits for no fsync.
 Reads use a connection of their own, read-only: in WAL mode they never wait for the
 writer, and see only committed data.
 
@@ -406,7 +406,44 @@ class SqliteDatabase:
         self._start()
 
     def _start(self) -> None:
-        """Runs what is pending now (the writes that came while the turn was awaited too)."""
+        """Runs what is pending now (the writes that came while the turn was awaited too),
+        once the -wal file is started over if it is due to be (_restart_wal)."""
+        if self._index is not None and self._wal_backfilled():
+            loop = asyncio.get_running_loop()
+            self._committing = self._committer.submit(self._restart_wal)
+            self._committing.add_done_callback(
+                lambda done: loop.call_soon_threadsafe(self._restarted, done))
+            return
+        self._start_batch()
+
+    def _restart_wal(self) -> None:
+        """In the committer thread: readiness's write (check_writable), so that the -wal
+        file is started over here, with its new header's fsync, and not by the next batch
+        on the loop: its COMMIT would go to the thread for that (_start_batch), but its
+        statements write pages to the -wal file before their COMMIT as soon as they
+        outgrow SQLite's page cache (2 MiB: a 3 MiB body, 1,100 pages of records), and
+        the first of them started the file over there (helper-71). The value must change:
+        SQLite leaves a page that a write leaves as it was out of the commit."""
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("UPDATE heartbeat SET at = ? WHERE id = 1", (time.time(),))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _restarted(self, done: concurrent.futures.Future[None]) -> None:
+        self._committing = None
+        if self._conn is None:  # closed meanwhile: close() ran what was pending
+            return
+        if (error := done.exception()) is not None:  # the batch meets it too, and fails
+            log.warning("starting the -wal file over failed",
+                        extra={"error": f"{type(error).__name__}: {error}"[:200]})
+        self._start_batch()
+
+    def _start_batch(self) -> None:
         batch, self._pending = self._pending, []
         results, open_transaction = self._run(batch, commit=False)
         # an fsync to wait for: in the thread (not NORMAL is FULL: a failed change of level,
@@ -468,13 +505,14 @@ class SqliteDatabase:
         fsyncs at any synchronous level but OFF (helper-70 saw it on the loop: p99 6 ms,
         up to 8.6 ms on an idle disk). Read from the wal-index's header in the -shm file
         (https://sqlite.org/walformat.html): mxFrame at byte 16, nBackfill at 96, both
-        32-bit in the machine's byte order. Read in the open transaction, with the write
-        lock: no commit can add frames; the transaction's own frames, if its statements
+        32-bit in the machine's byte order. Read with the write turn (_start), or in the
+        open transaction with the write lock (_start_batch): no commit of this server's can
+        add frames or checkpoint meanwhile; the transaction's own frames, if its statements
         spilled any, change neither field (only a COMMIT writes mxFrame), except a restart
         they made, which sets both to 0 (a hand-over to the thread for nothing). A
         checkpoint from outside (an operator's) can only make the check say so when no new
-        header comes (a reader keeps the old frames in use): for nothing too, never an
-        fsync on the loop (helper-71)."""
+        header comes (a reader keeps the old frames in use): for nothing too; one that
+        comes between the two reads is caught by the second for the COMMIT (helper-71)."""
         if self._index is None:
             return True
         header = os.pread(self._index, 100, 0)
