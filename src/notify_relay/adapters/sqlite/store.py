@@ -111,8 +111,9 @@ class SqliteStore:
                                                due_at.timestamp(), message.destination))
             return message, True
 
-        small = len(doc) + len(message.content.body or b"") <= REPLAYABLE_BYTES
-        stored, created = await self._db.write(insert, replayable=small)
+        size = len(doc) + len(message.content.body or b"")
+        stored, created = await self._db.write(
+            insert, replayable=size <= REPLAYABLE_BYTES, size=size)
         return (stored.with_version(1) if created else stored), created
 
     async def update_settled(self, message: Message, claim: Claim) -> Message:
@@ -155,8 +156,9 @@ class SqliteStore:
             if then is not None:
                 conn.execute(*then)
 
-        small = len(cast("bytes", params[3])) <= REPLAYABLE_BYTES  # the doc
-        await self._db.write(update, durable=durable, replayable=small)
+        size = len(cast("bytes", params[3]))  # the doc
+        await self._db.write(update, durable=durable, replayable=size <= REPLAYABLE_BYTES,
+                             size=size)
         return message.with_version(message.version + 1)
 
     async def list(
