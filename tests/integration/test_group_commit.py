@@ -5,6 +5,7 @@ see committed data only; a failed commit fails its whole batch and leaves the fi
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 from pathlib import Path
@@ -304,24 +305,86 @@ async def test_a_restart_that_fails_leaves_the_batch_to_run(db: SqliteDatabase) 
     assert await db.read(count) == 1101
 
 
-async def test_a_checkpoint_from_outside_during_a_batch_sends_its_commit_to_the_thread(
+async def test_a_checkpoint_from_outside_before_a_batch_sends_its_commit_to_the_thread(
         db: SqliteDatabase) -> None:
-    """An operator's checkpoint can copy the -wal file whole after the check before the
-    batch: its COMMIT then starts the file over, checked again before it."""
-    await db.write(insert(1))  # type: ignore[arg-type]
-    on_loop = commits_by_thread(db._connection())
-    outside = sqlite3.connect(db.path)
-    try:
-        def with_checkpoint(conn: sqlite3.Connection) -> None:
-            conn.execute("INSERT INTO t (v) VALUES (2)")
-            outside.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    """An operator's checkpoint can copy the -wal file whole after the restart and before
+    the batch begins: the batch's COMMIT then starts the file over (SQLite decides when a
+    transaction begins), and is sent to the thread by the check before it."""
+    await db.write(checkpointed)
+    outside = sqlite3.connect(db.path, check_same_thread=False)  # run in the thread
+    real_restart = db._restart_wal
 
-        await db.write(with_checkpoint, durable=False)
+    def restart_then_checkpoint() -> None:
+        real_restart()
+        outside.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    db._restart_wal = restart_then_checkpoint  # type: ignore[method-assign]
+    try:
+        on_loop = commits_by_thread(db._connection())
+        salts: list[bytes] = []
+
+        def small(conn: sqlite3.Connection) -> None:
+            salts.append(wal_salt(db))
+            conn.execute("INSERT INTO t (v) VALUES (2)")
+
+        await db.write(small, durable=False)
+        assert wal_salt(db) != salts[0]  # started over by its COMMIT
         await db.write(insert(3), durable=False)  # type: ignore[arg-type]
     finally:
         outside.close()
-    assert on_loop == [False, True]
-    assert await db.read(count) == 3
+    assert on_loop == [False, False, True]  # the restart, the batch's, the next one's
+    assert await db.read(count) == 1102
+
+
+def traced_in_thread(conn: sqlite3.Connection) -> list[str]:
+    """The statements the connection runs off the loop's thread from now on."""
+    here = threading.get_ident()
+    return traced(conn, lambda sql: sql if threading.get_ident() != here else None)
+
+
+async def test_the_restart_runs_at_normal_and_the_durable_batch_after_it_at_full(
+        db: SqliteDatabase) -> None:
+    """The restart's own COMMIT needs no fsync: the durable batch's covers its row. At FULL
+    the first durable write after a checkpoint waited for three (helper-73)."""
+    await db.write(checkpointed)
+    in_thread = traced_in_thread(db._connection())
+    assert await db.write(synchronous) == 2
+    assert [sql.split(" SET")[0] for sql in in_thread] == [
+        "PRAGMA synchronous = 1", "BEGIN IMMEDIATE", "UPDATE heartbeat", "COMMIT",
+        "PRAGMA synchronous = 2", "COMMIT"]
+    assert await db.write(synchronous, durable=False) == 1
+    assert await db.write(synchronous) == 2
+
+
+@pytest.mark.parametrize("durable", [True, False])
+async def test_a_restart_that_keeps_failing_is_tried_again_only_after_a_commit(
+        db: SqliteDatabase, caplog: pytest.LogCaptureFixture, durable: bool) -> None:
+    """An operator holds the write lock just after a checkpoint: each batch fails after
+    SQLite's busy timeout, and did so twice, with a warning each, while its restart was
+    tried before it every time (helper-73)."""
+    await db.write(checkpointed)
+    in_thread = traced_in_thread(db._connection())
+
+    def restarts() -> int:
+        return sum(sql.startswith("BEGIN") for sql in in_thread)
+
+    blocker = sqlite3.connect(db.path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        for value in (1, 2, 3):
+            with pytest.raises(StoreUnavailable):
+                await db.write(insert(value), durable=False)  # type: ignore[arg-type]
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert restarts() == 1
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        "starting the -wal file over failed; the writes go on without"]
+    await db.write(insert(4), durable=durable)  # type: ignore[arg-type]
+    await db.write(checkpointed)  # the restarts are back once a batch has committed
+    await db.write(insert(5), durable=False)  # type: ignore[arg-type]
+    assert restarts() == 2
+    assert await db.read(count) == 2202
 
 
 MiB = 1024 * 1024

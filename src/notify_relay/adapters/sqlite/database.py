@@ -18,7 +18,8 @@ the -wal file, cheaper than the hand-over, which cost the delivering process 2-4
 its CPU. Such a COMMIT never checkpoints (wal_autocheckpoint 0 while NORMAL): the next
 durable commit, in the thread, does. And the -wal file, once a checkpoint has copied all
 of it, is started over (which fsyncs its new header) by a write of its own in the thread
-before the next batch runs (_restart_wal): the loop waits for no fsync.
+before the next batch runs (_restart_wal): the loop waits for no fsync, unless an
+operator's checkpoint (sqlite3's shell, say) lands just before a batch that spills.
 Reads use a connection of their own, read-only: in WAL mode they never wait for the
 writer, and see only committed data.
 
@@ -165,8 +166,14 @@ class SqliteDatabase:
         self._synchronous = FULL  # the connection's setting now (_connect sets FULL)
         self._index: int | None = None  # the -shm file (_wal_backfilled)
         self._flush_scheduled = False
-        # the batch whose COMMIT runs in _committer now; none starts before it ends
+        # what a batch waits for now: the write turn, the -wal file's restart or its COMMIT
+        # in _committer; none starts before it ends
         self._committing: concurrent.futures.Future[None] | None = None
+        # the last restart of the -wal file failed, and no batch has committed in the
+        # thread since (the next one to commit after a failed restart starts the file over,
+        # so its COMMIT goes there): the batches do without one (a fault that lasts would
+        # fail each twice, and log each)
+        self._restart_failed = False
         self._committer = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="sqlite-commit")
 
@@ -363,8 +370,8 @@ class SqliteDatabase:
 
     def _flush(self) -> None:
         """Runs the pending writes and commits them (in the committer thread when there is
-        an fsync to wait for: _start); shared, first takes the write turn, or waits for it
-        (see write_turn.py)."""
+        an fsync to wait for: _start, _start_batch); shared, first takes the write turn, or
+        waits for it (see write_turn.py)."""
         self._flush_scheduled = False
         if self._committing is not None or not self._pending:
             return
@@ -416,11 +423,11 @@ class SqliteDatabase:
     def _start(self) -> None:
         """Runs what is pending now (the writes that came while the turn was awaited too),
         once the -wal file is started over if it is due to be (_restart_wal)."""
-        if self._index is not None and self._wal_backfilled():
+        if self._index is not None and not self._restart_failed and self._wal_backfilled():
             loop = asyncio.get_running_loop()
             self._committing = self._committer.submit(self._restart_wal)
             self._committing.add_done_callback(
-                lambda done: loop.call_soon_threadsafe(self._restarted, done))
+                lambda done: _call_soon(loop, self._restarted, done))
             return
         self._start_batch()
 
@@ -431,23 +438,35 @@ class SqliteDatabase:
         statements write pages to the -wal file before their COMMIT as soon as they
         outgrow SQLite's page cache (2 MiB: a 3 MiB body, 1,100 pages of records), and
         the first of them started the file over there (helper-71). The value must change:
-        SQLite leaves a page that a write leaves as it was out of the commit."""
+        SQLite leaves a page that a write leaves as it was out of the commit. At synchronous
+        NORMAL: the header's fsync is all this is for; the next durable COMMIT's covers the
+        row (at FULL, the first durable write after a checkpoint waited for three fsyncs,
+        helper-73)."""
         conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
+        level = self._synchronous
+        if level != NORMAL:
+            self._synchronous = UNSET  # until FULL is set back (else _run sets both again)
+            conn.execute(f"PRAGMA synchronous = {NORMAL}")
         try:
+            conn.execute("BEGIN IMMEDIATE")
             conn.execute("UPDATE heartbeat SET at = ? WHERE id = 1", (time.time(),))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        finally:
+            if level == FULL:
+                conn.execute(f"PRAGMA synchronous = {FULL}")
+                self._synchronous = FULL
 
     def _restarted(self, done: concurrent.futures.Future[None]) -> None:
         self._committing = None
         if self._conn is None:  # closed meanwhile: close() ran what was pending
             return
-        if (error := done.exception()) is not None:  # the batch meets it too, and fails
-            log.warning("starting the -wal file over failed",
+        if (error := done.exception()) is not None:  # the batch runs: if the fault lasts, it
+            self._restart_failed = True  # fails too, named; the restarts wait for a commit
+            log.warning("starting the -wal file over failed; the writes go on without",
                         extra={"error": f"{type(error).__name__}: {error}"[:200]})
         self._start_batch()
 
@@ -460,7 +479,7 @@ class SqliteDatabase:
             loop = asyncio.get_running_loop()
             self._committing = self._committer.submit(self._commit)
             self._committing.add_done_callback(
-                lambda done: loop.call_soon_threadsafe(self._committed, done, batch, results))
+                lambda done: _call_soon(loop, self._committed, done, batch, results))
             return
         if open_transaction:  # NORMAL: no fsync, no checkpoint (see above): here
             try:
@@ -530,10 +549,12 @@ class SqliteDatabase:
         open transaction with the write lock (_start_batch): no commit of this server's can
         add frames or checkpoint meanwhile; the transaction's own frames, if its statements
         spilled any, change neither field (only a COMMIT writes mxFrame), except a restart
-        they made, which sets both to 0 (a hand-over to the thread for nothing). A
-        checkpoint from outside (an operator's) can only make the check say so when no new
-        header comes (a reader keeps the old frames in use): for nothing too; one that
-        comes between the two reads is caught by the second for the COMMIT (helper-71)."""
+        they made, which sets both to 0 (a hand-over to the thread for nothing). SQLite
+        decides when a transaction begins whether it starts the file over. A checkpoint
+        from outside (an operator's) that lands between the check before a batch and its
+        BEGIN makes it do so: at its COMMIT, which the check before the COMMIT sends to the
+        thread, or, should its statements spill, on the loop (helper-73); one that lands
+        later makes the check say so for nothing (helper-71)."""
         if self._index is None:
             return True
         header = os.pread(self._index, 100, 0)
@@ -559,6 +580,8 @@ class SqliteDatabase:
         if error is not None:
             results = self._failed(batch, error)
             self._give_turn()
+        else:
+            self._restart_failed = False
         self._settle(results)
         self._next()
 
@@ -576,6 +599,14 @@ class SqliteDatabase:
                 future.set_result(result)
             else:
                 future.set_exception(error)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None],
+               *args: Any) -> None:
+    """From the committer thread: the loop may be closed by then (close() saw to what was
+    pending)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback, *args)
 
 
 def _each(conn: sqlite3.Connection, writes: list[_Write], results: list[_Result]) -> None:
