@@ -7,6 +7,7 @@ import itertools
 import json
 import logging
 import sqlite3
+import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -779,6 +780,51 @@ async def test_a_stop_during_a_claim_gives_its_entries_back_unstarted(
         (again,) = await queue.claim(10, 60.0)  # due at once
         assert again.key == message.key
     finally:
+        await rt.stop()
+
+
+async def test_a_stop_during_a_flush_lets_it_end_before_the_last_one(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A destination's statistics written as the stop came: the flush was cancelled while
+    its write still landed, and the stop's own flush wrote over it with the version before
+    (StaleWrite, logged with a traceback: CI caught it in tests/e2e/test_processes.py)."""
+    rt = build_embedded(settings(tmp_path / "r.db"))
+    queue = rt.relay.queue
+    assert isinstance(queue, StartingQueue)
+    worker = Worker(rt.relay, queue, WorkerSettings(flush_every_seconds=0.2), WakeUp())
+    db = rt.relay.store._db  # type: ignore[attr-defined]
+    real_commit = db._commit
+    committing, release = threading.Event(), threading.Event()
+
+    def held_commit() -> None:  # the flush's write, held in its COMMIT
+        committing.set()
+        release.wait(10)
+        real_commit()
+
+    key = DestinationKey("sender-a", "partner.example")
+    gate = rt.relay.gate
+    try:
+        ticket = await gate.admit(key)
+        assert not isinstance(ticket, Hold)
+        await gate.finish(ticket, AttemptResult(status_code=200))  # statistics: to flush
+        await worker.start()  # its own writes at start done
+        db._commit = held_commit
+        for _ in range(500):
+            if committing.is_set():
+                break
+            await asyncio.sleep(0.01)
+        assert committing.is_set(), "the worker did not flush"
+        stopping = asyncio.create_task(worker.stop())
+        await asyncio.sleep(0.1)
+        release.set()
+        await asyncio.wait_for(stopping, 10)
+        db._commit = real_commit
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+        stored = await gate.store.get(key)
+        assert stored is not None
+        assert stored.last_success_at is not None
+    finally:
+        release.set()
         await rt.stop()
 
 

@@ -142,8 +142,11 @@ class Worker:
         self._stopping.set()
         self._wake.ready()
         self._slot_free.set()
-        if self._main is not None:  # a claim under way ends, and gives back what it took
-            await asyncio.wait([self._main], timeout=MAIN_STOP_SECONDS)
+        # a claim under way ends, and gives back what it took; a flush under way ends too:
+        # cancelled, its write still landed, and the last flush (below) wrote over it with
+        # the version before it (StaleWrite, a traceback at every such stop)
+        if running := [task for task in (self._main, self._flusher) if task is not None]:
+            await asyncio.wait(running, timeout=MAIN_STOP_SECONDS)
         for task in (self._main, self._reconciler, self._flusher):
             if task is not None:
                 task.cancel()
@@ -379,10 +382,15 @@ class Worker:
         return await self._wake.sleep(seconds)
 
     async def _flush_forever(self) -> None:
+        """Until the stop, which it waits for between flushes (stop() flushes once more)."""
         settings = self._settings
         evicted_at = time.monotonic()
-        while True:
-            await asyncio.sleep(settings.flush_every_seconds)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(settings.flush_every_seconds):
+                    await self._stopping.wait()
+            if self._stopping.is_set():
+                return
             try:
                 if time.monotonic() - evicted_at >= settings.evict_every_seconds:
                     evicted_at = time.monotonic()
