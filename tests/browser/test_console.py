@@ -72,6 +72,18 @@ def test_login_keeps_the_key_in_session_storage_only(
     assert page.evaluate("sessionStorage.getItem('notify-relay.key')") is None
 
 
+def clear_filters(page: Page) -> None:
+    """Clear, and wait for the page it opens: filled before that page came (the hash's
+    change renders it later, on a loaded machine after the fill), a field was replaced by
+    an empty one, and the search showed every message (CI, 2026-12-08)."""
+    page.click("#filters button:text('Clear')")  # the hash changes at once, the page later
+    expect(page).to_have_url(re.compile(r"#/messages$"))
+    expect(page.locator("#counts button[data-status='']")).to_have_class(
+        re.compile(r"\bselected\b"))
+    for field in ("#filter-id", "#filter-destination"):
+        expect(page.locator(field)).to_have_value("")
+
+
 def test_messages_counts_filters_and_live_counts(
         page: Page, server: ServerProcess, api: Api, site_partner: Partner,
         screenshots: Path) -> None:
@@ -102,18 +114,18 @@ def test_messages_counts_filters_and_live_counts(
     expect(page.locator("#messages tr[data-id=list-bad-0]")).to_be_visible()
 
     # search by id and by destination
-    page.click("#filters button:text('Clear')")
+    clear_filters(page)
     page.fill("#filter-id", "list-ok-")
     page.click("#filters button[type=submit]")
     expect(rows).to_have_count(3)
-    page.click("#filters button:text('Clear')")
+    clear_filters(page)
     page.fill("#filter-destination", "list-bad")
     page.click("#filters button[type=submit]")
     expect(page.locator("#messages tr")).to_have_count(1)
     expect(page.locator("#messages tr td.id")).to_have_text("list-bad-0")
 
     # by time: nothing was created in the future, everything after 2000
-    page.click("#filters button:text('Clear')")
+    clear_filters(page)
     page.fill("#filter-since", "2100-01-01T00:00")
     page.click("#filters button[type=submit]")
     expect(page.locator("#messages-summary")).to_have_text("No messages match.")
