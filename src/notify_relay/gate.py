@@ -273,7 +273,15 @@ class Gate:
         writer); a write that follows another one waits for it."""
         async with self._locks.setdefault(key, asyncio.Lock()):
             written = self.cached(key)
-            saved = await self.store.save(written)
+            try:
+                saved = await self.store.save(written)
+            except StaleWrite:
+                # a save of this one writer's, cancelled after it was sent (a stop that
+                # did not wait for the flush), landed after all: the cache still rules
+                stored = await self.store.get(key)
+                if stored is None:
+                    raise
+                saved = await self.store.save(replace(written, version=stored.version))
             current = self.cached(key)
             if current is written:  # changed meanwhile: still to write (and not evicted)
                 self._dirty.discard(key)

@@ -8,7 +8,9 @@ import asyncio
 import logging
 import sqlite3
 import threading
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +20,7 @@ from notify_relay.adapters.sqlite import (
     SqliteQueue,
     SqliteStore,
 )
+from notify_relay.adapters.sqlite.store import EXPIRE_BYTES
 from notify_relay.adapters.sqlite.write_turn import WriteTurn
 from notify_relay.domain.errors import StoreUnavailable
 from notify_relay.domain.retry import AttemptResult, Decision, Outcome
@@ -409,7 +412,7 @@ def transactions(conn: sqlite3.Connection) -> list[list[str]]:
 
 async def test_a_batch_takes_writes_up_to_its_bytes_or_its_first(db: SqliteDatabase) -> None:
     """Its statements run on the event loop: 16 submissions of 5.9 MB in one batch held
-    it 184-230 ms. The writes keep their order; one of no size joins the batch before."""
+    it 146-295 ms. The writes keep their order; one of no size joins the batch before."""
     groups = transactions(db._connection())
     sizes = [3 * MiB, 3 * MiB, 1 * MiB, 1 * MiB, 1 * MiB, 5 * MiB, 0, 0]
     await asyncio.gather(*(db.write(insert(value), size=size)  # type: ignore[arg-type]
@@ -436,6 +439,36 @@ async def test_submissions_with_big_bodies_are_stored_a_few_to_a_batch(
         stored = await store.get(created[4][0].key)
         assert stored is not None
         assert stored.content.body == body
+    finally:
+        db.close()
+
+
+async def test_a_claim_and_an_expiry_count_in_their_batch_s_bytes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A claim reads up to 4 MiB of bodies and writes their starts in its write, an expiry
+    frees up to 4 MiB of bodies in its: with no size, either joined a batch already at
+    the bound (helper-74: 53 ms of the loop against 12)."""
+    db = SqliteDatabase(tmp_path / "relay.db")
+    db.open()
+    try:
+        sizes: list[int] = []
+        real_write = db.write
+
+        async def spied(fn: object, **kwargs: Any) -> object:
+            sizes.append(kwargs.get("size", 0))
+            return await real_write(fn, **kwargs)  # type: ignore[arg-type]
+
+        store, queue = SqliteStore(db), SqliteQueue(db)
+        body = b'"' + b"x" * MiB + b'"'
+        for n in range(2):
+            await store.create_queued(make_message(f"m-{n}", body=body))
+        monkeypatch.setattr(db, "write", spied)
+        claims = await queue.claim_started(10, 30.0, None, lambda m: m.start_attempt(NOW))
+        assert len(claims) == 2
+        assert sizes == [sizes[0]]
+        assert 2 * MiB < sizes[0] < 2 * MiB + 8192  # the bodies and their documents
+        await store.expire(NOW + timedelta(days=1), 100)
+        assert sizes[1:] == [EXPIRE_BYTES]
     finally:
         db.close()
 

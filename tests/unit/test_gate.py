@@ -598,3 +598,43 @@ async def test_a_change_made_while_its_record_is_written_stays_to_write() -> Non
     assert stored is not None
     assert stored.last_success_at == clock.now
     assert gate.evict_idle(0.0) == 1
+
+
+async def test_a_flush_cancelled_while_its_save_lands_leaves_the_next_one_its_version() -> None:
+    """Embedded, the gate is the records' one writer, but a save cancelled after it was
+    sent (a stop that did not wait for the flush) still lands: the next flush, with the
+    version before it, was refused (StaleWrite), and every destination after it in that
+    flush was left unwritten (helper-74)."""
+    class LandingStore(MemoryDestinationStore):
+        """A save goes on when its caller stops waiting, as one in SQLite's batch does."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = asyncio.Event()
+            self.saves: list[asyncio.Task[Destination]] = []
+
+        async def save(self, destination: Destination) -> Destination:
+            async def landing() -> Destination:
+                await self.release.wait()
+                return await MemoryDestinationStore.save(self, destination)
+
+            self.saves.append(asyncio.ensure_future(landing()))
+            return await asyncio.shield(self.saves[-1])
+
+    store = LandingStore()
+    clock = Clock()
+    gate = Gate(store, RULES, clock=clock, rand=lambda: 0.0)
+    ticket = await gate.admit(DEST)
+    assert isinstance(ticket, Ticket)
+    await gate.finish(ticket, AttemptResult(status_code=200))  # statistics: dirty
+    flushing = asyncio.create_task(gate.flush())
+    await asyncio.sleep(0)
+    flushing.cancel()  # the stop's cancel
+    store.release.set()
+    await asyncio.gather(*store.saves)  # landed: version 1
+    await gate.flush()
+    stored = await store.get(DEST)
+    assert stored is not None
+    assert stored.version == 2
+    assert stored.last_success_at == clock.now
+    assert gate.evict_idle(0.0) == 1  # written: nothing left to write

@@ -1,10 +1,10 @@
 """One SQLite file in WAL mode, written with group commit.
 
 Every write is a small function. Writes issued while no commit is running are run
-together on the event loop's thread, each inside a savepoint (replayable ones in a row
-share one: see write()), just after the loop's turn; their COMMIT (the fsync) then runs in
-a thread of its own while the loop goes on, and the writes issued meanwhile gather into
-the next batch, which starts when that commit ends.
+together (up to BATCH_BYTES of them) on the event loop's thread, each inside a savepoint
+(replayable ones in a row share one: see write()), just after the loop's turn; their
+COMMIT (the fsync) then runs in a thread of its own while the loop goes on, and the
+writes issued meanwhile gather into the next batch, which starts when that commit ends.
 Many concurrent requests share one fsync, each still learns its own result, and nobody's
 `await` returns before its write is durable (against a power loss too, unless it is one of
 delivery's records, which may wait for the next fsync: write()).
@@ -65,8 +65,12 @@ BUSY_TIMEOUT_MS = 250
 RUN_WRITES = 32
 # A batch's statements run on the event loop: it takes pending writes up to this many
 # bytes (by write()'s `size`), or its first whatever its size. Taking them all, 16
-# submissions of 5.9 MB held the loop 184-230 ms a batch, 64 of 500 KB 36-60 ms, and
-# every other request of the process waited; the bound is the claim's (CLAIM_BODY_BYTES)
+# submissions of 5.9 MB held the loop 146-295 ms a batch, 64 of 500 KB 52-72 ms, and
+# every other request of the process waited; the bound is the claim's (CLAIM_BODY_BYTES).
+# The price: a burst of big writes takes one commit (and, past 1,000 pages, a checkpoint
+# and the -wal file's restart) a batch, so on a disk whose fsync is slow it is stored
+# more slowly, and what waits behind it waits as long (helper-73: 20 ms COMMITs, 8 of
+# 5.9 MB in 502-556 ms against 207-257)
 BATCH_BYTES = 4 * 1024 * 1024
 # the other process holds the write turn for a few ms a batch; this long, it is stuck
 TURN_WAIT_SECONDS = 1.0
@@ -81,6 +85,7 @@ AUTOCHECKPOINT_PAGES = 1000
 FREE_SLACK = 0.10
 INCREMENTAL = 2  # PRAGMA auto_vacuum's value for incremental
 RELEASE_STEP_PAGES = 256  # one short write (about 3 ms here) per MiB given back
+PAGE_BYTES = 4096  # SQLite's default page size, which the file keeps
 log = logging.getLogger("notify_relay.sqlite")
 
 
@@ -313,7 +318,7 @@ class SqliteDatabase:
         (statements and page copies), about 2 % of the server's CPU a message.
 
         `size`: about how many bytes `fn` writes (a body and a document), which bounds its
-        batch (BATCH_BYTES); a small write may leave it 0."""
+        batch (BATCH_BYTES); a write of a few KiB at most may leave it 0."""
         self._connection()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
@@ -364,14 +369,14 @@ class SqliteDatabase:
                 for _ in range(pages):
                     conn.execute("PRAGMA incremental_vacuum")
 
-            await self.write(vacuum)
+            await self.write(vacuum, size=excess * PAGE_BYTES)
             released += excess
             await asyncio.sleep(0)
 
     def _flush(self) -> None:
-        """Runs the pending writes and commits them (in the committer thread when there is
-        an fsync to wait for: _start, _start_batch); shared, first takes the write turn, or
-        waits for it (see write_turn.py)."""
+        """Runs the pending writes (up to BATCH_BYTES: _take) and commits them (in the
+        committer thread when there is an fsync to wait for: _start, _start_batch); shared,
+        first takes the write turn, or waits for it (see write_turn.py)."""
         self._flush_scheduled = False
         if self._committing is not None or not self._pending:
             return
@@ -421,8 +426,9 @@ class SqliteDatabase:
         self._start()
 
     def _start(self) -> None:
-        """Runs what is pending now (the writes that came while the turn was awaited too),
-        once the -wal file is started over if it is due to be (_restart_wal)."""
+        """Runs what is pending now (the writes that came while the turn was awaited too,
+        up to BATCH_BYTES), once the -wal file is started over if it is due to be
+        (_restart_wal)."""
         if self._index is not None and not self._restart_failed and self._wal_backfilled():
             loop = asyncio.get_running_loop()
             self._committing = self._committer.submit(self._restart_wal)

@@ -252,8 +252,11 @@ class SqliteQueue:
                                     started=_write_start(conn, _started(row[4:-2], start))))
             return claims
 
-        # a lease and an attempt's start lost with the power: the entry is claimed again
-        claims = await self._db.write(take, durable=False)
+        # a lease and an attempt's start lost with the power: the entry is claimed again;
+        # its size in its batch's bound: what its read took (what more() reads is within
+        # the claim's own bound)
+        claims = await self._db.write(take, durable=False,
+                                      size=sum(row[-1] or 0 for row in due))
         # only the destinations whose entries were claimed have had their turn: one whose
         # entries the bound left unread, or another claim took meanwhile, keeps it
         taken = {claim.destination_key for claim in claims}

@@ -207,7 +207,8 @@ class SqliteStore:
             conn.executemany(queries.DELETE_MESSAGE, rows)
             return len(rows)
 
-        return await self._db.write(delete)
+        # its bodies are known only in the write: counted at the most it frees
+        return await self._db.write(delete, size=EXPIRE_BYTES)
 
     async def unqueued(self, created_before: datetime, limit: int) -> Sequence[Message]:
         rows = await self._db.read(
