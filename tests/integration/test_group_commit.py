@@ -280,15 +280,17 @@ async def test_statements_that_outgrow_the_cache_after_a_checkpoint_do_not_start
     assert await db.read(count) == (1101 if durable else 2200)
 
 
-class FailingRestart:
-    """A connection whose next write of readiness's row fails (a disk that fails a write)."""
+class FailingOnce:
+    """A connection whose next statement that starts with `prefix` fails (sqlite3's own
+    connection takes no attributes)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, prefix: str) -> None:
         self.conn = conn
+        self.prefix = prefix
         self.armed = True
 
     def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
-        if self.armed and sql.startswith("UPDATE heartbeat"):
+        if self.armed and sql.startswith(self.prefix):
             self.armed = False
             raise sqlite3.OperationalError("disk I/O error")
         return self.conn.execute(sql, *args)
@@ -300,7 +302,7 @@ class FailingRestart:
 async def test_a_restart_that_fails_leaves_the_batch_to_run(db: SqliteDatabase) -> None:
     """The batch meets the fault itself, if it lasts, and fails named; here it has passed."""
     await db.write(checkpointed)
-    failing = FailingRestart(db._connection())
+    failing = FailingOnce(db._connection(), "UPDATE heartbeat")  # a disk failing a write
     db._conn = failing  # type: ignore[assignment]
     assert await db.write(insert(1), durable=False) is not None  # type: ignore[arg-type]
     assert not failing.armed
@@ -473,29 +475,12 @@ async def test_a_claim_and_an_expiry_count_in_their_batch_s_bytes(
         db.close()
 
 
-class FailingPragma:
-    """A connection whose next `PRAGMA wal_autocheckpoint` fails (sqlite3's own
-    connection takes no attributes)."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-        self.armed = True
-
-    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
-        if self.armed and sql.startswith("PRAGMA wal_autocheckpoint"):
-            self.armed = False
-            raise sqlite3.OperationalError("injected")
-        return self.conn.execute(sql, *args)
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.conn, name)
-
-
 async def test_a_change_of_level_that_fails_half_way_is_made_again(
         db: SqliteDatabase) -> None:
     """synchronous set to NORMAL, then the checkpoint setting failing, must not leave a
     durable batch believed FULL at NORMAL: a 202 without its fsync."""
-    db._conn = FailingPragma(db._connection())  # type: ignore[assignment]
+    db._conn = FailingOnce(  # type: ignore[assignment]
+        db._connection(), "PRAGMA wal_autocheckpoint")
     with pytest.raises(StoreUnavailable):
         await db.write(synchronous, durable=False)
     assert await db.write(synchronous) == 2

@@ -565,6 +565,16 @@ async def test_idle_destinations_in_their_default_state_leave_memory() -> None:
     assert again.last_success_at == stored.last_success_at  # read back, then kept
 
 
+async def with_statistics_to_flush(store: MemoryDestinationStore) -> tuple[Gate, Clock]:
+    """An embedded gate over `store` whose DEST has an attempt's statistics to write."""
+    clock = Clock()
+    gate = Gate(store, RULES, clock=clock, rand=lambda: 0.0)
+    ticket = await gate.admit(DEST)
+    assert isinstance(ticket, Ticket)
+    await gate.finish(ticket, AttemptResult(status_code=200))
+    return gate, clock
+
+
 async def test_a_change_made_while_its_record_is_written_stays_to_write() -> None:
     """The write of a record took the destination off the dirty list even when a change
     came during it: that change was then never written, and lost once the destination
@@ -579,11 +589,7 @@ async def test_a_change_made_while_its_record_is_written_stays_to_write() -> Non
             return await super().save(destination)
 
     store = SlowStore()
-    clock = Clock()
-    gate = Gate(store, RULES, clock=clock, rand=lambda: 0.0)
-    first = await gate.admit(DEST)
-    assert isinstance(first, Ticket)
-    await gate.finish(first, AttemptResult(status_code=200))  # statistics: dirty
+    gate, clock = await with_statistics_to_flush(store)
     flushing = asyncio.create_task(gate.flush())
     await asyncio.sleep(0)  # the save waits
     clock.advance(5)
@@ -622,11 +628,7 @@ async def test_a_flush_cancelled_while_its_save_lands_leaves_the_next_one_its_ve
             return await asyncio.shield(self.saves[-1])
 
     store = LandingStore()
-    clock = Clock()
-    gate = Gate(store, RULES, clock=clock, rand=lambda: 0.0)
-    ticket = await gate.admit(DEST)
-    assert isinstance(ticket, Ticket)
-    await gate.finish(ticket, AttemptResult(status_code=200))  # statistics: dirty
+    gate, clock = await with_statistics_to_flush(store)
     flushing = asyncio.create_task(gate.flush())
     await asyncio.sleep(0)
     flushing.cancel()  # the stop's cancel
