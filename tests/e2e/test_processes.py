@@ -540,6 +540,38 @@ def test_forwarding_keeps_to_the_owners_routes_and_the_request_ids(tmp_path: Pat
     assert not socket_file.exists()  # removed at a clean stop
 
 
+@pytest.mark.parametrize(("name", "path"), [("..", b".."), ("..", b"%2E%2E"), (".", b".")])
+def test_a_destination_named_with_dots_is_the_owner_s_too(
+        tmp_path: Path, name: str, path: bytes) -> None:
+    """`.` and `..` are destination names (the contract's characters). Their paths stayed in
+    the API process, whose own gate stored a pause that the owner, which admits attempts
+    and had the destination in memory, never saw, and wrote its record over (helper-75)."""
+    def raw(method: bytes, body: bytes = b"") -> bytes:
+        return raw_request(server.port, method + b" /v1/destinations/" + path + b" HTTP/1.1\r\n"
+                           b"Host: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                           b"Connection: close\r\nContent-Length: "
+                           + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+    with ServerProcess(tmp_path / "relay.db", *FLAGS) as server, Api(server.base_url) as api:
+        def attempts(message_id: str) -> int:
+            return len(api.get(message_id).json()["attempts"])
+
+        message = {"destination": name, "targetUrl": "http://127.0.0.1:9/x"}  # refused
+        assert api.submit({"messageId": "before", **message}).status_code == 202
+        deadline = time.monotonic() + 10
+        while attempts("before") == 0:  # the owner has the destination in memory now
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        answer = raw(b"PATCH", b'{"paused": true}')
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+        assert api.submit({"messageId": "after", **message}).status_code == 202
+        time.sleep(2.5)  # the owner's statistics are written every second
+        assert attempts("after") == 0  # paused
+        answer = raw(b"GET")
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+        assert b'"paused":true' in answer
+
+
 def test_readiness_says_so_when_the_owner_does_not_answer(tmp_path: Path) -> None:
     with ServerProcess(tmp_path / "relay.db", *FLAGS) as server:
         assert server.proc is not None

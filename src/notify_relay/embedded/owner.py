@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from urllib.parse import quote_from_bytes
 
 import aiohttp
+import yarl
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from notify_relay.api.problems import problem
@@ -30,13 +32,26 @@ _HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-
 
 
 def forwarded(path: str) -> bool:
-    """The owner's routes. A path with a dot segment stays here (no route: 404, as with
-    one process): the client that would send it on normalises it, and
-    `/v1/destinations/../messages` would reach another route of the owner's."""
-    if path != "/metrics" and path != "/v1/destinations" and not path.startswith(
-            "/v1/destinations/"):
-        return False
-    return not any(segment in (".", "..") for segment in path.split("/"))
+    """The owner's routes, dot segments or not: sent on as they came (as_sent), they are
+    routed there as one process routes them. A destination may be named `.` or `..`; kept
+    here, a PATCH of `..` went to this process's own gate, and the owner, the one that
+    admits attempts, wrote its record over it (helper-75). `/v1/destinations/../messages`
+    is no route of the owner's either (404)."""
+    return path in ("/metrics", "/v1/destinations") or path.startswith("/v1/destinations/")
+
+
+_PRINTABLE = bytes(range(0x21, 0x7F))
+
+
+def as_sent(target: str) -> yarl.URL:
+    """The owner's URL for a request target as this process received it: not normalised
+    (aiohttp's URLs drop `.` and `..` segments, and decode `%2E`), any byte beyond
+    printable ASCII percent-encoded, as a request line needs."""
+    try:
+        raw = target.encode("latin-1")  # the raw path, as uvicorn gives it
+    except UnicodeEncodeError:  # a decoded path (no raw_path): its UTF-8
+        raw = target.encode()
+    return yarl.URL("http://owner" + quote_from_bytes(raw, safe=_PRINTABLE), encoded=True)
 
 
 class OwnerLink:
@@ -60,7 +75,7 @@ class OwnerLink:
         """Raises StoreUnavailable when the owner does not answer."""
         try:
             async with self._client().request(
-                    method, f"http://owner{target}", headers=headers, data=body or None,
+                    method, as_sent(target), headers=headers, data=body or None,
                     allow_redirects=False, timeout=aiohttp.ClientTimeout(total=seconds),
             ) as response:
                 content = await response.read()

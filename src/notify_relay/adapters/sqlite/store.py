@@ -194,21 +194,27 @@ class SqliteStore:
         writes, so a steady rate keeps a steady file size."""
         before = changed_before.astimezone(UTC).isoformat()
 
-        def delete(conn: sqlite3.Connection) -> int:
+        def expired(conn: sqlite3.Connection) -> tuple[list[tuple[int]], int]:
             rows: list[tuple[int]] = []
             size = 0
             for seq, body_size in conn.execute(queries.EXPIRED_MESSAGES,
                                                (before, limit)).fetchall():
-                size += body_size
-                if rows and size > EXPIRE_BYTES:
+                if rows and size + body_size > EXPIRE_BYTES:
                     break
+                size += body_size
                 rows.append((seq,))
+            return rows, size
+
+        def delete(conn: sqlite3.Connection) -> int:
+            rows, _ = expired(conn)
             conn.executemany(queries.DELETE_BODY, rows)
             conn.executemany(queries.DELETE_MESSAGE, rows)
             return len(rows)
 
-        # its bodies are known only in the write: counted at the most it frees
-        return await self._db.write(delete, size=EXPIRE_BYTES)
+        # its size in its batch's bound: the bodies it frees, as read just before (counted
+        # at EXPIRE_BYTES, every sweep's write took a commit of its own: helper-75)
+        _, size = await self._db.read(expired)
+        return await self._db.write(delete, size=size)
 
     async def unqueued(self, created_before: datetime, limit: int) -> Sequence[Message]:
         rows = await self._db.read(
