@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from urllib.parse import quote_from_bytes
+from urllib.parse import quote, quote_from_bytes
 
 import aiohttp
 import yarl
@@ -44,13 +44,11 @@ _PRINTABLE = bytes(range(0x21, 0x7F))
 
 
 def as_sent(target: str) -> yarl.URL:
-    """The owner's URL for a request target as this process received it: not normalised
-    (aiohttp's URLs drop `.` and `..` segments, and decode `%2E`), any byte beyond
-    printable ASCII percent-encoded, as a request line needs."""
-    try:
-        raw = target.encode("latin-1")  # the raw path, as uvicorn gives it
-    except UnicodeEncodeError:  # a decoded path (no raw_path): its UTF-8
-        raw = target.encode()
+    """The owner's URL for a request target as this process received it (its bytes as
+    latin-1 text): not normalised (aiohttp's URLs drop `.` and `..` segments, and decode
+    `%2E`), any byte beyond printable ASCII percent-encoded, as a request line needs (the
+    parser here refuses those before: helper-76)."""
+    raw = target.encode("latin-1")
     return yarl.URL("http://owner" + quote_from_bytes(raw, safe=_PRINTABLE), encoded=True)
 
 
@@ -128,7 +126,8 @@ class ForwardToOwner:
                               f"the request body is over {MAX_FORWARDED_BODY} bytes"
                               )(scope, receive, send)
                 return
-        target = scope["raw_path"].decode("latin-1") if scope.get("raw_path") else scope["path"]
+        target = (scope["raw_path"].decode("latin-1") if scope.get("raw_path")
+                  else quote(scope["path"]))  # a server that gives no raw path
         if scope["query_string"]:
             target += "?" + scope["query_string"].decode("latin-1")
         headers = [(name.decode("latin-1"), value.decode("latin-1"))
