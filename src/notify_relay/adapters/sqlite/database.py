@@ -69,7 +69,7 @@ RUN_WRITES = 32
 # every other request of the process waited; the bound is the claim's (CLAIM_BODY_BYTES).
 # The price: a burst of big writes takes one commit (and, past 1,000 pages, a checkpoint
 # and the -wal file's restart) a batch, so on a disk whose fsync is slow it is stored
-# more slowly, and what waits behind it waits as long (helper-73: 20 ms COMMITs, 8 of
+# more slowly, and what waits behind it waits as long (helper-74: 20 ms COMMITs, 8 of
 # 5.9 MB in 502-556 ms against 207-257)
 BATCH_BYTES = 4 * 1024 * 1024
 # the other process holds the write turn for a few ms a batch; this long, it is stuck
