@@ -385,12 +385,7 @@ class SqliteDatabase:
             return
         loop = asyncio.get_running_loop()
         waiting = self._awaiting_turn = self._committing = self._turn.wait()
-
-        def taken(done: concurrent.futures.Future[None]) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: close() saw to it
-                loop.call_soon_threadsafe(self._turn_taken, done)
-
-        waiting.add_done_callback(taken)
+        waiting.add_done_callback(lambda done: _call_soon(loop, self._turn_taken, done))
         self._turn_timer = loop.call_later(TURN_WAIT_SECONDS, self._turn_overdue, waiting)
 
     def _turn_overdue(self, waiting: concurrent.futures.Future[None]) -> None:
@@ -430,12 +425,16 @@ class SqliteDatabase:
         up to BATCH_BYTES), once the -wal file is started over if it is due to be
         (_restart_wal)."""
         if self._index is not None and not self._restart_failed and self._wal_backfilled():
-            loop = asyncio.get_running_loop()
-            self._committing = self._committer.submit(self._restart_wal)
-            self._committing.add_done_callback(
-                lambda done: _call_soon(loop, self._restarted, done))
+            self._hand_over(self._restart_wal, self._restarted)
             return
         self._start_batch()
+
+    def _hand_over(self, work: Callable[[], None],
+                   then: Callable[..., None], *args: Any) -> None:
+        """`work` in the committer thread; then `then(done, *args)` on the loop."""
+        loop = asyncio.get_running_loop()
+        self._committing = self._committer.submit(work)
+        self._committing.add_done_callback(lambda done: _call_soon(loop, then, done, *args))
 
     def _restart_wal(self) -> None:
         """In the committer thread: readiness's write (check_writable), so that the -wal
@@ -482,10 +481,7 @@ class SqliteDatabase:
         # an fsync to wait for: in the thread (not NORMAL is FULL: a failed change of level,
         # UNSET, raises before BEGIN, so no transaction is open then)
         if open_transaction and (self._synchronous != NORMAL or self._wal_backfilled()):
-            loop = asyncio.get_running_loop()
-            self._committing = self._committer.submit(self._commit)
-            self._committing.add_done_callback(
-                lambda done: _call_soon(loop, self._committed, done, batch, results))
+            self._hand_over(self._commit, self._committed, batch, results)
             return
         if open_transaction:  # NORMAL: no fsync, no checkpoint (see above): here
             try:
@@ -609,8 +605,8 @@ class SqliteDatabase:
 
 def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None],
                *args: Any) -> None:
-    """From the committer thread: the loop may be closed by then (close() saw to what was
-    pending)."""
+    """From the committer or the write turn's thread: the loop may be closed by then
+    (close() saw to what was pending)."""
     with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(callback, *args)
 
